@@ -1,0 +1,85 @@
+"""Typed settings, read once from the environment.
+
+This is the only module that reads ``os.environ``: everything else asks
+:func:`settings` so that tests can swap the configuration with
+:func:`reload_settings` and no setting is spelled twice.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Mapping
+
+#: logical names of the DynamoDB tables (same names as in infra/aws/resources.yaml)
+TABLES = (
+    "products",
+    "devices",
+    "principals",
+    "api_keys",
+    "applications",
+    "audit",
+    "counters",
+)
+#: logical names of the SQS queues
+QUEUES = ("jobs",)
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(value: str | None, default: int) -> int:
+    if value is None or value.strip() == "":
+        return default
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str = "local"
+    region: str = "us-east-1"
+    resource_prefix: str = "fleetbox-local-"
+    bucket: str = "fleetbox-local-files"
+    device_quota: int = 100_000
+    audit_retention_days: int = 365
+    log_level: str = "INFO"
+    #: outbound webhooks may target loopback (the local stack only)
+    allow_loopback_targets: bool = False
+    #: extra env seen at load time, for diagnostics only (never secrets)
+    endpoint_url: str | None = field(default=None, repr=False)
+
+    def table(self, logical: str) -> str:
+        return f"{self.resource_prefix}{logical}"
+
+    def queue(self, logical: str) -> str:
+        return f"{self.resource_prefix}{logical}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+        stage = env.get("FLEETBOX_STAGE", "local")
+        prefix = env.get("FLEETBOX_RESOURCE_PREFIX") or f"fleetbox-{stage}-"
+        return cls(
+            stage=stage,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            resource_prefix=prefix,
+            bucket=env.get("FLEETBOX_BUCKET") or f"{prefix}files",
+            device_quota=_int(env.get("FLEETBOX_DEVICE_QUOTA"), 100_000),
+            audit_retention_days=_int(env.get("FLEETBOX_AUDIT_RETENTION_DAYS"), 365),
+            log_level=env.get("FLEETBOX_LOG_LEVEL", "INFO"),
+            allow_loopback_targets=_bool(env.get("FLEETBOX_ALLOW_LOOPBACK"), stage == "local"),
+            endpoint_url=env.get("AWS_ENDPOINT_URL"),
+        )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests that change the environment call this)."""
+    settings.cache_clear()
+    return settings()

@@ -1,0 +1,275 @@
+"""The HTTP route kit every blueprint uses.
+
+``route(bp, "POST", "/v1/products", action=..., resource=...)`` registers a
+Chalice view that always does, in this order: give the request an id →
+authenticate the bearer API key (401) → parse the JSON body (400) → authorise
+``action`` on ``resource`` with the caller's policy (403) → validate query and
+body against their models (400) → call the handler → render JSON with
+``x-request-id`` → write an audit record for mutating calls.  Because the
+action is a required argument, no ``/v1`` route can exist without a policy
+check, and because the registry keeps every route's models, ``/openapi.json``
+is generated from the very models that validate requests.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from chalice import Blueprint, Response
+
+from ..core import errors, ids
+from ..core.auth import Principal, qualify
+from ..core.observability import logger
+from ..core.schema import MISSING, Field, Model
+
+Resource = Callable[[Mapping[str, str], Mapping[str, Any]], str]
+
+_JSON = "application/json"
+
+
+@dataclass
+class RouteSpec:
+    method: str
+    path: str
+    action: str | None
+    resource: Resource | str | None
+    summary: str
+    tag: str
+    body: Model | None = None
+    query: Mapping[str, Field] = field(default_factory=dict)
+    response: Field | None = None
+    status: int = 200
+    listing: bool = False
+    public: bool = False
+    produces: str = _JSON
+    errors: tuple[int, ...] = ()
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in ("POST", "PUT", "PATCH", "DELETE")
+
+    def resource_for(self, params: Mapping[str, str], body: Mapping[str, Any]) -> str:
+        if callable(self.resource):
+            return self.resource(params, body)
+        return self.resource or "*"
+
+
+#: every route registered through :func:`route`, in registration order
+ROUTES: list[RouteSpec] = []
+
+
+@dataclass
+class Ctx:
+    """What a handler receives."""
+
+    request_id: str
+    principal: Principal | None
+    params: dict[str, str]
+    query: dict[str, Any]
+    body: dict[str, Any]
+    request: Any
+    spec: RouteSpec
+
+    def allowed(self, action: str, resource: str) -> bool:
+        return self.principal is not None and self.principal.allows(action, resource)
+
+    def require(self, action: str, resource: str) -> None:
+        if not self.allowed(action, resource):
+            raise errors.forbidden(action, resource)
+
+
+def _header(request: Any, name: str) -> str | None:
+    value = request.headers.get(name)
+    return value if value is None else str(value)
+
+
+def _json_response(status: int, body: Any, request_id: str, extra: Mapping[str, str] | None = None) -> Response:
+    headers = {"Content-Type": _JSON, "x-request-id": request_id}
+    if extra:
+        headers.update(extra)
+    return Response(body=json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
+                    status_code=status, headers=headers)
+
+
+def error_response(err: errors.FleetboxError, request_id: str) -> Response:
+    return _json_response(err.status, err.body(request_id), request_id)
+
+
+def _parse_body(request: Any) -> Any:
+    raw = request.raw_body
+    if not raw:
+        return None
+    ctype = (_header(request, "content-type") or _JSON).lower()
+    if "json" not in ctype:
+        raise errors.FleetboxError("UnsupportedMediaType",
+                                   f"request bodies must be application/json, got {ctype}", "Content-Type")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise errors.FleetboxError("InvalidParameterValue.InvalidJson",
+                                   f"request body is not valid JSON: {exc}", "body") from None
+
+
+def _parse_query(spec: RouteSpec, raw: Mapping[str, str] | None) -> dict[str, Any]:
+    raw = dict(raw or {})
+    out: dict[str, Any] = {}
+    for name in raw:
+        if name not in spec.query:
+            raise errors.FleetboxError("UnknownParameter", f"query parameter {name} is not supported", name)
+    for name, fld in spec.query.items():
+        if name not in raw:
+            if fld.required:
+                raise errors.missing(name)
+            if fld.default is not MISSING:
+                out[name] = fld.default
+            continue
+        text = raw[name]
+        value: Any = text
+        if fld.json_type == "integer":
+            try:
+                value = int(text)
+            except ValueError:
+                raise fld.fail(name, "must be an integer") from None
+        elif fld.json_type == "boolean":
+            if text.lower() not in ("true", "false"):
+                raise fld.fail(name, "must be true or false")
+            value = text.lower() == "true"
+        out[name] = fld.validate(value, name)
+    return out
+
+
+def _authenticate(request: Any) -> Principal:
+    from ..services import access  # noqa: PLC0415 - keep the route kit import-light
+
+    header = _header(request, "authorization")
+    if not header:
+        raise errors.unauthenticated("missing Authorization: Bearer <api key>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.unauthenticated("the Authorization header must be 'Bearer <api key>'")
+    return access.authenticate(token.strip())
+
+
+def _audit(spec: RouteSpec, ctx_principal: Principal | None, resource: str, status: int,
+           code: str | None, request_id: str, source_ip: str | None) -> None:
+    if ctx_principal is None or not spec.mutating:
+        return
+    from ..services import audit  # noqa: PLC0415
+
+    try:
+        audit.record(principal_id=ctx_principal.principal_id, key_id=ctx_principal.key_id,
+                     action=qualify(spec.action or ""), resource=resource, status=status,
+                     result=code or "Success", request_id=request_id, source_ip=source_ip)
+    except Exception:  # the audit must not turn a done change into a failure; log loudly
+        logger.exception("audit write failed", extra={"request_id": request_id, "action": spec.action})
+
+
+def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], params: dict[str, str]) -> Response:
+    request = bp.current_request
+    request_id = ids.request_id()
+    logger.thread_safe_append_keys(request_id=request_id, action=spec.action or spec.path)
+    started = time.perf_counter()
+    principal: Principal | None = None
+    resource = "*"
+    source_ip = None
+    try:
+        source_ip = (request.context or {}).get("identity", {}).get("sourceIp")
+    except AttributeError:
+        source_ip = None
+    status, code = 500, "InternalError"
+    try:
+        if not spec.public:
+            principal = _authenticate(request)
+        raw_body = _parse_body(request) if spec.body is not None else None
+        if spec.body is None and request.raw_body and spec.method in ("POST", "PUT", "PATCH"):
+            raw_body = None  # bodies on body-less operations are ignored, as documented
+        body_for_resource = raw_body if isinstance(raw_body, dict) else {}
+        resource = spec.resource_for(params, body_for_resource)
+        if principal is not None and spec.action:
+            if spec.listing:
+                if not principal.may_list(spec.action):
+                    raise errors.forbidden(spec.action, resource)
+            elif not principal.allows(spec.action, resource):
+                raise errors.forbidden(spec.action, resource)
+        query = _parse_query(spec, request.query_params)
+        body: dict[str, Any] = {}
+        if spec.body is not None:
+            if raw_body is None:
+                raw_body = {}
+            body = spec.body.validate(raw_body, "")
+        ctx = Ctx(request_id, principal, params, query, body, request, spec)
+        result = handler(ctx)
+        if isinstance(result, Response):
+            result.headers.setdefault("x-request-id", request_id)
+            status, code = result.status_code, None
+            return result
+        status, code = spec.status, None
+        if status == 204:
+            return Response(body="", status_code=204, headers={"x-request-id": request_id})
+        return _json_response(status, result, request_id)
+    except errors.FleetboxError as err:
+        status, code = err.status, err.code
+        if status >= 500:
+            logger.error("request failed", extra={"code": err.code})
+        return error_response(err, request_id)
+    except Exception:
+        logger.exception("unhandled error")
+        err = errors.internal()
+        status, code = err.status, err.code
+        return error_response(err, request_id)
+    finally:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        _audit(spec, principal, resource, status, code, request_id, source_ip)
+        logger.info("request", extra={"method": spec.method, "path": spec.path, "status": status,
+                                      "code": code, "duration_ms": elapsed_ms,
+                                      "principal": principal.principal_id if principal else None})
+        logger.thread_safe_clear_keys()
+
+
+def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource: Resource | str | None,
+          summary: str, tag: str, body: Model | None = None, query: Mapping[str, Field] | None = None,
+          response: Field | None = None, status: int = 200, listing: bool = False, public: bool = False,
+          produces: str = _JSON, errors_: tuple[int, ...] = ()) -> Callable[[Callable[[Ctx], Any]], Callable[[Ctx], Any]]:
+    """Register a route.  ``action``/``resource`` are mandatory unless ``public``."""
+    if not public and not action:
+        raise ValueError(f"{method} {path}: a non-public route needs an action")
+    spec = RouteSpec(method=method, path=path, action=action, resource=resource, summary=summary, tag=tag,
+                     body=body, query=dict(query or {}), response=response, status=status, listing=listing,
+                     public=public, produces=produces, errors=errors_)
+
+    def decorate(handler: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
+        def view(**params: str) -> Response:
+            return dispatch(bp, spec, handler, params)
+
+        view.__name__ = f"{handler.__name__}_{method.lower()}"
+        bp.route(path, methods=[method], content_types=["*/*"])(view)
+        ROUTES.append(spec)
+        return handler
+
+    return decorate
+
+
+# ----------------------------------------------------------------- paging
+
+
+def encode_token(key: Mapping[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str | None) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        pad = "=" * (-len(token) % 4)
+        value = json.loads(base64.urlsafe_b64decode(token + pad))
+        if not isinstance(value, dict):
+            raise ValueError("not an object")
+        return value
+    except (ValueError, UnicodeDecodeError, TypeError):
+        raise errors.invalid("NextTokenInvalid", "next is not a token this API issued", "next") from None

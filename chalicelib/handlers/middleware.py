@@ -1,0 +1,34 @@
+"""HTTP middleware: every response, even Chalice's own, carries x-request-id and our error envelope."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from chalice import Response
+
+from ..core import errors, ids
+
+_CHALICE_CODES = {
+    "MethodNotAllowedError": "MethodNotAllowed",
+    "UnsupportedMediaType": "UnsupportedMediaType",
+    "BadRequestError": "InvalidParameterValue.InvalidRequest",
+    "NotFoundError": "ResourceNotFound.Route",
+    "InternalServerError": "InternalError",
+    "BadRequest": "InvalidParameterValue.InvalidRequest",
+}
+
+
+def http_envelope(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    response = get_response(event)
+    request_id = response.headers.get("x-request-id")
+    if request_id is None:
+        request_id = ids.request_id()
+        response.headers["x-request-id"] = request_id
+        body = response.body
+        if response.status_code >= 400 and isinstance(body, dict) and "Code" in body:
+            # a response Chalice made itself (405, 415, unhandled error): same envelope as ours
+            code = _CHALICE_CODES.get(str(body.get("Code")), "InvalidParameterValue.InvalidRequest")
+            err = errors.FleetboxError(code, str(body.get("Message", "")), None, status=response.status_code)
+            response.body = json.dumps(err.body(request_id))
+            response.headers["Content-Type"] = "application/json"
+    return response

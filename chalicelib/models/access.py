@@ -1,0 +1,54 @@
+"""Principals, API keys and applications."""
+from __future__ import annotations
+
+from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from .base import JSONText, meta
+
+
+class PrincipalRecord(Model):
+    Meta = meta("principals")
+
+    principal_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    kind = UnicodeAttribute()  # root | user | application | chat
+    policy = JSONText()
+    application_id = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+
+
+class KeysByPrincipal(GlobalSecondaryIndex["ApiKeyRecord"]):
+    class Meta:
+        index_name = "principal-index"
+        projection = AllProjection()
+
+    principal_id = UnicodeAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True)
+
+
+class ApiKeyRecord(Model):
+    Meta = meta("api_keys")
+
+    key_id = UnicodeAttribute(hash_key=True)
+    principal_id = UnicodeAttribute()
+    secret_hash = UnicodeAttribute()
+    name = UnicodeAttribute(default="")
+    platform = UnicodeAttribute(null=True)  # android | ios | miniprogram for application keys
+    created_at = NumberAttribute()
+
+    by_principal = KeysByPrincipal()
+
+
+class ApplicationRecord(Model):
+    Meta = meta("applications")
+
+    application_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    remark = UnicodeAttribute(default="")
+    products = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[var-annotated]
+    principal_id = UnicodeAttribute()
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()

@@ -1,0 +1,52 @@
+"""The devices table: pk product, sk device name; GSIs for status and firmware version."""
+from __future__ import annotations
+
+from pynamodb.attributes import (BooleanAttribute, ListAttribute, MapAttribute, NumberAttribute,
+                                 UnicodeAttribute)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from .base import meta
+
+
+class StatusIndex(GlobalSecondaryIndex["DeviceRecord"]):
+    class Meta:
+        index_name = "status-index"
+        projection = AllProjection()
+
+    product_id = UnicodeAttribute(hash_key=True)
+    status = UnicodeAttribute(range_key=True)
+
+
+class FirmwareIndex(GlobalSecondaryIndex["DeviceRecord"]):
+    class Meta:
+        index_name = "firmware-index"
+        projection = AllProjection()
+
+    product_id = UnicodeAttribute(hash_key=True)
+    firmware_version = UnicodeAttribute(range_key=True)
+
+
+class DeviceRecord(Model):
+    Meta = meta("devices")
+
+    product_id = UnicodeAttribute(hash_key=True)
+    device_name = UnicodeAttribute(range_key=True)
+    secret = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(default="inactive")
+    enabled = BooleanAttribute(default=True)
+    tags = MapAttribute(default=dict)  # type: ignore[var-annotated]
+    #: exact "key=value" tag terms (list `contains` = exact tag match)
+    search_terms = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[var-annotated]
+    #: lower-cased name and tags, one per line
+    search_text = UnicodeAttribute(default="")
+    firmware_version = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    activated_at = NumberAttribute(null=True)
+    last_online_at = NumberAttribute(null=True)
+    created_by = UnicodeAttribute(null=True)
+    origin = UnicodeAttribute(default="api")
+
+    status_index = StatusIndex()
+    firmware_index = FirmwareIndex()

@@ -1,0 +1,242 @@
+"""Principals, API keys and applications (SPEC §2)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from ..core import auth, clock, errors, ids
+from ..core.auth import Principal
+from ..models.access import ApiKeyRecord, ApplicationRecord, PrincipalRecord
+
+ROOT_ID = "root"
+PRINCIPAL_KINDS = ("user", "application", "chat")
+APP_PLATFORMS = ("android", "ios", "miniprogram")
+
+#: what an application's keys may do, on its own products only
+APPLICATION_ACTIONS = [
+    "iotexplorer:Describe*",
+    "iotexplorer:List*",
+    "iotexplorer:Get*",
+    "iotexplorer:ControlDeviceData",
+    "iotexplorer:CallDeviceAction",
+    "iotexplorer:CreateBinding",
+    "iotexplorer:DeleteBinding",
+]
+
+
+# ------------------------------------------------------------ authentication
+
+
+def authenticate(token: str) -> Principal:
+    """Resolve a bearer API key to its principal, or raise 401.  Constant-time compare."""
+    parsed = auth.parse_api_key(token)
+    if parsed is None:
+        raise errors.unauthenticated("the API key is malformed")
+    key_id, secret = parsed
+    try:
+        key = ApiKeyRecord.get(key_id)
+    except DoesNotExist:
+        # hash anyway so unknown and wrong keys take the same time
+        auth.secret_matches(key_id, secret, "0" * 64)
+        raise errors.unauthenticated("the API key is not valid") from None
+    if not auth.secret_matches(key_id, secret, key.secret_hash):
+        raise errors.unauthenticated("the API key is not valid")
+    try:
+        principal = PrincipalRecord.get(key.principal_id)
+    except DoesNotExist:
+        raise errors.unauthenticated("the API key's principal no longer exists") from None
+    return _to_principal(principal, key_id)
+
+
+def _to_principal(rec: PrincipalRecord, key_id: str | None) -> Principal:
+    products = None
+    if rec.kind == "application" and rec.application_id:
+        try:
+            app = ApplicationRecord.get(rec.application_id)
+            products = frozenset(app.products or [])
+        except DoesNotExist:
+            products = frozenset()
+    return Principal(principal_id=rec.principal_id, name=rec.name, kind=rec.kind,
+                     policy=auth.compile_policy(rec.policy), key_id=key_id, products=products)
+
+
+# ------------------------------------------------------------------- seeding
+
+
+def seed_root(api_key: str | None = None) -> str:
+    """Create the root principal (allow everything) if missing and issue an admin key.
+
+    With ``api_key`` (e.g. FLEETBOX_ADMIN_API_KEY in the local stack) that exact key is
+    registered, so scripts can keep one key across restarts; otherwise a new one is made.
+    """
+    now = clock.now_s()
+    try:
+        PrincipalRecord.get(ROOT_ID)
+    except DoesNotExist:
+        PrincipalRecord(principal_id=ROOT_ID, name="root", kind="root", policy=auth.ADMIN_POLICY,
+                        created_at=now, updated_at=now).save()
+    if api_key:
+        parsed = auth.parse_api_key(api_key)
+        if parsed is None:
+            raise ValueError("FLEETBOX_ADMIN_API_KEY must look like fbk_<16 chars>.<43 chars>")
+        key_id, secret = parsed
+        ApiKeyRecord(key_id=key_id, principal_id=ROOT_ID, secret_hash=auth.hash_secret(key_id, secret),
+                     name="admin (seeded)", created_at=now).save()
+        return api_key
+    key_id, text, digest = auth.new_api_key()
+    ApiKeyRecord(key_id=key_id, principal_id=ROOT_ID, secret_hash=digest, name="admin (seeded)",
+                 created_at=now).save()
+    return text
+
+
+# ---------------------------------------------------------------- principals
+
+
+def principal_view(rec: PrincipalRecord) -> dict[str, Any]:
+    return {"principal_id": rec.principal_id, "name": rec.name, "kind": rec.kind, "policy": rec.policy,
+            "application_id": rec.application_id, "created_at": int(rec.created_at),
+            "updated_at": int(rec.updated_at)}
+
+
+def create_principal(name: str, kind: str, policy: dict[str, Any] | None) -> dict[str, Any]:
+    doc, _ = auth.parse_policy(policy if policy is not None else {"version": auth.POLICY_VERSION,
+                                                                  "statement": []})
+    now = clock.now_s()
+    rec = PrincipalRecord(principal_id=ids.short_id("p-"), name=name, kind=kind, policy=doc,
+                          created_at=now, updated_at=now)
+    rec.save(condition=PrincipalRecord.principal_id.does_not_exist())
+    return principal_view(rec)
+
+
+def get_principal(principal_id: str) -> PrincipalRecord:
+    try:
+        return PrincipalRecord.get(principal_id)
+    except DoesNotExist:
+        raise errors.not_found("PrincipalNotExist", f"principal {principal_id} does not exist",
+                               "principal_id") from None
+
+
+def put_policy(principal_id: str, policy: Any) -> dict[str, Any]:
+    rec = get_principal(principal_id)
+    if rec.kind == "root":
+        raise errors.conflict("UnsupportedOperation.RootPolicy", "the root principal's policy cannot change",
+                              "principal_id")
+    if rec.kind == "application":
+        raise errors.conflict("UnsupportedOperation.ApplicationPolicy",
+                              "an application's access follows its products; use PUT /v1/applications/{id}/products",
+                              "principal_id")
+    doc, _ = auth.parse_policy(policy)
+    rec.update(actions=[PrincipalRecord.policy.set(doc), PrincipalRecord.updated_at.set(clock.now_s())])
+    return principal_view(rec)
+
+
+# ------------------------------------------------------------------- API keys
+
+
+def key_view(rec: ApiKeyRecord) -> dict[str, Any]:
+    return {"key_id": rec.key_id, "principal_id": rec.principal_id, "name": rec.name,
+            "platform": rec.platform, "created_at": int(rec.created_at)}
+
+
+def create_key(principal_id: str, name: str, platform: str | None = None) -> dict[str, Any]:
+    get_principal(principal_id)
+    key_id, text, digest = auth.new_api_key()
+    rec = ApiKeyRecord(key_id=key_id, principal_id=principal_id, secret_hash=digest, name=name,
+                       platform=platform, created_at=clock.now_s())
+    try:
+        rec.save(condition=ApiKeyRecord.key_id.does_not_exist())
+    except PutError:  # 16 random chars colliding: astronomically unlikely; answer honestly
+        raise errors.FleetboxError("FailedOperation.KeyCollision", "try again", None) from None
+    view = key_view(rec)
+    view["api_key"] = text
+    return view
+
+
+def list_keys(principal_id: str, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Keys of one principal, newest first (a GSI query)."""
+    res = ApiKeyRecord.by_principal.query(principal_id, limit=limit, last_evaluated_key=start,
+                                          scan_index_forward=False)
+    items = [key_view(r) for r in res]
+    return items, res.last_evaluated_key
+
+
+def get_key(key_id: str) -> ApiKeyRecord:
+    try:
+        rec = ApiKeyRecord.get(key_id)
+    except DoesNotExist:
+        rec = None
+    if rec is None:
+        raise errors.not_found("ApiKeyNotExist", f"API key {key_id} does not exist", "key_id")
+    return rec
+
+
+def delete_key(key_id: str) -> None:
+    """Revocation is a delete: the key stops working on the next request."""
+    get_key(key_id).delete()
+
+
+# --------------------------------------------------------------- applications
+
+
+def _application_policy() -> dict[str, Any]:
+    # the product restriction is applied by Principal.products; the policy says *what*
+    return {"version": auth.POLICY_VERSION,
+            "statement": [{"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": ["product/*"]}]}
+
+
+def application_view(rec: ApplicationRecord, keys: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    view = {"application_id": rec.application_id, "name": rec.name, "remark": rec.remark,
+            "products": list(rec.products or []), "principal_id": rec.principal_id,
+            "created_at": int(rec.created_at), "updated_at": int(rec.updated_at)}
+    if keys is not None:
+        view["keys"] = keys
+    return view
+
+
+def _check_products(products: list[str]) -> None:
+    from .products import get_product  # noqa: PLC0415 - avoid an import cycle at module load
+
+    for i, pid in enumerate(products):
+        try:
+            get_product(pid)
+        except errors.FleetboxError:
+            raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"products[{i}]: product {pid} does not exist",
+                                   f"products[{i}]") from None
+
+
+def create_application(name: str, remark: str, products: list[str]) -> dict[str, Any]:
+    _check_products(products)
+    now = clock.now_s()
+    app_id = ids.short_id("app-")
+    principal = PrincipalRecord(principal_id=ids.short_id("p-"), name=f"application {name}", kind="application",
+                                policy=_application_policy(), application_id=app_id, created_at=now,
+                                updated_at=now)
+    principal.save()
+    rec = ApplicationRecord(application_id=app_id, name=name, remark=remark, products=products,
+                            principal_id=principal.principal_id, created_at=now, updated_at=now)
+    rec.save()
+    keys = [create_key(principal.principal_id, f"{name} {platform}", platform) for platform in APP_PLATFORMS]
+    return application_view(rec, keys)
+
+
+def get_application(app_id: str) -> ApplicationRecord:
+    try:
+        return ApplicationRecord.get(app_id)
+    except DoesNotExist:
+        raise errors.not_found("ApplicationNotExist", f"application {app_id} does not exist",
+                               "application_id") from None
+
+
+def describe_application(app_id: str) -> dict[str, Any]:
+    rec = get_application(app_id)
+    keys, _ = list_keys(rec.principal_id, 100, None)
+    return application_view(rec, keys)
+
+
+def set_application_products(app_id: str, products: list[str]) -> dict[str, Any]:
+    rec = get_application(app_id)
+    _check_products(products)
+    rec.update(actions=[ApplicationRecord.products.set(products),
+                        ApplicationRecord.updated_at.set(clock.now_s())])
+    return describe_application(app_id)

@@ -1,0 +1,253 @@
+"""Devices (SPEC §5) and the account device quota (§7.4)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+
+from ..core import clock, errors, ids
+from ..core.config import settings
+from ..models.counters import QUOTA_DEVICES, QUOTA_PK, CounterRecord
+from ..models.devices import DeviceRecord
+from ..models.products import ProductRecord
+from .products import get_product
+from .txn import Transaction
+
+DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
+TAG_KEY_RE = re.compile(r"[A-Za-z0-9_\-.]{1,32}")
+MAX_TAGS = 20
+STATUSES = ("inactive", "online", "offline")
+
+
+def device_name_ok(name: str) -> bool:
+    return DEVICE_NAME_RE.fullmatch(name) is not None
+
+
+def secret_ok(secret: str) -> bool:
+    """A supplied PSK must be what we would generate: base64 of 16 bytes."""
+    try:
+        return len(secret) == 24 and len(base64.b64decode(secret, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _search_fields(name: str, tags: dict[str, str]) -> tuple[list[str], str]:
+    terms = [f"{k}={v}" for k, v in sorted(tags.items())]
+    text = "\n".join([name.lower()] + [t.lower() for t in terms])
+    return terms, text
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _get(product_id: str, device_name: str) -> DeviceRecord:
+    if not device_name_ok(device_name or ""):
+        raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {device_name} does not exist", "device_name")
+    try:
+        return DeviceRecord.get(product_id, device_name, consistent_read=True)
+    except DoesNotExist:
+        raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
+                               "device_name") from None
+
+
+def get_device(product_id: str, device_name: str) -> DeviceRecord:
+    get_product(product_id)
+    return _get(product_id, device_name)
+
+
+def view(rec: DeviceRecord, include_secret: bool = False) -> dict[str, Any]:
+    out = {
+        "product_id": rec.product_id, "device_name": rec.device_name, "status": rec.status,
+        "enabled": bool(rec.enabled), "tags": dict(rec.tags.as_dict() if hasattr(rec.tags, "as_dict") else rec.tags or {}),
+        "firmware_version": rec.firmware_version, "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+        "activated_at": int(rec.activated_at) if rec.activated_at is not None else None,
+        "last_online_at": int(rec.last_online_at) if rec.last_online_at is not None else None,
+    }
+    if include_secret:
+        out["secret"] = rec.secret
+    return out
+
+
+def describe(product_id: str, device_name: str, include_secret: bool) -> dict[str, Any]:
+    return view(get_device(product_id, device_name), include_secret)
+
+
+def _raw_key(rec: DeviceRecord, index: str | None) -> dict[str, Any]:
+    key: dict[str, Any] = {"product_id": {"S": rec.product_id}, "device_name": {"S": rec.device_name}}
+    if index == "status":
+        key["status"] = {"S": rec.status}
+    elif index == "firmware":
+        key["firmware_version"] = {"S": rec.firmware_version}
+    return key
+
+
+def list_devices(product_id: str, *, status: str | None, firmware_version: str | None, tag: str | None,
+                 q: str | None, enabled: bool | None, limit: int,
+                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
+    """Key queries only: the status / firmware GSIs when those filter, else the product partition."""
+    product = get_product(product_id)
+    cond = None
+
+    def both(c: Any) -> None:
+        nonlocal cond
+        cond = c if cond is None else cond & c
+
+    if status and firmware_version:
+        both(DeviceRecord.firmware_version == firmware_version)
+    if tag:
+        k, sep, v = tag.partition("=") if "=" in tag else tag.partition(":")
+        both(DeviceRecord.search_terms.contains(f"{k}={v}" if sep else k))
+    if q:
+        both(DeviceRecord.search_text.contains(q.lower()))
+    if enabled is not None:
+        both(DeviceRecord.enabled == enabled)
+
+    if status:
+        index = "status"
+        pages = DeviceRecord.status_index.query(product_id, DeviceRecord.status == status, filter_condition=cond,
+                                                last_evaluated_key=start, limit=max(limit, 50))
+    elif firmware_version:
+        index = "firmware"
+        pages = DeviceRecord.firmware_index.query(product_id, DeviceRecord.firmware_version == firmware_version,
+                                                  filter_condition=cond, last_evaluated_key=start,
+                                                  limit=max(limit, 50))
+    else:
+        index = None
+        pages = DeviceRecord.query(product_id, filter_condition=cond, last_evaluated_key=start,
+                                   limit=max(limit, 50))
+    filtered = any(x is not None for x in (status, firmware_version, tag, q, enabled))
+    items: list[dict[str, Any]] = []
+    while True:
+        for rec in pages:
+            items.append(view(rec))
+            if len(items) == limit:
+                nxt = _raw_key(rec, index)
+                total = None if filtered else int(product.device_count or 0)
+                return items, total, nxt
+        last = pages.last_evaluated_key
+        if not last:
+            break
+        # the query's own limit ran out before ours did: continue from where it stopped
+        if index == "status":
+            pages = DeviceRecord.status_index.query(product_id, DeviceRecord.status == status, filter_condition=cond,
+                                                    last_evaluated_key=last, limit=max(limit, 50))
+        elif index == "firmware":
+            pages = DeviceRecord.firmware_index.query(product_id, DeviceRecord.firmware_version == firmware_version,
+                                                      filter_condition=cond, last_evaluated_key=last,
+                                                      limit=max(limit, 50))
+        else:
+            pages = DeviceRecord.query(product_id, filter_condition=cond, last_evaluated_key=last,
+                                       limit=max(limit, 50))
+    total = len(items) if (filtered and start is None) else (None if filtered else int(product.device_count or 0))
+    return items, total, None
+
+
+# ------------------------------------------------------------------ quota
+
+
+def quota() -> dict[str, Any]:
+    try:
+        used = int(CounterRecord.get(QUOTA_PK, QUOTA_DEVICES, consistent_read=True).count or 0)
+    except DoesNotExist:
+        used = 0
+    limit = settings().device_quota
+    return {"device_quota": limit, "registered": used, "remaining": max(limit - used, 0)}
+
+
+def quota_reservation(n: int) -> tuple[CounterRecord, list[Any], Any]:
+    """The transaction pieces that reserve ``n`` device licences or fail the whole write."""
+    limit = settings().device_quota
+    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    cond = CounterRecord.count.does_not_exist() | (CounterRecord.count <= limit - n)
+    if n > limit:
+        cond = CounterRecord.count < -1  # can never hold: more than the whole quota
+    return counter, [CounterRecord.count.add(n)], cond
+
+
+def quota_error(n: int) -> errors.FleetboxError:
+    q = quota()
+    return errors.FleetboxError(errors.DEVICE_LIMIT,
+                                f"normal device license limit: {n} more device(s) requested, "
+                                f"{q['remaining']} of {q['device_quota']} remaining", "device_name")
+
+
+# ----------------------------------------------------------------- writing
+
+
+def create(product_id: str, device_name: str, secret: str | None, created_by: str | None,
+           origin: str = "api") -> dict[str, Any]:
+    if not device_name_ok(device_name):
+        raise errors.invalid(errors.DEVICE_NAME_INVALID,
+                             "device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", "device_name")
+    if secret is not None and not secret_ok(secret):
+        raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
+    product = get_product(product_id)
+    now = clock.now_s()
+    terms, text = _search_fields(device_name, {})
+    rec = DeviceRecord(product_id=product_id, device_name=device_name, secret=secret or ids.device_secret(),
+                       status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
+                       created_at=now, updated_at=now, created_by=created_by, origin=origin)
+    counter, counter_actions, counter_cond = quota_reservation(1)
+    tx = Transaction()
+    try:
+        with tx:
+            tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
+            tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
+            tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(1)],
+                      condition=ProductRecord.product_id.exists())
+    except TransactWriteError as exc:
+        failed = tx.failed(exc)
+        if "device" in failed:
+            raise errors.conflict("ResourceInUse.DeviceAlreadyExists",
+                                  f"device {device_name} already exists in product {product_id}",
+                                  "device_name") from None
+        if "quota" in failed:
+            raise quota_error(1) from None
+        if "product" in failed:
+            raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
+                                   "product_id") from None
+        raise
+    del product
+    return view(rec, include_secret=True)
+
+
+def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    rec = get_device(product_id, device_name)
+    actions = []
+    if "enabled" in fields:
+        actions.append(DeviceRecord.enabled.set(fields["enabled"]))
+    if "tags" in fields:
+        tags = fields["tags"]
+        terms, text = _search_fields(device_name, tags)
+        actions += [DeviceRecord.tags.set(tags), DeviceRecord.search_terms.set(terms),
+                    DeviceRecord.search_text.set(text)]
+    if actions:
+        actions.append(DeviceRecord.updated_at.set(clock.now_s()))
+        try:
+            rec.update(actions=actions, condition=DeviceRecord.device_name.exists())
+        except UpdateError:
+            raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
+                                   "device_name") from None
+    return view(rec)
+
+
+def delete(product_id: str, device_name: str) -> None:
+    """Delete the device; its secret stops working at once (the record is gone)."""
+    rec = get_device(product_id, device_name)
+    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    tx = Transaction()
+    try:
+        with tx:
+            tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
+            tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])
+            tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(-1)],
+                      condition=ProductRecord.product_id.exists())
+    except TransactWriteError as exc:
+        if "device" in tx.failed(exc):
+            raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
+                                   "device_name") from None
+        raise

@@ -1,0 +1,21 @@
+"""Test-wide environment: a `test` stage, fake credentials, no AWS endpoint.
+
+Set before anything imports chalicelib (settings and table names are read once).
+`mock_aws` ignores custom endpoints, so AWS_ENDPOINT_URL must be unset here;
+e2e tests start the local stack in a subprocess with its own environment.
+"""
+import os
+
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.update({
+    "FLEETBOX_STAGE": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_DEV": "false",
+    "FLEETBOX_LOG_LEVEL": "WARNING",
+    "FLEETBOX_DEVICE_QUOTA": "50",
+})
