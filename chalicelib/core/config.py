@@ -48,6 +48,9 @@ class Settings:
     log_level: str = "INFO"
     #: outbound webhooks may target loopback (the local stack only)
     allow_loopback_targets: bool = False
+    #: Powertools switches, mirrored here so code asks one config object
+    tracing: bool = False
+    metrics: bool = False
     #: extra env seen at load time, for diagnostics only (never secrets)
     endpoint_url: str | None = field(default=None, repr=False)
 
@@ -70,6 +73,8 @@ class Settings:
             audit_retention_days=_int(env.get("FLEETBOX_AUDIT_RETENTION_DAYS"), 365),
             log_level=env.get("FLEETBOX_LOG_LEVEL", "INFO"),
             allow_loopback_targets=_bool(env.get("FLEETBOX_ALLOW_LOOPBACK"), stage == "local"),
+            tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
+            metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),
         )
 

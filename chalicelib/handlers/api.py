@@ -22,6 +22,7 @@ from chalice import Blueprint, Response
 
 from ..core import errors, ids
 from ..core.auth import Principal, qualify
+from ..core import observability
 from ..core.observability import logger
 from ..core.schema import MISSING, Field, Model
 
@@ -202,7 +203,8 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
                 raw_body = {}
             body = spec.body.validate(raw_body, "")
         ctx = Ctx(request_id, principal, params, query, body, request, spec)
-        result = handler(ctx)
+        with observability.segment(spec.action or spec.path, request_id=request_id):
+            result = handler(ctx)
         if isinstance(result, Response):
             result.headers.setdefault("x-request-id", request_id)
             status, code = result.status_code, None
@@ -224,6 +226,7 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
     finally:
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         _audit(spec, principal, resource, status, code, request_id, source_ip)
+        observability.request_done(qualify(spec.action or spec.path), status)
         logger.info("request", extra={"method": spec.method, "path": spec.path, "status": status,
                                       "code": code, "duration_ms": elapsed_ms,
                                       "principal": principal.principal_id if principal else None})
@@ -268,8 +271,14 @@ def decode_token(token: str | None) -> dict[str, Any] | None:
     try:
         pad = "=" * (-len(token) % 4)
         value = json.loads(base64.urlsafe_b64decode(token + pad))
-        if not isinstance(value, dict):
-            raise ValueError("not an object")
+        # shape of a DynamoDB key: {"attr": {"S"|"N": "text"}}, nothing else reaches a query
+        if not isinstance(value, dict) or not 0 < len(value) <= 4:
+            raise ValueError("not a key")
+        for attr, typed in value.items():
+            if (not isinstance(attr, str) or not isinstance(typed, dict) or len(typed) != 1
+                    or next(iter(typed)) not in ("S", "N") or not isinstance(next(iter(typed.values())), str)
+                    or not 0 < len(next(iter(typed.values()))) <= 1024):
+                raise ValueError("not a key")
         return value
     except (ValueError, UnicodeDecodeError, TypeError):
         raise errors.invalid("NextTokenInvalid", "next is not a token this API issued", "next") from None

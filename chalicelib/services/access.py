@@ -1,12 +1,14 @@
 """Principals, API keys and applications (SPEC §2)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from ..core import auth, clock, errors, ids
 from ..core.auth import Principal
+from .paging import checked_start, expect_key
 from ..models.access import ApiKeyRecord, ApplicationRecord, PrincipalRecord
 
 ROOT_ID = "root"
@@ -109,7 +111,14 @@ def create_principal(name: str, kind: str, policy: dict[str, Any] | None) -> dic
     return principal_view(rec)
 
 
+PRINCIPAL_ID_RE = re.compile(r"root|p-[a-z0-9]{12}")
+APPLICATION_ID_RE = re.compile(r"app-[a-z0-9]{12}")
+KEY_ID_RE = re.compile(r"[a-z0-9]{16}")
+
+
 def get_principal(principal_id: str) -> PrincipalRecord:
+    if not PRINCIPAL_ID_RE.fullmatch(principal_id or ""):
+        raise errors.not_found("PrincipalNotExist", f"principal {principal_id} does not exist", "principal_id")
     try:
         return PrincipalRecord.get(principal_id)
     except DoesNotExist:
@@ -155,13 +164,17 @@ def create_key(principal_id: str, name: str, platform: str | None = None) -> dic
 
 def list_keys(principal_id: str, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Keys of one principal, newest first (a GSI query)."""
-    res = ApiKeyRecord.by_principal.query(principal_id, limit=limit, last_evaluated_key=start,
-                                          scan_index_forward=False)
-    items = [key_view(r) for r in res]
+    expect_key(start, {"key_id": "S", "principal_id": "S", "created_at": "N"}, {"principal_id": principal_id})
+    with checked_start(start):
+        res = ApiKeyRecord.by_principal.query(principal_id, limit=limit, last_evaluated_key=start,
+                                              scan_index_forward=False)
+        items = [key_view(r) for r in res]
     return items, res.last_evaluated_key
 
 
 def get_key(key_id: str) -> ApiKeyRecord:
+    if not KEY_ID_RE.fullmatch(key_id or ""):
+        raise errors.not_found("ApiKeyNotExist", f"API key {key_id} does not exist", "key_id")
     try:
         rec = ApiKeyRecord.get(key_id)
     except DoesNotExist:
@@ -221,6 +234,8 @@ def create_application(name: str, remark: str, products: list[str]) -> dict[str,
 
 
 def get_application(app_id: str) -> ApplicationRecord:
+    if not APPLICATION_ID_RE.fullmatch(app_id or ""):
+        raise errors.not_found("ApplicationNotExist", f"application {app_id} does not exist", "application_id")
     try:
         return ApplicationRecord.get(app_id)
     except DoesNotExist:

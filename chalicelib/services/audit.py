@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core import clock
+from ..core import clock, errors
 from ..core.config import settings
 from ..models.audit import AuditRecord
+from .paging import checked_start
 
 _DAY = 86_400
 
@@ -28,17 +29,24 @@ def view(rec: AuditRecord) -> dict[str, Any]:
             "result": rec.result, "request_id": rec.request_id, "source_ip": rec.source_ip}
 
 
-def query(*, start: int, end: int, principal_id: str | None, action: str | None, limit: int,
+def query(**kw: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    with checked_start(kw.get("cursor")):
+        return _query(**kw)
+
+
+def _query(*, start: int, end: int, principal_id: str | None, action: str | None, limit: int,
           cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Newest first over day partitions between ``start`` and ``end`` (Unix seconds).
 
-    The cursor is {"day": d, "sk": last sk returned}; filters are applied inside each
+    The cursor is {"day": {"S": d}, "sk": {"S": last sk returned}}; filters are applied inside each
     day's key query, so no request path scans the table.
     """
     items: list[dict[str, Any]] = []
     day_ts = end
-    cursor_day = cursor.get("day") if cursor else None
-    last_sk = cursor.get("sk") if cursor else None
+    cursor_day = cursor.get("day", {}).get("S") if cursor else None
+    last_sk = cursor.get("sk", {}).get("S") if cursor else None
+    if cursor and not (cursor_day and last_sk):
+        raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
     lo_sk, hi_sk = f"{start * 1000:013d}", f"{end * 1000 + 999:013d}~"
     while day_ts >= start - _DAY and len(items) < limit:
         day = clock.day(day_ts)
@@ -58,5 +66,5 @@ def query(*, start: int, end: int, principal_id: str | None, action: str | None,
                 continue
             items.append(view(rec))
             if len(items) >= limit:
-                return items, {"day": day, "sk": rec.sk}
+                return items, {"day": {"S": day}, "sk": {"S": rec.sk}}
     return items, None

@@ -14,6 +14,7 @@ from ..models.counters import QUOTA_DEVICES, QUOTA_PK, CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from .products import get_product
+from .paging import checked_start, expect_key
 from .txn import Transaction
 
 DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
@@ -85,7 +86,18 @@ def _raw_key(rec: DeviceRecord, index: str | None) -> dict[str, Any]:
     return key
 
 
-def list_devices(product_id: str, *, status: str | None, firmware_version: str | None, tag: str | None,
+def list_devices(product_id: str, **kw: Any) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
+    shape = {"product_id": "S", "device_name": "S"}
+    if kw.get("status"):
+        shape["status"] = "S"
+    elif kw.get("firmware_version"):
+        shape["firmware_version"] = "S"
+    expect_key(kw.get("start"), shape, {"product_id": product_id})
+    with checked_start(kw.get("start")):
+        return _list_devices(product_id, **kw)
+
+
+def _list_devices(product_id: str, *, status: str | None, firmware_version: str | None, tag: str | None,
                  q: str | None, enabled: bool | None, limit: int,
                  start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
     """Key queries only: the status / firmware GSIs when those filter, else the product partition."""

@@ -10,6 +10,7 @@ from ..core import clock, errors, ids
 from ..models.counters import PRODUCT_NAME_PK, CounterRecord
 from ..models.products import ACCOUNT, ProductRecord
 from . import thing_model
+from .paging import checked_start, expect_key
 from .txn import Transaction
 
 DEVICE_TYPES = ("device", "gateway", "subdevice")
@@ -76,7 +77,13 @@ def describe(product_id: str) -> dict[str, Any]:
     return view(get_product(product_id))
 
 
-def list_products(*, allowed: Callable[[str], bool], q: str | None, status: str | None, limit: int,
+def list_products(**kw: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    expect_key(kw.get("start"), {"product_id": "S", "account": "S", "created_at": "N"}, {"account": ACCOUNT})
+    with checked_start(kw.get("start")):
+        return _list_products(**kw)
+
+
+def _list_products(*, allowed: Callable[[str], bool], q: str | None, status: str | None, limit: int,
                   start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Newest first, filtered to what the caller may see (``allowed(product_id)``)."""
     cond = None
