@@ -20,6 +20,7 @@ TABLES = (
     "applications",
     "audit",
     "counters",
+    "certificates",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs",)

@@ -143,7 +143,9 @@ Device = Model("Device", {
     "updated_at": Integer(required=True),
     "activated_at": Integer(nullable=True, required=True),
     "last_online_at": Integer(nullable=True, required=True),
-    "secret": String(description="present on creation and with include_secret=true"),
+    "secret": String(description="key products: the PSK, on creation and with include_secret=true"),
+    "certificate": String(description="certificate products: the device's X.509 certificate (PEM)"),
+    "private_key": String(description="certificate products: its private key, on creation and with include_secret=true"),
 }, allow_extra=True)
 DevicePage = page_of(Device)
 

@@ -47,6 +47,9 @@ class DeviceRecord(Model):
     last_online_at = NumberAttribute(null=True)
     created_by = UnicodeAttribute(null=True)
     origin = UnicodeAttribute(default="api")
+    #: certificate-authenticated products: the device's X.509 certificate and key (PEM)
+    cert_pem = UnicodeAttribute(null=True)
+    key_pem = UnicodeAttribute(null=True)
 
     status_index = StatusIndex()
     firmware_index = FirmwareIndex()

@@ -14,6 +14,7 @@ from ..models.counters import QUOTA_DEVICES, QUOTA_PK, CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from .products import get_product
+from . import certificates
 from .paging import checked_start, expect_key
 from .txn import Transaction
 
@@ -68,8 +69,13 @@ def view(rec: DeviceRecord, include_secret: bool = False) -> dict[str, Any]:
         "activated_at": int(rec.activated_at) if rec.activated_at is not None else None,
         "last_online_at": int(rec.last_online_at) if rec.last_online_at is not None else None,
     }
+    if rec.cert_pem:
+        out["certificate"] = rec.cert_pem
     if include_secret:
-        out["secret"] = rec.secret
+        if rec.secret:
+            out["secret"] = rec.secret
+        if rec.key_pem:
+            out["private_key"] = rec.key_pem
     return out
 
 
@@ -198,9 +204,19 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
     if secret is not None and not secret_ok(secret):
         raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
     product = get_product(product_id)
+    cert_pem = key_pem = None
+    if product.auth_type == "certificate":
+        if secret is not None:
+            raise errors.invalid("DeviceSecretInvalid",
+                                 "certificate-authenticated products take no secret: the device gets a certificate",
+                                 "secret")
+        cert_pem, key_pem = certificates.issue_for_device(product_id, device_name)
+    else:
+        secret = secret or ids.device_secret()
     now = clock.now_s()
     terms, text = _search_fields(device_name, {})
-    rec = DeviceRecord(product_id=product_id, device_name=device_name, secret=secret or ids.device_secret(),
+    rec = DeviceRecord(product_id=product_id, device_name=device_name, secret=secret,
+                       cert_pem=cert_pem, key_pem=key_pem,
                        status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
                        created_at=now, updated_at=now, created_by=created_by, origin=origin)
     counter, counter_actions, counter_cond = quota_reservation(1)
@@ -223,7 +239,6 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
             raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
                                    "product_id") from None
         raise
-    del product
     return view(rec, include_secret=True)
 
 
