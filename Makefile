@@ -35,11 +35,14 @@ test-e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e
 
 ## package: the CloudFormation template + Lambda bundle for stage prod, in build/package
+# chalice needs a region only to spell the IAM service principal (same in every commercial
+# region); a YAML merge template makes it write YAML, hence sam.yaml.
 package: $(STAMP)
 	rm -rf build/package
-	FLEETBOX_STAGE=prod $(VENV)/bin/chalice package --stage prod \
+	FLEETBOX_STAGE=prod AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	    $(VENV)/bin/chalice package --stage prod --template-format yaml \
 	    --merge-template infra/aws/resources.yaml build/package
-	@echo "template: build/package/sam.json  bundle: build/package/deployment.zip"
+	@echo "template: build/package/sam.yaml  bundle: build/package/deployment.zip"
 
 ## bench: every benchmark under bench/ (each prints its figures and a baseline ratio)
 bench: $(STAMP)
