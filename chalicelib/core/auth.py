@@ -133,22 +133,29 @@ _RESOURCE_RE = re.compile(r"[A-Za-z0-9_*?:/.\-]+")
 
 
 def parse_policy(doc: Any, path: str = "policy") -> tuple[dict[str, Any], Policy]:
-    """Validate a policy document; return (normalised document, compiled policy)."""
+    """Validate a policy document; return (normalised document, compiled policy).
+
+    ``path`` is where the document sits in the request ("policy" inside a principal,
+    "" when the body is the policy), so errors name the field as the caller sent it.
+    """
+    def at(key: str) -> str:
+        return f"{path}.{key}" if path else key
+
     if not isinstance(doc, dict):
-        raise errors.invalid("PolicyInvalid", f"{path} must be an object", path)
+        raise errors.invalid("PolicyInvalid", f"{path or 'policy'} must be an object", path or "body")
     unknown = set(doc) - {"version", "statement"}
     if unknown:
         key = sorted(unknown)[0]
-        raise errors.invalid("PolicyInvalid", f"{path}.{key} is not a policy field", f"{path}.{key}")
+        raise errors.invalid("PolicyInvalid", f"{at(key)} is not a policy field", at(key))
     if doc.get("version") != POLICY_VERSION:
-        raise errors.invalid("PolicyInvalid", f'{path}.version must be "{POLICY_VERSION}"', f"{path}.version")
+        raise errors.invalid("PolicyInvalid", f'{at("version")} must be "{POLICY_VERSION}"', at("version"))
     stmts = doc.get("statement")
     if not isinstance(stmts, list) or len(stmts) > 50:
-        raise errors.invalid("PolicyInvalid", f"{path}.statement must be a list of at most 50 statements",
-                             f"{path}.statement")
+        raise errors.invalid("PolicyInvalid", f"{at('statement')} must be a list of at most 50 statements",
+                             at("statement"))
     norm, compiled = [], []
     for i, st in enumerate(stmts):
-        sp = f"{path}.statement[{i}]"
+        sp = f"{at('statement')}[{i}]"
         if not isinstance(st, dict):
             raise errors.invalid("PolicyInvalid", f"{sp} must be an object", sp)
         extra = set(st) - {"effect", "action", "resource"}

@@ -304,9 +304,10 @@ class Model(Field):
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
-            raise errors.FleetboxError("InvalidParameterValue.InvalidBody" if not path else
-                                       "InvalidParameterValue.InvalidParameter",
-                                       f"{path or 'request body'} must be a JSON object", path or None)
+            if not path:
+                raise errors.FleetboxError("InvalidParameterValue.InvalidBody", "the request body must be a JSON object",
+                                           "body")
+            raise self.fail(path, "must be a JSON object")
         if not self.allow_extra:
             for key in value:
                 if key not in self.fields:

@@ -6,6 +6,7 @@ from typing import Any
 from chalice import Blueprint
 
 from ..core import clock, errors
+from ..core.auth import qualify
 from ..core.schema import Integer, String
 from ..services import access, audit
 from . import schemas as s
@@ -74,6 +75,12 @@ def put_policy(ctx: Ctx) -> dict[str, Any]:
     return access.put_policy(ctx.params["principal_id"], dict(ctx.body))
 
 
+def _require_products(ctx: Ctx, action: str, products: list[str]) -> None:
+    """An application may only be given products its creator may act on (no scope widening)."""
+    for pid in products:
+        ctx.require(action, f"product/{pid}")
+
+
 def application_res(params: Any, body: Any) -> str:
     return f"application/{params['application_id']}"
 
@@ -82,6 +89,7 @@ def application_res(params: Any, body: Any) -> str:
        summary="Create an application with its products; three key pairs (android, ios, miniprogram) are issued",
        body=s.ApplicationCreate, response=s.Application, status=201)
 def create_application(ctx: Ctx) -> dict[str, Any]:
+    _require_products(ctx, "CreateApplication", ctx.body.get("products", []))
     return access.create_application(ctx.body["name"], ctx.body.get("remark", ""), ctx.body.get("products", []))
 
 
@@ -95,6 +103,7 @@ def get_application(ctx: Ctx) -> dict[str, Any]:
        resource=application_res, tag=TAG, summary="Replace the products an application may see",
        body=s.ApplicationProducts, response=s.Application)
 def put_application_products(ctx: Ctx) -> dict[str, Any]:
+    _require_products(ctx, "ModifyApplicationProducts", ctx.body["products"])
     return access.set_application_products(ctx.params["application_id"], ctx.body["products"])
 
 
@@ -112,8 +121,8 @@ def get_audit(ctx: Ctx) -> dict[str, Any]:
     if end - start > 92 * 86_400:
         raise errors.invalid("TimeRangeInvalid", "the range may span at most 92 days", "start")
     action = ctx.query.get("action")
-    if action and ":" not in action:
-        action = f"iotexplorer:{action}" if False else action
+    if action:
+        action = qualify(action)
     items, nxt = audit.query(start=start, end=end, principal_id=ctx.query.get("principal_id"), action=action,
                              limit=ctx.query["limit"], cursor=decode_token(ctx.query.get("next")))
     return {"items": items, "total": None, "next": encode_token(nxt)}

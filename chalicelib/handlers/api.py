@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -109,10 +110,16 @@ def _parse_body(request: Any) -> Any:
                                    f"request bodies must be application/json, got {ctype}", "Content-Type")
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = json.loads(text)
+        # JSON may escape lone surrogates ("\ud800") that no store can hold: refuse them here
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except (UnicodeDecodeError, UnicodeEncodeError, ValueError) as exc:
         raise errors.FleetboxError("InvalidParameterValue.InvalidJson",
-                                   f"request body is not valid JSON: {exc}", "body") from None
+                                   f"request body is not valid UTF-8 JSON: {str(exc)[:120]}", "body") from None
+    except RecursionError:
+        raise errors.FleetboxError("InvalidParameterValue.InvalidJson",
+                                   "request body is nested too deeply", "body") from None
 
 
 def _parse_query(spec: RouteSpec, raw: Mapping[str, str] | None) -> dict[str, Any]:
@@ -183,13 +190,13 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         source_ip = None
     status, code = 500, "InternalError"
     try:
+        resource = spec.resource_for(params, {})  # known even when the body is malformed (audit)
         if not spec.public:
             principal = _authenticate(request)
+        # bodies on body-less operations are ignored, as documented
         raw_body = _parse_body(request) if spec.body is not None else None
-        if spec.body is None and request.raw_body and spec.method in ("POST", "PUT", "PATCH"):
-            raw_body = None  # bodies on body-less operations are ignored, as documented
-        body_for_resource = raw_body if isinstance(raw_body, dict) else {}
-        resource = spec.resource_for(params, body_for_resource)
+        if isinstance(raw_body, dict):
+            resource = spec.resource_for(params, raw_body)
         if principal is not None and spec.action:
             if spec.listing:
                 if not principal.may_list(spec.action):
@@ -199,8 +206,11 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         query = _parse_query(spec, request.query_params)
         body: dict[str, Any] = {}
         if spec.body is not None:
-            if raw_body is None:
-                raw_body = {}
+            if raw_body is None and not request.raw_body:
+                raw_body = {}  # no body at all: every field takes its default (or is missing)
+            if not isinstance(raw_body, dict):
+                raise errors.FleetboxError("InvalidParameterValue.InvalidBody", "the request body must be a JSON object",
+                                           "body")
             body = spec.body.validate(raw_body, "")
         ctx = Ctx(request_id, principal, params, query, body, request, spec)
         with observability.segment(spec.action or spec.path, request_id=request_id):
@@ -246,7 +256,8 @@ def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource
 
     def decorate(handler: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
         def view(**params: str) -> Response:
-            return dispatch(bp, spec, handler, params)
+            # API Gateway and chalice local differ on decoding path parameters; ids never contain '%'
+            return dispatch(bp, spec, handler, {k: unquote(v) for k, v in params.items()})
 
         view.__name__ = f"{handler.__name__}_{method.lower()}"
         bp.route(path, methods=[method], content_types=["*/*"])(view)

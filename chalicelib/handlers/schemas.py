@@ -154,7 +154,7 @@ Quota = Model("Quota", {"device_quota": Integer(required=True), "registered": In
 
 # ------------------------------------------------------------------- access
 
-POLICY = Json(object_only=True, description='{"version":"2.0","statement":[{"effect","action":[…],"resource":[…]}]}')
+POLICY = Json(object_only=True, code="PolicyInvalid", description='{"version":"2.0","statement":[{"effect","action":[…],"resource":[…]}]}')
 PrincipalCreate = Model("PrincipalCreate", {
     "name": String(required=True, min_len=1, max_len=64, code="PrincipalNameInvalid"),
     "kind": Enum(("user", "chat"), default="user", code="PrincipalKindInvalid"),

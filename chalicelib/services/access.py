@@ -37,7 +37,7 @@ def authenticate(token: str) -> Principal:
         raise errors.unauthenticated("the API key is malformed")
     key_id, secret = parsed
     try:
-        key = ApiKeyRecord.get(key_id)
+        key = ApiKeyRecord.get(key_id, consistent_read=True)
     except DoesNotExist:
         # hash anyway so unknown and wrong keys take the same time
         auth.secret_matches(key_id, secret, "0" * 64)
@@ -45,7 +45,7 @@ def authenticate(token: str) -> Principal:
     if not auth.secret_matches(key_id, secret, key.secret_hash):
         raise errors.unauthenticated("the API key is not valid")
     try:
-        principal = PrincipalRecord.get(key.principal_id)
+        principal = PrincipalRecord.get(key.principal_id, consistent_read=True)
     except DoesNotExist:
         raise errors.unauthenticated("the API key's principal no longer exists") from None
     return _to_principal(principal, key_id)
@@ -55,7 +55,7 @@ def _to_principal(rec: PrincipalRecord, key_id: str | None) -> Principal:
     products = None
     if rec.kind == "application" and rec.application_id:
         try:
-            app = ApplicationRecord.get(rec.application_id)
+            app = ApplicationRecord.get(rec.application_id, consistent_read=True)
             products = frozenset(app.products or [])
         except DoesNotExist:
             products = frozenset()
@@ -135,7 +135,7 @@ def put_policy(principal_id: str, policy: Any) -> dict[str, Any]:
         raise errors.conflict("UnsupportedOperation.ApplicationPolicy",
                               "an application's access follows its products; use PUT /v1/applications/{id}/products",
                               "principal_id")
-    doc, _ = auth.parse_policy(policy)
+    doc, _ = auth.parse_policy(policy, path="")
     rec.update(actions=[PrincipalRecord.policy.set(doc), PrincipalRecord.updated_at.set(clock.now_s())])
     return principal_view(rec)
 
@@ -195,7 +195,9 @@ def delete_key(key_id: str) -> None:
 def _application_policy() -> dict[str, Any]:
     # the product restriction is applied by Principal.products; the policy says *what*
     return {"version": auth.POLICY_VERSION,
-            "statement": [{"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": ["product/*"]}]}
+            "statement": [{"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": ["product/*"]},
+                          # app keys ship inside mobile apps: they never read device secrets
+                          {"effect": "deny", "action": ["iotexplorer:DescribeDeviceSecret"], "resource": ["*"]}]}
 
 
 def application_view(rec: ApplicationRecord, keys: list[dict[str, Any]] | None = None) -> dict[str, Any]:

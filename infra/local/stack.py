@@ -1,0 +1,363 @@
+"""The embedded local stack: moto server, the resources, chalice local, the worker loop.
+
+:class:`LocalStack` is what ``python -m infra.local`` runs; tests can drive it in-process
+too (``start()`` / ``stop()``), though the e2e tests start the real command.
+
+Start-up order matters and is the point of this module:
+
+1. moto server (child process); with ``FLEETBOX_STATE_DIR`` the recording is replayed into it
+   before anything else talks to it, then recording starts;
+2. the AWS environment (``AWS_ENDPOINT_URL`` → moto, fake credentials) is set *before* the
+   app is imported, so every boto3 client and PynamoDB model the app builds targets moto;
+3. tables, queues and bucket from ``infra/aws/resources.yaml``; then ``FLEETBOX_BUCKET``;
+4. the app, loaded through chalice's own config loader for stage ``local`` so the stage's
+   environment variables reach ``os.environ`` first; the root principal and admin key;
+5. the worker loop, the HTTP server, the other services (the MQTT broker slot);
+6. ``.fleetbox/local.json``, written only once the HTTP server accepts connections.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+import boto3
+
+from infra.local.bootstrap import REPO_ROOT, bootstrap
+from infra.local.moto_server import MotoServer
+from infra.local.persistence import StateDir, write_atomic
+from infra.local.web import ServerThread, create_server
+from infra.local.worker import WorkerLoop
+
+log = logging.getLogger(__name__)
+
+STAGE = "local"
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+FAKE_CREDENTIALS = "testing"
+
+#: environment that could steer boto3 away from moto or leak real credentials into it
+_AWS_ENV_TO_CLEAR = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+
+
+class StackError(RuntimeError):
+    """The local stack cannot start (the message says why and what to do)."""
+
+
+@dataclass
+class Service:
+    """Something the stack runs besides HTTP and the workers (the MQTT broker, later)."""
+
+    name: str
+    stop: Callable[[], None]
+    banner: str = ""
+
+
+@dataclass
+class StackSettings:
+    project_dir: Path = REPO_ROOT
+    home: Path = REPO_ROOT
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    mqtt_port: int = 1883
+    moto_port: int | None = None
+    state_dir: Path | None = None
+    admin_api_key: str | None = None
+    schedule_speedup: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "StackSettings":
+        def path(name: str) -> Path | None:
+            value = env.get(name, "").strip()
+            return Path(value).expanduser().resolve() if value else None
+
+        try:
+            return cls(
+                home=path("FLEETBOX_HOME") or REPO_ROOT,
+                host=env.get("FLEETBOX_HOST", "").strip() or "127.0.0.1",
+                http_port=int(env.get("FLEETBOX_HTTP_PORT") or 8000),
+                mqtt_port=int(env.get("FLEETBOX_MQTT_PORT") or 1883),
+                moto_port=int(env["FLEETBOX_MOTO_PORT"]) if env.get("FLEETBOX_MOTO_PORT") else None,
+                state_dir=path("FLEETBOX_STATE_DIR"),
+                admin_api_key=env.get("FLEETBOX_ADMIN_API_KEY", "").strip() or None,
+                schedule_speedup=float(env.get("FLEETBOX_SCHEDULE_SPEEDUP") or 1.0),
+            )
+        except ValueError as exc:
+            raise StackError(f"bad local stack setting: {exc}") from exc
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _accepts_connections(url: str) -> bool:
+    parsed = urlparse(url)
+    if not parsed.hostname or not parsed.port:
+        return False
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class LocalStack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.info_path = settings.home / ".fleetbox" / "local.json"
+        self.state = StateDir(settings.state_dir) if settings.state_dir else None
+        self.moto: MotoServer | None = None
+        self.resources: dict[str, Any] = {}
+        self.app: Any = None
+        self.chalice_config: Any = None
+        self.admin_api_key: str | None = None
+        self.workers: WorkerLoop | None = None
+        self.http: ServerThread | None = None
+        #: started services, stopped in reverse order (see start_broker)
+        self.services: list[Service] = []
+        self.mqtt_listening = False
+        self.info: dict[str, Any] | None = None
+        self._owns_info_file = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "LocalStack":
+        return cls(StackSettings.from_env(env))
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> dict[str, Any]:
+        """Start everything; returns what local.json holds. On failure, stop() what started."""
+        self._claim_info_file()
+        try:
+            self._start_moto()
+            self._set_aws_environment()
+            self._create_resources()
+            self._load_app()
+            self._seed()
+            self._start_workers()
+            self._start_http()
+            self.start_broker()
+            return self._publish_info()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _claim_info_file(self) -> None:
+        if self.info_path.exists():
+            try:
+                stale = json.loads(self.info_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                stale = {}
+            if _accepts_connections(str(stale.get("api_url", ""))):
+                raise StackError(f"another local stack is running at {stale['api_url']} "
+                                 f"({self.info_path}); stop it or set FLEETBOX_HOME")
+            self.info_path.unlink(missing_ok=True)
+        self.info_path.parent.mkdir(parents=True, exist_ok=True)
+        self._owns_info_file = True
+
+    def _start_moto(self) -> None:
+        recording = None
+        if self.state is not None:
+            self.state.prepare()
+            kept, dropped = self.state.compact_recording()
+            log.info("state: %s (%d recorded change(s); %d read(s) compacted away)",
+                     self.state.path, kept, dropped)
+            recording = self.state.recording
+        self.moto = MotoServer("127.0.0.1", port=self.settings.moto_port, recording_path=recording,
+                               log_path=self.info_path.parent / "moto.log")
+        try:
+            self.moto.start()
+        except RuntimeError as exc:
+            raise StackError(str(exc)) from exc
+        if self.state is not None:
+            if self.state.has_recording():
+                log.info("state: replaying the recording into moto…")
+                self.moto.replay_recording()
+            self.moto.start_recording()
+
+    def _set_aws_environment(self) -> None:
+        assert self.moto is not None
+        for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")] + list(_AWS_ENV_TO_CLEAR):
+            os.environ.pop(name, None)
+        os.environ.update({
+            "AWS_ENDPOINT_URL": self.moto.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            # fake credentials always: real ones must never be sent to (or recorded by) moto
+            "AWS_ACCESS_KEY_ID": FAKE_CREDENTIALS,
+            "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIALS,
+            # and no profile settings (sso, credential_process, s3 addressing, retries) either
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "FLEETBOX_STAGE": STAGE,
+            "FLEETBOX_ALLOW_LOOPBACK": "true",
+        })
+        # the stack prints one readable line per request; the app's structured INFO lines are
+        # for CloudWatch, so locally only its warnings and errors show (override to see more)
+        os.environ.setdefault("FLEETBOX_LOG_LEVEL", "WARNING")
+
+    def _create_resources(self) -> None:
+        self.resources = bootstrap(STAGE, account_id=ACCOUNT_ID, region=REGION,
+                                   template_path=self.settings.project_dir / "infra" / "aws" / "resources.yaml")
+        if self.resources.get("bucket"):
+            os.environ["FLEETBOX_BUCKET"] = self.resources["bucket"]
+        if self.state is not None:
+            restored = self.state.restore_pending_messages(self._sqs(), self.resources["queues"])
+            if restored:
+                log.info("state: re-queued %d message(s) saved at the last shutdown", restored)
+
+    def _sqs(self) -> Any:
+        return boto3.session.Session(region_name=REGION).client("sqs")
+
+    def _load_app(self) -> None:
+        from chalice.cli.factory import CLIFactory
+        from chalice.deploy.validate import validate_routes
+
+        project_dir = str(self.settings.project_dir)
+        # environ=os.environ: the stage's environment_variables are written into os.environ
+        # when chalice imports app.py, as in Lambda (ARCHITECTURE §5).
+        factory = CLIFactory(project_dir, environ=os.environ)
+        self.chalice_config = factory.create_config_obj(chalice_stage_name=STAGE)
+        self.app = self.chalice_config.chalice_app
+        validate_routes(self.app.routes)
+        try:
+            from chalicelib.core.config import reload_settings
+        except ImportError:
+            return
+        reload_settings()  # in case anything read the settings before the env was complete
+
+    def _seed(self) -> None:
+        try:
+            from chalicelib.services import access
+        except ImportError as exc:
+            raise StackError("cannot seed the admin key: chalicelib.services.access is missing") from exc
+        requested = self.settings.admin_api_key or (self.state.load_admin_key() if self.state else None)
+        self.admin_api_key = access.seed_root(requested)
+        if self.state is not None and not self.settings.admin_api_key:
+            # one admin key per state dir, instead of a new one on every start
+            self.state.save_admin_key(self.admin_api_key)
+
+    def _start_workers(self) -> None:
+        self.workers = WorkerLoop(self.app, stage=STAGE, region=REGION, account_id=ACCOUNT_ID,
+                                  speedup=self.settings.schedule_speedup, chalice_config=self.chalice_config)
+        self.workers.start()
+
+    def _start_http(self) -> None:
+        try:
+            server = create_server(self.app, self.chalice_config, self.settings.host, self.settings.http_port)
+        except OSError as exc:
+            raise StackError(f"cannot listen on {self.settings.host}:{self.settings.http_port} ({exc.strerror}); "
+                             f"set FLEETBOX_HTTP_PORT to another port") from exc
+        self.http = ServerThread(server)
+        self.http.start()
+        self.http.wait_accepting()
+
+    def start_broker(self) -> None:
+        """The embedded MQTT broker and its bridge: arrives with the connectivity issue.
+
+        When it lands, this starts amqtt on (settings.host, settings.mqtt_port) with the
+        authorizer as its auth hook and the topic-rule bridge to Kinesis, appends a
+        :class:`Service` (so :meth:`stop` stops it) and sets ``mqtt_listening``. Until then
+        nothing listens on the MQTT port, and the banner says so.
+        """
+
+    def _publish_info(self) -> dict[str, Any]:
+        assert self.moto is not None
+        info = {
+            "api_url": f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}",
+            "mqtt_host": _connect_host(self.settings.host),
+            "mqtt_port": self.settings.mqtt_port,
+            "admin_api_key": self.admin_api_key,
+            "s3_endpoint": self.moto.endpoint,
+        }
+        # 0600: it holds the admin key
+        write_atomic(self.info_path, (json.dumps(info, indent=2) + "\n").encode(), mode=0o600)
+        self.info = info
+        return info
+
+    # ------------------------------------------------------------ running
+
+    def healthy(self) -> bool:
+        return self.moto is not None and self.moto.alive()
+
+    def banner(self) -> str:
+        assert self.info is not None
+        mqtt = (f"mqtt://{self.info['mqtt_host']}:{self.info['mqtt_port']}" if self.mqtt_listening else
+                f"arrives with the connectivity issue (will listen on "
+                f"{self.info['mqtt_host']}:{self.info['mqtt_port']})")
+        state = (f"kept in {self.state.path}" if self.state else
+                 "in memory (set FLEETBOX_STATE_DIR to keep it across restarts)")
+        lines = [
+            "",
+            "Fleetbox local stack is ready",
+            f"  API           {self.info['api_url']}   (OpenAPI: {self.info['api_url']}/openapi.json)",
+            f"  MQTT broker   {mqtt}",
+            f"  Admin key     Authorization: Bearer {self.info['admin_api_key']}",
+            f"  S3 endpoint   {self.info['s3_endpoint']}   (moto; also DynamoDB, SQS)",
+            f"  Data          {state}",
+            *[f"  {s.name:<13} {s.banner}" for s in self.services if s.banner],
+            f"  Details       {self.info_path}",
+            "Ctrl-C to stop.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------ stop
+
+    def stop(self) -> None:
+        """Stop everything that started, newest first. Safe to call more than once."""
+        self.info = None
+        if self._owns_info_file:
+            self._quietly("remove local.json", lambda: self.info_path.unlink(missing_ok=True))
+        if self.http is not None:
+            self._quietly("stop the HTTP server", self.http.stop)
+            self.http = None
+        while self.services:
+            service = self.services.pop()
+            self._quietly(f"stop {service.name}", service.stop)
+        workers, self.workers = self.workers, None
+        if workers is not None:
+            self._quietly("stop the workers", workers.stop)
+        if self.state is not None and self.moto is not None and self.moto.alive() and self.resources:
+            def save() -> None:
+                assert self.state is not None
+                if workers is not None:
+                    workers.release_failed_messages()
+                saved = self.state.save_pending_messages(self._sqs(), self.resources["queues"])
+                if saved:
+                    log.info("state: saved %d queued message(s) for the next start", saved)
+            self._quietly("save queued messages", save)
+        if self.moto is not None:
+            self._quietly("stop moto", self.moto.stop)
+
+    @staticmethod
+    def _quietly(what: str, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except Exception:  # noqa: BLE001 - shutdown goes on
+            log.exception("could not %s", what)
+
+
+def configure_logging(stream: Any = None) -> None:
+    """Plain, short log lines for the stack's own loggers (the app logs its own way)."""
+
+    class _Formatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            record.component = record.name.rsplit(".", 1)[-1]
+            return super().format(record)
+
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(component)-11s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("infra.local")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for noisy in ("botocore", "boto3", "urllib3", "pynamodb"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

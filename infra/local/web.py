@@ -1,0 +1,109 @@
+"""chalice local, served in-process, with one readable log line per request.
+
+``chalice.local.create_local_server`` does not take a handler class, so :func:`create_server`
+does the same two steps itself (make the app's ``current_request`` thread-local, build a
+``LocalDevServer``) with :class:`RequestHandler`, which replaces BaseHTTPRequestHandler's
+access log with one line: method, path (no query string), status, duration, request id.
+Headers and bodies are never logged.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from chalice.app import Chalice
+from chalice.config import Config
+from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
+
+log = logging.getLogger("infra.local.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class RequestHandler(ChaliceRequestHandler):
+    """ChaliceRequestHandler that logs ``METHOD /path STATUS 12.3ms x-request-id=…``."""
+
+    _status: int | None = None
+    _request_id: str = "-"
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == REQUEST_ID_HEADER:
+            self._request_id = str(value)
+        super().send_header(keyword, value)
+
+    def _generic_handle(self) -> None:
+        self._status, self._request_id = None, "-"
+        started = time.perf_counter()
+        try:
+            super()._generic_handle()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-response; nothing to answer
+        except Exception:  # noqa: BLE001 - an error outside the app (gateway emulation)
+            log.exception("local gateway failed on %s %s", self.command, self._path_only())
+            if self._status is None:
+                self._send_http_response(500, {}, '{"message": "Internal server error"}')
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info("%s %s %s %.1fms x-request-id=%s", self.command, self._path_only(),
+                     self._status if self._status is not None else "-", elapsed_ms, self._request_id)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
+    def _path_only(self) -> str:
+        # the query string may carry tokens (presigned-style links, pagination cursors)
+        return self.path.split("?", 1)[0]
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        """Replaced by the line _generic_handle writes."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        # Only protocol-level errors reach here (bad request line, timeouts).
+        log.warning("%s: %s", self.client_address[0], format % args)
+
+
+def create_server(app: Chalice, config: Config, host: str, port: int) -> LocalDevServer:
+    """The same server ``chalice local --no-autoreload`` builds, with :class:`RequestHandler`."""
+    if not isinstance(app, LocalChalice):
+        CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+        app.__class__ = CustomLocalChalice
+    return LocalDevServer(app, config, host, port, handler_cls=RequestHandler)
+
+
+class ServerThread:
+    """Runs a LocalDevServer's serve_forever in a thread; :meth:`stop` ends it."""
+
+    def __init__(self, server: LocalDevServer) -> None:
+        self.server = server
+        self._thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_accepting(self, timeout: float = 10.0) -> None:
+        """Return once a TCP connection to the server succeeds."""
+        host, port = self.server.server.server_address[:2]
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or not self._thread.is_alive():
+                    raise RuntimeError(f"the HTTP server on {host}:{port} does not accept connections")
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(timeout)
+        self.server.server.server_close()
