@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import json
 import time
+import uuid
 from typing import Any
 
 from chalice.app import Chalice
@@ -55,6 +57,30 @@ class RequestHandler(ChaliceRequestHandler):
                      self._status if self._status is not None else "-", elapsed_ms, self._request_id)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol-level refusals (unknown methods such as TRACE, malformed request lines) in the
+        API's JSON error envelope instead of BaseHTTPRequestHandler's HTML page.  An unknown
+        method is a 405, as API Gateway never routes one (the stdlib would say 501)."""
+        status = 405 if code == 501 else code
+        error = "MethodNotAllowed" if status == 405 else "InvalidParameterValue.InvalidRequest"
+        self.close_connection = True  # any request body is left unread
+        self._status, self._request_id = None, str(uuid.uuid4())
+        body = json.dumps({"error": {"code": error, "message": message or explain or "request refused"},
+                           "request_id": self._request_id}).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header(REQUEST_ID_HEADER, self._request_id)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and status >= 200:
+                self.wfile.write(body)
+        except OSError:
+            return
+        log.info("%s %s %s 0.0ms x-request-id=%s", self.command or "-", self._path_only() if self.path else "-",
+                 status, self._request_id)
 
     def _path_only(self) -> str:
         # the query string may carry tokens (presigned-style links, pagination cursors)
