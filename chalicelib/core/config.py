@@ -21,9 +21,15 @@ TABLES = (
     "audit",
     "counters",
     "certificates",
+    "history",
+    "device_logs",
+    "calls",
+    "topology",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs",)
+#: logical names of the Kinesis streams
+STREAMS = ("uplink",)
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -49,6 +55,13 @@ class Settings:
     log_level: str = "INFO"
     #: outbound webhooks may target loopback (the local stack only)
     allow_loopback_targets: bool = False
+    #: the device publisher port: "iot" (IoT Core data plane) or "local" (the embedded broker)
+    iot_data_endpoint: str | None = None
+    #: days device logs are kept (SPEC §5) and property/event history is kept
+    device_log_days: int = 30
+    history_days: int = 365
+    #: sync action / control wait (SPEC §6.4 default 5 s)
+    action_timeout_s: float = 5.0
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
@@ -59,6 +72,9 @@ class Settings:
         return f"{self.resource_prefix}{logical}"
 
     def queue(self, logical: str) -> str:
+        return f"{self.resource_prefix}{logical}"
+
+    def stream(self, logical: str) -> str:
         return f"{self.resource_prefix}{logical}"
 
     @classmethod
@@ -74,6 +90,10 @@ class Settings:
             audit_retention_days=_int(env.get("FLEETBOX_AUDIT_RETENTION_DAYS"), 365),
             log_level=env.get("FLEETBOX_LOG_LEVEL", "INFO"),
             allow_loopback_targets=_bool(env.get("FLEETBOX_ALLOW_LOOPBACK"), stage == "local"),
+            iot_data_endpoint=env.get("FLEETBOX_IOT_DATA_ENDPOINT") or None,
+            device_log_days=_int(env.get("FLEETBOX_DEVICE_LOG_DAYS"), 30),
+            history_days=_int(env.get("FLEETBOX_HISTORY_DAYS"), 365),
+            action_timeout_s=float(env.get("FLEETBOX_ACTION_TIMEOUT_S") or 5.0),
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

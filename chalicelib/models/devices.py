@@ -47,6 +47,19 @@ class DeviceRecord(Model):
     last_online_at = NumberAttribute(null=True)
     created_by = UnicodeAttribute(null=True)
     origin = UnicodeAttribute(default="api")
+    # -- connectivity (SPEC §5, §6.4) --
+    #: latest reported values: prop -> {"value": v, "time": ms}
+    reported = MapAttribute(default=dict)  # type: ignore[var-annotated]
+    #: desired values pending for the device: prop -> {"value": v, "time": ms, "token": clientToken}
+    desired = MapAttribute(default=dict)  # type: ignore[var-annotated]
+    #: report_info: fw_ver, module_hardinfo, module_softinfo, mac, imei, lat, lon, device_label
+    info = MapAttribute(null=True)  # type: ignore[var-annotated]
+    #: "{pid}/{dn}" of the gateway this subdevice is bound to
+    gateway = UnicodeAttribute(null=True)
+    last_offline_at = NumberAttribute(null=True)
+    client_ip = UnicodeAttribute(null=True)
+    #: the MQTT session currently connected (stale disconnects of an older session are ignored)
+    session_id = UnicodeAttribute(null=True)
     #: certificate-authenticated products: the device's X.509 certificate and key (PEM)
     cert_pem = UnicodeAttribute(null=True)
     key_pem = UnicodeAttribute(null=True)
