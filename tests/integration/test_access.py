@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.integration.conftest import PRODUCT
+from tests.integration.helpers import expect_error
 
 ALLOW_ALL = {"effect": "allow", "action": ["*"], "resource": ["*"]}
 
@@ -17,15 +18,6 @@ ALLOW_ALL = {"effect": "allow", "action": ["*"], "resource": ["*"]}
 # ------------------------------------------------------------------ helpers
 
 
-def expect_error(resp: Any, status: int, code: str, field: str | None) -> dict[str, Any]:
-    assert resp.status_code == status, resp.body
-    body = resp.json
-    assert set(body) == {"error", "request_id"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"].get("field") == field, body
-    assert body["error"]["message"], body
-    assert body["request_id"] == resp.headers["x-request-id"], body
-    return body["error"]
 
 
 def policy(*statements: dict[str, Any]) -> dict[str, Any]:

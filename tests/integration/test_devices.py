@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.integration.conftest import PRODUCT
+from tests.integration.helpers import expect_error
 
 QUOTA = 50
 
@@ -19,15 +20,6 @@ QUOTA = 50
 # ------------------------------------------------------------------ helpers
 
 
-def expect_error(resp: Any, status: int, code: str, field: str | None) -> dict[str, Any]:
-    assert resp.status_code == status, resp.body
-    body = resp.json
-    assert set(body) == {"error", "request_id"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"].get("field") == field, body
-    assert body["error"]["message"], body
-    assert body["request_id"] == resp.headers["x-request-id"], body
-    return body["error"]
 
 
 def dev_path(pid: str, name: str = "") -> str:

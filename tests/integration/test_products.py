@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tests.integration.conftest import PRODUCT
+from tests.integration.helpers import expect_error
 
 CUSTOM = {"name": "Pipe", "category": "custom", "device_type": "device", "comm_method": "ethernet",
           "auth_type": "key", "data_protocol": "custom"}
@@ -22,16 +23,6 @@ CUSTOM = {"name": "Pipe", "category": "custom", "device_type": "device", "comm_m
 # ------------------------------------------------------------------ helpers
 
 
-def expect_error(resp: Any, status: int, code: str, field: str | None) -> dict[str, Any]:
-    """The error envelope of SPEC §16, with the exact status, code and field."""
-    assert resp.status_code == status, resp.body
-    body = resp.json
-    assert set(body) == {"error", "request_id"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"].get("field") == field, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
-    assert body["request_id"] == resp.headers["x-request-id"], body
-    return body["error"]
 
 
 def make(api: Any, **overrides: Any) -> Any:
