@@ -2,6 +2,8 @@
 from chalice import Chalice
 
 from chalicelib.handlers import access, devices, meta, middleware, products
+from chalicelib.handlers import authorizer, registration
+from chalicelib.handlers import device_data, iot, stats
 
 app = Chalice(app_name="fleetbox")
 
@@ -10,3 +12,8 @@ app.register_blueprint(meta.bp)
 app.register_blueprint(access.bp)
 app.register_blueprint(products.bp)
 app.register_blueprint(devices.bp)
+app.register_blueprint(authorizer.bp)      # Lambda mqtt_authorizer (IoT Core custom authorizer)
+app.register_blueprint(registration.bp)    # POST /device/register, POST /register/dev
+app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry), Lambda `presence`
+app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
+app.register_blueprint(stats.bp)           # /v1/stats/*

@@ -62,6 +62,13 @@ class Settings:
     history_days: int = 365
     #: sync action / control wait (SPEC §6.4 default 5 s)
     action_timeout_s: float = 5.0
+    #: the AWS account IoT policy ARNs name (the authorizer's policy documents; SPEC §6.2)
+    aws_account_id: str = "123456789012"
+    #: custom-authorizer answer: policy refresh interval and maximum connection time (IoT Core: 300..86400)
+    mqtt_policy_refresh_s: int = 300
+    mqtt_disconnect_after_s: int = 86400
+    #: dynamic registration: accepted clock skew, also the nonce replay window (SPEC §6.3)
+    registration_window_s: int = 300
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
@@ -94,6 +101,10 @@ class Settings:
             device_log_days=_int(env.get("FLEETBOX_DEVICE_LOG_DAYS"), 30),
             history_days=_int(env.get("FLEETBOX_HISTORY_DAYS"), 365),
             action_timeout_s=float(env.get("FLEETBOX_ACTION_TIMEOUT_S") or 5.0),
+            aws_account_id=env.get("FLEETBOX_AWS_ACCOUNT_ID") or "123456789012",
+            mqtt_policy_refresh_s=_int(env.get("FLEETBOX_MQTT_POLICY_REFRESH_S"), 300),
+            mqtt_disconnect_after_s=_int(env.get("FLEETBOX_MQTT_DISCONNECT_AFTER_S"), 86400),
+            registration_window_s=_int(env.get("FLEETBOX_REGISTRATION_WINDOW_S"), 300),
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

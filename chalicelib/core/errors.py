@@ -34,6 +34,8 @@ _FAMILY_STATUS = {
 #: exact codes whose status differs from their family's
 _CODE_STATUS = {
     "LimitExceeded.RequestRate": 429,
+    # a sync action the device did not answer in time (SPEC §6.4): the gateway-timeout status
+    "FailedOperation.ActionTimeout": 504,
 }
 
 
@@ -118,3 +120,25 @@ DEVICE_NOT_EXIST = "DeviceNotExist"
 DEVICE_LIMIT = "LimitExceeded.DeviceExceedLimit"
 DEVICES_EXIST = "UnsupportedOperation.DevicesExistUnderProduct"
 PRODUCT_RELEASED = "UnsupportedOperation.ProductReleased"
+
+# Dynamic registration refusals (SPEC §6.3): kind -> (v2 code, legacy numeric code, default message).
+# Both endpoints answer them with HTTP 200 in their protocol's error envelope (§6.6).
+REGISTRATION = {
+    "internal": ("InternalError", 1000, "internal error; retry later"),
+    "invalid": ("InvalidParameterValue", 1001, "invalid request"),
+    "missing": ("MissingParameter", 1001, "a required parameter is missing"),
+    "signature": ("AuthFailure.SignatureFailure", 1010, "Check signature failed"),
+    "expired": ("AuthFailure.SignatureExpire", 1011, "timestamp is more than 5 minutes away from server time"),
+    "replayed": ("AuthFailure.NonceReused", 1012, "nonce already used within the last 5 minutes (replay)"),
+    "product": ("ResourceNotFound.ProductNotExist", 1020, "product does not exist"),
+    "disabled": ("UnsupportedOperation.DynamicRegisterDisabled", 1021,
+                 "Not support dynamic device register: dynamic registration is off for this product"),
+    "not_exist": ("ResourceNotFound.DeviceNotExist", 1022, "Pre create mode: device not exists"),
+    "activated": ("UnsupportedOperation.DeviceAlreadyActivated", 1023,
+                  "device has already connected; delete it before registering it again"),
+    "device_disabled": ("UnsupportedOperation.DeviceDisabled", 1024, "device is disabled"),
+    "limit": ("LimitExceeded.DynamicRegisterLimit", 1025, "the product's dynamic registration limit is reached"),
+    "quota": (DEVICE_LIMIT, 1026, "the account's device quota is exhausted"),
+    "name": ("InvalidParameterValue.DeviceNameInvalid", 1001,
+             "DeviceName must be 1-48 characters of A-Z a-z 0-9 _ : -"),
+}

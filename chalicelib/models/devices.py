@@ -60,6 +60,14 @@ class DeviceRecord(Model):
     client_ip = UnicodeAttribute(null=True)
     #: the MQTT session currently connected (stale disconnects of an older session are ignored)
     session_id = UnicodeAttribute(null=True)
+    #: the topic form the device last used: True = "$thing/...", False = "thing/...", None = unknown
+    #: (the cloud publishes controls and actions on that form, on both when unknown)
+    dollar = BooleanAttribute(null=True)
+    #: "YYYYMMDD" (UTC) of the device's last activity: the first activity of a day counts it active
+    active_day = UnicodeAttribute(null=True)
+    #: region for the distribution statistics: a reported label wins over the position's region
+    region_label = UnicodeAttribute(null=True)
+    region_pos = UnicodeAttribute(null=True)
     #: certificate-authenticated products: the device's X.509 certificate and key (PEM)
     cert_pem = UnicodeAttribute(null=True)
     key_pem = UnicodeAttribute(null=True)

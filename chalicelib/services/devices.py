@@ -278,3 +278,19 @@ def delete(product_id: str, device_name: str) -> None:
             raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
                                    "device_name") from None
         raise
+    _release_gauges(rec)
+
+
+def _release_gauges(rec: DeviceRecord) -> None:
+    """A deleted device no longer counts as online, activated or in its region (SPEC §13)."""
+    from . import analytics  # noqa: PLC0415 - analytics is only needed on this path
+
+    gauges: dict[str, int] = {}
+    if rec.status == "online":
+        gauges["online"] = -1
+    if rec.activated_at is not None:
+        gauges["activated"] = -1
+    region = rec.region_label or rec.region_pos
+    if region:
+        gauges[analytics.REGION_PREFIX + region] = -1
+    analytics.adjust_totals(rec.product_id, gauges)

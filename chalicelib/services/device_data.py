@@ -1,0 +1,327 @@
+"""Device data over the API (SPEC §5, §6.4, §16): latest values, history, control, actions,
+events, logs.
+
+Times: query ranges (``start``/``end``) accept Unix seconds or milliseconds — a value of
+10^11 or more is milliseconds (that is after the year 5138 in seconds, so nothing real is
+ambiguous); answers give ``time`` in seconds and ``time_ms`` in milliseconds.  History and
+logs are newest first and paged with an opaque ``next`` token.
+
+Control: the values are checked against the thing model (read-only properties refused);
+an online device gets ``{"method":"control","clientToken":"clientToken-<uuid>","params"}``
+on ``thing/down/property`` in the topic form it last used (both forms when that is not
+known), and its ``control_reply`` is matched by token; an offline device (or one that
+nobody received the message for) gets the values stored as desired, delivered on its next
+``get_status``.  ``timeout`` > 0 waits that long for the reply.
+
+Actions: input checked, ``{"method":"action","clientToken","actionId","timestamp","params"}``
+on ``thing/down/action``; ``sync`` waits up to ``timeout`` (default
+``FLEETBOX_ACTION_TIMEOUT_S``, 5 s) and fails with ``FailedOperation.ActionTimeout`` (HTTP
+504) when the device stays silent; ``async`` returns the token at once and
+``GET …/calls/{client_token}`` tells the result later.  Waiters poll the calls item, so the
+reply may be processed by any Lambda.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from ..core import clock, errors
+from ..core.config import settings
+from ..models.devices import DeviceRecord
+from ..models.telemetry import CallRecord, HistoryRecord
+from . import device_logs, telemetry, thing_model
+from .devices import get_device
+from .paging import checked_start
+from .txn import connection
+
+MS_THRESHOLD = 100_000_000_000
+DEFAULT_RANGE_MS = 7 * 86400 * 1000
+CLOCK_SLACK_MS = 86400 * 1000
+CALL_TTL_S = 86400
+POLL_FIRST_S, POLL_MAX_S = 0.05, 0.25
+
+
+def to_ms(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    return int(value) if value >= MS_THRESHOLD else int(value) * 1000
+
+
+def time_range(start: int | None, end: int | None) -> tuple[int, int]:
+    """``(start_ms, end_ms)``; without ``end`` the range reaches a day past now (device clocks run
+    ahead, and a value stamped a second in the future must not vanish), without ``start`` it
+    begins 7 days before ``end`` or now."""
+    now = clock.now_ms()
+    end_ms = to_ms(end, now + CLOCK_SLACK_MS)
+    start_ms = to_ms(start, (end_ms if end is not None else now) - DEFAULT_RANGE_MS)
+    if start_ms > end_ms:
+        raise errors.invalid("TimeRangeInvalid", "start must not be after end", "start")
+    return start_ms, end_ms
+
+
+def _times(ms: int) -> dict[str, int]:
+    return {"time": ms // 1000, "time_ms": ms}
+
+
+def _device(pid: str, dn: str) -> tuple[DeviceRecord, telemetry.ProductInfo]:
+    rec = get_device(pid, dn)  # 404s for unknown products/devices
+    product = telemetry.product_info(pid, fresh=True)
+    if product is None:
+        raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {pid} does not exist", "product_id")
+    return rec, product
+
+
+def _problems_error(problems: list[thing_model.Problem], what: str) -> errors.FleetboxError:
+    """A 400 naming the first refused key (``params.<id>``) and listing every problem."""
+    first = problems[0]
+    text = "; ".join(p.message for p in problems)
+    if first.code == thing_model.PROBLEM_NOT_DEFINED:
+        code = "PropertyNotDefined" if what == "property" else "ParamNotDefined"
+    elif first.code == thing_model.PROBLEM_READ_ONLY:
+        code = "PropertyReadOnly"
+    else:
+        code = "ParamValueInvalid"
+    return errors.invalid(code, text[:1024], "params" if first.key == "params" else f"params.{first.key}")
+
+
+# ------------------------------------------------------------------ latest values
+
+
+def properties(pid: str, dn: str) -> dict[str, Any]:
+    rec, product = _device(pid, dn)
+    names = {p["id"]: p.get("name") for p in product.doc.get("properties") or ()}
+    reported = telemetry.plain(rec.reported) if rec.reported is not None else {}
+    desired = telemetry.plain(rec.desired) if rec.desired is not None else {}
+    items = []
+    for prop, entry in sorted(reported.items()):
+        if isinstance(entry, dict):
+            items.append({"id": prop, "name": names.get(prop), "value": entry.get("value"),
+                          **_times(int(entry.get("time") or 0))})
+    pending = []
+    for prop, entry in sorted(desired.items()):
+        if isinstance(entry, dict):
+            pending.append({"id": prop, "value": entry.get("value"), "client_token": entry.get("token"),
+                            **_times(int(entry.get("time") or 0))})
+    return {"product_id": pid, "device_name": dn, "status": rec.status, "properties": items, "desired": pending}
+
+
+# ------------------------------------------------------------------ range queries
+
+
+def _check_cursor(cursor: dict[str, Any] | None, key: str, lo: str, hi: str) -> None:
+    if cursor is None:
+        return
+    ok = (set(cursor) == {"key", "ts"} and cursor.get("key") == {"S": key} and isinstance(cursor.get("ts"), dict)
+          and set(cursor["ts"]) == {"S"} and lo <= str(cursor["ts"]["S"]) <= hi)
+    if not ok:
+        raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+
+
+def _history(key: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None,
+             cond: Any = None) -> tuple[list[HistoryRecord], dict[str, Any] | None]:
+    lo, hi = f"{max(start_ms, 0):013d}", f"{max(end_ms, 0):013d}#~"
+    _check_cursor(cursor, key, lo, hi)
+    live = HistoryRecord.expires_at.does_not_exist() | (HistoryRecord.expires_at > clock.now_s())
+    if cond is not None:
+        live = live & cond
+    found: list[HistoryRecord] = []
+    last = cursor
+    with checked_start(cursor):
+        while True:
+            res = HistoryRecord.query(key, HistoryRecord.ts.between(lo, hi), filter_condition=live,
+                                      scan_index_forward=False, last_evaluated_key=last, limit=max(limit, 25))
+            for rec in res:
+                found.append(rec)
+                if len(found) == limit:
+                    return found, {"key": {"S": key}, "ts": {"S": rec.ts}}
+            last = res.last_evaluated_key
+            if not last:
+                return found, None
+
+
+def _ms_of(rec: HistoryRecord) -> int:
+    return int(rec.ts.split("#", 1)[0])
+
+
+def property_history(pid: str, dn: str, prop: str, start_ms: int, end_ms: int, limit: int,
+                     cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    _, product = _device(pid, dn)
+    if prop not in product.model.property_ids:
+        raise errors.not_found("PropertyNotExist", f"property {prop} is not defined in the thing model of {pid}",
+                               "property_id")
+    recs, nxt = _history(telemetry.history_key(pid, dn, prop), start_ms, end_ms, limit, cursor)
+    return [{"value": r.value, **_times(_ms_of(r))} for r in recs], nxt
+
+
+def events(pid: str, dn: str, start_ms: int, end_ms: int, event_id: str | None, event_type: str | None, limit: int,
+           cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    _device(pid, dn)
+    cond = None
+    if event_id:
+        cond = HistoryRecord.event_id == event_id
+    if event_type:
+        c = HistoryRecord.event_type == event_type
+        cond = c if cond is None else cond & c
+    recs, nxt = _history(telemetry.history_key(pid, dn), start_ms, end_ms, limit, cursor, cond)
+    return [{"event_id": r.event_id, "type": r.event_type, "params": r.value if isinstance(r.value, dict) else {},
+             **_times(_ms_of(r))} for r in recs], nxt
+
+
+def logs(pid: str, dn: str, kind: str, start_ms: int, end_ms: int, limit: int,
+         cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    _device(pid, dn)
+    items, nxt = device_logs.query(pid, dn, kind, start_ms, end_ms, limit, cursor)
+    out = []
+    for item in items:
+        ms = int(item["time"])
+        out.append({"kind": item["kind"], "direction": item.get("direction"), "topic": item.get("topic"),
+                    "payload": item.get("payload"), "code": item.get("code"), "message": item.get("message"),
+                    **_times(ms)})
+    return out, nxt
+
+
+# ------------------------------------------------------------------ calls
+
+
+def _new_call(pid: str, dn: str, kind: str, params: dict, action_id: str | None = None) -> CallRecord:
+    token = f"clientToken-{uuid.uuid4()}"
+    now = clock.now_s()
+    call = CallRecord(key=f"{pid}/{dn}", token=token, kind=kind, action_id=action_id, params=params,
+                      status="pending", created_at=now, expires_at=now + CALL_TTL_S)
+    call.save(condition=CallRecord.token.does_not_exist())
+    return call
+
+
+def call_view(call: CallRecord) -> dict[str, Any]:
+    reply = call.reply if isinstance(call.reply, dict) else None
+    return {"client_token": call.token, "kind": call.kind, "action_id": call.action_id,
+            "params": call.params if isinstance(call.params, dict) else {}, "status": call.status,
+            "code": int(call.code) if call.code is not None else None,
+            "reply_status": reply.get("status") if reply else None,
+            "response": reply.get("response") if reply and isinstance(reply.get("response"), dict) else None,
+            "created_at": int(call.created_at),
+            "replied_at": int(call.replied_at) if call.replied_at is not None else None}
+
+
+def get_call(pid: str, dn: str, token: str) -> dict[str, Any]:
+    _device(pid, dn)
+    if not 0 < len(token) <= 128:
+        raise errors.not_found("CallNotExist", f"no control or action {token[:64]} for device {pid}/{dn}",
+                               "client_token")
+    try:
+        return call_view(CallRecord.get(f"{pid}/{dn}", token, consistent_read=True))
+    except DoesNotExist:
+        raise errors.not_found("CallNotExist", f"no control or action {token} for device {pid}/{dn}",
+                               "client_token") from None
+
+
+def _wait(pid: str, dn: str, token: str, timeout_s: float) -> CallRecord:
+    deadline = time.monotonic() + timeout_s
+    pause = POLL_FIRST_S
+    while True:
+        call = CallRecord.get(f"{pid}/{dn}", token, consistent_read=True)
+        if call.status != "pending" or time.monotonic() >= deadline:
+            return call
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        pause = min(pause * 1.5, POLL_MAX_S)
+
+
+def _time_out(call: CallRecord) -> CallRecord:
+    """Mark a silent call timed out — unless the reply landed meanwhile."""
+    try:
+        call.update(actions=[CallRecord.status.set("timeout")], condition=CallRecord.status == "pending")
+    except UpdateError:
+        call.refresh(consistent_read=True)
+    return call
+
+
+def _usable(rec: DeviceRecord, pid: str, dn: str) -> None:
+    if not rec.enabled:
+        raise errors.conflict("FailedOperation.DeviceDisabled", f"device {pid}/{dn} is disabled", "device_name")
+
+
+def control(pid: str, dn: str, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    rec, product = _device(pid, dn)
+    _usable(rec, pid, dn)
+    accepted, problems = product.model.check_properties(params, writable_only=True)
+    if problems:
+        raise _problems_error(problems, "property")
+    if not accepted:
+        raise errors.invalid("ParamsInvalid", "params must name at least one property", "params")
+    call = _new_call(pid, dn, "control", accepted)
+    message = {"method": "control", "clientToken": call.token, "params": accepted}
+    delivered = rec.status == "online" and telemetry.send(pid, dn, "property", message, dollar=rec.dollar)
+    if not delivered:
+        _store_desired(pid, dn, accepted, call.token)
+        return {**call_view(call), "delivery": "desired"}
+    if timeout_s > 0:
+        call = _wait(pid, dn, call.token, timeout_s)
+    return {**call_view(call), "delivery": "published"}
+
+
+def _store_desired(pid: str, dn: str, values: dict[str, Any], token: str) -> None:
+    now = clock.now_ms()
+    names = {"#d": "desired", "#dn": "device_name"}
+    attrs: dict[str, Any] = {}
+    sets = []
+    for i, (prop, value) in enumerate(sorted(values.items())):
+        names[f"#p{i}"] = prop
+        attrs[f":v{i}"] = {"M": {"value": telemetry.to_av(value), "time": {"N": str(now)},
+                                 "token": {"S": token}}}
+        sets.append(f"#d.#p{i} = :v{i}")
+    request = {"TableName": DeviceRecord.Meta.table_name,
+               "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}},
+               "UpdateExpression": "SET " + ", ".join(sets), "ConditionExpression": "attribute_exists(#dn)",
+               "ExpressionAttributeNames": names, "ExpressionAttributeValues": attrs}
+    client = connection().client
+    try:
+        client.update_item(**request)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code == "ConditionalCheckFailedException":
+            raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {pid}/{dn} does not exist",
+                                   "device_name") from None
+        if code != "ValidationException":
+            raise
+        client.update_item(TableName=request["TableName"], Key=request["Key"],
+                           UpdateExpression="SET #d = if_not_exists(#d, :e)",
+                           ExpressionAttributeNames={"#d": "desired"}, ExpressionAttributeValues={":e": {"M": {}}})
+        client.update_item(**request)
+
+
+def call_action(pid: str, dn: str, action_id: str, params: dict[str, Any], mode: str,
+                timeout_s: float | None) -> dict[str, Any]:
+    rec, product = _device(pid, dn)
+    if action_id not in product.model.action_ids:
+        raise errors.not_found("ActionNotExist", f"action {action_id} is not defined in the thing model of {pid}",
+                               "action_id")
+    _usable(rec, pid, dn)
+    accepted, problems = product.model.check_action_input(action_id, params)
+    if problems:
+        raise _problems_error(problems, "param")
+    if rec.status != "online":
+        raise errors.conflict("FailedOperation.DeviceOffline",
+                              f"device {pid}/{dn} is {rec.status}: actions need an online device", "device_name")
+    call = _new_call(pid, dn, "action", accepted, action_id)
+    message = {"method": "action", "clientToken": call.token, "actionId": action_id, "timestamp": clock.now_s(),
+               "params": accepted}
+    if not telemetry.send(pid, dn, "action", message, dollar=rec.dollar):
+        _time_out(call)
+        raise errors.conflict("FailedOperation.DeviceOffline",
+                              f"device {pid}/{dn} did not receive the action (not subscribed or gone)",
+                              "device_name")
+    if mode == "async":
+        return call_view(call)
+    call = _wait(pid, dn, call.token, settings().action_timeout_s if timeout_s is None else timeout_s)
+    if call.status == "pending":
+        call = _time_out(call)
+    if call.status != "replied":
+        raise errors.FleetboxError("FailedOperation.ActionTimeout",
+                                   f"device {pid}/{dn} did not answer action {action_id} within the timeout; "
+                                   f"its clientToken is {call.token}", None,
+                                   details={"client_token": call.token})
+    return call_view(call)

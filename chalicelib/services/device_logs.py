@@ -1,0 +1,150 @@
+"""Device logs (SPEC §5): content, presence (online/offline) and cloud diagnostics, kept 30 days.
+
+One table, pk ``"{pid}/{dn}/{kind}"``, sk ``"{ms:013d}#{seq}"`` so a time range of one
+device's log of one kind is a single key query, newest first.  ``expires_at`` is the
+DynamoDB TTL; moto (and DynamoDB for up to a couple of days) keeps expired items, so
+queries filter them out themselves.
+
+Shared by connectivity (authorizer refusals), registration, telemetry and presence.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from typing import Any
+
+from pynamodb.exceptions import QueryError
+
+from ..core import clock, errors
+from ..core.config import settings
+from ..core.observability import logger
+from ..models.telemetry import DeviceLogRecord
+
+KINDS = ("content", "presence", "diagnostic")
+DIRECTIONS = ("up", "down")
+MAX_PAYLOAD = 4096
+
+# Diagnostic codes (SPEC §5), spelled once.  The first block is the spec's list; the
+# second names failures the spec asks to be explained but gives no code for.
+DEV_CONN_SYSTEM_ERR = "Dev_Conn_System_Err"
+SUBSCRIBE_TOPIC_UNAUTHORIZED = "Subscribe_Topic_Unauthorized"
+DEV_PUB_UNAUTHORIZED = "Dev_Pub_Unauthorized"
+DEV_PUB_REACH_MAX_LIMIT = "Dev_Pub_Reach_Max_Limit"
+DEV_PUB_PAYLOAD_TOOLONG = "Dev_Pub_Payload_TooLong"
+PUB_TO_DEV_NO_SUBSCRIBER = "Pub_To_Dev_No_Subscriber"
+PAYLOAD_NOT_JSON = "Payload_Not_JSON"
+PAYLOAD_NO_FIELD = "Payload_No_Field"
+RULE_PROCESS_SQL_ERR = "Rule_Process_SQL_Err"
+FORWARD_THIRD_NOT_RESPONDING = "Forward_Third_Not_Responding"
+FORWARD_THIRD_SYSTEM_ERR = "Forward_Third_System_Err"
+RULE_REPUB_SYSTEM_ERR = "Rule_Repub_System_Err"
+#: an MQTT CONNECT of a known device was refused (bad/expired password, disabled, malformed)
+DEV_CONN_AUTH_FAILED = "Dev_Conn_Auth_Failed"
+#: a dynamic-registration request naming a known device was refused
+DEV_REGISTER_FAILED = "Dev_Register_Failed"
+#: a thing-model value failed validation ("brightness: 120 above max 100")
+THING_MODEL_INVALID = "Thing_Model_Invalid"
+
+_seq = itertools.count()
+
+
+def _sort_key(ts_ms: int) -> str:
+    # process counter first keeps one writer's entries of one millisecond in order;
+    # the random tail keeps two Lambdas writing in the same millisecond apart
+    return f"{ts_ms:013d}#{next(_seq) % 1_000_000:06d}{secrets.token_hex(2)}"
+
+
+def _text(payload: Any) -> str | None:
+    if payload is None:
+        return None
+    if isinstance(payload, (bytes, bytearray)):
+        text = bytes(payload).decode("utf-8", errors="replace")
+    elif isinstance(payload, str):
+        text = payload
+    else:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
+    return text[:MAX_PAYLOAD]
+
+
+def entry(product_id: str, device_name: str, kind: str, *, direction: str | None = None, topic: str | None = None,
+          payload: Any = None, code: str | None = None, message: str | None = None,
+          ts_ms: int | None = None) -> DeviceLogRecord:
+    """Build (not save) a log item — for callers that batch their writes."""
+    if kind not in KINDS:
+        raise ValueError(f"log kind must be one of {KINDS}")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}")
+    ts = int(ts_ms) if ts_ms is not None else clock.now_ms()
+    return DeviceLogRecord(key=f"{product_id}/{device_name}/{kind}", ts=_sort_key(ts), direction=direction,
+                           topic=topic, payload=_text(payload), code=code,
+                           message=message[:1024] if message else message,
+                           expires_at=max(ts // 1000, clock.now_s()) + settings().device_log_days * 86400)
+
+
+def write(product_id: str, device_name: str, kind: str, *, direction: str | None = None, topic: str | None = None,
+          payload: Any = None, code: str | None = None, message: str | None = None,
+          ts_ms: int | None = None) -> bool:
+    """Append one log entry.  A log write never fails its caller: False (and an error log) if it did not land."""
+    rec = entry(product_id, device_name, kind, direction=direction, topic=topic, payload=payload, code=code,
+                message=message, ts_ms=ts_ms)
+    try:
+        rec.save()
+        return True
+    except Exception:
+        logger.exception("device log write failed", extra={"device": f"{product_id}/{device_name}", "kind": kind,
+                                                           "code": code})
+        return False
+
+
+def diagnostic(product_id: str, device_name: str, code: str, message: str, *, topic: str | None = None,
+               payload: Any = None, direction: str | None = None, ts_ms: int | None = None) -> bool:
+    """Shorthand for a cloud diagnostic entry."""
+    return write(product_id, device_name, "diagnostic", code=code, message=message, topic=topic, payload=payload,
+                 direction=direction, ts_ms=ts_ms)
+
+
+def view(rec: DeviceLogRecord) -> dict[str, Any]:
+    kind = rec.key.rsplit("/", 1)[-1]
+    return {"time": int(rec.ts.split("#", 1)[0]), "kind": kind, "direction": rec.direction, "topic": rec.topic,
+            "payload": rec.payload, "code": rec.code, "message": rec.message}
+
+
+def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: int, limit: int = 100,
+          cursor: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One device's log of one kind between ``start_ms`` and ``end_ms`` (inclusive), newest first.
+
+    ``cursor`` is the raw DynamoDB key this function returned as the next cursor (encode it with
+    the route kit's ``encode_token``); a cursor of another listing is refused with
+    ``InvalidParameterValue.NextTokenInvalid``.  Returns ``(items, next_cursor | None)``.
+    """
+    if kind not in KINDS:
+        raise errors.invalid("LogKindInvalid", f"kind must be one of {', '.join(KINDS)}", "kind")
+    key = f"{product_id}/{device_name}/{kind}"
+    lo, hi = f"{max(int(start_ms), 0):013d}", f"{max(int(end_ms), 0):013d}#~"
+    if cursor is not None:
+        good = (isinstance(cursor, dict) and set(cursor) == {"key", "ts"}
+                and cursor.get("key") == {"S": key} and isinstance(cursor.get("ts"), dict)
+                and set(cursor["ts"]) == {"S"} and lo <= str(cursor["ts"]["S"]) <= hi)
+        if not good:
+            raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+    now_s = clock.now_s()
+    live = DeviceLogRecord.expires_at.does_not_exist() | (DeviceLogRecord.expires_at > now_s)
+    items: list[dict[str, Any]] = []
+    last = cursor
+    try:
+        while True:
+            res = DeviceLogRecord.query(key, DeviceLogRecord.ts.between(lo, hi), filter_condition=live,
+                                        scan_index_forward=False, last_evaluated_key=last,
+                                        limit=max(limit, 25))
+            for rec in res:
+                items.append(view(rec))
+                if len(items) == limit:
+                    return items, {"key": {"S": key}, "ts": {"S": rec.ts}}
+            last = res.last_evaluated_key
+            if not last:
+                return items, None
+    except QueryError as exc:
+        if cursor is not None and getattr(exc, "cause_response_code", None) == "ValidationException":
+            raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next") from None
+        raise
