@@ -16,6 +16,7 @@ from ..models.products import ProductRecord
 from .products import get_product
 from . import certificates
 from .paging import checked_start, expect_key
+from . import txn
 from .txn import Transaction
 
 DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
@@ -220,15 +221,16 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
                        status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
                        created_at=now, updated_at=now, created_by=created_by, origin=origin)
     counter, counter_actions, counter_cond = quota_reservation(1)
-    tx = Transaction()
+    def build(tx: Transaction) -> None:
+        tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
+        tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
+        tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(1)],
+                  condition=ProductRecord.product_id.exists())
+
     try:
-        with tx:
-            tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
-            tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
-            tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(1)],
-                      condition=ProductRecord.product_id.exists())
+        txn.run(build)
     except TransactWriteError as exc:
-        failed = tx.failed(exc)
+        failed = exc.failed_tags  # type: ignore[attr-defined]
         if "device" in failed:
             raise errors.conflict("ResourceInUse.DeviceAlreadyExists",
                                   f"device {device_name} already exists in product {product_id}",
@@ -238,7 +240,7 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
         if "product" in failed:
             raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
                                    "product_id") from None
-        raise
+        raise _contended() from None
     return view(rec, include_secret=True)
 
 
@@ -266,19 +268,25 @@ def delete(product_id: str, device_name: str) -> None:
     """Delete the device; its secret stops working at once (the record is gone)."""
     rec = get_device(product_id, device_name)
     counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
-    tx = Transaction()
+    def build(tx: Transaction) -> None:
+        tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
+        tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])
+        tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(-1)],
+                  condition=ProductRecord.product_id.exists())
+
     try:
-        with tx:
-            tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
-            tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])
-            tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(-1)],
-                      condition=ProductRecord.product_id.exists())
+        txn.run(build)
     except TransactWriteError as exc:
-        if "device" in tx.failed(exc):
+        if "device" in exc.failed_tags:  # type: ignore[attr-defined]
             raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
                                    "device_name") from None
-        raise
+        raise _contended() from None
     _release_gauges(rec)
+
+
+def _contended() -> errors.FleetboxError:
+    return errors.FleetboxError("FailedOperation.TransactionConflict",
+                                "the account's device records are busy; retry the request", None)
 
 
 def _release_gauges(rec: DeviceRecord) -> None:

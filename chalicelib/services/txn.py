@@ -7,8 +7,10 @@ tag per operation and answers which tagged conditions failed.
 """
 from __future__ import annotations
 
+import random
+import time
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
@@ -60,3 +62,23 @@ class Transaction:
         reasons = getattr(exc, "cancellation_reasons", None) or []
         return {order[i] for i, r in enumerate(reasons)
                 if r is not None and getattr(r, "code", None) == "ConditionalCheckFailed" and i < len(order)}
+
+
+def run(build: Callable[[Transaction], None], attempts: int = 6) -> None:
+    """Build and commit a transaction, retrying when it lost a race rather than a condition.
+
+    Writes that share a hot item (the account's device quota counter) collide with
+    ``TransactionConflict``; DynamoDB asks callers to retry those with backoff.  A failed
+    condition is an answer, not a race: it is raised at once for the caller to name.
+    """
+    for attempt in range(attempts):
+        tx = Transaction()
+        try:
+            with tx:
+                build(tx)
+            return
+        except TransactWriteError as exc:
+            exc.failed_tags = tx.failed(exc)  # type: ignore[attr-defined]
+            if exc.failed_tags or attempt == attempts - 1:  # type: ignore[attr-defined]
+                raise
+            time.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + random.random()))

@@ -454,3 +454,16 @@ def test_quota_exhaustion_writes_nothing(api, product):
     assert quota(api)["remaining"] == 0
     expect_error(api.post(dev_path(pid_b), {"device_name": "after-last"}), 409,
                  "LimitExceeded.DeviceExceedLimit", "device_name")
+
+
+def test_concurrent_creations_all_land_and_the_quota_counts_each_once(api, product):
+    """Every create updates the one quota counter: racing transactions are retried, never a 5xx."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = product["product_id"]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: api.post(f"/v1/products/{pid}/devices", {"device_name": f"race{i}"}).status_code,
+                              range(24)))
+    assert codes == [201] * 24
+    assert api.get("/v1/quota").json["registered"] == 24
+    assert api.get(f"/v1/products/{pid}").json["device_count"] == 24
