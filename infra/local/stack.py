@@ -71,6 +71,8 @@ class StackSettings:
     state_dir: Path | None = None
     admin_api_key: str | None = None
     schedule_speedup: float = 1.0
+    #: seconds between re-authorisations of each MQTT connection (a disabled device is cut off)
+    mqtt_reauth_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "StackSettings":
@@ -88,6 +90,7 @@ class StackSettings:
                 state_dir=path("FLEETBOX_STATE_DIR"),
                 admin_api_key=env.get("FLEETBOX_ADMIN_API_KEY", "").strip() or None,
                 schedule_speedup=float(env.get("FLEETBOX_SCHEDULE_SPEEDUP") or 1.0),
+                mqtt_reauth_s=float(env.get("FLEETBOX_MQTT_REAUTH_S") or 60.0),
             )
         except ValueError as exc:
             raise StackError(f"bad local stack setting: {exc}") from exc
@@ -123,6 +126,7 @@ class LocalStack:
         #: started services, stopped in reverse order (see start_broker)
         self.services: list[Service] = []
         self.mqtt_listening = False
+        self.broker: Any = None
         self.info: dict[str, Any] | None = None
         self._owns_info_file = False
 
@@ -260,13 +264,37 @@ class LocalStack:
         self.http.wait_accepting()
 
     def start_broker(self) -> None:
-        """The embedded MQTT broker and its bridge: arrives with the connectivity issue.
+        """The embedded MQTT broker (infra/local/broker.py) and its uplink bridge, in this process.
 
-        When it lands, this starts amqtt on (settings.host, settings.mqtt_port) with the
-        authorizer as its auth hook and the topic-rule bridge to Kinesis, appends a
-        :class:`Service` (so :meth:`stop` stops it) and sets ``mqtt_listening``. Until then
-        nothing listens on the MQTT port, and the banner says so.
+        Its authentication calls the app's ``mqtt_authorizer``, connects and disconnects call
+        ``presence``, uplinks reach the ``uplink`` Kinesis handler through the bridge, and it is
+        installed as the device publisher port, so the HTTP routes, the workers and the broker
+        share one process.  :meth:`stop` stops it (sessions closed, port released).
         """
+        from chalicelib.services import publisher
+        from infra.local.broker import BrokerPublisher, BrokerStartError, LocalBroker
+
+        if os.environ.get("FLEETBOX_COUNT_AWS_CALLS"):
+            # benchmarks read DynamoDB requests per report from this file (bench/uplink.py)
+            from infra.local import awscalls
+
+            awscalls.install(self.info_path.parent / "aws_calls.json")
+
+        broker = LocalBroker.for_app(self.app, self.settings.host, self.settings.mqtt_port, region=REGION,
+                                     account_id=ACCOUNT_ID, stage=STAGE, reauth_s=self.settings.mqtt_reauth_s)
+        try:
+            broker.start()
+        except BrokerStartError as exc:
+            raise StackError(f"{exc}; set FLEETBOX_MQTT_PORT to another port") from exc
+
+        def stop() -> None:
+            publisher.use(None)
+            broker.stop()
+
+        publisher.use(BrokerPublisher(broker))
+        self.broker = broker
+        self.services.append(Service("MQTT", stop))
+        self.mqtt_listening = True
 
     def _publish_info(self) -> dict[str, Any]:
         assert self.moto is not None

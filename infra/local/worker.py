@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice.app import Chalice, ScheduledEventConfig, ScheduleExpression, SQSEventConfig
+from chalice.app import Chalice, ScheduledEventConfig, ScheduleExpression, KinesisEventConfig, SQSEventConfig
 from chalice.local import LambdaContext
 
 log = logging.getLogger(__name__)
@@ -292,9 +292,10 @@ class WorkerLoop:
                 runners.append((f"sqs:{source.name}", self._sqs_runner(source)))
             elif isinstance(source, ScheduledEventConfig):
                 runners.append((f"schedule:{source.name}", self._schedule_runner(source)))
+            elif isinstance(source, KinesisEventConfig):
+                continue  # the MQTT broker's uplink bridge (infra/local/bridge.py) drives stream handlers
             else:
-                # Kinesis arrives with the MQTT bridge; S3/SNS/CloudWatch-pattern events
-                # have no local emitter.
+                # S3/SNS/CloudWatch-pattern events have no local emitter.
                 self.not_driven.append(f"{source.name} ({type(source).__name__})")
         if self.not_driven:
             log.warning("event handlers not driven by the local worker loop: %s", ", ".join(self.not_driven))

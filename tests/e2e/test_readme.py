@@ -6,8 +6,10 @@ a newcomer would paste them.  Commands using `curl -sf` fail the script on any H
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,8 +32,10 @@ def test_the_readme_has_a_walkthrough():
 def test_every_readme_curl_example_works(local_stack_process):
     script = "set -euo pipefail\n" + "\n".join(walkthrough_blocks()) + (
         '\necho "PID=$PID CPID=$CPID PARTNER=$PARTNER"\n')
+    # run where local.json is, with the repo's interpreter and packages, as `make run` users do
+    env = dict(os.environ, PY=sys.executable, PYTHONPATH=str(REPO_ROOT))
     done = subprocess.run(["bash", "-c", script], cwd=local_stack_process.home, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=180, env=env)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     out = done.stdout
     # the documented refusals really happen, with the documented codes
@@ -41,3 +45,6 @@ def test_every_readme_curl_example_works(local_stack_process):
     pid = re.search(r"PID=(\w{10})", out).group(1)
     assert f'"product_id":"{pid}"' in out
     assert "lamp-0001" in out
+    # the simulated MQTT devices reported, and their values are served
+    assert '"device_name":"sim00000"' in out or "sim00000" in out
+    assert '"brightness"' in out

@@ -1,0 +1,155 @@
+"""Uplink benchmark: ≥ 1,000 simulated MQTT devices through the real local stack.
+
+Prints, from one run on one machine:
+  * processed reports per second end to end — a report counts when its ``report_reply`` came
+    back to the device (broker → bridge → uplink handler → DynamoDB → reply through the broker);
+  * DynamoDB requests per report — counted inside the stack process (botocore's one request
+    choke point, ``FLEETBOX_COUNT_AWS_CALLS=1``), the difference over the measured window
+    divided by the reports processed in it;
+  * the baseline: the same broker code (``LocalBroker.bare()``: no authorizer, no bridge) carrying
+    the same fleet's publish → subscribe traffic (each device subscribed to its own report topic),
+    measured in the same run, and the ratio between the two.
+
+    .venv/bin/python bench/uplink.py [--devices 1000] [--rate 0.2] [--seconds 30]
+
+The stack's DynamoDB is moto, a Python server on this same 2-core machine: the absolute rate says
+more about moto than about DynamoDB; the requests-per-report figure carries over to AWS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from infra.local.broker import LocalBroker  # noqa: E402
+from infra.local.simulate import Api, Simulator, load_devices  # noqa: E402
+
+MODEL = {"version": "1.0", "properties": [
+    {"id": "power_switch", "name": "Power", "mode": "rw", "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},
+    {"id": "brightness", "name": "Brightness", "mode": "rw", "define": {"type": "int", "min": "0", "max": "100", "step": "1"}},
+    {"id": "temperature", "name": "Temp", "mode": "r", "define": {"type": "float", "min": "-40", "max": "85", "step": "0.1"}}],
+    "events": [], "actions": []}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_stack(home: Path, devices: int) -> tuple[subprocess.Popen, dict]:
+    env = dict(os.environ, FLEETBOX_HOME=str(home), FLEETBOX_HTTP_PORT=str(free_port()),
+               FLEETBOX_MQTT_PORT=str(free_port()), FLEETBOX_COUNT_AWS_CALLS="1",
+               FLEETBOX_DEVICE_QUOTA=str(devices + 100),
+               # re-authorising 1,000 sessions every minute would add its reads to the count
+               FLEETBOX_MQTT_REAUTH_S="3600")
+    for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_STAGE"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=REPO, env=env,
+                            stdout=open(home / "stack.log", "wb"), stderr=subprocess.STDOUT)
+    info_path = home / ".fleetbox" / "local.json"
+    deadline = time.time() + 90
+    while not info_path.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            raise SystemExit(f"the local stack did not start; see {home / 'stack.log'}")
+        time.sleep(0.2)
+    return proc, json.loads(info_path.read_text())
+
+
+def dynamodb_calls(home: Path) -> int:
+    try:
+        doc = json.loads((home / ".fleetbox" / "aws_calls.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return sum(doc.get("dynamodb", {}).values())
+
+
+def measure(sim: Simulator, seconds: float, counter: str, before_window=None) -> tuple[float, int, float]:
+    """Run ``seconds`` after a warm-up; return (per second, count, elapsed)."""
+    time.sleep(min(5.0, seconds / 4))  # warm-up: connections settle, queues fill
+    start_count, t0 = sim.stats()[counter], time.monotonic()
+    if before_window:
+        before_window()
+    time.sleep(seconds)
+    count, elapsed = sim.stats()[counter] - start_count, time.monotonic() - t0
+    return count / elapsed, count, elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=0.2, help="reports per device per second offered")
+    parser.add_argument("--bare-rate", type=float, default=5.0,
+                        help="reports per device per second offered to the bare broker (its capacity, not ours)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window per run")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="fleetbox-bench-"))
+    proc, info = start_stack(home, args.devices)
+    try:
+        api = Api(info["api_url"], info["admin_api_key"])
+        pid = api.call("POST", "/v1/products", json={
+            "name": f"Bench {int(time.time())}", "category": "custom", "device_type": "device",
+            "comm_method": "wifi", "auth_type": "key", "data_protocol": "thing_model"})["product_id"]
+        api.call("PUT", f"/v1/products/{pid}/thing-model", json=MODEL)
+        t0 = time.monotonic()
+        creds = load_devices(api, pid, args.devices, create=True, prefix="bench")
+        print(f"created {len(creds)} devices in {time.monotonic() - t0:.1f} s")
+
+        # --- the baseline: the same broker code, bare, the same fleet, offered more than it carries
+        bare = LocalBroker.bare("127.0.0.1", 0)
+        bare.start()
+        sim = Simulator(creds, "127.0.0.1", bare.port, model=MODEL, rate=args.bare_rate, echo=True)
+        if not sim.start(timeout=180):
+            raise SystemExit(f"bare broker: not every device connected: {sim.stats()}")
+        base_rate, base_count, _ = measure(sim, args.seconds, "echoes_received")
+        sim.stop()
+        bare.stop()
+
+        # --- the stack: authorizer, ACL, bridge, uplink handler, DynamoDB, replies
+        sim = Simulator(creds, info["mqtt_host"], info["mqtt_port"], model=MODEL, rate=args.rate)
+        t0 = time.monotonic()
+        if not sim.start(timeout=300):
+            raise SystemExit(f"stack: not every device connected: {sim.stats()}")
+        connect_s = time.monotonic() - t0
+        window: dict[str, int] = {}
+        rate, count, _ = measure(sim, args.seconds, "report_replies",
+                                 before_window=lambda: window.setdefault("calls", dynamodb_calls(home)))
+        time.sleep(1.0)  # let the counter file catch up with the last replies
+        calls = dynamodb_calls(home) - window["calls"]
+        stats = sim.stats()
+        sim.stop()
+
+        offered = args.devices * args.rate
+        print(f"\nuplink benchmark: {args.devices} devices, {args.rate}/s each ({offered:.0f} reports/s offered), "
+              f"{args.seconds:.0f} s windows")
+        print(f"  stack: connected {args.devices} devices in {connect_s:.1f} s (authorizer + presence per device)")
+        print(f"  processed reports/s end to end (report_reply received): {rate:8.1f}   ({count} in the window; "
+              f"report errors {stats['report_errors']}; reply latency {stats.get('reply_latency_ms')})")
+        print(f"  DynamoDB requests per processed report:                  {calls / max(count, 1):8.2f}   "
+              f"({calls} requests in the window)")
+        print(f"  baseline, same broker bare, publish→subscribe msgs/s:    {base_rate:8.1f}   ({base_count} in the window)")
+        print(f"  ratio stack/bare:                                        {rate / max(base_rate, 1e-9):8.3f}")
+        print(f"  (bare broker offered {args.devices * args.bare_rate:.0f} msgs/s; on 2 shared cores the simulator "
+              "itself may be its limit, so the ratio is an upper bound on the stack's share)")
+        return 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
