@@ -10,6 +10,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from pynamodb.exceptions import CancellationReason, TransactWriteError
+from pynamodb.transactions import TransactWrite
 
 from tests.integration.conftest import PRODUCT
 from tests.integration.helpers import expect_error
@@ -456,14 +458,46 @@ def test_quota_exhaustion_writes_nothing(api, product):
                  "LimitExceeded.DeviceExceedLimit", "device_name")
 
 
-def test_concurrent_creations_all_land_and_the_quota_counts_each_once(api, product):
-    """Every create updates the one quota counter: racing transactions are retried, never a 5xx."""
-    from concurrent.futures import ThreadPoolExecutor
+class _Conflict(TransactWriteError):
+    """What DynamoDB answers when two transactions touch the quota counter at once."""
 
-    pid = product["product_id"]
-    with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda i: api.post(f"/v1/products/{pid}/devices", {"device_name": f"race{i}"}).status_code,
-                              range(24)))
-    assert codes == [201] * 24
-    assert api.get("/v1/quota").json["registered"] == 24
-    assert api.get(f"/v1/products/{pid}").json["device_count"] == 24
+    def __init__(self) -> None:
+        super().__init__("Transaction cancelled")
+
+    @property
+    def cancellation_reasons(self):  # type: ignore[override]
+        return [CancellationReason(code="TransactionConflict"), None, None]
+
+
+def _conflicts(monkeypatch, times: int) -> list[int]:
+    calls = [0]
+    real = TransactWrite._commit
+
+    def commit(self):
+        calls[0] += 1
+        if calls[0] <= times:
+            raise _Conflict()
+        return real(self)
+
+    monkeypatch.setattr(TransactWrite, "_commit", commit)
+    return calls
+
+
+def test_a_create_that_loses_a_race_is_retried_and_counted_once(api, product, monkeypatch):
+    # Given two commits that collide with other writers of the quota counter
+    calls = _conflicts(monkeypatch, times=2)
+    # When a device is created
+    resp = api.post(f"/v1/products/{product['product_id']}/devices", {"device_name": "racer"})
+    # Then it lands on the third attempt and the quota counts it once
+    assert resp.status_code == 201, resp.body
+    assert calls[0] == 3
+    assert api.get("/v1/quota").json["registered"] == 1
+
+
+def test_a_create_that_keeps_losing_races_is_a_409_and_writes_nothing(api, product, monkeypatch):
+    _conflicts(monkeypatch, times=100)
+    resp = api.post(f"/v1/products/{product['product_id']}/devices", {"device_name": "racer"})
+    expect_error(resp, 409, "FailedOperation.TransactionConflict", None)
+    monkeypatch.undo()
+    assert api.get("/v1/quota").json["registered"] == 0
+    assert api.get(f"/v1/products/{product['product_id']}/devices/racer").status_code == 404
