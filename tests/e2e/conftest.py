@@ -155,3 +155,17 @@ def local_stack_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
 def local_stack(local_stack_process: StackProcess) -> dict:
     """The parsed .fleetbox/local.json of the session's stack."""
     return local_stack_process.info
+
+
+@pytest.fixture(scope="module")
+def api(local_stack: dict):
+    """An HTTP client of the session's stack, as its admin (tests/e2e/fleet.py)."""
+    from tests.e2e.fleet import Api
+
+    return Api(local_stack)
+
+
+@pytest.fixture(scope="module")
+def pid(api) -> str:
+    """A fresh thing-model product per test module."""
+    return api.product()

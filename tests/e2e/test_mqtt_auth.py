@@ -15,16 +15,6 @@ from tests.e2e.fleet import Api, Device, wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def api(local_stack) -> Api:
-    return Api(local_stack)
-
-
-@pytest.fixture(scope="module")
-def pid(api) -> str:
-    return api.product()
-
-
 @pytest.fixture()
 def connected():
     devices: list[Device] = []

@@ -8,16 +8,6 @@ from tests.e2e.fleet import Api, Device, wait_until
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def api(local_stack) -> Api:
-    return Api(local_stack)
-
-
-@pytest.fixture(scope="module")
-def pid(api) -> str:
-    return api.product()
-
-
 def presence_lines(api: Api, pid: str, dn: str) -> list[str]:
     """The presence log, oldest first."""
     return [e["message"] for e in reversed(api.logs(pid, dn, "presence"))]

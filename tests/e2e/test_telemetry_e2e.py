@@ -9,19 +9,9 @@ import time
 import pytest
 
 from infra.local.simulate import DeviceCredentials, Simulator
-from tests.e2e.fleet import LAMP_MODEL, Api, Device, wait_until
+from tests.e2e.fleet import LAMP_MODEL, Device, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def api(local_stack) -> Api:
-    return Api(local_stack)
-
-
-@pytest.fixture(scope="module")
-def pid(api) -> str:
-    return api.product()
 
 
 @pytest.fixture()
