@@ -14,7 +14,7 @@ from ..models.counters import QUOTA_DEVICES, QUOTA_PK, CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from .products import get_product
-from . import certificates
+from . import certificates, publisher
 from .paging import checked_start, expect_key
 from . import txn
 from .txn import Transaction
@@ -261,6 +261,8 @@ def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[st
         except UpdateError:
             raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
                                    "device_name") from None
+        if fields.get("enabled") is False:
+            publisher.disconnect(f"{product_id}{device_name}")  # a disabled device cannot stay connected
     return view(rec)
 
 
@@ -281,6 +283,7 @@ def delete(product_id: str, device_name: str) -> None:
             raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
                                    "device_name") from None
         raise _contended() from None
+    publisher.disconnect(f"{product_id}{device_name}")  # its secret no longer works: neither does its session
     _release_gauges(rec)
 
 

@@ -19,6 +19,9 @@ class DevicePublisher(Protocol):
         """Send ``payload`` to ``topic``.  Returns False when it is known that no
         subscriber received it (``Pub_To_Dev_No_Subscriber``); True otherwise."""
 
+    def disconnect(self, client_id: str) -> bool:
+        """Close the device's live MQTT session now; False when it had none."""
+
 
 class IotDataPublisher:
     """AWS IoT Core data plane (``iot-data`` ``Publish``)."""
@@ -41,6 +44,14 @@ class IotDataPublisher:
         self._client().publish(topic=topic, qos=qos, payload=payload)
         return True
 
+    def disconnect(self, client_id: str) -> bool:
+        client = self._client()
+        try:
+            client.delete_connection(clientId=client_id, cleanSession=True, preventWillMessage=True)
+        except client.exceptions.ResourceNotFoundException:
+            return False
+        return True
+
 
 _installed: DevicePublisher | None = None
 
@@ -59,6 +70,22 @@ def _default() -> DevicePublisher:
 
 def current() -> DevicePublisher:
     return _installed if _installed is not None else _default()
+
+
+def disconnect(client_id: str) -> bool:
+    """Cut a device off at once (it was disabled or deleted); never raises: the re-authorisation
+    of live sessions (refreshAfterInSeconds) is the backstop if the host cannot do it now."""
+    cut = getattr(current(), "disconnect", None)
+    if cut is None:  # a publisher that cannot (a test recorder)
+        return False
+    try:
+        return bool(cut(client_id))
+    except Exception as exc:  # noqa: BLE001 - the change that asked for it has already been made
+        from ..core.observability import logger
+
+        logger.warning("could not disconnect the device's session now; re-authorisation will",
+                       extra={"client_id": client_id, "error": type(exc).__name__})
+        return False
 
 
 def publish(topic: str, message: Any, qos: int = 0) -> bool:

@@ -501,3 +501,31 @@ def test_a_create_that_keeps_losing_races_is_a_409_and_writes_nothing(api, produ
     monkeypatch.undo()
     assert api.get("/v1/quota").json["registered"] == 0
     assert api.get(f"/v1/products/{product['product_id']}/devices/racer").status_code == 404
+
+
+def test_disabling_or_deleting_a_device_cuts_its_session_through_the_publisher_port(api, product):
+    from chalicelib.services import publisher
+
+    class Recorder:
+        def __init__(self):
+            self.cut = []
+
+        def publish(self, topic, payload, qos=0):
+            return True
+
+        def disconnect(self, client_id):
+            self.cut.append(client_id)
+            return True
+
+    rec = Recorder()
+    publisher.use(rec)
+    try:
+        pid = product["product_id"]
+        for name in ("keep", "off", "gone"):
+            assert api.post(f"/v1/products/{pid}/devices", {"device_name": name}).status_code == 201
+        assert api.patch(f"/v1/products/{pid}/devices/keep", {"tags": {"a": "b"}}).status_code == 200
+        assert api.patch(f"/v1/products/{pid}/devices/off", {"enabled": False}).status_code == 200
+        assert api.delete(f"/v1/products/{pid}/devices/gone").status_code == 204
+        assert rec.cut == [f"{pid}off", f"{pid}gone"]
+    finally:
+        publisher.use(None)
