@@ -267,6 +267,14 @@ def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource
     return decorate
 
 
+def document(method: str, path: str, *, summary: str, tag: str, body: Model | None, response: Field,
+             produces: str = _JSON) -> None:
+    """List a public route that answers outside the kit (e.g. device registration, which signs with
+    the ProductSecret and always answers 200) in /openapi.json, from its own models."""
+    ROUTES.append(RouteSpec(method=method, path=path, action=None, resource=None, summary=summary, tag=tag,
+                            body=body, response=response, status=200, public=True, produces=produces))
+
+
 # ----------------------------------------------------------------- paging
 
 

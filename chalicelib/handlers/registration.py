@@ -14,10 +14,30 @@ from chalice import Blueprint, Response
 
 from ..core import ids
 from ..core.observability import logger
+from ..core.schema import Integer, Json, Model, String
+from .api import document
 from ..protocol import registration as proto
 from ..services import registration
 
 bp = Blueprint(__name__)
+
+# documentation models: the bodies are parsed by protocol/registration (signatures cover the raw bytes)
+_V2_BODY = Model("DeviceRegisterV2Request", {"ProductId": String(required=True), "DeviceName": String(required=True)},
+                 allow_extra=True)
+_V2_ANSWER = Model("DeviceRegisterV2Answer", {
+    "Response": Json(object_only=True, required=True,
+                     description='{"Len","Payload","RequestId"} or {"Error":{"Code","Message"},"RequestId"}')},
+    allow_extra=True)
+_LEGACY_BODY = Model("DeviceRegisterLegacyRequest", {
+    "deviceName": String(required=True), "nonce": Integer(required=True), "productId": String(required=True),
+    "timestamp": Integer(required=True), "signature": String(required=True)}, allow_extra=True)
+_LEGACY_ANSWER = Model("DeviceRegisterLegacyAnswer", {
+    "code": Integer(required=True, description="0 = success"), "message": String(required=True),
+    "len": Integer(), "payload": String(), "requestId": String()}, allow_extra=True)
+document("POST", proto.V2_PATH, tag="registration", body=_V2_BODY, response=_V2_ANSWER,
+         summary="Dynamic registration (v2; X-TC-* signature headers; always HTTP 200)")
+document("POST", proto.LEGACY_PATH, tag="registration", body=_LEGACY_BODY, response=_LEGACY_ANSWER,
+         summary="Dynamic registration (legacy; signed body; always HTTP 200)")
 
 
 def _answer(body: dict[str, Any], request_id: str) -> Response:
