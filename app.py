@@ -4,6 +4,7 @@ from chalice import Chalice
 from chalicelib.handlers import access, devices, meta, middleware, products
 from chalicelib.handlers import authorizer, registration
 from chalicelib.handlers import device_data, iot, stats
+from chalicelib.handlers import workers
 
 app = Chalice(app_name="fleetbox")
 
@@ -17,3 +18,4 @@ app.register_blueprint(registration.bp)    # POST /device/register, POST /regist
 app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry), Lambda `presence`
 app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
 app.register_blueprint(stats.bp)           # /v1/stats/*
+app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
