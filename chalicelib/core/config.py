@@ -25,6 +25,9 @@ TABLES = (
     "device_logs",
     "calls",
     "topology",
+    "batches",
+    "serial_numbers",
+    "bindings",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs",)
@@ -69,6 +72,12 @@ class Settings:
     mqtt_disconnect_after_s: int = 86400
     #: dynamic registration: accepted clock skew, also the nonce replay window (SPEC §6.3)
     registration_window_s: int = 300
+    #: mass production (SPEC §7): devices per batch step, seconds without progress before the
+    #: resume sweep re-queues a running batch, lifetime of download URLs, largest names upload
+    batch_chunk_size: int = 500
+    batch_stale_s: int = 900
+    download_url_ttl_s: int = 3600
+    batch_upload_max_bytes: int = 1_048_576
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
@@ -105,6 +114,10 @@ class Settings:
             mqtt_policy_refresh_s=_int(env.get("FLEETBOX_MQTT_POLICY_REFRESH_S"), 300),
             mqtt_disconnect_after_s=_int(env.get("FLEETBOX_MQTT_DISCONNECT_AFTER_S"), 86400),
             registration_window_s=_int(env.get("FLEETBOX_REGISTRATION_WINDOW_S"), 300),
+            batch_chunk_size=_int(env.get("FLEETBOX_BATCH_CHUNK_SIZE"), 500),
+            batch_stale_s=_int(env.get("FLEETBOX_BATCH_STALE_S"), 900),
+            download_url_ttl_s=_int(env.get("FLEETBOX_DOWNLOAD_URL_TTL_S"), 3600),
+            batch_upload_max_bytes=_int(env.get("FLEETBOX_BATCH_UPLOAD_MAX_BYTES"), 1_048_576),
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

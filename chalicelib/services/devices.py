@@ -197,29 +197,43 @@ def quota_error(n: int) -> errors.FleetboxError:
 # ----------------------------------------------------------------- writing
 
 
-def create(product_id: str, device_name: str, secret: str | None, created_by: str | None,
-           origin: str = "api") -> dict[str, Any]:
+def check_name(device_name: str, field: str = "device_name") -> None:
     if not device_name_ok(device_name):
         raise errors.invalid(errors.DEVICE_NAME_INVALID,
-                             "device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", "device_name")
-    if secret is not None and not secret_ok(secret):
-        raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
-    product = get_product(product_id)
+                             "device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", field)
+
+
+def new_record(product: ProductRecord, device_name: str, secret: str | None, created_by: str | None,
+               origin: str = "api", *, batch_id: str | None = None, keyless: bool = False) -> DeviceRecord:
+    """The record of a device about to be created (not written): secret or certificate issued.
+
+    ``keyless``: a one-type-one-secret device that fetches its secret at first boot (SPEC §6.3).
+    """
     cert_pem = key_pem = None
     if product.auth_type == "certificate":
         if secret is not None:
             raise errors.invalid("DeviceSecretInvalid",
                                  "certificate-authenticated products take no secret: the device gets a certificate",
                                  "secret")
-        cert_pem, key_pem = certificates.issue_for_device(product_id, device_name)
-    else:
+        if not keyless:
+            cert_pem, key_pem = certificates.issue_for_device(product.product_id, device_name)
+    elif not keyless:
         secret = secret or ids.device_secret()
     now = clock.now_s()
     terms, text = _search_fields(device_name, {})
-    rec = DeviceRecord(product_id=product_id, device_name=device_name, secret=secret,
-                       cert_pem=cert_pem, key_pem=key_pem,
-                       status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
-                       created_at=now, updated_at=now, created_by=created_by, origin=origin)
+    return DeviceRecord(product_id=product.product_id, device_name=device_name, secret=secret,
+                        cert_pem=cert_pem, key_pem=key_pem,
+                        status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
+                        created_at=now, updated_at=now, created_by=created_by, origin=origin, batch_id=batch_id)
+
+
+def create(product_id: str, device_name: str, secret: str | None, created_by: str | None,
+           origin: str = "api") -> dict[str, Any]:
+    check_name(device_name)
+    if secret is not None and not secret_ok(secret):
+        raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
+    product = get_product(product_id)
+    rec = new_record(product, device_name, secret, created_by, origin)
     counter, counter_actions, counter_cond = quota_reservation(1)
     def build(tx: Transaction) -> None:
         tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
@@ -242,6 +256,56 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
                                    "product_id") from None
         raise _contended() from None
     return view(rec, include_secret=True)
+
+
+#: items per TransactWriteItems (DynamoDB's limit is 100: 99 devices + the product's device count)
+INSERT_GROUP = 99
+_PRODUCT_TAG = "#product"  # '#' is never part of a device name
+
+
+def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple[str, DeviceRecord]]:
+    """Write new devices without ever overwriting one; quota is the caller's (reserved up front).
+
+    Each group of ≤ 99 devices goes in one transaction (every Put conditioned on
+    ``attribute_not_exists``) together with the product's device count.  A group cancelled by
+    existing names is retried without them, after reading those names once: a device carrying
+    the same ``batch_id`` as ours was written by an earlier run of the same chunk and is reused
+    (its stored secret), any other is reported.  Returns name -> (outcome, record) with outcome
+    ``created`` | ``ours`` | ``exists``.  Platform errors (throttling after retries) propagate.
+    """
+    out: dict[str, tuple[str, DeviceRecord]] = {}
+    for start in range(0, len(records), INSERT_GROUP):
+        todo = records[start:start + INSERT_GROUP]
+        while todo:
+            group = todo
+
+            def build(tx: Transaction) -> None:
+                for rec in group:
+                    tx.save(rec.device_name, rec, condition=DeviceRecord.device_name.does_not_exist())
+                tx.update(_PRODUCT_TAG, ProductRecord(product_id), actions=[ProductRecord.device_count.add(len(group))],
+                          condition=ProductRecord.product_id.exists())
+
+            try:
+                txn.run(build)
+            except TransactWriteError as exc:
+                failed = set(exc.failed_tags)  # type: ignore[attr-defined]
+                if not failed:
+                    raise
+                if _PRODUCT_TAG in failed:
+                    raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
+                                           "product_id") from None
+                mine = {rec.device_name: rec for rec in group}
+                batch_id = group[0].batch_id
+                for found in DeviceRecord.batch_get([(product_id, n) for n in failed], consistent_read=True):
+                    ours = batch_id is not None and found.batch_id == batch_id
+                    out[found.device_name] = ("ours" if ours else "exists", found if ours else mine[found.device_name])
+                # a name that failed but is gone again (deleted meanwhile) is simply tried again
+                todo = [rec for rec in group if rec.device_name not in out]
+                continue
+            for rec in group:
+                out[rec.device_name] = ("created", rec)
+            todo = []
+    return out
 
 
 def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[str, Any]:
