@@ -146,7 +146,7 @@ def import_serials(ctx: Ctx) -> dict[str, Any]:
 
 
 @route(bp, "GET", "/v1/products/{product_id}/qrcode", action="DescribeProductQRCode", resource=product_res,
-       tag=TAG, summary="The product QR code (PNG; ?format=svg, or json for its content)", produces="image/png",
+       tag=TAG, summary="The product QR code (PNG: send Accept: image/png; ?format=svg, or json for its content)", produces="image/png",
        query={"format": Enum(("png", "svg", "json"), default="png", code="FormatInvalid")})
 def product_qrcode(ctx: Ctx) -> Any:
     content = binding.product_code(ctx.params["product_id"])
