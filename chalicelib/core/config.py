@@ -54,6 +54,8 @@ class Settings:
     resource_prefix: str = "fleetbox-local-"
     bucket: str = "fleetbox-local-files"
     device_quota: int = 100_000
+    #: audio/video products' separate device quota (SPEC §7.4)
+    av_device_quota: int = 10_000
     audit_retention_days: int = 365
     log_level: str = "INFO"
     #: outbound webhooks may target loopback (the local stack only)
@@ -103,6 +105,7 @@ class Settings:
             resource_prefix=prefix,
             bucket=env.get("FLEETBOX_BUCKET") or f"{prefix}files",
             device_quota=_int(env.get("FLEETBOX_DEVICE_QUOTA"), 100_000),
+            av_device_quota=_int(env.get("FLEETBOX_AV_DEVICE_QUOTA"), 10_000),
             audit_retention_days=_int(env.get("FLEETBOX_AUDIT_RETENTION_DAYS"), 365),
             log_level=env.get("FLEETBOX_LOG_LEVEL", "INFO"),
             allow_loopback_targets=_bool(env.get("FLEETBOX_ALLOW_LOOPBACK"), stage == "local"),

@@ -45,6 +45,8 @@ class BatchRecord(Model):
     #: device licences reserved at creation (released at the end for rows that did not create)
     reserved = NumberAttribute(default=0)
     quota_released = BooleanAttribute(null=True)
+    #: the quota the licences came from: "devices" or "devices-av" (SPEC §7.4)
+    quota_sk = UnicodeAttribute(null=True)
     #: seed of the deterministic auto names / serial numbers: name(i) = f(seed, i)
     seed = UnicodeAttribute(null=True)
     chunk_size = NumberAttribute()

@@ -176,8 +176,8 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
 # ------------------------------------------------------------------ creating
 
 
-def _reserve_and_record(rec: BatchRecord, reserved: int, field: str) -> None:
-    counter, actions, cond = devices.quota_reservation(reserved)
+def _reserve_and_record(rec: BatchRecord, reserved: int, field: str, av: bool) -> None:
+    counter, actions, cond = devices.quota_reservation(reserved, av)
 
     def build(tx: Transaction) -> None:
         tx.save("batch", rec, condition=BatchRecord.batch_id.does_not_exist())
@@ -188,12 +188,12 @@ def _reserve_and_record(rec: BatchRecord, reserved: int, field: str) -> None:
         txn.run(build)
     except TransactWriteError as exc:
         if "quota" in exc.failed_tags:  # type: ignore[attr-defined]
-            raise quota_error(reserved, field) from None
+            raise quota_error(reserved, field, av) from None
         raise
 
 
-def quota_error(n: int, field: str) -> errors.FleetboxError:
-    err = devices.quota_error(n)
+def quota_error(n: int, field: str, av: bool = False) -> errors.FleetboxError:
+    err = devices.quota_error(n, av)
     err.field = field
     return err
 
@@ -201,19 +201,21 @@ def quota_error(n: int, field: str) -> errors.FleetboxError:
 def new_batch(kind: str, product: ProductRecord, quantity: int, reserved: int, created_by: str | None,
               *, rows: list[tuple[int, str, str | None]] | None = None, **fields: Any) -> dict[str, Any]:
     """Record a job (reserving ``reserved`` licences) and queue its first chunk."""
-    if reserved and devices.quota()["remaining"] < reserved:
-        raise quota_error(reserved, "quantity" if rows is None else "names_csv")  # fail fast, nothing written
+    av = devices.is_av(product)
+    if reserved and devices.quota()["av_remaining" if av else "remaining"] < reserved:
+        raise quota_error(reserved, "quantity" if rows is None else "names_csv", av)  # fail fast, nothing written
     batch_id = ids.short_id("bat", 16)
     size = max(1, settings().batch_chunk_size)
     now = clock.now_s()
     rec = BatchRecord(batch_id=batch_id, kind=kind, product_id=product.product_id, quantity=quantity,
                       reserved=reserved, seed=ids.product_secret(), chunk_size=size,
                       chunks=(quantity + size - 1) // size, status="created", active="1",
-                      created_at=now, updated_at=now, created_by=created_by, **fields)
+                      created_at=now, updated_at=now, created_by=created_by,
+                      quota_sk=devices.quota_counter(av).sk, **fields)
     if rows is not None:
         put_object(f"{PREFIX}/{batch_id}/input.json", json.dumps(rows).encode(), "application/json")
     try:
-        _reserve_and_record(rec, reserved, "quantity" if rows is None else "names_csv")
+        _reserve_and_record(rec, reserved, "quantity" if rows is None else "names_csv", av)
     except Exception:
         if rows is not None:
             _quietly(lambda: _s3().delete_object(Bucket=settings().bucket, Key=f"{PREFIX}/{batch_id}/input.json"))
@@ -464,7 +466,7 @@ def _fail(rec: BatchRecord, reason: str) -> None:
 
 def _close(rec: BatchRecord, status: str, reason: str | None, csv_key: str | None, zip_key: str | None) -> None:
     unused = int(rec.reserved) - int(rec.success_count)
-    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    counter = CounterRecord(pk=QUOTA_PK, sk=rec.quota_sk or QUOTA_DEVICES)
     actions = [BatchRecord.status.set(status), BatchRecord.active.remove(), BatchRecord.quota_released.set(True),
                BatchRecord.finished_at.set(clock.now_s()), BatchRecord.updated_at.set(clock.now_s())]
     if reason:

@@ -10,7 +10,7 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 
 from ..core import clock, errors, ids
 from ..core.config import settings
-from ..models.counters import QUOTA_DEVICES, QUOTA_PK, CounterRecord
+from ..models.counters import QUOTA_AV_DEVICES, QUOTA_DEVICES, QUOTA_PK, CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from .products import get_product
@@ -168,30 +168,56 @@ def _list_devices(product_id: str, *, status: str | None, firmware_version: str 
 # ------------------------------------------------------------------ quota
 
 
-def quota() -> dict[str, Any]:
+#: category roots of audio/video products (e.g. ``video/camera/ipc``): their own quota (SPEC §7.4)
+AV_CATEGORY_ROOTS = ("video", "audio", "av", "audio-video")
+
+
+def is_av(product: ProductRecord) -> bool:
+    return (product.category or "").split("/", 1)[0].lower() in AV_CATEGORY_ROOTS
+
+
+def _quota_sk(av: bool) -> str:
+    return QUOTA_AV_DEVICES if av else QUOTA_DEVICES
+
+
+def _quota_limit(av: bool) -> int:
+    return settings().av_device_quota if av else settings().device_quota
+
+
+def _used(av: bool) -> int:
     try:
-        used = int(CounterRecord.get(QUOTA_PK, QUOTA_DEVICES, consistent_read=True).count or 0)
+        return int(CounterRecord.get(QUOTA_PK, _quota_sk(av), consistent_read=True).count or 0)
     except DoesNotExist:
-        used = 0
-    limit = settings().device_quota
-    return {"device_quota": limit, "registered": used, "remaining": max(limit - used, 0)}
+        return 0
 
 
-def quota_reservation(n: int) -> tuple[CounterRecord, list[Any], Any]:
+def quota() -> dict[str, Any]:
+    used, av_used = _used(False), _used(True)
+    limit, av_limit = _quota_limit(False), _quota_limit(True)
+    return {"device_quota": limit, "registered": used, "remaining": max(limit - used, 0),
+            "av_device_quota": av_limit, "av_registered": av_used, "av_remaining": max(av_limit - av_used, 0)}
+
+
+def quota_reservation(n: int, av: bool = False) -> tuple[CounterRecord, list[Any], Any]:
     """The transaction pieces that reserve ``n`` device licences or fail the whole write."""
-    limit = settings().device_quota
-    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    limit = _quota_limit(av)
+    counter = CounterRecord(pk=QUOTA_PK, sk=_quota_sk(av))
     cond = CounterRecord.count.does_not_exist() | (CounterRecord.count <= limit - n)
     if n > limit:
         cond = CounterRecord.count < -1  # can never hold: more than the whole quota
     return counter, [CounterRecord.count.add(n)], cond
 
 
-def quota_error(n: int) -> errors.FleetboxError:
+def quota_counter(av: bool = False) -> CounterRecord:
+    return CounterRecord(pk=QUOTA_PK, sk=_quota_sk(av))
+
+
+def quota_error(n: int, av: bool = False) -> errors.FleetboxError:
     q = quota()
+    kind, prefix = ("audio/video device", "av_") if av else ("normal device", "")
     return errors.FleetboxError(errors.DEVICE_LIMIT,
-                                f"normal device license limit: {n} more device(s) requested, "
-                                f"{q['remaining']} of {q['device_quota']} remaining", "device_name")
+                                f"{kind} license limit: {n} more device(s) requested, "
+                                f"{q[prefix + 'remaining']} of {q[prefix + 'device_quota']} remaining", "device_name")
 
 
 # ----------------------------------------------------------------- writing
@@ -234,7 +260,8 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
         raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
     product = get_product(product_id)
     rec = new_record(product, device_name, secret, created_by, origin)
-    counter, counter_actions, counter_cond = quota_reservation(1)
+    av = is_av(product)
+    counter, counter_actions, counter_cond = quota_reservation(1, av)
     def build(tx: Transaction) -> None:
         tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
         tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
@@ -250,7 +277,7 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
                                   f"device {device_name} already exists in product {product_id}",
                                   "device_name") from None
         if "quota" in failed:
-            raise quota_error(1) from None
+            raise quota_error(1, av) from None
         if "product" in failed:
             raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
                                    "product_id") from None
@@ -332,8 +359,9 @@ def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[st
 
 def delete(product_id: str, device_name: str) -> None:
     """Delete the device; its secret stops working at once (the record is gone)."""
-    rec = get_device(product_id, device_name)
-    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    product = get_product(product_id)
+    rec = _get(product_id, device_name)
+    counter = quota_counter(is_av(product))
     def build(tx: Transaction) -> None:
         tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
         tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])

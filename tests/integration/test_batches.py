@@ -350,3 +350,34 @@ def test_csv_cells_are_escaped_against_formulas():
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1] == ["'=1+1", "'+x", "'-y", "'@z", "'\tt", "'\rr", "ok", 'say "hi", bye']
     assert [csvout.unescape_cell(c) for c in rows[1]][:6] == ["=1+1", "+x", "-y", "@z", "\tt", "\rr"]
+
+
+def test_audio_video_products_count_on_their_own_quota(api, monkeypatch):
+    from chalicelib.core.config import reload_settings
+
+    monkeypatch.setenv("FLEETBOX_AV_DEVICE_QUOTA", "3")
+    reload_settings()
+    cam = released(api, name="Camera", category="video/camera/ipc")
+    lamp = released(api, name="Lamp2")
+    for name in ("c1", "c2"):
+        assert api.post(f"/v1/products/{cam}/devices", {"device_name": name}).status_code == 201
+    q = api.get("/v1/quota").json
+    assert (q["av_device_quota"], q["av_registered"], q["av_remaining"], q["registered"]) == (3, 2, 1, 0)
+    # a batch over the audio/video quota fails first; the normal quota does not help it
+    resp = api.post("/v1/batches", {"product_id": cam, "burn_method": "per_device_secret", "generation": "auto",
+                                    "quantity": 2})
+    err = expect_error(resp, 409, "LimitExceeded.DeviceExceedLimit", "quantity")
+    assert "audio/video device license limit" in err["message"]
+    job = start(api, {"product_id": cam, "burn_method": "per_device_secret", "generation": "upload",
+                      "names_csv": "c3\n"})
+    assert api.get("/v1/quota").json["av_remaining"] == 0  # reserved while it runs
+    done = finished(api, job["id"])
+    assert (done["success_count"], done["failure_count"]) == (1, 0)
+    q = api.get("/v1/quota").json
+    assert (q["av_registered"], q["registered"]) == (3, 0)
+    expect_error(api.post(f"/v1/products/{cam}/devices", {"device_name": "c4"}), 409,
+                 "LimitExceeded.DeviceExceedLimit", "device_name")
+    assert api.post(f"/v1/products/{lamp}/devices", {"device_name": "l1"}).status_code == 201
+    assert api.delete(f"/v1/products/{cam}/devices/c1").status_code == 204
+    q = api.get("/v1/quota").json
+    assert (q["av_registered"], q["registered"]) == (2, 1)
