@@ -94,7 +94,7 @@ def binding_id_res(params: Any, body: Any) -> str:
 
 @route(bp, "POST", "/v1/batches", action="CreateBatchProduction", resource=body_product_res, tag=TAG,
        summary="Start a batch job (released products; 1-10,000 devices; optional QR codes)",
-       body=BatchCreate, response=Batch, status=202)
+       body=BatchCreate, response=Batch, status=202, errors_=(413,))
 def create_batch(ctx: Ctx) -> dict[str, Any]:
     return batches.create(dict(ctx.body), created_by=ctx.principal.principal_id if ctx.principal else None)
 
@@ -136,7 +136,7 @@ def serial_template(ctx: Ctx) -> Response:
 
 @route(bp, "POST", "/v1/products/{product_id}/serial-numbers/bindings", action="ImportSerialNumberBindings",
        resource=product_res, tag=TAG, summary="Import the SN,IMEI file: creates or links devices (DeviceName = IMEI)",
-       body=SerialBindingsImport, response=ImportReport)
+       body=SerialBindingsImport, response=ImportReport, errors_=(413,))
 def import_serials(ctx: Ctx) -> dict[str, Any]:
     return serials.import_relations(ctx.params["product_id"], ctx.body["csv"],
                                     created_by=ctx.principal.principal_id if ctx.principal else None)

@@ -29,6 +29,7 @@ import hmac
 import io
 import json
 import os
+import re
 import tempfile
 import zipfile
 from functools import lru_cache
@@ -43,7 +44,7 @@ from ..media import csvout, qr
 from ..models.batches import BatchRecord
 from ..models.counters import CounterRecord, QUOTA_DEVICES, QUOTA_PK
 from ..models.products import ProductRecord
-from . import devices, jobs, txn
+from . import devices, events, jobs, txn
 from .paging import checked_start, expect_key
 from .products import get_product
 from .txn import Transaction
@@ -64,6 +65,7 @@ MAX_ATTEMPTS = 4
 #: failed rows kept on the job record for GET (the CSV has every row)
 FAILURE_PREVIEW = 50
 PREFIX = "batches"
+BATCH_ID_RE = re.compile(r"bat[a-z0-9]{16}")
 
 
 # ------------------------------------------------------------------ storage
@@ -267,6 +269,8 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
 
 
 def get_batch(batch_id: str) -> BatchRecord:
+    if not BATCH_ID_RE.fullmatch(batch_id or ""):
+        raise errors.not_found("BatchNotExist", f"batch {batch_id} does not exist", "batch_id")
     try:
         return BatchRecord.get(batch_id, consistent_read=True)
     except DoesNotExist:
@@ -416,6 +420,9 @@ def run_chunk(body: dict[str, Any]) -> None:
                    condition=BatchRecord.next_chunk == chunk)
     except UpdateError:
         return
+    if int(rec.attempts) > 2 * MAX_ATTEMPTS:  # even the give-up run kept failing: stop for good
+        _fail(rec, f"chunk {chunk} failed {int(rec.attempts) - 1} times; the batch was stopped")
+        return
     give_up = int(rec.attempts) >= MAX_ATTEMPTS
     try:
         product = get_product(rec.product_id)
@@ -487,6 +494,9 @@ def _close(rec: BatchRecord, status: str, reason: str | None, csv_key: str | Non
         if "batch" in exc.failed_tags:  # type: ignore[attr-defined]
             return  # closed already by another delivery
         raise
+    events.emit(f"batch.{status}", rec.product_id, batch_id=rec.batch_id, batch_kind=rec.kind,
+                success_count=int(rec.success_count), failure_count=int(rec.failure_count),
+                reason=reason)
 
 
 # ------------------------------------------------------------------ final step

@@ -246,6 +246,7 @@ def test_unreleased_products_and_bad_requests_are_refused(api):
     expect_error(api.post("/v1/batches", {**body, "burn_method": "per_product_secret"}), 400,
                  "InvalidParameterValue.GenerationInvalid", "generation")
     expect_error(api.get("/v1/batches/batnosuchbatch000"), 404, "ResourceNotFound.BatchNotExist", "batch_id")
+    expect_error(api.get("/v1/batches/batnosuchbatch0000001"), 404, "ResourceNotFound.BatchNotExist", "batch_id")
     assert drain() == 0
 
 
@@ -381,3 +382,55 @@ def test_audio_video_products_count_on_their_own_quota(api, monkeypatch):
     assert api.delete(f"/v1/products/{cam}/devices/c1").status_code == 204
     q = api.get("/v1/quota").json
     assert (q["av_registered"], q["registered"]) == (2, 1)
+
+
+def test_platform_errors_retry_then_report_hub_timeout_rows_and_a_done_event(api, monkeypatch):
+    from pynamodb.exceptions import PutError
+
+    from chalicelib.services import batches, devices, events, jobs
+
+    seen: list[Any] = []
+    hook = seen.append
+    events.subscribe("batch.*", hook)
+    pid = released(api)
+    job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 3})
+    real = devices.insert_many
+
+    def throttled(*a: Any, **k: Any) -> Any:
+        raise PutError("ProvisionedThroughputExceededException")
+
+    monkeypatch.setattr(devices, "insert_many", throttled)
+    message = queued()[0]["Body"]
+    for _ in range(batches.MAX_ATTEMPTS - 1):  # each delivery fails and asks for re-delivery
+        with pytest.raises(jobs.Retry):
+            jobs.run(message)
+    assert api.get(f"/v1/batches/{job['id']}").json["status"] == "processing"
+    jobs.run(message)  # the last attempt reports the rows instead of failing again
+    monkeypatch.setattr(devices, "insert_many", real)
+    done = finished(api, job["id"])
+    assert (done["status"], done["success_count"], done["failure_count"]) == ("failed", 0, 3)
+    assert done["last_failure_reason"] == "hub create device timeout"
+    assert {r["Status"] for r in read_csv(fetch(done["csv_url"]))} == {"hub create device timeout"}
+    assert api.get("/v1/quota").json["registered"] == 0
+    events.unsubscribe(hook)
+    assert [(e.kind, e.data["batch_id"], e.data["failure_count"]) for e in seen] == [("batch.failed", job["id"], 3)]
+
+
+def test_a_chunk_that_never_succeeds_stops_the_batch_and_releases_its_quota(api, monkeypatch):
+    from chalicelib.services import batches, jobs
+
+    pid = released(api)
+    job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 4})
+
+    def broken(*a: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batches, "chunk_rows", broken)
+    message = queued()[0]["Body"]
+    for _ in range(2 * batches.MAX_ATTEMPTS):
+        with pytest.raises(RuntimeError):
+            jobs.run(message)
+    jobs.run(message)
+    rec = api.get(f"/v1/batches/{job['id']}").json
+    assert rec["status"] == "failed" and "stopped" in rec["last_failure_reason"]
+    assert api.get("/v1/quota").json["registered"] == 0
