@@ -151,7 +151,7 @@ def _parse(text: str) -> list[tuple[int, str, str]]:
 
 
 def import_relations(product_id: str, text: str, created_by: str | None) -> dict[str, Any]:
-    product = _cellular(product_id)
+    _cellular(product_id)
     rows = _parse(text)
     failures: list[dict[str, Any]] = []
 

@@ -211,8 +211,8 @@ def test_over_quota_fails_first_and_unreleased_products_are_refused(api, big):
     assert refused.json()["error"]["code"] == "UnsupportedOperation.ProductNotReleased"
 
 
-def test_binding_a_scanned_device_code(api, stack, big):
-    pid, job = big["pid"], big["job"]
+def test_binding_a_scanned_device_code(api, big):
+    job = big["job"]
     archive = zipfile.ZipFile(io.BytesIO(download(job["download_url"])))
     name = read_csv(archive.read("devices.csv"))[7]["DeviceName"]
     code = decode(archive.read(f"{name}.png"))

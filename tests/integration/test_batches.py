@@ -434,3 +434,16 @@ def test_a_chunk_that_never_succeeds_stops_the_batch_and_releases_its_quota(api,
     rec = api.get(f"/v1/batches/{job['id']}").json
     assert rec["status"] == "failed" and "stopped" in rec["last_failure_reason"]
     assert api.get("/v1/quota").json["registered"] == 0
+
+
+def test_a_principal_limited_to_one_product_sees_only_its_batches(api):
+    a, b = released(api, name="Mine"), released(api, name="Theirs")
+    body = {"burn_method": "per_device_secret", "generation": "auto", "quantity": 1}
+    job_a, job_b = start(api, {**body, "product_id": a}), start(api, {**body, "product_id": b})
+    who = api.post("/v1/principals", {"name": "partner", "policy": {"version": "2.0", "statement": [
+        {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}]}}).json
+    partner = api.as_key(api.post("/v1/keys", {"principal_id": who["principal_id"]}).json["api_key"])
+    assert partner.get(f"/v1/batches/{job_a['id']}").status_code == 200
+    expect_error(partner.get(f"/v1/batches/{job_b['id']}"), 403, "UnauthorizedOperation", None)
+    expect_error(partner.post("/v1/batches", {**body, "product_id": b}), 403, "UnauthorizedOperation", None)
+    drain()

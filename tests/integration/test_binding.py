@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import PRODUCT
 from tests.integration.helpers import expect_error
-from tests.integration.test_batches import decode_png, fetch, finished, queued, small_chunks  # noqa: F401
+from tests.integration.test_batches import decode_png, fetch, finished, small_chunks  # noqa: F401 - autouse fixture
 
 
 def product(api: Any, release: bool = True, **extra: Any) -> str:
