@@ -3,7 +3,8 @@
 OWASP "CSV injection": a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
 return gets a leading single quote, then normal CSV quoting applies.  Readers that want the
 raw value back strip one leading ``'`` from cells where it precedes one of those characters
-(:func:`unescape_cell`).
+(:func:`unescape_cell`); a cell that already starts with quotes before such a character gets one
+more, so the round trip is exact.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 def escape_cell(value: object) -> str:
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_TRIGGERS) else text
+    # quotes already in front of a trigger get one more, so unescaping is exact
+    return "'" + text if text.lstrip("'").startswith(_TRIGGERS) else text
 
 
 def unescape_cell(text: str) -> str:
-    return text[1:] if text.startswith("'") and text[1:].startswith(_TRIGGERS) else text
+    return text[1:] if text.startswith("'") and text.lstrip("'").startswith(_TRIGGERS) else text
 
 
 def render(rows: Iterable[Sequence[object]], header: Sequence[str] | None = None) -> str:
