@@ -253,10 +253,12 @@ def test_a_killed_stack_resumes_the_batch_to_the_same_result(tmp_path: Path):
     finally:
         first.kill()  # SIGKILL: the worker dies holding its message
     first.info_path.unlink()  # a crashed stack leaves its local.json; wait for the new one's
-    second = start_stack(home, **env)
+    second = start_stack(home, **env, FLEETBOX_LOG_LEVEL="INFO")
     try:
         api = Api(second.info)
         done = wait_done(api, job["id"], 120)
+        # the message died with the worker: the resume sweep found the stalled batch
+        assert "stalled batch re-queued" in second.log_text()
         assert (done["status"], done["success_count"], done["failure_count"], done["processed"]) == (
             "done", n, 0, n)
         rows = read_csv(download(done["csv_url"]))
