@@ -67,7 +67,7 @@ ImportReport = Model("SerialBindingsReport", {
 BindingCreate = Model("BindingCreate", {
     "code": String(required=True, min_len=1, max_len=1024, code="CodeInvalid",
                    description="the scanned QR content: device JSON code, SN code or product code"),
-    "user_id": String(required=True, min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.@:\-]+", code="UserIdInvalid",
+    "user_id": String(required=True, min_len=1, max_len=64, pattern=binding.USER_ID_RE.pattern, code="UserIdInvalid",
                       rule="must be 1-64 characters of A-Z a-z 0-9 _ . @ : -"),
     "family_id": String(min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.@:\-]+", code="FamilyIdInvalid",
                         rule="must be 1-64 characters of A-Z a-z 0-9 _ . @ : -"),

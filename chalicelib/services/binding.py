@@ -33,6 +33,7 @@ from .paging import checked_start, expect_key
 from .products import PRODUCT_ID_RE, get_product
 
 SN_CODE_RE = re.compile(r"([A-Z0-9]{10})([A-Z0-9]{4,32})")
+USER_ID_RE = re.compile(r"[A-Za-z0-9_.@:\-]{1,64}")
 BINDING_ID_RE = re.compile(r"([A-Z0-9]{10})([A-Za-z0-9_:\-]{1,48})\.([a-z0-9]{12})")
 
 
@@ -189,6 +190,8 @@ def unbind(binding_id: str) -> None:
 
 def user_devices(user_id: str, limit: int, start: dict[str, Any] | None,
                  allowed: Callable[[str], bool]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    if not USER_ID_RE.fullmatch(user_id):
+        raise errors.invalid("UserIdInvalid", "user_id must be 1-64 characters of A-Z a-z 0-9 _ . @ : -", "user_id")
     expect_key(start, {"device": "S", "user_id": "S", "bound_at": "N"}, {"user_id": user_id})
     items: list[dict[str, Any]] = []
     last = start

@@ -262,6 +262,11 @@ def test_one_type_one_secret_batch_carries_the_product_secret(api):
     sig = json.loads(rows[0]["QRCode"])["Signature"]
     assert sig == hmac.new(reg["product_secret"].encode(), f"{pid}s-1".encode(), hashlib.sha256).hexdigest()
     assert secret_of(api, pid, "s-1") is None  # it fetches its secret at first boot (§6.3)
+    from tests.integration.test_registration import decrypt, mqtt_connects, v2_request
+
+    answer = v2_request(api, pid, "s-1", reg["product_secret"]).json["Response"]
+    psk = decrypt(reg["product_secret"], answer["Payload"], answer["Len"])["psk"]
+    assert mqtt_connects(pid, "s-1", psk) and secret_of(api, pid, "s-1") == psk
 
 
 # ------------------------------------------------------------------ resilience

@@ -63,6 +63,7 @@ def test_a_scanned_device_code_binds_once_and_a_forged_one_is_refused(api):
                  "InvalidParameterValue.QRCodeSignatureInvalid", "code")
     expect_error(bind(api, "hello", "mallory"), 400, "InvalidParameterValue.CodeInvalid", "code")
     assert user_devices(api, "mallory") == []
+    expect_error(api.get("/v1/users/" + "u" * 65 + "/devices"), 400, "InvalidParameterValue.UserIdInvalid", "user_id")
 
 
 def test_exclusive_refuses_a_second_user_until_the_owner_unbinds(api):
