@@ -118,7 +118,8 @@ class Settings:
             mqtt_disconnect_after_s=_int(env.get("FLEETBOX_MQTT_DISCONNECT_AFTER_S"), 86400),
             registration_window_s=_int(env.get("FLEETBOX_REGISTRATION_WINDOW_S"), 300),
             batch_chunk_size=_int(env.get("FLEETBOX_BATCH_CHUNK_SIZE"), 500),
-            batch_stale_s=_int(env.get("FLEETBOX_BATCH_STALE_S"), 900),
+            # locally a chunk takes seconds and a killed stack loses its in-flight messages
+            batch_stale_s=_int(env.get("FLEETBOX_BATCH_STALE_S"), 60 if stage == "local" else 900),
             download_url_ttl_s=_int(env.get("FLEETBOX_DOWNLOAD_URL_TTL_S"), 3600),
             batch_upload_max_bytes=_int(env.get("FLEETBOX_BATCH_UPLOAD_MAX_BYTES"), 1_048_576),
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
