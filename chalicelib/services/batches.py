@@ -303,10 +303,6 @@ def view(rec: BatchRecord) -> dict[str, Any]:
     return out
 
 
-def describe(batch_id: str) -> dict[str, Any]:
-    return view(get_batch(batch_id))
-
-
 def list_batches(product_id: str, limit: int,
                  start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     get_product(product_id)
@@ -365,8 +361,6 @@ def _device_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int
         group = records[start:start + devices.INSERT_GROUP]
         try:
             results.update(devices.insert_many(product.product_id, group))
-        except errors.FleetboxError:
-            raise
         except (PynamoDBException, OSError) as exc:
             if not give_up:
                 raise jobs.Retry(f"writing devices failed: {type(exc).__name__}") from exc
