@@ -25,6 +25,9 @@ TABLES = (
     "device_logs",
     "calls",
     "topology",
+    "batches",
+    "serial_numbers",
+    "bindings",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs",)
@@ -51,6 +54,8 @@ class Settings:
     resource_prefix: str = "fleetbox-local-"
     bucket: str = "fleetbox-local-files"
     device_quota: int = 100_000
+    #: audio/video products' separate device quota (SPEC §7.4)
+    av_device_quota: int = 10_000
     audit_retention_days: int = 365
     log_level: str = "INFO"
     #: outbound webhooks may target loopback (the local stack only)
@@ -69,6 +74,12 @@ class Settings:
     mqtt_disconnect_after_s: int = 86400
     #: dynamic registration: accepted clock skew, also the nonce replay window (SPEC §6.3)
     registration_window_s: int = 300
+    #: mass production (SPEC §7): devices per batch step, seconds without progress before the
+    #: resume sweep re-queues a running batch, lifetime of download URLs, largest names upload
+    batch_chunk_size: int = 500
+    batch_stale_s: int = 900
+    download_url_ttl_s: int = 3600
+    batch_upload_max_bytes: int = 1_048_576
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
@@ -94,6 +105,7 @@ class Settings:
             resource_prefix=prefix,
             bucket=env.get("FLEETBOX_BUCKET") or f"{prefix}files",
             device_quota=_int(env.get("FLEETBOX_DEVICE_QUOTA"), 100_000),
+            av_device_quota=_int(env.get("FLEETBOX_AV_DEVICE_QUOTA"), 10_000),
             audit_retention_days=_int(env.get("FLEETBOX_AUDIT_RETENTION_DAYS"), 365),
             log_level=env.get("FLEETBOX_LOG_LEVEL", "INFO"),
             allow_loopback_targets=_bool(env.get("FLEETBOX_ALLOW_LOOPBACK"), stage == "local"),
@@ -105,6 +117,11 @@ class Settings:
             mqtt_policy_refresh_s=_int(env.get("FLEETBOX_MQTT_POLICY_REFRESH_S"), 300),
             mqtt_disconnect_after_s=_int(env.get("FLEETBOX_MQTT_DISCONNECT_AFTER_S"), 86400),
             registration_window_s=_int(env.get("FLEETBOX_REGISTRATION_WINDOW_S"), 300),
+            batch_chunk_size=_int(env.get("FLEETBOX_BATCH_CHUNK_SIZE"), 500),
+            # locally a chunk takes seconds and a killed stack loses its in-flight messages
+            batch_stale_s=_int(env.get("FLEETBOX_BATCH_STALE_S"), 60 if stage == "local" else 900),
+            download_url_ttl_s=_int(env.get("FLEETBOX_DOWNLOAD_URL_TTL_S"), 3600),
+            batch_upload_max_bytes=_int(env.get("FLEETBOX_BATCH_UPLOAD_MAX_BYTES"), 1_048_576),
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

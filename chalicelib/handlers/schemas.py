@@ -150,7 +150,10 @@ Device = Model("Device", {
 DevicePage = page_of(Device)
 
 Quota = Model("Quota", {"device_quota": Integer(required=True), "registered": Integer(required=True),
-                        "remaining": Integer(required=True)}, allow_extra=True)
+                        "remaining": Integer(required=True),
+                        # audio/video products (category video/…, audio/…, av/…) count on their own quota
+                        "av_device_quota": Integer(), "av_registered": Integer(), "av_remaining": Integer()},
+              allow_extra=True)
 
 # ------------------------------------------------------------------- access
 

@@ -18,4 +18,6 @@ class CounterRecord(Model):
 
 
 QUOTA_PK, QUOTA_DEVICES = "quota", "devices"
+#: audio/video products count on their own quota (SPEC §7.4)
+QUOTA_AV_DEVICES = "devices-av"
 PRODUCT_NAME_PK = "product-name"

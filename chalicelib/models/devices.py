@@ -47,6 +47,8 @@ class DeviceRecord(Model):
     last_online_at = NumberAttribute(null=True)
     created_by = UnicodeAttribute(null=True)
     origin = UnicodeAttribute(default="api")
+    #: the batch job that created the device (SPEC §7.1): a re-run chunk recognises its own devices
+    batch_id = UnicodeAttribute(null=True)
     # -- connectivity (SPEC §5, §6.4) --
     #: latest reported values: prop -> {"value": v, "time": ms}
     reported = MapAttribute(default=dict)  # type: ignore[var-annotated]

@@ -46,5 +46,7 @@ class ProductRecord(Model):
     registered_count = NumberAttribute(default=0)
     product_secret = UnicodeAttribute(null=True)
     secret_rotated_at = NumberAttribute(null=True)
+    #: key of the product QR code's signature (SPEC §3), made on first request
+    qr_secret = UnicodeAttribute(null=True)
 
     by_account = ProductsByAccount()

@@ -10,7 +10,7 @@ from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 
 from ..core import clock, errors, ids
 from ..core.config import settings
-from ..models.counters import QUOTA_DEVICES, QUOTA_PK, CounterRecord
+from ..models.counters import QUOTA_AV_DEVICES, QUOTA_DEVICES, QUOTA_PK, CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from .products import get_product
@@ -168,59 +168,100 @@ def _list_devices(product_id: str, *, status: str | None, firmware_version: str 
 # ------------------------------------------------------------------ quota
 
 
-def quota() -> dict[str, Any]:
+#: category roots of audio/video products (e.g. ``video/camera/ipc``): their own quota (SPEC §7.4)
+AV_CATEGORY_ROOTS = ("video", "audio", "av", "audio-video")
+
+
+def is_av(product: ProductRecord) -> bool:
+    return (product.category or "").split("/", 1)[0].lower() in AV_CATEGORY_ROOTS
+
+
+def _quota_sk(av: bool) -> str:
+    return QUOTA_AV_DEVICES if av else QUOTA_DEVICES
+
+
+def _quota_limit(av: bool) -> int:
+    return settings().av_device_quota if av else settings().device_quota
+
+
+def _used(av: bool) -> int:
     try:
-        used = int(CounterRecord.get(QUOTA_PK, QUOTA_DEVICES, consistent_read=True).count or 0)
+        return int(CounterRecord.get(QUOTA_PK, _quota_sk(av), consistent_read=True).count or 0)
     except DoesNotExist:
-        used = 0
-    limit = settings().device_quota
-    return {"device_quota": limit, "registered": used, "remaining": max(limit - used, 0)}
+        return 0
 
 
-def quota_reservation(n: int) -> tuple[CounterRecord, list[Any], Any]:
+def quota() -> dict[str, Any]:
+    used, av_used = _used(False), _used(True)
+    limit, av_limit = _quota_limit(False), _quota_limit(True)
+    return {"device_quota": limit, "registered": used, "remaining": max(limit - used, 0),
+            "av_device_quota": av_limit, "av_registered": av_used, "av_remaining": max(av_limit - av_used, 0)}
+
+
+def quota_reservation(n: int, av: bool = False) -> tuple[CounterRecord, list[Any], Any]:
     """The transaction pieces that reserve ``n`` device licences or fail the whole write."""
-    limit = settings().device_quota
-    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    limit = _quota_limit(av)
+    counter = CounterRecord(pk=QUOTA_PK, sk=_quota_sk(av))
     cond = CounterRecord.count.does_not_exist() | (CounterRecord.count <= limit - n)
     if n > limit:
         cond = CounterRecord.count < -1  # can never hold: more than the whole quota
     return counter, [CounterRecord.count.add(n)], cond
 
 
-def quota_error(n: int) -> errors.FleetboxError:
+def quota_counter(av: bool = False) -> CounterRecord:
+    return CounterRecord(pk=QUOTA_PK, sk=_quota_sk(av))
+
+
+def quota_error(n: int, av: bool = False) -> errors.FleetboxError:
     q = quota()
+    kind, prefix = ("audio/video device", "av_") if av else ("normal device", "")
     return errors.FleetboxError(errors.DEVICE_LIMIT,
-                                f"normal device license limit: {n} more device(s) requested, "
-                                f"{q['remaining']} of {q['device_quota']} remaining", "device_name")
+                                f"{kind} license limit: {n} more device(s) requested, "
+                                f"{q[prefix + 'remaining']} of {q[prefix + 'device_quota']} remaining", "device_name")
 
 
 # ----------------------------------------------------------------- writing
 
 
-def create(product_id: str, device_name: str, secret: str | None, created_by: str | None,
-           origin: str = "api") -> dict[str, Any]:
+def check_name(device_name: str, field: str = "device_name") -> None:
     if not device_name_ok(device_name):
         raise errors.invalid(errors.DEVICE_NAME_INVALID,
-                             "device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", "device_name")
-    if secret is not None and not secret_ok(secret):
-        raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
-    product = get_product(product_id)
+                             "device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", field)
+
+
+def new_record(product: ProductRecord, device_name: str, secret: str | None, created_by: str | None,
+               origin: str = "api", *, batch_id: str | None = None, keyless: bool = False) -> DeviceRecord:
+    """The record of a device about to be created (not written): secret or certificate issued.
+
+    ``keyless``: a one-type-one-secret device that fetches its secret at first boot (SPEC §6.3).
+    """
     cert_pem = key_pem = None
     if product.auth_type == "certificate":
         if secret is not None:
             raise errors.invalid("DeviceSecretInvalid",
                                  "certificate-authenticated products take no secret: the device gets a certificate",
                                  "secret")
-        cert_pem, key_pem = certificates.issue_for_device(product_id, device_name)
-    else:
+        if not keyless:
+            cert_pem, key_pem = certificates.issue_for_device(product.product_id, device_name)
+    elif not keyless:
         secret = secret or ids.device_secret()
     now = clock.now_s()
     terms, text = _search_fields(device_name, {})
-    rec = DeviceRecord(product_id=product_id, device_name=device_name, secret=secret,
-                       cert_pem=cert_pem, key_pem=key_pem,
-                       status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
-                       created_at=now, updated_at=now, created_by=created_by, origin=origin)
-    counter, counter_actions, counter_cond = quota_reservation(1)
+    return DeviceRecord(product_id=product.product_id, device_name=device_name, secret=secret,
+                        cert_pem=cert_pem, key_pem=key_pem,
+                        status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
+                        created_at=now, updated_at=now, created_by=created_by, origin=origin, batch_id=batch_id)
+
+
+def create(product_id: str, device_name: str, secret: str | None, created_by: str | None,
+           origin: str = "api") -> dict[str, Any]:
+    check_name(device_name)
+    if secret is not None and not secret_ok(secret):
+        raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
+    product = get_product(product_id)
+    rec = new_record(product, device_name, secret, created_by, origin)
+    av = is_av(product)
+    counter, counter_actions, counter_cond = quota_reservation(1, av)
     def build(tx: Transaction) -> None:
         tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
         tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
@@ -236,12 +277,62 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
                                   f"device {device_name} already exists in product {product_id}",
                                   "device_name") from None
         if "quota" in failed:
-            raise quota_error(1) from None
+            raise quota_error(1, av) from None
         if "product" in failed:
             raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
                                    "product_id") from None
         raise _contended() from None
     return view(rec, include_secret=True)
+
+
+#: items per TransactWriteItems (DynamoDB's limit is 100: 99 devices + the product's device count)
+INSERT_GROUP = 99
+_PRODUCT_TAG = "#product"  # '#' is never part of a device name
+
+
+def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple[str, DeviceRecord]]:
+    """Write new devices without ever overwriting one; quota is the caller's (reserved up front).
+
+    Each group of ≤ 99 devices goes in one transaction (every Put conditioned on
+    ``attribute_not_exists``) together with the product's device count.  A group cancelled by
+    existing names is retried without them, after reading those names once: a device carrying
+    the same ``batch_id`` as ours was written by an earlier run of the same chunk and is reused
+    (its stored secret), any other is reported.  Returns name -> (outcome, record) with outcome
+    ``created`` | ``ours`` | ``exists``.  Platform errors (throttling after retries) propagate.
+    """
+    out: dict[str, tuple[str, DeviceRecord]] = {}
+    for start in range(0, len(records), INSERT_GROUP):
+        todo = records[start:start + INSERT_GROUP]
+        while todo:
+            group = todo
+
+            def build(tx: Transaction) -> None:
+                for rec in group:
+                    tx.save(rec.device_name, rec, condition=DeviceRecord.device_name.does_not_exist())
+                tx.update(_PRODUCT_TAG, ProductRecord(product_id), actions=[ProductRecord.device_count.add(len(group))],
+                          condition=ProductRecord.product_id.exists())
+
+            try:
+                txn.run(build)
+            except TransactWriteError as exc:
+                failed = set(exc.failed_tags)  # type: ignore[attr-defined]
+                if not failed:
+                    raise
+                if _PRODUCT_TAG in failed:
+                    raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
+                                           "product_id") from None
+                mine = {rec.device_name: rec for rec in group}
+                batch_id = group[0].batch_id
+                for found in DeviceRecord.batch_get([(product_id, n) for n in failed], consistent_read=True):
+                    ours = batch_id is not None and found.batch_id == batch_id
+                    out[found.device_name] = ("ours" if ours else "exists", found if ours else mine[found.device_name])
+                # a name that failed but is gone again (deleted meanwhile) is simply tried again
+                todo = [rec for rec in group if rec.device_name not in out]
+                continue
+            for rec in group:
+                out[rec.device_name] = ("created", rec)
+            todo = []
+    return out
 
 
 def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -268,8 +359,9 @@ def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[st
 
 def delete(product_id: str, device_name: str) -> None:
     """Delete the device; its secret stops working at once (the record is gone)."""
-    rec = get_device(product_id, device_name)
-    counter = CounterRecord(pk=QUOTA_PK, sk=QUOTA_DEVICES)
+    product = get_product(product_id)
+    rec = _get(product_id, device_name)
+    counter = quota_counter(is_av(product))
     def build(tx: Transaction) -> None:
         tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
         tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])

@@ -26,10 +26,13 @@ from ..core.observability import logger
 
 #: message kind -> "module:function" taking the message body (a dict)
 KINDS: dict[str, str] = {
+    "batch.chunk": "chalicelib.services.batches:run_chunk",
+    "batch.finish": "chalicelib.services.batches:run_finish",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
 TICKS: dict[str, str] = {
+    "batches.resume": "chalicelib.services.batches:resume_stalled",
 }
 
 #: SQS caps DelaySeconds at 15 minutes

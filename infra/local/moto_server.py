@@ -112,8 +112,9 @@ class MotoServer:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                [sys.executable, "-m", "infra.local.moto_fast", "-H", self.host, "-p", str(self.port)],
                 env=env,
+                cwd=str(Path(__file__).resolve().parents[2]),  # infra.local.moto_fast is importable
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
