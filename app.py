@@ -5,6 +5,7 @@ from chalicelib.handlers import access, devices, meta, middleware, products
 from chalicelib.handlers import authorizer, registration
 from chalicelib.handlers import device_data, iot, stats
 from chalicelib.handlers import workers
+from chalicelib.handlers import ota
 
 app = Chalice(app_name="fleetbox")
 
@@ -19,3 +20,4 @@ app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry
 app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
 app.register_blueprint(stats.bp)           # /v1/stats/*
 app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
+app.register_blueprint(ota.bp)             # /v1/firmware, /v1/ota-tasks, /v1/resources, /v1/resource-tasks

@@ -25,6 +25,9 @@ TABLES = (
     "device_logs",
     "calls",
     "topology",
+    "firmware",
+    "ota_tasks",
+    "ota_jobs",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs",)
@@ -69,6 +72,18 @@ class Settings:
     mqtt_disconnect_after_s: int = 86400
     #: dynamic registration: accepted clock skew, also the nonce replay window (SPEC §6.3)
     registration_window_s: int = 300
+    #: OTA (SPEC §8): seconds in one task "minute" (timeouts, rollout rate; tests shorten it),
+    #: devices per dispatch step, firmware and resource limits, download-link lifetime
+    ota_minute_s: float = 60.0
+    ota_chunk: int = 500
+    firmware_max_bytes: int = 1024 * 1024 * 1024
+    firmware_limit: int = 100
+    resource_account_bytes: int = 1024 * 1024 * 1024
+    download_ttl_s: int = 3600
+    #: root-level download links (SPEC §6.6): base URL of the local stack's download endpoint and
+    #: the key that signs its links; unset on AWS, where links are presigned S3 URLs
+    download_base_url: str | None = None
+    download_key: str | None = field(default=None, repr=False)
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
@@ -105,6 +120,14 @@ class Settings:
             mqtt_policy_refresh_s=_int(env.get("FLEETBOX_MQTT_POLICY_REFRESH_S"), 300),
             mqtt_disconnect_after_s=_int(env.get("FLEETBOX_MQTT_DISCONNECT_AFTER_S"), 86400),
             registration_window_s=_int(env.get("FLEETBOX_REGISTRATION_WINDOW_S"), 300),
+            ota_minute_s=float(env.get("FLEETBOX_OTA_MINUTE_S") or 60.0),
+            ota_chunk=_int(env.get("FLEETBOX_OTA_CHUNK"), 500),
+            firmware_max_bytes=_int(env.get("FLEETBOX_FIRMWARE_MAX_BYTES"), 1024 * 1024 * 1024),
+            firmware_limit=_int(env.get("FLEETBOX_FIRMWARE_LIMIT"), 100),
+            resource_account_bytes=_int(env.get("FLEETBOX_RESOURCE_ACCOUNT_BYTES"), 1024 * 1024 * 1024),
+            download_ttl_s=_int(env.get("FLEETBOX_DOWNLOAD_TTL_S"), 3600),
+            download_base_url=env.get("FLEETBOX_DOWNLOAD_BASE_URL") or None,
+            download_key=env.get("FLEETBOX_DOWNLOAD_KEY") or None,
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

@@ -26,10 +26,15 @@ from ..core.observability import logger
 
 #: message kind -> "module:function" taking the message body (a dict)
 KINDS: dict[str, str] = {
+    "ota.plan": "chalicelib.services.ota:plan_step",
+    "ota.dispatch": "chalicelib.services.ota:dispatch_step",
+    "ota.sweep": "chalicelib.services.ota:sweep_step",
+    "ota.close": "chalicelib.services.ota:close_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
 TICKS: dict[str, str] = {
+    "ota": "chalicelib.services.ota:tick",
 }
 
 #: SQS caps DelaySeconds at 15 minutes
