@@ -20,6 +20,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from ..core import clock
 from ..core.config import settings
 
 _clients: dict[str, Any] = {}
@@ -104,7 +105,7 @@ def check_link(name: str, expires: str, signature: str, now: float | None = None
     key = key_of(name)
     if not hmac.compare_digest(link_signature(key, int(expires), secret), signature):
         return None
-    if int(expires) < (now if now is not None else time.time()):
+    if int(expires) < (now if now is not None else clock.now()):
         return None
     return key
 
@@ -113,7 +114,7 @@ def download_url(key: str, ttl_s: int | None = None) -> str:
     ttl = ttl_s or settings().download_ttl_s
     base = settings().download_base_url
     if base:
-        expires = int(time.time()) + ttl
+        expires = int(clock.now()) + ttl
         sig = link_signature(key, expires, settings().download_key or "")
         return f"{base.rstrip('/')}/{quote(link_name(key), safe='~')}?e={expires}&s={sig}"
     import boto3

@@ -427,8 +427,9 @@ def _job_update(job: dict[str, Any], to: str, *, sets: dict[str, Any] | None = N
         else:
             values[f":s{i}"] = _av(value)
             parts.append(f"#s{i} = :s{i}")
-    names.update({"#due": "due_at", "#act": "active_device"})
+    names["#due"] = "due_at"
     if to in (SUCCEEDED, FAILED):
+        names["#act"] = "active_device"
         removes += ["#due", "#act"]
     elif due_at is not None:
         values[":due"] = {"N": str(int(math.ceil(due_at)))}
@@ -733,7 +734,7 @@ def dispatch_step(body: dict[str, Any]) -> None:
     task = _task(body["task_id"])
     if task is None or task["status"] != "created":
         return
-    now = time.time()
+    now = clock.now()
     limit = settings().ota_chunk
     rate = int(task.get("rate_per_minute") or 0)
     window = int(now // _minute()) if rate else None
@@ -798,7 +799,7 @@ def dispatch_step(body: dict[str, Any]) -> None:
     if len(pending) >= limit:
         delay = 0
         if rate and used + len(pending) >= rate:  # this window's budget is spent: wait for the next
-            delay = max(1, math.ceil((window + 1) * _minute() - time.time()))
+            delay = max(1, math.ceil((window + 1) * _minute() - clock.now()))
         jobs.enqueue("ota.dispatch", {"task_id": task["task_id"]}, delay_s=delay)
     else:
         _maybe_finish(task["task_id"])
@@ -809,7 +810,7 @@ def sweep_step(body: dict[str, Any]) -> None:
     task = _task(body["task_id"])
     if task is None or task["status"] != "created":
         return
-    now = time.time()
+    now = clock.now()
     out = _ddb().query(TableName=_jobs(), IndexName="due-index", Limit=settings().ota_chunk,
                        KeyConditionExpression="#t = :t AND #d <= :now",
                        ExpressionAttributeNames={"#t": "task_id", "#d": "due_at"},
@@ -844,7 +845,7 @@ def sweep_step(body: dict[str, Any]) -> None:
     if len(due_jobs) >= settings().ota_chunk:
         jobs.enqueue("ota.sweep", {"task_id": task["task_id"]})
     elif repushed:
-        jobs.enqueue("ota.sweep", {"task_id": task["task_id"]}, delay_s=max(1, math.ceil(new_due - time.time()) + 1))
+        jobs.enqueue("ota.sweep", {"task_id": task["task_id"]}, delay_s=max(1, math.ceil(new_due - clock.now()) + 1))
 
 
 def close_step(body: dict[str, Any]) -> None:
@@ -1137,7 +1138,7 @@ def _version_of_job(dev: Any, m: Any, job: dict[str, Any], version: str) -> None
     task = _task(job["task_id"])
     if task is None or task["status"] != "created":
         return
-    now = time.time()
+    now = clock.now()
 
     def decide(j: dict[str, Any]) -> Any:
         if j["state"] not in (PUSHED, UPGRADING):
@@ -1216,7 +1217,7 @@ def _report_progress(dev: Any, m: Any, report: dict[str, Any], kind: str) -> Non
     task = _task(job["task_id"])
     if task is None:
         return
-    now = time.time()
+    now = clock.now()
     due = now + float(task["timeout_minutes"]) * _minute()
 
     def decide(j: dict[str, Any]) -> Any:
