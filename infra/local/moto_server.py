@@ -22,6 +22,9 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_REPO = str(Path(__file__).resolve().parents[2])
+_MOTO_MAIN = (f"import sys; sys.path.insert(0, {_REPO!r}); "
+              "from infra.local.moto_fast import main; main(sys.argv[1:])")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -112,7 +115,8 @@ class MotoServer:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                # moto.server with infra/local/moto_fast.py's transaction patch (item-level rollback)
+                [sys.executable, "-c", _MOTO_MAIN, "-H", self.host, "-p", str(self.port)],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
