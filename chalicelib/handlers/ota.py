@@ -145,13 +145,14 @@ def _product_of_task(ctx: Ctx, action: str, task_id: str, kind: str = FIRMWARE_K
 
 @route(bp, "POST", "/v1/firmware", action="CreateFirmware", resource=body_product, tag=TAG,
        summary="Declare a firmware (validated) and get a presigned upload URL; PUT the bytes, then …/complete",
-       body=FirmwareCreate, response=Firmware, status=201)
+       body=FirmwareCreate, response=Firmware, status=201, errors_=(413,))
 def create_firmware(ctx: Ctx) -> dict[str, Any]:
     return firmware.create(ctx.body, _by(ctx))
 
 
 @route(bp, "POST", "/v1/firmware/{firmware_id}/complete", action="CreateFirmware", resource=_fw_res, listing=True, tag=TAG,
-       summary="Register the uploaded file: the platform measures its size and MD5", response=Firmware)
+       summary="Register the uploaded file: the platform measures its size and MD5", response=Firmware,
+       errors_=(413,))
 def complete_firmware(ctx: Ctx) -> dict[str, Any]:
     _product_of_firmware(ctx, "CreateFirmware", ctx.params["firmware_id"])
     return firmware.complete(ctx.params["firmware_id"])
@@ -283,13 +284,14 @@ Resource = Model("Resource", {
 
 @route(bp, "POST", "/v1/resources", action="CreateResource", resource=body_product, tag=TAG,
        summary="Declare a resource (≤ 1024 MB, 1 GB per account) and get presigned upload URLs",
-       body=ResourceCreate, response=Resource, status=201)
+       body=ResourceCreate, response=Resource, status=201, errors_=(413,))
 def create_resource(ctx: Ctx) -> dict[str, Any]:
     return firmware.create_resource(ctx.body, _by(ctx))
 
 
 @route(bp, "POST", "/v1/resources/{resource_id}/complete", action="CreateResource", resource=_fw_res, listing=True, tag=TAG,
-       summary="Register the uploaded resource file (size and MD5 measured)", response=Resource)
+       summary="Register the uploaded resource file (size and MD5 measured)", response=Resource,
+       errors_=(413,))
 def complete_resource(ctx: Ctx) -> dict[str, Any]:
     _product_of_firmware(ctx, "CreateResource", ctx.params["resource_id"], RESOURCE_KIND)
     return firmware.complete(ctx.params["resource_id"], RESOURCE_KIND)
