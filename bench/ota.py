@@ -55,6 +55,19 @@ def dynamodb_total() -> int:
     return sum(awscalls.snapshot().get("dynamodb", {}).values())
 
 
+def settle(quiet_s: float = 2.0, limit_s: float = 120.0) -> None:
+    """Wait until this process has made no DynamoDB request for ``quiet_s`` seconds."""
+    end = time.monotonic() + limit_s
+    last, since = dynamodb_total(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        now = dynamodb_total()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
@@ -134,9 +147,10 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
     sim = Simulator(subscribed, info["mqtt_host"], info["mqtt_port"], rate=0, connect_rate=300)
     if not sim.start(wait=True, timeout=120):
         raise SystemExit(f"stack broker: not every subscriber connected: {sim.stats()}")
-    time.sleep(3)  # presence writes of the connects settle before counting
+    settle()  # the connects' presence writes land before counting starts
 
     # --- firmware
+    settle()
     data = secrets.token_bytes(64 * 1024)
     fw = call("POST", "/v1/firmware", 201, json={"product_id": pid, "name": "bench", "version": "2.0",
                                                  "file_name": "bench.bin", "file_size": len(data),
