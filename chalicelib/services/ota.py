@@ -510,17 +510,19 @@ def _move(job: dict[str, Any], to: str, *, running: bool = False, **kw: Any) -> 
 
 def _apply(task_id: str, dn: str, decide: Callable[[dict[str, Any]], Any], first: dict[str, Any] | None = None
            ) -> Any:
-    """Re-read and re-decide when a job moved under us (GSI copies may be stale)."""
-    job = first
+    """Decide on ``first`` (often a GSI copy, which may lag), then on consistent reads: again when
+    the job moved under us (False), and once more when a possibly stale copy said "nothing to do"."""
+    job, fresh = first, first is None
     for _ in range(4):
         if job is None:
-            job = _job(task_id, dn)
+            job, fresh = _job(task_id, dn), True
             if job is None:
                 return None
         outcome = decide(job)
-        if outcome is not False:
-            return outcome
-        job = None
+        if outcome is False or (outcome is None and not fresh):
+            job = None
+            continue
+        return outcome
     return None
 
 
