@@ -7,10 +7,12 @@
   never trusted);
 * :func:`download_url` — the time-limited link a device downloads from.  Tencent's SDK derives
   its ``Host`` header from everything between ``://`` and the **last** ``/`` of the URL
-  (SPEC §6.6), so links are root-level: ``scheme://host[:port]/<name>?<query without '/'>``.
+  (SPEC §6.6), so links are root-level: ``scheme://host[:port]/<key>?<query without '/'>``, which
+  is why downloadable objects have keys without ``/`` (``firmware-{id}-{file}``, ``resource-…``).
   Locally they point at the local stack's download endpoint (``infra/local/downloads.py``),
   which checks the signature and expiry made here and serves HTTP ``Range``; on AWS they are
-  presigned virtual-hosted S3 URLs whose key's ``/`` are sent percent-encoded.
+  presigned virtual-hosted S3 URLs (``https://{bucket}.s3.{region}.amazonaws.com/{key}?X-Amz-…``,
+  the credential's slashes percent-encoded in the query), which S3 serves with ``Range``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import hashlib
 import hmac
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from ..core import clock
 from ..core.config import settings
@@ -84,13 +86,10 @@ def delete(key: str) -> None:
 
 # ------------------------------------------------------------------ download links
 
-def link_name(key: str) -> str:
-    """A key as one root-level path segment: '/' → '~' (keys never contain '~', see callers)."""
-    return key.replace("/", "~")
-
-
-def key_of(name: str) -> str:
-    return name.replace("~", "/")
+def _root_level(key: str) -> str:
+    if "/" in key or not key:
+        raise ValueError(f"download keys are root-level (no '/'): {key!r}")
+    return key
 
 
 def link_signature(key: str, expires: int, secret: str) -> str:
@@ -102,8 +101,8 @@ def check_link(name: str, expires: str, signature: str, now: float | None = None
     secret = settings().download_key
     if not secret or not expires.isdigit():
         return None
-    key = key_of(name)
-    if not hmac.compare_digest(link_signature(key, int(expires), secret), signature):
+    key = name
+    if "/" in key or not hmac.compare_digest(link_signature(key, int(expires), secret), signature):
         return None
     if int(expires) < (now if now is not None else clock.now()):
         return None
@@ -112,11 +111,12 @@ def check_link(name: str, expires: str, signature: str, now: float | None = None
 
 def download_url(key: str, ttl_s: int | None = None) -> str:
     ttl = ttl_s or settings().download_ttl_s
+    _root_level(key)
     base = settings().download_base_url
     if base:
         expires = int(clock.now()) + ttl
         sig = link_signature(key, expires, settings().download_key or "")
-        return f"{base.rstrip('/')}/{quote(link_name(key), safe='~')}?e={expires}&s={sig}"
+        return f"{base.rstrip('/')}/{quote(key, safe='')}?e={expires}&s={sig}"
     import boto3
     from botocore.config import Config
 
@@ -124,9 +124,5 @@ def download_url(key: str, ttl_s: int | None = None) -> str:
     if client is None:
         client = _clients["s3v"] = boto3.client("s3", region_name=settings().region, config=Config(
             signature_version="s3v4", s3={"addressing_style": "virtual"}))
-    url = client.generate_presigned_url("get_object", Params={"Bucket": settings().bucket, "Key": key},
-                                        ExpiresIn=ttl)
-    parts = urlsplit(url)
-    # S3 decodes %2F in the path back to the key's '/', and the signature covers the decoded key
-    path = "/" + parts.path.lstrip("/").replace("/", "%2F")
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    return client.generate_presigned_url("get_object", Params={"Bucket": settings().bucket, "Key": key},
+                                         ExpiresIn=ttl)

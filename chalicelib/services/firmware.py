@@ -161,7 +161,7 @@ def create(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     get_product(pid)
     now = clock.now_s()
     fid = ids.short_id("fw")
-    key = f"firmware/{fid}/{body['file_name']}"
+    key = f"firmware-{fid}-{body['file_name']}"  # no "/": see files.download_url
     item = {"firmware_id": fid, "kind": FIRMWARE_KIND, "product_id": pid, "name": body["name"],
             "version": body["version"], "fw_type": fw_type, "file_name": body["file_name"],
             "file_size": body["file_size"], "custom_info": custom, "description": description,
@@ -348,8 +348,8 @@ def create_resource(body: dict[str, Any], created_by: str | None) -> dict[str, A
     get_product(pid)
     now = clock.now_s()
     rid = ids.short_id("rs")
-    key = f"resource/{rid}/{body['file_name']}"
-    thumb_keys = [f"resource/{rid}/thumb{i}-{t}" for i, t in enumerate(thumbs)]
+    key = f"resource-{rid}-{body['file_name']}"
+    thumb_keys = [f"resource-{rid}-thumb{i}-{t}" for i, t in enumerate(thumbs)]
     item = {"firmware_id": rid, "kind": RESOURCE_KIND, "product_id": pid, "name": body["name"],
             "file_name": body["file_name"], "file_size": body["file_size"],
             "description": body.get("description") or "", "status": "uploading", "key": key,

@@ -16,7 +16,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-PREFIXES = ("firmware~", "resource~")
+PREFIXES = ("firmware-", "resource-")
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
 CHUNK = 256 * 1024
 

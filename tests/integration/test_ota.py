@@ -268,7 +268,7 @@ def test_a_by_version_task_upgrades_every_device_and_ends_done(api, fleet, queue
     assert msg["version"] == "2.0" and msg["md5sum"] == MD5 and msg["file_size"] == len(FILE)
     assert msg["user_defined"] == '{"note":"fix"}' and isinstance(msg["file_size"], int)
     # root-level link (SPEC §6.6): nothing but the name between the host and the query
-    assert msg["url"].startswith("http://127.0.0.1:8000/firmware~") and "/" not in msg["url"].split("8000/", 1)[1]
+    assert msg["url"].startswith("http://127.0.0.1:8000/firmware-") and "/" not in msg["url"].split("8000/", 1)[1]
     for i in range(5):
         send(progress(pid, f"dev{i}", "downloading", percent="50"))
     assert states(api, task["id"]) == {f"dev{i}": "upgrading" for i in range(5)}
@@ -491,7 +491,7 @@ def test_a_resource_is_distributed_on_the_same_engine(api, fleet, queue, rec, se
     queue.drain()
     msg = rec.last(f"resource/down/service/{pid}/dev2")
     assert msg["type"] == "download" and msg["name"] == "chime" and msg["size"] == len(data)
-    assert msg["md5sum"] == res["md5"] and msg["url"].startswith("http://127.0.0.1:8000/resource~")
+    assert msg["md5sum"] == res["md5"] and msg["url"].startswith("http://127.0.0.1:8000/resource-")
     body = {"type": "report_download_progress", "name": "chime",
             "progress": {"state": "downloading", "percent": "40", "result_code": "0", "result_msg": ""}}
     send(up(pid, "dev2", "resource/up/service", body))
@@ -507,10 +507,29 @@ def test_a_resource_is_distributed_on_the_same_engine(api, fleet, queue, rec, se
 def test_local_download_links_are_signed_and_expire(env):
     from chalicelib.services import files
 
-    url = files.download_url("firmware/fwx/a.bin", ttl_s=60)
+    url = files.download_url("firmware-fwx-a.bin", ttl_s=60)
     name, _, query = url.split("8000/", 1)[1].partition("?")
     params = dict(p.split("=") for p in query.split("&"))
-    assert files.check_link(name, params["e"], params["s"]) == "firmware/fwx/a.bin"
+    assert files.check_link(name, params["e"], params["s"]) == "firmware-fwx-a.bin"
     assert files.check_link(name, params["e"], "0" * 64) is None
     assert files.check_link(name.replace("a.bin", "b.bin"), params["e"], params["s"]) is None
     assert files.check_link(name, params["e"], params["s"], now=clock.now() + 61) is None
+
+
+def test_on_aws_links_are_root_level_presigned_s3_urls_that_honour_range(env, monkeypatch):
+    from chalicelib.services import files
+
+    monkeypatch.delenv("FLEETBOX_DOWNLOAD_BASE_URL")
+    reload_settings()
+    files.forget()
+    from chalicelib.core.config import settings
+
+    files.s3().put_object(Bucket=settings().bucket, Key="firmware-fwx-a.bin", Body=FILE)
+    url = files.download_url("firmware-fwx-a.bin", ttl_s=60)
+    host_and_path = url.split("://", 1)[1].split("?", 1)
+    assert host_and_path[0] == f"{settings().bucket}.s3.amazonaws.com/firmware-fwx-a.bin"
+    assert "/" not in host_and_path[1]  # the SDK's Host = everything up to the last '/'
+    part = requests.get(url, headers={"Range": f"bytes=0-{len(FILE)}"}, timeout=10)  # the SDK's range
+    assert part.status_code == 206 and part.content == FILE
+    with pytest.raises(ValueError):
+        files.download_url("firmware/fwx/a.bin")

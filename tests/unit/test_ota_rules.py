@@ -48,5 +48,5 @@ def test_range_requests_as_devices_send_them(header, expected):
 
 
 def test_only_root_level_file_links_are_downloads():
-    assert is_download("/firmware~fw1~a.bin?e=1&s=2") and is_download("/resource~r~x.wav")
-    assert not is_download("/v1/firmware") and not is_download("/firmware~a/b") and not is_download("/openapi.json")
+    assert is_download("/firmware-fw1-a.bin?e=1&s=2") and is_download("/resource-r-x.wav")
+    assert not is_download("/v1/firmware") and not is_download("/firmware-a/b") and not is_download("/openapi.json")
