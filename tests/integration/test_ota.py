@@ -533,3 +533,36 @@ def test_on_aws_links_are_root_level_presigned_s3_urls_that_honour_range(env, mo
     assert part.status_code == 206 and part.content == FILE
     with pytest.raises(ValueError):
         files.download_url("firmware/fwx/a.bin")
+
+
+def test_resources_share_one_gigabyte_per_account_and_at_most_six_thumbnails(api, fleet, monkeypatch):
+    monkeypatch.setenv("FLEETBOX_RESOURCE_ACCOUNT_BYTES", "150")  # stands in for 1 GB
+    reload_settings()
+    pid = fleet["pid"]
+
+    def resource(name: str, size: int) -> Any:
+        r = api.post("/v1/resources", {"product_id": pid, "name": name, "file_name": f"{name}.wav", "file_size": size})
+        assert r.status_code == 201, r.body
+        assert requests.put(r.json["upload_url"], data=b"a" * size, timeout=10).status_code == 200
+        return api.post(f"/v1/resources/{r.json['id']}/complete")
+
+    assert resource("one", 100).status_code == 200
+    expect_error(resource("two", 60), 409, "LimitExceeded.ResourceStorageExceedLimit", "file")
+    assert resource("three", 50).status_code == 200
+    expect_error(api.post("/v1/resources", {"product_id": pid, "name": "x", "file_name": "x.wav", "file_size": 1,
+                                            "thumbnails": [f"t{i}.png" for i in range(7)]}),
+                 400, "InvalidParameterValue.ThumbnailInvalid", "thumbnails")
+
+
+def test_tasks_are_listed_per_firmware_and_by_status(api, fleet, queue, rec):
+    first = create_task(api, queue, fleet["fw"]["id"], device_names=["dev0"], scope="selected")
+    clock.shift(1)  # newest first: a second later
+    second = create_task(api, queue, fleet["fw"]["id"], device_names=["dev1"], scope="selected")
+    api.post(f"/v1/ota-tasks/{first['id']}/cancel")
+    listed = api.get(f"/v1/ota-tasks?firmware_id={fleet['fw']['id']}").json
+    assert [t["id"] for t in listed["items"]] == [second["id"], first["id"]]
+    assert [t["id"] for t in api.get("/v1/ota-tasks?status=cancelled").json["items"]] == [first["id"]]
+    page = api.get(f"/v1/ota-tasks?product_id={fleet['pid']}&limit=1").json
+    assert len(page["items"]) == 1 and page["next"]
+    rest = api.get(f"/v1/ota-tasks?product_id={fleet['pid']}&limit=1&next={page['next']}").json
+    assert [t["id"] for t in rest["items"]] == [first["id"]]
