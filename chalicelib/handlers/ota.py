@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
 from ..core.schema import (Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of)
 from ..models.ota import FIRMWARE_KIND, RESOURCE_KIND
@@ -226,6 +226,15 @@ def list_tasks(ctx: Ctx) -> dict[str, Any]:
                                 limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
     items = [i for i in items if ctx.allowed("DescribeFirmwareTasks", f"product/{i['product_id']}")]
     return _page(items, nxt, ctx)
+
+
+@route(bp, "GET", "/v1/ota-device-list-template", action="DescribeFirmwareTasks", resource="product/*", listing=True,
+       tag=TAG, summary="The device-list CSV template for by-device tasks (first column DeviceName)",
+       response=String(), produces="text/csv")
+def device_list_template(ctx: Ctx) -> Response:
+    return Response(body=ota.DEVICE_LIST_TEMPLATE, status_code=200,
+                    headers={"Content-Type": "text/csv; charset=utf-8",
+                             "Content-Disposition": 'attachment; filename="ota-devices.csv"'})
 
 
 @route(bp, "GET", "/v1/ota-tasks/{task_id}", action="DescribeFirmwareTask", resource=_task_res, listing=True, tag=TAG,

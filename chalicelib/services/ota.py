@@ -58,6 +58,8 @@ RESOURCE_STATES = (PENDING, PUSHED, "downloading", SUCCEEDED, FAILED)
 WAITING = "pending~confirm"
 TASK_STATUSES = ("not_started", "creating", "created", "failed", "cancelled", "done")
 MAX_DEVICES = 10_000
+#: the device-list template (SPEC §8.2): first column DeviceName
+DEVICE_LIST_TEMPLATE = "DeviceName\r\ndevice_001\r\ndevice_002\r\n"
 MAX_REJECTED_LISTED = 100
 TX_JOBS = 99
 PARALLEL_PUBLISH_OVER = 20
@@ -112,12 +114,15 @@ def _parse_names(body: dict[str, Any]) -> list[str]:
     names: list[str] = list(body.get("device_names") or [])
     text = body.get("devices_csv")
     if text:
+        first = True
         for row in csv.reader(io.StringIO(text)):
             if not row or not row[0].strip():
                 continue
             cell = row[0].strip().lstrip("\ufeff")
-            if cell.lower() in ("devicename", "device_name") and not names:
+            if first and cell.lower() in ("devicename", "device_name"):
+                first = False
                 continue  # the template's header row
+            first = False
             names.append(cell)
     seen: set[str] = set()
     unique = [n for n in names if not (n in seen or seen.add(n))]  # type: ignore[func-returns-value]

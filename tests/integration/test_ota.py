@@ -461,6 +461,9 @@ def test_a_device_csv_reports_unknown_devices_and_refuses_10001_names(api, fleet
     assert task["statistics"]["total"] == 2 and task["rejected_count"] == 2
     assert {r["device_name"]: r["reason"] for r in task["rejected_devices"]} == {
         "ghost1": "device does not exist", "bad name!": "invalid device name"}
+    template = api.client.http.get("/v1/ota-device-list-template", headers={"Authorization": f"Bearer {api.key}"})
+    assert template.status_code == 200 and template.headers["Content-Type"].startswith("text/csv")
+    assert ota._parse_names({"devices_csv": template.body.decode()}) == ["device_001", "device_002"]
     big = "\n".join(f"d{i}" for i in range(10_001))
     expect_error(api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": big}),
                  409, "LimitExceeded.DeviceListExceedLimit", "devices_csv")
