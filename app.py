@@ -6,6 +6,7 @@ from chalicelib.handlers import authorizer, registration
 from chalicelib.handlers import device_data, iot, stats
 from chalicelib.handlers import workers
 from chalicelib.handlers import batches
+from chalicelib.handlers import ota
 
 app = Chalice(app_name="fleetbox")
 
@@ -20,4 +21,5 @@ app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry
 app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
 app.register_blueprint(stats.bp)           # /v1/stats/*
 app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
-app.register_blueprint(batches.bp)           # /v1/batches, serial numbers, /v1/bindings, product QR (SPEC §7)
+app.register_blueprint(batches.bp)         # /v1/batches, serial numbers, /v1/bindings, product QR (SPEC §7)
+app.register_blueprint(ota.bp)             # /v1/firmware, /v1/ota-tasks, /v1/resources, /v1/resource-tasks

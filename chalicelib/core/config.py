@@ -28,6 +28,9 @@ TABLES = (
     "batches",
     "serial_numbers",
     "bindings",
+    "firmware",
+    "ota_tasks",
+    "ota_jobs",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs",)
@@ -75,11 +78,23 @@ class Settings:
     #: dynamic registration: accepted clock skew, also the nonce replay window (SPEC §6.3)
     registration_window_s: int = 300
     #: mass production (SPEC §7): devices per batch step, seconds without progress before the
-    #: resume sweep re-queues a running batch, lifetime of download URLs, largest names upload
+    #: resume sweep re-queues a running batch, largest names upload
     batch_chunk_size: int = 500
     batch_stale_s: int = 900
-    download_url_ttl_s: int = 3600
     batch_upload_max_bytes: int = 1_048_576
+    #: OTA (SPEC §8): seconds in one task "minute" (timeouts, rollout rate; tests shorten it),
+    #: devices per dispatch step, firmware and resource limits; download_ttl_s is the lifetime of
+    #: every download link (batch outputs, serial-number files, firmware, resources)
+    ota_minute_s: float = 60.0
+    ota_chunk: int = 500
+    firmware_max_bytes: int = 1024 * 1024 * 1024
+    firmware_limit: int = 100
+    resource_account_bytes: int = 1024 * 1024 * 1024
+    download_ttl_s: int = 3600
+    #: root-level download links (SPEC §6.6): base URL of the local stack's download endpoint and
+    #: the key that signs its links; unset on AWS, where links are presigned S3 URLs
+    download_base_url: str | None = None
+    download_key: str | None = field(default=None, repr=False)
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
@@ -120,8 +135,15 @@ class Settings:
             batch_chunk_size=_int(env.get("FLEETBOX_BATCH_CHUNK_SIZE"), 500),
             # locally a chunk takes seconds and a killed stack loses its in-flight messages
             batch_stale_s=_int(env.get("FLEETBOX_BATCH_STALE_S"), 60 if stage == "local" else 900),
-            download_url_ttl_s=_int(env.get("FLEETBOX_DOWNLOAD_URL_TTL_S"), 3600),
             batch_upload_max_bytes=_int(env.get("FLEETBOX_BATCH_UPLOAD_MAX_BYTES"), 1_048_576),
+            ota_minute_s=float(env.get("FLEETBOX_OTA_MINUTE_S") or 60.0),
+            ota_chunk=_int(env.get("FLEETBOX_OTA_CHUNK"), 500),
+            firmware_max_bytes=_int(env.get("FLEETBOX_FIRMWARE_MAX_BYTES"), 1024 * 1024 * 1024),
+            firmware_limit=_int(env.get("FLEETBOX_FIRMWARE_LIMIT"), 100),
+            resource_account_bytes=_int(env.get("FLEETBOX_RESOURCE_ACCOUNT_BYTES"), 1024 * 1024 * 1024),
+            download_ttl_s=_int(env.get("FLEETBOX_DOWNLOAD_TTL_S"), 3600),
+            download_base_url=env.get("FLEETBOX_DOWNLOAD_BASE_URL") or None,
+            download_key=env.get("FLEETBOX_DOWNLOAD_KEY") or None,
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

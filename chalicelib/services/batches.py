@@ -95,7 +95,7 @@ def get_object(key: str) -> bytes:
 
 def download_url(key: str, file_name: str) -> str:
     return _s3().generate_presigned_url(  # type: ignore[no-any-return]
-        "get_object", ExpiresIn=settings().download_url_ttl_s,
+        "get_object", ExpiresIn=settings().download_ttl_s,
         Params={"Bucket": settings().bucket, "Key": key,
                 "ResponseContentDisposition": f'attachment; filename="{file_name}"'})
 
@@ -299,7 +299,7 @@ def view(rec: BatchRecord) -> dict[str, Any]:
         stem = f"{rec.product_id}-{rec.batch_id}"
         out["csv_url"] = download_url(rec.csv_key, f"{stem}.csv")
         out["download_url"] = download_url(rec.zip_key, f"{stem}.zip") if rec.zip_key else out["csv_url"]
-        out["download_expires_at"] = clock.now_s() + settings().download_url_ttl_s
+        out["download_expires_at"] = clock.now_s() + settings().download_ttl_s
     return out
 
 

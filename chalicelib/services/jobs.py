@@ -28,11 +28,16 @@ from ..core.observability import logger
 KINDS: dict[str, str] = {
     "batch.chunk": "chalicelib.services.batches:run_chunk",
     "batch.finish": "chalicelib.services.batches:run_finish",
+    "ota.plan": "chalicelib.services.ota:plan_step",
+    "ota.dispatch": "chalicelib.services.ota:dispatch_step",
+    "ota.sweep": "chalicelib.services.ota:sweep_step",
+    "ota.close": "chalicelib.services.ota:close_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
 TICKS: dict[str, str] = {
     "batches.resume": "chalicelib.services.batches:resume_stalled",
+    "ota": "chalicelib.services.ota:tick",
 }
 
 #: SQS caps DelaySeconds at 15 minutes

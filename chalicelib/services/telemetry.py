@@ -793,6 +793,18 @@ _PROPERTY_METHODS: dict[str, Callable[[_Device, _Msg, dict], None]] = {
     "report_info": _report_info,
 }
 
+def _ota_report(dev: _Device, m: _Msg) -> None:
+    from . import ota  # noqa: PLC0415 - imported on first OTA message only
+
+    ota.on_ota_report(dev, m)
+
+
+def _resource_report(dev: _Device, m: _Msg) -> None:
+    from . import ota  # noqa: PLC0415
+
+    ota.on_resource_report(dev, m)
+
+
 #: topic family -> handler; other services (OTA, resources) add theirs here
 FAMILY_HANDLERS: dict[str, Callable[[_Device, _Msg], None]] = {
     "thing/up/property": _property,
@@ -801,6 +813,8 @@ FAMILY_HANDLERS: dict[str, Callable[[_Device, _Msg], None]] = {
     "sys/operation": _time_service,
     "gateway/operation": _gateway,
     topics.CUSTOM: _content_only,
+    "ota/report": _ota_report,
+    "resource/up/service": _resource_report,
 }
 
 

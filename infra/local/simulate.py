@@ -161,6 +161,15 @@ class SimStats:
     messages_received: int = 0
     bad_messages: int = 0            # downlinks that are not complete JSON
     echoes_received: int = 0         # own reports received back (``echo``: the bare-broker baseline)
+    # OTA (``ota=True``): update_firmware received, downloads done (and how many answered 206
+    # to a Range request), MD5 checks, upgrades completed (new version reported)
+    ota_notifications: int = 0
+    ota_downloads: int = 0
+    ota_ranged: int = 0
+    ota_md5_ok: int = 0
+    ota_md5_bad: int = 0
+    ota_upgraded: int = 0
+    ota_failed_on_purpose: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -205,6 +214,9 @@ class _Device:
         self.tokens = itertools.count()
         self.pending: dict[str, float] = {}
         self.sock: Any = None
+        self.version = sim.version
+        self.upgrading = False
+        self.updates: list[dict[str, Any]] = []  # update_firmware notifications received
 
     def topic(self, family: str) -> str:
         return f"{self.prefix}{family}/{self.creds.product_id}/{self.creds.device_name}"
@@ -242,6 +254,8 @@ class _Device:
             topics.append((self.topic("thing/up/property"), self.sim.qos))
         client.subscribe(topics)
         client.publish(self.topic("sys/operation"), json.dumps({"type": "get", "resource": ["time"]}), qos=0)
+        if self.sim.ota:
+            self.publish_json("ota/report", {"type": "report_version", "report": {"version": self.version}}, qos=1)
         if self.sim.rate > 0 and self.sim.reporting:
             first = time.monotonic() + self.rng.random() / self.sim.rate
             self.loop.schedule(first, self.report)
@@ -292,6 +306,9 @@ class _Device:
                 stats.actions_answered += 1
             elif "code" in doc:
                 stats.other_replies += 1
+        elif family == "ota/update":
+            if doc.get("type") == "update_firmware":
+                self._on_update(doc)
         elif family == "sys/operation/result":
             if doc.get("type") == "get" and "time" in doc:
                 stats.time_replies += 1
@@ -302,6 +319,75 @@ class _Device:
         sent = self.pending.pop(str(doc.get("clientToken")), None)
         if sent is not None and len(self.stats.latencies_ms) < 200_000:
             self.stats.latencies_ms.append((time.monotonic() - sent) * 1000)
+
+    # -- OTA (SPEC §8.4), as Tencent's SDK does it; behaviours "ok", "silent", "fail"
+
+    def _on_update(self, doc: dict[str, Any]) -> None:
+        self.stats.ota_notifications += 1
+        self.updates.append(doc)
+        behaviour = self.sim.ota_behaviour.get(self.creds.device_name, self.sim.default_ota)
+        if behaviour == "silent" or self.upgrading or not self.sim.ota:
+            return
+        self.upgrading = True
+        self.sim.pool().submit(self._upgrade, doc, behaviour)
+
+    def _progress(self, state: str, version: str, percent: int | None = None, code: str = "0", msg: str = "") -> None:
+        progress: dict[str, Any] = {"state": state, "result_code": code, "result_msg": msg}
+        if percent is not None:
+            progress["percent"] = str(percent)
+        doc = {"type": "report_progress", "report": {"progress": progress, "version": version}}
+        self.loop.call(lambda: self.publish_json("ota/report", doc, qos=0 if state == "downloading" else 1))
+
+    def _upgrade(self, doc: dict[str, Any], behaviour: str) -> None:
+        """Worker thread: download (one Range request for the first KB, then the SDK's own
+        ``bytes=N-{file_size}``), check the MD5, report, "reboot" into the new version."""
+        import requests
+
+        version, size = str(doc.get("version")), int(doc.get("file_size") or 0)
+        try:
+            self._progress("downloading", version, 0)
+            if behaviour == "fail":
+                self.loop.call(lambda: setattr(self.stats, "ota_failed_on_purpose", self.stats.ota_failed_on_purpose + 1))
+                self._progress("fail", version, code="-5", msg="burn failed (simulated)")
+                return
+            data, ranged = b"", 0
+            first = min(1024, size) - 1
+            spans = [(0, first), (first + 1, size)] if size > 1024 else [(0, size)]
+            for start, end in spans:
+                resp = requests.get(str(doc.get("url")), headers={"Range": f"bytes={start}-{end}"}, timeout=30)
+                if resp.status_code not in (200, 206):
+                    self._progress("fail", version, code="-2", msg=f"download answered {resp.status_code}")
+                    return
+                ranged += resp.status_code == 206
+                data += resp.content
+            md5_ok = hashlib.md5(data).hexdigest() == doc.get("md5sum") and len(data) == size
+
+            def count() -> None:
+                self.stats.ota_downloads += 1
+                self.stats.ota_ranged += ranged
+                if md5_ok:
+                    self.stats.ota_md5_ok += 1
+                else:
+                    self.stats.ota_md5_bad += 1
+            self.loop.call(count)
+            if not md5_ok:
+                self._progress("fail", version, code="-4", msg="MD5 mismatch")
+                self._progress("fail", version, code="-5", msg="burn failed")
+                return
+            self._progress("downloading", version, 100)
+            self._progress("burning", version, 100)
+            self._progress("done", version, 100)
+
+            def rebooted() -> None:
+                self.version = version
+                self.stats.ota_upgraded += 1
+                self.publish_json("ota/report", {"type": "report_version", "report": {"version": version}}, qos=1)
+            self.loop.schedule(time.monotonic() + 0.2, rebooted)
+        except Exception as exc:  # noqa: BLE001 - a simulated device reports, never crashes the fleet
+            log.warning("%s: OTA failed: %s", self.creds.client_id, exc)
+            self._progress("fail", version, code="-1", msg=str(exc)[:100])
+        finally:
+            self.upgrading = False
 
     # -- behaviour
 
@@ -429,7 +515,8 @@ class Simulator:
                  model: ThingModel | dict | None = None, rate: float = 1.0, params: int = 3, dollar: bool = False,
                  mqtt31: bool = False, algorithm: str = "hmacsha256", keepalive: int = 60, qos: int = 0,
                  threads: int | None = None, connect_rate: float = 500.0, reporting: bool = True,
-                 echo: bool = False) -> None:
+                 echo: bool = False, ota: bool = False, version: str = "1.0", default_ota: str = "ok",
+                 ota_behaviour: dict[str, str] | None = None) -> None:
         if algorithm not in ("hmacsha256", "hmacsha1"):
             raise ValueError("algorithm must be hmacsha256 or hmacsha1")
         self.creds = list(devices)
@@ -439,6 +526,11 @@ class Simulator:
         self.algorithm, self.keepalive, self.qos = algorithm, keepalive, qos
         self.reporting = reporting
         self.echo = echo
+        #: OTA behaviour: report ``version`` at connect, answer update_firmware per device with
+        #: ``ota_behaviour[device_name]`` or ``default_ota``: "ok", "silent" (never answers), "fail"
+        self.ota, self.version = ota, version
+        self.default_ota, self.ota_behaviour = default_ota, dict(ota_behaviour or {})
+        self._pool: ThreadPoolExecutor | None = None
         self.connect_rate = connect_rate
         count = threads or max(1, min(8, (len(self.creds) + 249) // 250))
         self.loops = [_NetLoop(self, i) for i in range(count)]
@@ -483,8 +575,15 @@ class Simulator:
         total = self._sum()
         return total.connected == len(self.creds)
 
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(8, thread_name_prefix="sim-ota")
+        return self._pool
+
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         for loop in self.loops:
             loop.stop_flag = True
         for loop in self.loops:
@@ -615,6 +714,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--api", default=None, help="API base URL (default: the local stack's)")
     parser.add_argument("--key", default=None, help="API key (default: the local stack's admin key)")
     parser.add_argument("--json", action="store_true", help="print the final counts as JSON")
+    parser.add_argument("--ota", choices=("ok", "silent", "fail"), default=None,
+                        help="OTA behaviour: report --version at connect and answer update_firmware")
+    parser.add_argument("--version", default="1.0", help="firmware version reported with --ota (default 1.0)")
     return parser.parse_args(argv)
 
 
@@ -641,7 +743,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{time.monotonic() - started:.1f} s; connecting to mqtt://{host}:{port} …", flush=True)
     sim = Simulator(devices, host or "127.0.0.1", int(port), model=model, rate=args.rate, params=args.params,
                     dollar=args.dollar, mqtt31=args.mqtt31, algorithm=args.algorithm, keepalive=args.keepalive,
-                    qos=args.qos, threads=args.threads)
+                    qos=args.qos, threads=args.threads, ota=args.ota is not None, version=args.version,
+                    default_ota=args.ota or "ok")
     ok = sim.start(wait=True, timeout=max(60.0, args.count / 100))
     stats = sim.stats()
     print(f"{stats['connected']} connected, {stats['connect_refused']} refused "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 from dataclasses import dataclass
@@ -203,6 +204,10 @@ class LocalStack:
             "FLEETBOX_STAGE": STAGE,
             "FLEETBOX_ALLOW_LOOPBACK": "true",
         })
+        # root-level download links for devices (chalicelib/services/files.py, infra/local/downloads.py)
+        os.environ.setdefault("FLEETBOX_DOWNLOAD_BASE_URL",
+                              f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}")
+        os.environ.setdefault("FLEETBOX_DOWNLOAD_KEY", secrets.token_hex(32))
         # the stack prints one readable line per request; the app's structured INFO lines are
         # for CloudWatch, so locally only its warnings and errors show (override to see more)
         os.environ.setdefault("FLEETBOX_LOG_LEVEL", "WARNING")

@@ -20,6 +20,8 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
 
+from infra.local import downloads
+
 log = logging.getLogger("infra.local.http")
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -44,7 +46,10 @@ class RequestHandler(ChaliceRequestHandler):
         self._status, self._request_id = None, "-"
         started = time.perf_counter()
         try:
-            super()._generic_handle()
+            if self.command in ("GET", "HEAD") and downloads.is_download(self.path):
+                downloads.serve(self)  # root-level firmware/resource links (SPEC §6.6)
+            else:
+                super()._generic_handle()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-response; nothing to answer
         except Exception:  # noqa: BLE001 - an error outside the app (gateway emulation)

@@ -29,7 +29,8 @@ def _fill(path: str, pid: str, dn: str) -> str:
     values = {"product_id": pid, "device_name": dn, "key_id": "aaaaaaaaaaaaaaaa", "principal_id": "root",
               "application_id": "app-000000000000", "name": "data",
               "property_id": "brightness", "action_id": "unlock", "client_token": "clientToken-0",
-              "batch_id": "batnosuchbatch0000", "binding_id": f"{pid}{dn}.aaaaaaaaaaaa", "user_id": "u1"}
+              "batch_id": "batnosuchbatch0000", "binding_id": f"{pid}{dn}.aaaaaaaaaaaa", "user_id": "u1",
+              "firmware_id": "fwaaaaaaaaaaaa", "task_id": "otaaaaaaaaaaaa", "resource_id": "rsaaaaaaaaaaaa"}
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
