@@ -32,7 +32,6 @@ import os
 import re
 import tempfile
 import zipfile
-from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError, UpdateError
@@ -44,7 +43,7 @@ from ..media import csvout, qr
 from ..models.batches import BatchRecord
 from ..models.counters import CounterRecord, QUOTA_DEVICES, QUOTA_PK
 from ..models.products import ProductRecord
-from . import devices, events, jobs, txn
+from . import devices, events, files, jobs, txn
 from .paging import checked_start, expect_key
 from .products import get_product
 from .txn import Transaction
@@ -71,33 +70,13 @@ BATCH_ID_RE = re.compile(r"bat[a-z0-9]{16}")
 # ------------------------------------------------------------------ storage
 
 
-@lru_cache(maxsize=1)
-def _s3() -> Any:
-    import boto3  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
-
-    # SigV4 presigned URLs (X-Amz-Expires): the only kind every region accepts
-    return boto3.client("s3", region_name=settings().region, config=Config(signature_version="s3v4"))
-
-
-def forget() -> None:
-    """Drop the cached S3 client (tests that swap the AWS backend call this)."""
-    _s3.cache_clear()
-
-
-def put_object(key: str, body: bytes | Any, content_type: str) -> None:
-    _s3().put_object(Bucket=settings().bucket, Key=key, Body=body, ContentType=content_type)
-
-
-def get_object(key: str) -> bytes:
-    return _s3().get_object(Bucket=settings().bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+# Objects live in the files bucket through services/files.py (one S3 client for the product).
+put_object = files.put_object
+get_object = files.get_object
 
 
 def download_url(key: str, file_name: str) -> str:
-    return _s3().generate_presigned_url(  # type: ignore[no-any-return]
-        "get_object", ExpiresIn=settings().download_ttl_s,
-        Params={"Bucket": settings().bucket, "Key": key,
-                "ResponseContentDisposition": f'attachment; filename="{file_name}"'})
+    return files.attachment_url(key, file_name)
 
 
 def _part_key(batch_id: str, chunk: int, ext: str) -> str:
@@ -220,7 +199,7 @@ def new_batch(kind: str, product: ProductRecord, quantity: int, reserved: int, c
         _reserve_and_record(rec, reserved, "quantity" if rows is None else "names_csv", av)
     except Exception:
         if rows is not None:
-            _quietly(lambda: _s3().delete_object(Bucket=settings().bucket, Key=f"{PREFIX}/{batch_id}/input.json"))
+            _quietly(lambda: files.delete_object(f"{PREFIX}/{batch_id}/input.json"))
         raise
     jobs.enqueue("batch.chunk", {"batch_id": batch_id, "chunk": 0})
     return view(rec)
@@ -550,7 +529,7 @@ def run_finish(body: dict[str, Any]) -> None:
            csv_key, zip_key)
     for chunk in range(int(rec.chunks)):
         for ext in ("csv", "zip"):
-            _quietly(lambda: _s3().delete_object(Bucket=settings().bucket, Key=_part_key(rec.batch_id, chunk, ext)))
+            _quietly(lambda: files.delete_object(_part_key(rec.batch_id, chunk, ext)))
 
 
 def _quietly(action: Callable[[], Any]) -> None:

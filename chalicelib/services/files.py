@@ -1,4 +1,9 @@
-"""Files in the files bucket for OTA (SPEC §8): presigned uploads, measured objects, download links.
+"""Files in the files bucket: the product's one S3 client, presigned uploads, measured objects, links.
+
+* :func:`put_object` / :func:`get_object` / :func:`delete_object` — what services store (batch
+  inputs, parts and outputs; SPEC §7);
+* :func:`attachment_url` — a time-limited link for a person to download an output (CSV, ZIP)
+  under a file name of our choosing;
 
 * :func:`upload_url` — a presigned ``PUT`` for the app to upload the bytes itself (no file
   ever passes through a Lambda);
@@ -43,6 +48,26 @@ def s3() -> Any:
 def forget() -> None:
     """Drop cached clients (tests that swap the AWS backend call this)."""
     _clients.clear()
+
+
+def put_object(key: str, body: bytes | Any, content_type: str) -> None:
+    s3().put_object(Bucket=settings().bucket, Key=key, Body=body, ContentType=content_type)
+
+
+def get_object(key: str) -> bytes:
+    return s3().get_object(Bucket=settings().bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+
+
+def delete_object(key: str) -> None:
+    s3().delete_object(Bucket=settings().bucket, Key=key)
+
+
+def attachment_url(key: str, file_name: str, ttl_s: int | None = None) -> str:
+    """A SigV4 presigned GET (X-Amz-Expires) that downloads as ``file_name``."""
+    return s3().generate_presigned_url(  # type: ignore[no-any-return]
+        "get_object", ExpiresIn=ttl_s or settings().download_ttl_s,
+        Params={"Bucket": settings().bucket, "Key": key,
+                "ResponseContentDisposition": f'attachment; filename="{file_name}"'})
 
 
 def upload_url(key: str, expires_s: int = 3600) -> str:

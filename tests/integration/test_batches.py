@@ -26,18 +26,18 @@ HEADER = ["ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status", "QR
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch):
     from chalicelib.core.config import reload_settings
-    from chalicelib.services import batches, jobs
+    from chalicelib.services import batches, files, jobs
 
     monkeypatch.setenv("FLEETBOX_BATCH_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")  # what bootstrap creates
     reload_settings()
     jobs.forget()
-    batches.forget()
+    files.forget()
     yield
     monkeypatch.undo()
     reload_settings()
     jobs.forget()
-    batches.forget()
+    files.forget()
 
 
 # ------------------------------------------------------------------ helpers
