@@ -19,3 +19,6 @@ app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry
 app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
 app.register_blueprint(stats.bp)           # /v1/stats/*
 app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
+from chalicelib.handlers import forward, rules as rule_routes  # noqa: E402
+app.register_blueprint(rule_routes.bp)     # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
+app.register_blueprint(forward.bp)         # SQS `forward` worker: rule actions and webhooks
