@@ -72,6 +72,18 @@ def text_field(action: dict, name: str, path: str, *, required: bool = True, max
     return value
 
 
+def not_own(name: str, path: str) -> None:
+    """Fleetbox's own tables, queues and buckets are never rule targets (a rule could otherwise
+    overwrite API keys).  On AWS the function role may only write targets named
+    ``fleetbox-{stage}-sink-*`` (.chalice/policy-*.json), so name them that way."""
+    from ..core.config import settings
+
+    prefix = settings().resource_prefix
+    if name.startswith(prefix) and not name.startswith(prefix + "sink-"):
+        raise errors.invalid("ActionInvalid", f"{path}: Fleetbox's own resources cannot be rule targets; "
+                             f"name targets {prefix}sink-…", path)
+
+
 def template_ok(text: str) -> bool:
     """Every ``${…}`` names a key (letters, digits, _ and . for nested keys)."""
     return all(re.fullmatch(r"[A-Za-z0-9_.\-]+", name) for name in _VAR.findall(text)) and text.count("${") == len(

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..core import errors
 from . import codes
-from .base import RETRY_S, Delivery, aws, aws_failure, template_ok, text_field
+from .base import RETRY_S, Delivery, aws, aws_failure, not_own, template_ok, text_field
 from .webhook import Outcome
 
 CODE = codes.FORWARD_DYNAMODB_ERR
@@ -32,6 +32,7 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
         if isinstance(spec, (dict, list)):
             raise errors.invalid("ActionInvalid", f"{path}.fields.{name} must be a string, number or boolean",
                                  f"{path}.fields.{name}")
+    not_own(table, f"{path}.table")
     return {"type": "dynamodb", "table": table, "fields": dict(fields)}
 
 

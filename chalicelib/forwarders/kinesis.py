@@ -6,7 +6,7 @@ from typing import Any
 
 from ..core import errors
 from . import codes
-from .base import RETRY_S, Delivery, aws, aws_failure, template_ok, text_field
+from .base import RETRY_S, Delivery, aws, aws_failure, not_own, template_ok, text_field
 from .webhook import Outcome
 
 CODE = codes.FORWARD_KINESIS_ERR
@@ -19,6 +19,7 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     key = text_field(action, "partition_key", path, required=False, max_len=256) or "${productId}/${deviceName}"
     if not template_ok(key):
         raise errors.invalid("ActionInvalid", f"{path}.partition_key: ${{…}} must name a key", f"{path}.partition_key")
+    not_own(name, f"{path}.stream_name")
     return {"type": "kinesis", "stream_name": name, "partition_key": key}
 
 

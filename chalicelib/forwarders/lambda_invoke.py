@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import codes
-from .base import RETRY_S, Delivery, aws, aws_failure, text_field
+from .base import RETRY_S, Delivery, aws, aws_failure, not_own, text_field
 from .webhook import Outcome
 
 CODE = codes.FORWARD_LAMBDA_ERR
@@ -15,6 +15,7 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     name = text_field(action, "function_name", path, max_len=170,
                       pattern=r"(arn:aws[a-z\-]*:lambda:[a-z0-9\-]+:\d{12}:function:)?[A-Za-z0-9_\-]{1,64}(:[A-Za-z0-9_$\-]+)?",
                       rule="must be a Lambda function name or ARN")
+    not_own(name.split(":function:")[-1], f"{path}.function_name")
     return {"type": "lambda", "function_name": name}
 
 

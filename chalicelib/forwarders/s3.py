@@ -6,7 +6,7 @@ from typing import Any
 
 from ..core import errors
 from . import codes
-from .base import RETRY_S, Delivery, aws, aws_failure, template_ok, text_field
+from .base import RETRY_S, Delivery, aws, aws_failure, not_own, template_ok, text_field
 from .webhook import Outcome
 
 CODE = codes.FORWARD_S3_ERR
@@ -20,6 +20,7 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     key = text_field(action, "key", path, required=False, max_len=512) or DEFAULT_KEY
     if not template_ok(key):
         raise errors.invalid("ActionInvalid", f"{path}.key: ${{…}} must name a key", f"{path}.key")
+    not_own(bucket, f"{path}.bucket")
     return {"type": "s3", "bucket": bucket, "key": key}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import codes
-from .base import RETRY_S, Delivery, aws, aws_failure, text_field
+from .base import RETRY_S, Delivery, aws, aws_failure, not_own, text_field
 from .webhook import Outcome
 
 CODE = codes.FORWARD_SNS_ERR
@@ -14,6 +14,7 @@ __all__ = ["CODE", "RETRY_S", "validate", "send"]
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     arn = text_field(action, "topic_arn", path, pattern=r"arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-.]{1,256}",
                      rule="must be an SNS topic ARN")
+    not_own(arn.rsplit(":", 1)[-1], f"{path}.topic_arn")
     return {"type": "sns", "topic_arn": arn}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import codes
-from .base import RETRY_S, Delivery, aws, aws_failure, text_field
+from .base import RETRY_S, Delivery, aws, aws_failure, not_own, text_field
 from .webhook import Outcome
 
 CODE = codes.FORWARD_SQS_ERR
@@ -13,6 +13,7 @@ __all__ = ["CODE", "RETRY_S", "validate", "send"]
 
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     url = text_field(action, "queue_url", path, pattern=r"https?://\S{1,1000}", rule="must be an SQS queue URL")
+    not_own(url.rstrip("/").rsplit("/", 1)[-1], f"{path}.queue_url")
     return {"type": "sqs", "queue_url": url}
 
 

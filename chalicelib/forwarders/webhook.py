@@ -158,9 +158,11 @@ def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, loopback
         return "a link-local address"
     if ip.is_multicast:
         return "a multicast address"
+    if ip.is_unspecified or ip.is_reserved:
+        return "a reserved address"
     if ip.is_private:
         return "a private address"
-    if ip.is_reserved or ip.is_unspecified or not ip.is_global:
+    if not ip.is_global:
         return "a reserved address"
     return None
 
