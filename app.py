@@ -5,6 +5,7 @@ from chalicelib.handlers import access, devices, meta, middleware, products
 from chalicelib.handlers import authorizer, registration
 from chalicelib.handlers import device_data, iot, stats
 from chalicelib.handlers import workers
+from chalicelib.handlers import forward, rules, streams
 
 app = Chalice(app_name="fleetbox")
 
@@ -19,6 +20,6 @@ app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry
 app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
 app.register_blueprint(stats.bp)           # /v1/stats/*
 app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
-from chalicelib.handlers import forward, rules as rule_routes  # noqa: E402
-app.register_blueprint(rule_routes.bp)     # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
+app.register_blueprint(rules.bp)           # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
+app.register_blueprint(streams.bp)         # /v1/streams: message push data streams (SPEC §9.3)
 app.register_blueprint(forward.bp)         # SQS `forward` worker: rule actions and webhooks

@@ -379,5 +379,8 @@ def deliver(target: Target | Mapping[str, Any], body: Any, *, target_id: str, we
     data = _body_bytes(body)
     job = {"k": "hook", "id": wid, "n": 0, "tid": target_id, "target": target.as_dict(),
            "body": base64.b64encode(data).decode(), "pid": product_id, "dn": device_name}
-    engine.enqueue([job], delay_s=delay_s, strict=True)
+    if engine.enqueue([job], delay_s=delay_s):
+        # the queue refused it: recorded as a replayable dead letter, never dropped
+        engine.dead_letter(job, target_id=target_id, attempts=0,
+                           reason="the forward queue refused the delivery (replay it when the queue is back)")
     return wid

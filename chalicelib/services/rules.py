@@ -460,7 +460,28 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
                 retry.add(owners[j])
     _write_diagnostics(messages, diags)
     _count(messages, hits, owners, jobs)
+    _to_streams(messages)
     return sorted(retry)
+
+
+def _to_streams(messages: list[Inbound]) -> None:
+    """Accepted property reports feed the message push data streams (SPEC §9.3)."""
+    import json
+
+    from . import streams
+
+    reports = []
+    for m in messages:
+        if not m.topic.startswith("thing/up/property/"):
+            continue
+        try:
+            body = json.loads(m.payload)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(body, dict) and body.get("method") == "report" and isinstance(body.get("params"), dict):
+            reports.append((m.product_id, m.device_name, body["params"]))
+    if reports:
+        streams.on_reports(reports)
 
 
 def _write_diagnostics(messages: list[Inbound], diags: list[tuple]) -> None:
