@@ -261,6 +261,26 @@ def _read_limited(resp: Any, limit: int, deadline: float) -> bytes:
     return out[:limit]
 
 
+def _drain(resp: Any, deadline: float) -> bytes:
+    """The start of the response body.  A small body with a length is read to its end so the
+    connection goes back to the pool (keep-alive); anything else is cut and the connection closed."""
+    length = resp.headers.get("Content-Length")
+    try:
+        if length is not None and length.isdigit() and int(length) <= 65536:
+            out = b""
+            for chunk in resp.iter_content(chunk_size=16384):
+                out += chunk
+                if time.monotonic() > deadline:
+                    resp.close()
+                    break
+            return out
+        out = _read_limited(resp, SNIPPET, deadline)
+        resp.close()
+        return out
+    finally:
+        resp.raw.release_conn() if not resp.raw.closed else None
+
+
 def _body_bytes(body: Any) -> bytes:
     if isinstance(body, (bytes, bytearray)):
         return bytes(body)
@@ -296,15 +316,12 @@ def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> O
     except requests.exceptions.RequestException as exc:
         return Outcome(False, latency_ms=_ms(started), error=f"request failed: {_short(exc)}",
                        code=codes.FORWARD_THIRD_SYSTEM_ERR, permanent=isinstance(exc, ValueError))
+    status = resp.status_code
     try:
-        try:
-            raw = _read_limited(resp, SNIPPET, started + max_attempt_s())
-        except requests.exceptions.RequestException:
-            raw = b""
-        snippet = raw.decode("utf-8", errors="replace")
-        status = resp.status_code
-    finally:
-        resp.close()
+        raw = _drain(resp, started + max_attempt_s())
+    except requests.exceptions.RequestException:
+        raw = b""
+    snippet = raw[:SNIPPET].decode("utf-8", errors="replace")
     latency = _ms(started)
     if 200 <= status < 300:
         return Outcome(True, status, latency, snippet)

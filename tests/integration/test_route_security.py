@@ -28,7 +28,8 @@ def test_every_v1_route_goes_through_the_route_kit():
 def _fill(path: str, pid: str, dn: str) -> str:
     values = {"product_id": pid, "device_name": dn, "key_id": "aaaaaaaaaaaaaaaa", "principal_id": "root",
               "application_id": "app-000000000000", "name": "data",
-              "property_id": "brightness", "action_id": "unlock", "client_token": "clientToken-0"}
+              "property_id": "brightness", "action_id": "unlock", "client_token": "clientToken-0",
+              "letter_id": "0000000000000abcd", "stream_id": "st-000000000000"}
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
