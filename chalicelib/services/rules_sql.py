@@ -417,7 +417,7 @@ def parse(sql: str) -> Query:
 # ===================================================================== run-time helpers
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """What a rule sees of one message (besides its parsed payload)."""
 
