@@ -390,3 +390,91 @@ def test_burst_of_1000_with_half_failing_counts_in_equal_delivered_plus_dead(
     numbers = {h.body["payload"]["n"] for h in receiver.ok_hits()}
     assert len(numbers) == len(delivered)
     assert engine.enqueue([]) == []
+
+
+def test_fleetbox_own_resources_are_never_rule_targets(api: Any, loopback: None) -> None:
+    for action, field in ([{"type": "dynamodb", "table": "fleetbox-test-api_keys", "fields": {"a": "${a}"}}, "table"],
+                          [{"type": "s3", "bucket": "fleetbox-test-files"}, "bucket"],
+                          [{"type": "sqs", "queue_url": "https://sqs.us-east-1.amazonaws.com/1/fleetbox-test-jobs"},
+                           "queue_url"]):
+        err = expect_error(api.post("/v1/rules", {"name": "own", "sql": SQL, "actions": [action]}), 400,
+                           "InvalidParameterValue.ActionInvalid", f"actions[0].{field}")
+        assert "sink-" in err["message"]
+    make_rule(api, "sink", [{"type": "dynamodb", "table": "fleetbox-test-sink-readings", "fields": {"a": "${a}"}}])
+
+
+def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback: None,
+                                                              device: tuple[str, str]) -> None:
+    from chalicelib.protocol.events import presence_event
+    from chalicelib.services import presence
+
+    pid, dn = device
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    qurl = sqs.create_queue(QueueName="status-sink")["QueueUrl"]
+    make_rule(api, "status", [{"type": "sqs", "queue_url": qurl}], sql="SELECT * FROM '$status/+/+'")
+    now = int(time.time() * 1000)
+    presence.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=now, ip="10.0.0.9", session_id="s1"))
+    presence.handle(presence_event(f"{pid}{dn}", False, timestamp_ms=now + 1000, session_id="s1"))
+    drain(lambda: api.get("/v1/rules/status").json["stats"]["forwards_ok"] == 2)
+    bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=qurl, MaxNumberOfMessages=10)["Messages"]]
+    assert sorted(b["Event"] for b in bodies) == ["Offline", "Online"]
+    for b in bodies:
+        assert b["MsgType"] == "StatusChange" and b["ProductId"] == pid and b["DeviceName"] == dn
+        assert b["Topic"] == f"$status/{pid}/{dn}"
+        assert json.loads(base64.b64decode(b["Payload"]))["event"] == b["Event"]
+
+
+def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopback: None,
+                                                               device: tuple[str, str]) -> None:
+    from chalicelib.services import publisher
+
+    pid, dn = device
+    tries: list[float] = []
+
+    class Deaf:
+        def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+            tries.append(time.time())
+            return False
+
+    publisher.use(Deaf())
+    make_rule(api, "repub", [{"type": "republish", "topic": f"{pid}/{dn}/control"}], sql="SELECT a FROM '+/+/data'")
+    uplink(pid, dn, {"a": 1}, qos=1)
+    drain(lambda: api.get("/v1/rules/repub").json["stats"]["dead_letters"] == 1, timeout=30)
+    offsets = [t - tries[0] for t in tries]
+    assert len(tries) == 4, offsets
+    for got, want in zip(offsets[1:], (3, 6, 9)):
+        assert want - 0.1 <= got <= want + 2.5, offsets
+    now = int(time.time() * 1000)
+    codes = [e["code"] for e in api.get(
+        f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]]
+    assert codes == ["Rule_Repub_System_Err"]
+    tries.clear()
+    uplink(pid, dn, {"a": 2}, qos=0)  # QoS 0: one attempt, nobody listening is not a failure
+    drain(lambda: api.get("/v1/rules/repub").json["stats"]["forwards_ok"] == 1)
+    assert len(tries) == 1
+
+
+def test_refused_forward_jobs_are_dead_lettered_not_lost(api: Any, loopback: None, device: tuple[str, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.forwarders import engine
+
+    pid, dn = device
+    make_rule(api, "refused", [{"type": "republish", "topic": "x/y"}], sql="SELECT a FROM '+/+/data'")
+    real = engine._sqs()
+
+    class Refusing:
+        """The forward queue refuses every entry (throttled, or an outage)."""
+
+        def get_queue_url(self, **kw: Any) -> Any:
+            return real.get_queue_url(**kw)
+
+        def send_message_batch(self, **kw: Any) -> Any:
+            return {"Successful": [], "Failed": [{"Id": e["Id"], "Code": "ThrottlingException", "SenderFault": False}
+                                               for e in kw["Entries"]]}
+
+    monkeypatch.setattr(engine, "_sqs", lambda: Refusing())
+    result = uplink(pid, dn, {"a": 1})
+    assert result.failed == [] and result.processed == 1
+    letter, = api.get("/v1/dead-letters").json["items"]
+    assert "forward queue refused" in letter["reason"] and letter["rule"] == "refused"
+    assert api.get("/v1/rules/refused").json["stats"]["dead_letters"] == 1
