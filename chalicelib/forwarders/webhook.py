@@ -20,7 +20,9 @@ it has a secret (``whsec_`` + base64, :func:`new_secret`), the Standard Webhooks
 ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256(secret,
 "{id}.{timestamp}.{body}")>``.
 
-Connections come from one pooled ``requests.Session`` per process; every attempt is bounded by
+The SSRF guard runs on the URL's resolved addresses before each attempt and again on the peer
+of every new connection (before the request is sent), so DNS rebinding cannot reach a private
+address.  Connections come from one pooled ``requests.Session`` per process; every attempt is bounded by
 (connect, read) timeouts from the settings plus an overall guard on reading the response, so an
 attempt never outlives :data:`MAX_ATTEMPT_S` — far under the forward queue's visibility timeout.
 Redirects are not followed (a redirect could point anywhere, SSRF).
@@ -232,11 +234,52 @@ def session() -> Any:
 
                 s = requests.Session()
                 adapter = HTTPAdapter(pool_connections=32, pool_maxsize=32, max_retries=0)
+                _guard_pools(adapter)
                 s.mount("http://", adapter)
                 s.mount("https://", adapter)
                 s.trust_env = False  # no proxy from the environment: the SSRF guard checked the real host
                 _session = s
     return _session
+
+
+def _check_peer(sock: Any) -> None:
+    """The address actually connected to must pass the guard too: a name that resolved to a
+    public address at the check and to a private one at connect time (DNS rebinding) is cut
+    off before a byte of the request is sent."""
+    try:
+        peer = sock.getpeername()[0]
+    except OSError:
+        return
+    why = _address_allowed(ipaddress.ip_address(str(peer).split("%", 1)[0]), settings().allow_loopback_targets)
+    if why is not None:
+        sock.close()
+        raise Blocked(f"the connection went to {peer}, {why}")
+
+
+def _guard_pools(adapter: Any) -> None:
+    """Give this adapter (only) connection classes that check the peer right after connecting."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class GuardedHTTP(HTTPConnection):
+        def _new_conn(self) -> Any:
+            sock = super()._new_conn()
+            _check_peer(sock)
+            return sock
+
+    class GuardedHTTPS(HTTPSConnection):
+        def _new_conn(self) -> Any:
+            sock = super()._new_conn()
+            _check_peer(sock)
+            return sock
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = GuardedHTTP
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPS
+
+    adapter.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -305,6 +348,9 @@ def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> O
         resp = session().post(target.url, data=data, headers=signed_headers(target, data, webhook_id),
                               timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
                               allow_redirects=False, stream=True)
+    except Blocked as exc:
+        return Outcome(False, latency_ms=_ms(started), error=f"blocked: {exc}", code=codes.FORWARD_THIRD_SYSTEM_ERR,
+                       permanent=True)
     except requests.exceptions.ConnectTimeout:
         return Outcome(False, latency_ms=_ms(started), error="connect timeout",
                        code=codes.FORWARD_THIRD_NOT_RESPONDING)
@@ -365,7 +411,7 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
     try:
         resp = session().get(url, headers=headers, timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
                              allow_redirects=False, stream=True)
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, Blocked) as exc:
         raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification request failed: {_short(exc)}",
                              field) from None
     try:

@@ -93,3 +93,30 @@ def test_retry_after_parsing() -> None:
     assert webhook._retry_after("7") == 7.0
     assert webhook._retry_after(None) is None and webhook._retry_after("soon") is None
     assert 0 <= webhook._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_a_connection_to_a_private_peer_is_cut_before_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name passed the check, the connection lands on loopback — refused."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+    server = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    port = server.server_address[1]
+    # the pre-flight check sees a public address; the connection really goes to 127.0.0.1
+    monkeypatch.setattr(webhook, "resolve", lambda url: ("rebind.example", port, ["93.184.216.34"]))
+    outcome = webhook.attempt({"url": f"http://127.0.0.1:{port}/x"}, {"a": 1}, "msg_1")
+    server.server_close()
+    assert not outcome.ok and outcome.permanent and "127.0.0.1" in (outcome.error or "")
+    assert seen == []
