@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from botocore.exceptions import ClientError
-
 from ..core import clock, errors
 from ..core.config import settings
 from ..core.observability import logger
@@ -384,13 +382,14 @@ class Inbound:
     event: str | None = None
 
 
-def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[int], dict[str, int], list[tuple]]:
-    """Jobs for ``messages``: (jobs, index of the message of each job, hits per rule, diagnostics)."""
+def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, str]], list[tuple]]:
+    """Jobs for ``messages``: (jobs, index of the message of each job, (message index, rule) of
+    every match, diagnostics)."""
     from ..forwarders import engine
 
     jobs: list[dict[str, Any]] = []
     owners: list[int] = []
-    hits: dict[str, int] = {}
+    matches: list[tuple[int, str]] = []
     diags: list[tuple] = []
     for i, m in enumerate(messages):
         levels = m.topic.split("/")
@@ -410,7 +409,7 @@ def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[in
                 if parsed is rules_sql.UNDEFINED and rule.compiled.uses_payload and m.payload:
                     diags.append((m, "Payload_Not_JSON", f"rule {rule.name} reads JSON fields; the payload is not JSON"))
                 continue
-            hits[rule.name] = hits.get(rule.name, 0) + 1
+            matches.append((i, rule.name))
             if msg_doc is None:
                 msg_doc = {"pid": m.product_id, "dn": m.device_name, "topic": m.topic, "qos": m.qos,
                            "ts": m.timestamp_ms, "seq": _seq_of(m.timestamp_ms),
@@ -427,7 +426,7 @@ def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[in
                 jobs.append({"k": "rule", "id": engine.new_webhook_id(), "n": 0, "t0": None, "st": "a",
                              "r": rule.name, "a": a, "msg": dict(msg_doc, mt=mt), "out": out_doc})
                 owners.append(i)
-    return jobs, owners, hits, diags
+    return jobs, owners, matches, diags
 
 
 def on_uplink(messages: list[Inbound]) -> list[int]:
@@ -441,11 +440,12 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
     if not messages:
         return []
     try:
-        jobs, owners, hits, diags = evaluate(messages)
+        jobs, owners, matches, diags = evaluate(messages)
     except Exception:  # noqa: BLE001 - e.g. the rules table unreadable: re-deliver the batch later
         logger.exception("rule evaluation failed; the messages will be re-delivered")
         return list(range(len(messages)))
     retry: set[int] = set()
+    dead: dict[str, int] = {}
     if jobs:
         refused = engine.enqueue(jobs)
         for j in refused:
@@ -454,12 +454,12 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
                 engine.dead_letter(job, target_id=f"rule/{job['r']}/{job['a']}",
                                    reason="the forward queue refused the job (replay it when the queue is back)",
                                    attempts=0)
-                hits[job["r"] + "\x00dead"] = hits.get(job["r"] + "\x00dead", 0) + 1
+                dead[job["r"]] = dead.get(job["r"], 0) + 1
             except Exception:  # noqa: BLE001
                 logger.exception("could not record a refused forward job; the message will be re-delivered")
                 retry.add(owners[j])
     _write_diagnostics(messages, diags)
-    _count(messages, hits, owners, jobs)
+    _count(messages, matches, dead)
     _to_streams(messages)
     return sorted(retry)
 
@@ -492,31 +492,29 @@ def _write_diagnostics(messages: list[Inbound], diags: list[tuple]) -> None:
                                direction="up", ts_ms=m.timestamp_ms)
 
 
-def _count(messages: list[Inbound], hits: dict[str, int], owners: list[int], jobs: list[dict[str, Any]]) -> None:
+def _count(messages: list[Inbound], matches: list[tuple[int, str]], dead: dict[str, int]) -> None:
+    """Per-rule hits (and dead letters of refused jobs): one update per rule; the product's
+    ``rule_hits`` analytics counter: one update per product."""
     from . import analytics
 
     per_rule: dict[str, dict[str, int]] = {}
-    for key, n in hits.items():
-        if "\x00" in key:
-            per_rule.setdefault(key.split("\x00")[0], {})["dead_letters"] = n
-        else:
-            per_rule.setdefault(key, {})["hits"] = n
+    for _, name in matches:
+        per = per_rule.setdefault(name, {})
+        per["hits"] = per.get("hits", 0) + 1
+    for name, n in dead.items():
+        per_rule.setdefault(name, {})["dead_letters"] = n
     for name, deltas in per_rule.items():
         try:
             add_stats(name, deltas)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - statistics never fail the uplink
             logger.exception("rule statistics update failed", extra={"rule": name})
-    if hits:
+    if matches:
         tally = analytics.Tally()
-        seen: set[tuple[int, str]] = set()
-        for j, owner in enumerate(owners):
-            key = (owner, jobs[j]["r"])
-            if key not in seen:
-                seen.add(key)
-                tally.add(messages[owner].product_id, "rule_hits", 1, messages[owner].timestamp_ms)
+        for i, _ in matches:
+            tally.add(messages[i].product_id, "rule_hits", 1, messages[i].timestamp_ms)
         try:
             tally.flush()
-        except (ClientError, Exception):  # noqa: BLE001
+        except Exception:  # noqa: BLE001
             logger.exception("rule hit counters failed")
 
 
