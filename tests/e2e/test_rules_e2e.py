@@ -5,7 +5,6 @@ Webhooks signature with the ``standardwebhooks`` package; retries at +1/+3/+10 s
 the dead letter and its replay with the same ``webhook-id``."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
