@@ -482,7 +482,9 @@ def run_job(job: dict[str, Any], stats: Stats, message_id: str | None = None) ->
     dead_letter(job, target_id=plan.delivery.target_id, reason=reason, attempts=attempt_no)
 
 
-_fanout = ThreadPoolExecutor(max_workers=10, thread_name_prefix="error-actions")
+#: a batch holds ≤ 10 jobs and a rule ≤ 10 error actions: 100 threads keep even a batch of error
+#: jobs to about one attempt's duration (far under the function timeout)
+_fanout = ThreadPoolExecutor(max_workers=100, thread_name_prefix="error-actions")
 
 
 def _run_error_actions(job: dict[str, Any], rule: Any, stats: Stats) -> None:

@@ -13,8 +13,9 @@ into forward jobs.
   letter ("the forward queue refused the job…", replayable); only if that write fails too are
   the messages reported as failed so the uplink stream re-delivers them.  An accepted message
   therefore always ends up delivered, dead-lettered, or re-delivered.
-* Statistics per rule (hits, forwards_ok, failures, dead_letters) are atomic counters in the
-  ``counters`` table, one UpdateItem per rule per batch.
+* Statistics per rule are atomic counters in the ``counters`` table, one UpdateItem per rule
+  per batch: ``hits`` (messages that matched), ``forwards_ok`` (successful deliveries, one per
+  action), ``failures`` (failed attempts, retries included), ``dead_letters``.
 """
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
             raise errors.conflict("ResourceInUse.RuleAlreadyExists", f"rule {name} already exists", "name") from None
         raise
+    _reset_stats(name)  # a rule re-created under an old name starts from zero
     forget()
     return view(rec, {k: 0 for k in STAT_NAMES})
 
@@ -179,6 +181,7 @@ def set_enabled(name: str, enabled: bool) -> dict[str, Any]:
 def delete(name: str) -> None:
     _get(name)
     RuleRecord(account=ACCOUNT, name=name).delete()
+    _reset_stats(name)
     forget()
 
 
@@ -261,6 +264,10 @@ def add_stats(name: str, deltas: dict[str, int]) -> None:
     _ddb().update_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
                        UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in deltas),
                        ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+
+def _reset_stats(name: str) -> None:
+    _ddb().delete_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}})
 
 
 def _stats_of(item: dict[str, Any] | None) -> dict[str, int]:
