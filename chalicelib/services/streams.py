@@ -293,6 +293,17 @@ def _alias(pid: str, dn: str) -> str:
     return str(tags.get("alias") or dn)
 
 
+def _accepted(pid: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Only the values the thing model accepted (a refused "brightness: 120" is never pushed)."""
+    from . import telemetry
+
+    info = telemetry.product_info(pid)
+    if info is None:
+        return {}
+    accepted, _ = info.model.check_properties(params)
+    return accepted
+
+
 def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
     """(product, device, reported params) of accepted property reports → pushes.  Never raises."""
     from ..forwarders import webhook
@@ -302,7 +313,10 @@ def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
     except Exception:  # noqa: BLE001
         logger.exception("streams unavailable; pushes skipped for this batch")
         return
-    for pid, dn, params in reports:
+    for pid, dn, raw in reports:
+        if pid not in streams:
+            continue
+        params = _accepted(pid, raw)
         for rec in streams.get(pid, ()):
             chosen = rec.properties or list(params)
             data = {k: params[k] for k in chosen if k in params}

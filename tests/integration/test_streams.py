@@ -88,6 +88,7 @@ def test_all_and_all_or_filters_and_the_signed_push(api: Any, loopback: None, re
     report(pid, dn, {"temperature": 31, "brightness": 80})         # both pass
     drain(lambda: len(receiver.ok_hits()) == 3)
     report(pid, dn, {"brightness": 10})                             # neither: temperature absent
+    report(pid, dn, {"temperature": 500, "brightness": 10})         # 500 is refused by the thing model
     assert api.post(f"/v1/streams/{and_stream['id']}/disable").json["enabled"] is False
     assert api.post(f"/v1/streams/{or_stream['id']}/disable").json["enabled"] is False
     report(pid, dn, {"temperature": 99, "brightness": 99})          # disabled: nothing
