@@ -7,6 +7,7 @@ from chalicelib.handlers import device_data, iot, stats
 from chalicelib.handlers import workers
 from chalicelib.handlers import batches
 from chalicelib.handlers import ota
+from chalicelib.handlers import forward, rules, streams
 
 app = Chalice(app_name="fleetbox")
 
@@ -23,3 +24,6 @@ app.register_blueprint(stats.bp)           # /v1/stats/*
 app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
 app.register_blueprint(batches.bp)         # /v1/batches, serial numbers, /v1/bindings, product QR (SPEC §7)
 app.register_blueprint(ota.bp)             # /v1/firmware, /v1/ota-tasks, /v1/resources, /v1/resource-tasks
+app.register_blueprint(rules.bp)           # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
+app.register_blueprint(streams.bp)         # /v1/streams: message push data streams (SPEC §9.3)
+app.register_blueprint(forward.bp)         # SQS `forward` worker: rule actions and webhooks

@@ -31,9 +31,13 @@ TABLES = (
     "firmware",
     "ota_tasks",
     "ota_jobs",
+    "rules",
+    "streams",
+    "dead_letters",
+    "deliveries",
 )
 #: logical names of the SQS queues
-QUEUES = ("jobs",)
+QUEUES = ("jobs", "forward")
 #: logical names of the Kinesis streams
 STREAMS = ("uplink",)
 
@@ -98,6 +102,13 @@ class Settings:
     #: Powertools switches, mirrored here so code asks one config object
     tracing: bool = False
     metrics: bool = False
+    #: outgoing webhooks (SPEC §9.2): bounded connect/read timeouts, log/dead-letter retention
+    webhook_connect_timeout_s: float = 3.0
+    webhook_read_timeout_s: float = 10.0
+    delivery_log_days: int = 7
+    dead_letter_days: int = 30
+    #: how long the uplink path reuses its compiled rules before re-reading the rules table
+    rules_cache_s: float = 5.0
     #: extra env seen at load time, for diagnostics only (never secrets)
     endpoint_url: str | None = field(default=None, repr=False)
 
@@ -146,6 +157,11 @@ class Settings:
             download_key=env.get("FLEETBOX_DOWNLOAD_KEY") or None,
             tracing=not _bool(env.get("POWERTOOLS_TRACE_DISABLED"), True),
             metrics=not _bool(env.get("POWERTOOLS_METRICS_DISABLED"), False),
+            webhook_connect_timeout_s=float(env.get("FLEETBOX_WEBHOOK_CONNECT_TIMEOUT_S") or 3.0),
+            webhook_read_timeout_s=float(env.get("FLEETBOX_WEBHOOK_READ_TIMEOUT_S") or 10.0),
+            delivery_log_days=_int(env.get("FLEETBOX_DELIVERY_LOG_DAYS"), 7),
+            dead_letter_days=_int(env.get("FLEETBOX_DEAD_LETTER_DAYS"), 30),
+            rules_cache_s=float(env.get("FLEETBOX_RULES_CACHE_S") or 5.0),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),
         )
 

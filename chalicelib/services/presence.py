@@ -68,6 +68,10 @@ def handle(event: Mapping[str, Any]) -> dict[str, Any]:
             _gateway_gone(pid, dn, ts_ms)
     else:
         return {"applied": False, "reason": "unknown_event_type"}
+    if applied:  # rules see the status change (SPEC §9.1 StatusChange)
+        from . import rules  # noqa: PLC0415
+
+        rules.on_status(pid, dn, kind == "connected", ts_ms)
     return {"applied": applied, "device": f"{pid}/{dn}", "event": kind}
 
 

@@ -448,8 +448,21 @@ def process_batch(messages: list[UplinkMessage]) -> BatchResult:
     if late_rows:
         _write_rows(late_rows, result)
     result.requests += tally.flush()
+    result.failed.extend(_to_rules(devices))
     result.failed = sorted(set(result.failed))
     return result
+
+
+def _to_rules(devices: dict[tuple[str, str], _Device]) -> list[int]:
+    """Hand the batch's accepted messages to the rule engine (SPEC §9.1); the indexes it
+    returns could not be queued nor recorded and are re-delivered by the stream."""
+    from . import rules  # noqa: PLC0415 - the engine imports forwarders lazily
+
+    accepted = [m for d in devices.values() if not d.failed and not d.dropped for m in d.msgs if not m.refused_by]
+    redo = rules.on_uplink([rules.Inbound(m.topic.product_id, m.topic.device_name, m.msg.topic.lstrip("$"),
+                                          m.msg.payload, m.msg.qos, m.msg.timestamp_ms or clock.now_ms())
+                            for m in accepted])
+    return [accepted[i].index for i in redo]
 
 
 def deliver(topic: str, payload: dict, qos: int = 0) -> bool:

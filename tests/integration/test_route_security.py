@@ -30,7 +30,8 @@ def _fill(path: str, pid: str, dn: str) -> str:
               "application_id": "app-000000000000", "name": "data",
               "property_id": "brightness", "action_id": "unlock", "client_token": "clientToken-0",
               "batch_id": "batnosuchbatch0000", "binding_id": f"{pid}{dn}.aaaaaaaaaaaa", "user_id": "u1",
-              "firmware_id": "fwaaaaaaaaaaaa", "task_id": "otaaaaaaaaaaaa", "resource_id": "rsaaaaaaaaaaaa"}
+              "firmware_id": "fwaaaaaaaaaaaa", "task_id": "otaaaaaaaaaaaa", "resource_id": "rsaaaaaaaaaaaa",
+              "letter_id": "0000000000000abcd", "stream_id": "st-000000000000"}
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 

@@ -1,0 +1,87 @@
+"""HTTP routes of the message push data streams (SPEC §9.3, §16)."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, String, page_of
+from ..services import streams
+from .api import Ctx, decode_token, encode_token, route
+from .schemas import PAGING
+
+bp = Blueprint(__name__)
+TAG = "streams"
+
+NAME = String(min_len=1, max_len=64, code="StreamNameInvalid", rule="must be 1-64 characters")
+OUTPUT = Json(object_only=True, description='{"type":"custom_push","url","token"?,"title","content"} '
+                                           "(templates: ${property}, ${ProductId}, ${DeviceName}, ${Alias})")
+CONDITION = Json(object_only=True, description='{"property","op": = != > >= < <= contains,"value"}')
+FIELDS = {
+    "properties": Array(String(min_len=1, max_len=64), max_items=100, code="PropertiesInvalid",
+                        description="properties fed to the stream (none = all)"),
+    "match": Enum(("all", "any"), code="MatchInvalid", description="all-AND or all-OR of the conditions"),
+    "conditions": Array(CONDITION, max_items=streams.MAX_CONDITIONS, code="ConditionInvalid"),
+    "outputs": Array(OUTPUT, min_items=1, max_items=streams.MAX_OUTPUTS, code="OutputInvalid"),
+    "enabled": Boolean(description="enabling verifies every output URL (Echostr)"),
+}
+StreamCreate = Model("StreamCreate", {
+    "name": String(required=True, min_len=1, max_len=64, code="StreamNameInvalid", rule="must be 1-64 characters"),
+    "product_id": String(required=True, min_len=1, max_len=32, code="ProductIdInvalid"),
+    **{k: v for k, v in FIELDS.items() if k != "outputs"},
+    "outputs": Array(OUTPUT, required=True, min_items=1, max_items=streams.MAX_OUTPUTS, code="OutputInvalid"),
+})
+StreamPut = Model("StreamPut", {"name": NAME, **FIELDS})
+Stream = Model("Stream", {
+    "id": String(), "name": String(), "product_id": String(), "properties": Array(String()), "match": String(),
+    "conditions": Array(CONDITION), "outputs": Array(OUTPUT), "enabled": Boolean(), "created_at": Integer(),
+    "updated_at": Integer(),
+})
+
+
+def stream_res(params: Any, body: Any) -> str:
+    return f"stream/{params.get('stream_id', '*')}"
+
+
+@route(bp, "POST", "/v1/streams", action="CreateDataStream", resource="stream/*", tag=TAG,
+       summary="Create a message push data stream", body=StreamCreate, response=Stream, status=201)
+def create_stream(ctx: Ctx) -> dict[str, Any]:
+    return streams.create(ctx.body)
+
+
+@route(bp, "GET", "/v1/streams", action="DescribeDataStreams", resource="stream/*", listing=True, tag=TAG,
+       summary="List data streams", response=page_of(Stream), query=PAGING)
+def list_streams(ctx: Ctx) -> dict[str, Any]:
+    items, nxt = streams.list_streams(limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
+    return {"items": items, "total": len(items) if nxt is None and "next" not in ctx.query else None,
+            "next": encode_token(nxt)}
+
+
+@route(bp, "GET", "/v1/streams/{stream_id}", action="DescribeDataStream", resource=stream_res, tag=TAG,
+       summary="Get a data stream", response=Stream)
+def get_stream(ctx: Ctx) -> dict[str, Any]:
+    return streams.describe(ctx.params["stream_id"])
+
+
+@route(bp, "PUT", "/v1/streams/{stream_id}", action="ModifyDataStream", resource=stream_res, tag=TAG,
+       summary="Edit a data stream", body=StreamPut, response=Stream)
+def put_stream(ctx: Ctx) -> dict[str, Any]:
+    return streams.modify(ctx.params["stream_id"], dict(ctx.body))
+
+
+@route(bp, "DELETE", "/v1/streams/{stream_id}", action="DeleteDataStream", resource=stream_res, tag=TAG,
+       summary="Delete a data stream", status=204)
+def delete_stream(ctx: Ctx) -> None:
+    streams.delete(ctx.params["stream_id"])
+
+
+@route(bp, "POST", "/v1/streams/{stream_id}/enable", action="EnableDataStream", resource=stream_res, tag=TAG,
+       summary="Enable a data stream (its URLs must pass the Echostr verification)", response=Stream)
+def enable_stream(ctx: Ctx) -> dict[str, Any]:
+    return streams.set_enabled(ctx.params["stream_id"], True)
+
+
+@route(bp, "POST", "/v1/streams/{stream_id}/disable", action="DisableDataStream", resource=stream_res, tag=TAG,
+       summary="Disable a data stream (it processes nothing)", response=Stream)
+def disable_stream(ctx: Ctx) -> dict[str, Any]:
+    return streams.set_enabled(ctx.params["stream_id"], False)

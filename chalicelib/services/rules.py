@@ -1,0 +1,540 @@
+"""Rules (SPEC §9.1): CRUD, enable/disable, statistics, and the uplink hook that turns matches
+into forward jobs.
+
+* A rule is compiled when it is saved (:mod:`rules_sql`: errors carry the SQL position) and its
+  actions validated by their forwarder modules (``chalicelib/forwarders/<kind>.py``).
+  Enabling a rule with HTTP actions runs the Echostr verification of each URL first.
+* The uplink path (:func:`on_uplink`, one call at the end of ``telemetry.process_batch``) and
+  presence (:func:`on_status`) evaluate the account's enabled rules from an in-process cache
+  (re-read every ``FLEETBOX_RULES_CACHE_S``, 5 s), indexed by the first level of their topic
+  filter, and queue one forward job per (message, matching rule, action) with SendMessageBatch.
+  Nothing waits for a destination.
+* If the forward queue refuses jobs even after retries, each refused job is written as a dead
+  letter ("the forward queue refused the job…", replayable); only if that write fails too are
+  the messages reported as failed so the uplink stream re-delivers them.  An accepted message
+  therefore always ends up delivered, dead-lettered, or re-delivered.
+* Statistics per rule are atomic counters in the ``counters`` table, one UpdateItem per rule
+  per batch: ``hits`` (messages that matched), ``forwards_ok`` (successful deliveries, one per
+  action), ``failures`` (failed attempts, retries included), ``dead_letters``.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..core import clock, errors
+from ..core.config import settings
+from ..core.observability import logger
+from ..models.rules import RuleRecord
+from . import rules_sql
+from .paging import checked_start, expect_key
+
+ACCOUNT = "main"
+NAME_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
+MAX_ACTIONS = 10
+STATS_PK = "rule-stats"
+STAT_NAMES = ("hits", "forwards_ok", "failures", "dead_letters")
+STATUS_PREFIX = "$status"
+
+
+# ===================================================================== validation
+
+
+def _sql_error(exc: rules_sql.SqlError) -> errors.FleetboxError:
+    err = errors.invalid("SqlInvalid", f"sql: {exc.message} (at character {exc.position})", "sql")
+    err.details = {"position": exc.position}
+    return err
+
+
+def compile_sql(sql: str) -> rules_sql.CompiledRule:
+    try:
+        return rules_sql.compile_rule(sql)
+    except rules_sql.SqlError as exc:
+        raise _sql_error(exc) from None
+
+
+def _actions(values: Any, path: str, previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    from ..forwarders import engine
+
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise errors.invalid("ActionInvalid", f"{path} must be a list", path)
+    if len(values) > MAX_ACTIONS:
+        raise errors.FleetboxError("LimitExceeded.ActionLimit", f"{path} holds at most {MAX_ACTIONS} actions", path)
+    out = []
+    for i, action in enumerate(values):
+        p = f"{path}[{i}]"
+        if not isinstance(action, dict):
+            raise errors.invalid("ActionInvalid", f"{p} must be an object", p)
+        kind = action.get("type")
+        if kind not in engine.KINDS:
+            raise errors.invalid("ActionInvalid", f"{p}.type must be one of {', '.join(engine.KINDS)}", f"{p}.type")
+        if kind == "http" and not action.get("secret") and previous:
+            # keep the signing secret of the same URL across edits (receivers hold it)
+            same = [a for a in previous if a.get("type") == "http" and a.get("url") == action.get("url")]
+            if same:
+                action = dict(action, secret=same[0].get("secret"))
+        out.append(engine.kind_module(kind).validate(action, p))
+    return out
+
+
+def _verify(actions: list[dict[str, Any]], path: str) -> None:
+    from ..forwarders import engine
+
+    for i, action in enumerate(actions):
+        mod = engine.kind_module(action["type"])
+        if hasattr(mod, "verify"):
+            mod.verify(action, f"{path}[{i}]")
+
+
+# ===================================================================== CRUD
+
+
+def view(rec: RuleRecord, stats: dict[str, int] | None = None) -> dict[str, Any]:
+    compiled = compile_sql(rec.sql)
+    return {"name": rec.name, "description": rec.description or "", "sql": rec.sql, "enabled": bool(rec.enabled),
+            "topic_filter": compiled.topic_filter, "actions": rec.actions or [], "error_actions": rec.error_actions or [],
+            "created_at": int(rec.created_at), "updated_at": int(rec.updated_at), "note": rec.note,
+            "stats": stats if stats is not None else get_stats(rec.name)}
+
+
+def _get(name: str, consistent: bool = True) -> RuleRecord:
+    try:
+        return RuleRecord.get(ACCOUNT, name, consistent_read=consistent)
+    except RuleRecord.DoesNotExist:
+        raise errors.not_found("RuleNotExist", f"rule {name} does not exist", "name") from None
+
+
+def create(body: dict[str, Any]) -> dict[str, Any]:
+    from pynamodb.exceptions import PutError
+
+    name = body["name"]
+    compile_sql(body["sql"])
+    actions = _actions(body.get("actions"), "actions")
+    error_actions = _actions(body.get("error_actions"), "error_actions")
+    enabled = bool(body.get("enabled", False))
+    if enabled:
+        _verify(actions, "actions")
+        _verify(error_actions, "error_actions")
+    now = clock.now_s()
+    rec = RuleRecord(account=ACCOUNT, name=name, description=body.get("description") or "", sql=body["sql"],
+                     enabled=enabled, actions=actions, error_actions=error_actions, created_at=now, updated_at=now)
+    try:
+        rec.save(condition=RuleRecord.name.does_not_exist())
+    except PutError as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            raise errors.conflict("ResourceInUse.RuleAlreadyExists", f"rule {name} already exists", "name") from None
+        raise
+    _reset_stats(name)  # a rule re-created under an old name starts from zero
+    forget()
+    return view(rec, {k: 0 for k in STAT_NAMES})
+
+
+def describe(name: str) -> dict[str, Any]:
+    return view(_get(name, consistent=False))
+
+
+def modify(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    rec = _get(name)
+    if "sql" in body:
+        compile_sql(body["sql"])
+        rec.sql = body["sql"]
+    if "description" in body:
+        rec.description = body["description"] or ""
+    if "actions" in body:
+        rec.actions = _actions(body["actions"], "actions", rec.actions)
+    if "error_actions" in body:
+        rec.error_actions = _actions(body["error_actions"], "error_actions", rec.error_actions)
+    if "enabled" in body:
+        rec.enabled = bool(body["enabled"])
+    if rec.enabled and ("actions" in body or "error_actions" in body or body.get("enabled")):
+        _verify(rec.actions or [], "actions")
+        _verify(rec.error_actions or [], "error_actions")
+    rec.note = None
+    rec.updated_at = clock.now_s()
+    rec.save()
+    forget()
+    return view(rec)
+
+
+def set_enabled(name: str, enabled: bool) -> dict[str, Any]:
+    rec = _get(name)
+    if enabled:
+        _verify(rec.actions or [], "actions")
+        _verify(rec.error_actions or [], "error_actions")
+        # a target the engine stopped after a 410 is tried again once the user re-enables
+        rec.actions = [{k: v for k, v in a.items() if k != "disabled"} for a in rec.actions or []]
+        rec.note = None
+    rec.enabled = enabled
+    rec.updated_at = clock.now_s()
+    rec.save()
+    forget()
+    return view(rec)
+
+
+def delete(name: str) -> None:
+    _get(name)
+    RuleRecord(account=ACCOUNT, name=name).delete()
+    _reset_stats(name)
+    forget()
+
+
+def list_rules(*, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    expect_key(start, {"account": "S", "name": "S"}, {"account": ACCOUNT})
+    with checked_start(start):
+        res = RuleRecord.query(ACCOUNT, limit=limit, last_evaluated_key=start)
+        recs = list(res)
+        last = res.last_evaluated_key
+    stats = get_stats_many([r.name for r in recs])
+    return [view(r, stats.get(r.name)) for r in recs], last
+
+
+def disable_action(name: str, index: int, reason: str) -> None:
+    """A target answered 410 Gone: stop sending to it (the user re-enables the rule to resume)."""
+    try:
+        rec = _get(name)
+        actions = list(rec.actions or [])
+        if index < len(actions):
+            actions[index] = dict(actions[index], disabled=reason[:200])
+            rec.actions = actions
+            rec.note = f"action {index} stopped: {reason[:200]}"
+            rec.save()
+            forget()
+    except Exception:  # noqa: BLE001
+        logger.exception("could not stop a gone target", extra={"rule": name})
+
+
+def debug(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Run a rule (saved, or the ``sql`` given) on a sample topic and payload; nothing is forwarded."""
+    sql = body.get("sql") or _get(name, consistent=False).sql
+    compiled = compile_sql(sql)
+    topic = body["topic"]
+    payload = body.get("payload")
+    if isinstance(payload, str):
+        raw = payload.encode()
+    elif payload is None:
+        raw = b""
+    else:
+        import json
+
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    if body.get("payload_base64"):
+        try:
+            raw = base64.b64decode(body["payload_base64"], validate=True)
+        except ValueError:
+            raise errors.invalid("PayloadInvalid", "payload_base64 is not base64", "payload_base64") from None
+    levels = topic.split("/")
+    pid = body.get("product_id") or (levels[0] if len(levels) >= 3 else "")
+    dn = body.get("device_name") or (levels[1] if len(levels) >= 3 else "")
+    msg = rules_sql.Message(pid, dn, topic, raw, clock.now_ms(), 0, levels=levels)
+    matched_topic = compiled.matches(levels)
+    parsed = rules_sql.parse_payload(raw)
+    output = compiled.evaluate(parsed, msg) if matched_topic else None
+    result: dict[str, Any] = {"topic_matched": matched_topic, "matched": output is not None,
+                              "payload_json": parsed is not rules_sql.UNDEFINED}
+    if isinstance(output, (bytes, bytearray)):
+        result["output_base64"] = base64.b64encode(output).decode()
+        result["output"] = None
+    else:
+        result["output"] = output
+    return result
+
+
+# ===================================================================== statistics
+
+
+def _ddb() -> Any:
+    from .txn import connection
+
+    return connection().client
+
+
+def add_stats(name: str, deltas: dict[str, int]) -> None:
+    deltas = {k: v for k, v in deltas.items() if v and k in STAT_NAMES}
+    if not deltas:
+        return
+    names = {f"#{k}": k for k in deltas}
+    values = {f":{k}": {"N": str(v)} for k, v in deltas.items()}
+    _ddb().update_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
+                       UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in deltas),
+                       ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+
+def _reset_stats(name: str) -> None:
+    _ddb().delete_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}})
+
+
+def _stats_of(item: dict[str, Any] | None) -> dict[str, int]:
+    item = item or {}
+    return {k: int(item[k]["N"]) if k in item else 0 for k in STAT_NAMES}
+
+
+def get_stats(name: str) -> dict[str, int]:
+    out = _ddb().get_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
+                          ConsistentRead=True)
+    return _stats_of(out.get("Item"))
+
+
+def get_stats_many(names: list[str]) -> dict[str, dict[str, int]]:
+    table = settings().table("counters")
+    found: dict[str, dict[str, int]] = {n: _stats_of(None) for n in names}
+    for start in range(0, len(names), 100):
+        keys = [{"pk": {"S": STATS_PK}, "sk": {"S": n}} for n in names[start:start + 100]]
+        pending: dict[str, Any] = {table: {"Keys": keys}}
+        while pending:
+            out = _ddb().batch_get_item(RequestItems=pending)
+            for item in (out.get("Responses") or {}).get(table, []):
+                found[item["sk"]["S"]] = _stats_of(item)
+            pending = out.get("UnprocessedKeys") or {}
+    return found
+
+
+# ===================================================================== compiled cache
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    name: str
+    compiled: rules_sql.CompiledRule
+    actions: list[dict[str, Any]]
+    error_actions: list[dict[str, Any]]
+    enabled: bool
+
+
+@dataclass
+class _Cache:
+    at: float
+    by_name: dict[str, LiveRule]
+    #: first filter level ("+"/"#" for wildcards) -> enabled rules
+    index: dict[str, list[LiveRule]]
+
+
+_cache: _Cache | None = None
+_cache_lock = threading.Lock()
+
+
+def forget() -> None:
+    """Drop the compiled-rules cache (after an edit in this process; tests)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
+
+
+def _load() -> _Cache:
+    by_name: dict[str, LiveRule] = {}
+    index: dict[str, list[LiveRule]] = {}
+    for rec in RuleRecord.query(ACCOUNT):
+        try:
+            compiled = rules_sql.compile_rule(rec.sql)
+        except rules_sql.SqlError:
+            logger.error("a stored rule no longer compiles; skipped", extra={"rule": rec.name})
+            continue
+        live = LiveRule(rec.name, compiled, list(rec.actions or []), list(rec.error_actions or []), bool(rec.enabled))
+        by_name[rec.name] = live
+        if live.enabled:
+            first = compiled.filter_levels[0]
+            index.setdefault("*" if first in ("+", "#") else first, []).append(live)
+    return _Cache(time.monotonic(), by_name, index)
+
+
+def _current() -> _Cache:
+    global _cache
+    c = _cache
+    if c is not None and time.monotonic() - c.at < settings().rules_cache_s:
+        return c
+    with _cache_lock:
+        c = _cache
+        if c is None or time.monotonic() - c.at >= settings().rules_cache_s:
+            c = _cache = _load()
+    return c
+
+
+def lookup(name: str) -> LiveRule | None:
+    """A rule as the engine runs it (cached; None when it does not exist)."""
+    return _current().by_name.get(name)
+
+
+def candidates(levels: list[str]) -> list[LiveRule]:
+    idx = _current().index
+    return idx.get(levels[0], []) + idx.get("*", []) if levels else []
+
+
+# ===================================================================== the uplink hook
+
+_seq = itertools.count()
+
+
+def _seq_of(ts_ms: int) -> int:
+    """An increasing int per process (ms time + a 3-digit counter), the envelopes' ``seq``."""
+    return ts_ms * 1000 + next(_seq) % 1000
+
+
+@dataclass
+class Inbound:
+    """One accepted message handed to the rule engine."""
+
+    product_id: str
+    device_name: str
+    topic: str          # without a leading "$"
+    payload: bytes
+    qos: int
+    timestamp_ms: int
+    msg_type: str = "Publish"
+    event: str | None = None
+
+
+def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, str]], list[tuple]]:
+    """Jobs for ``messages``: (jobs, index of the message of each job, (message index, rule) of
+    every match, diagnostics)."""
+    from ..forwarders import engine
+
+    jobs: list[dict[str, Any]] = []
+    owners: list[int] = []
+    matches: list[tuple[int, str]] = []
+    diags: list[tuple] = []
+    for i, m in enumerate(messages):
+        levels = m.topic.split("/")
+        rules = [r for r in candidates(levels) if r.compiled.matches(levels)]
+        if not rules:
+            continue
+        parsed = rules_sql.parse_payload(m.payload)
+        ctx = rules_sql.Message(m.product_id, m.device_name, m.topic, m.payload, m.timestamp_ms, m.qos, levels=levels)
+        msg_doc: dict[str, Any] | None = None
+        for rule in rules:
+            try:
+                out = rule.compiled.evaluate(parsed, ctx)
+            except Exception as exc:  # noqa: BLE001 - a rule bug never blocks the uplink
+                diags.append((m, "Rule_Process_SQL_Err", f"rule {rule.name}: {type(exc).__name__}: {str(exc)[:200]}"))
+                continue
+            if out is None:
+                if parsed is rules_sql.UNDEFINED and rule.compiled.uses_payload and m.payload:
+                    diags.append((m, "Payload_Not_JSON", f"rule {rule.name} reads JSON fields; the payload is not JSON"))
+                continue
+            matches.append((i, rule.name))
+            if msg_doc is None:
+                msg_doc = {"pid": m.product_id, "dn": m.device_name, "topic": m.topic, "qos": m.qos,
+                           "ts": m.timestamp_ms, "seq": _seq_of(m.timestamp_ms),
+                           "raw": base64.b64encode(m.payload[:4096]).decode()}
+                if m.event:
+                    msg_doc["ev"] = m.event
+            is_raw = isinstance(out, (bytes, bytearray))
+            mt = m.msg_type if m.msg_type == "StatusChange" else (
+                "Publish" if is_raw or (parsed is not rules_sql.UNDEFINED and out == parsed) else "Forward")
+            out_doc = {"b": base64.b64encode(out).decode()} if is_raw else {"j": out}
+            for a, action in enumerate(rule.actions):
+                if action.get("disabled"):
+                    continue
+                jobs.append({"k": "rule", "id": engine.new_webhook_id(), "n": 0, "t0": None, "st": "a",
+                             "r": rule.name, "a": a, "msg": dict(msg_doc, mt=mt), "out": out_doc})
+                owners.append(i)
+    return jobs, owners, matches, diags
+
+
+def on_uplink(messages: list[Inbound]) -> list[int]:
+    """Evaluate the enabled rules on accepted messages and queue their forward jobs.
+
+    Returns the indexes (into ``messages``) that must be re-delivered: only those whose jobs
+    could neither be queued nor recorded as dead letters.  Never raises.
+    """
+    from ..forwarders import engine
+
+    if not messages:
+        return []
+    try:
+        jobs, owners, matches, diags = evaluate(messages)
+    except Exception:  # noqa: BLE001 - e.g. the rules table unreadable: re-deliver the batch later
+        logger.exception("rule evaluation failed; the messages will be re-delivered")
+        return list(range(len(messages)))
+    retry: set[int] = set()
+    dead: dict[str, int] = {}
+    if jobs:
+        refused = engine.enqueue(jobs)
+        for j in refused:
+            job = jobs[j]
+            try:
+                engine.dead_letter(job, target_id=f"rule/{job['r']}/{job['a']}",
+                                   reason="the forward queue refused the job (replay it when the queue is back)",
+                                   attempts=0)
+                dead[job["r"]] = dead.get(job["r"], 0) + 1
+            except Exception:  # noqa: BLE001
+                logger.exception("could not record a refused forward job; the message will be re-delivered")
+                retry.add(owners[j])
+    _write_diagnostics(messages, diags)
+    _count(messages, matches, dead)
+    _to_streams(messages)
+    return sorted(retry)
+
+
+def _to_streams(messages: list[Inbound]) -> None:
+    """Accepted property reports feed the message push data streams (SPEC §9.3)."""
+    import json
+
+    from . import streams
+
+    reports = []
+    for m in messages:
+        if not m.topic.startswith("thing/up/property/"):
+            continue
+        try:
+            body = json.loads(m.payload)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(body, dict) and body.get("method") == "report" and isinstance(body.get("params"), dict):
+            reports.append((m.product_id, m.device_name, body["params"]))
+    if reports:
+        streams.on_reports(reports)
+
+
+def _write_diagnostics(messages: list[Inbound], diags: list[tuple]) -> None:
+    from . import device_logs
+
+    for m, code, text in diags[:100]:
+        device_logs.diagnostic(m.product_id, m.device_name, code, text, topic=m.topic, payload=m.payload,
+                               direction="up", ts_ms=m.timestamp_ms)
+
+
+def _count(messages: list[Inbound], matches: list[tuple[int, str]], dead: dict[str, int]) -> None:
+    """Per-rule hits (and dead letters of refused jobs): one update per rule; the product's
+    ``rule_hits`` analytics counter: one update per product."""
+    from . import analytics
+
+    per_rule: dict[str, dict[str, int]] = {}
+    for _, name in matches:
+        per = per_rule.setdefault(name, {})
+        per["hits"] = per.get("hits", 0) + 1
+    for name, n in dead.items():
+        per_rule.setdefault(name, {})["dead_letters"] = n
+    for name, deltas in per_rule.items():
+        try:
+            add_stats(name, deltas)
+        except Exception:  # noqa: BLE001 - statistics never fail the uplink
+            logger.exception("rule statistics update failed", extra={"rule": name})
+    if matches:
+        tally = analytics.Tally()
+        for i, _ in matches:
+            tally.add(messages[i].product_id, "rule_hits", 1, messages[i].timestamp_ms)
+        try:
+            tally.flush()
+        except Exception:  # noqa: BLE001
+            logger.exception("rule hit counters failed")
+
+
+def on_status(product_id: str, device_name: str, online: bool, ts_ms: int) -> None:
+    """A device went online/offline: rules see a StatusChange message on ``$status/{pid}/{dn}``
+    with payload ``{"event":"Online"|"Offline","productId","deviceName","time"}``."""
+    import json
+
+    event = "Online" if online else "Offline"
+    payload = json.dumps({"event": event, "productId": product_id, "deviceName": device_name,
+                          "time": ts_ms}, separators=(",", ":")).encode()
+    try:
+        on_uplink([Inbound(product_id, device_name, f"{STATUS_PREFIX}/{product_id}/{device_name}", payload, 1, ts_ms,
+                           "StatusChange", event)])
+    except Exception:  # noqa: BLE001 - presence must not fail on the rule engine
+        logger.exception("status change rules failed", extra={"device": f"{product_id}/{device_name}"})
