@@ -102,9 +102,15 @@ def start_stack(home: Path, **env_overrides: str) -> StackProcess:
         "FLEETBOX_HTTP_PORT": str(free_port()),
         "FLEETBOX_MQTT_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
+        # the session's stack serves many test modules and the README walkthrough: the unit and
+        # integration suites' 50-device quota (tests/conftest.py) is far too small for all of them
+        "FLEETBOX_DEVICE_QUOTA": "100000",
     })
     env.update(env_overrides)
     log_path = home / "stack.log"
+    info_path = home / ".fleetbox" / "local.json"
+    # a stack killed with SIGKILL leaves its local.json behind: wait for a new one, not that one
+    stale = info_path.read_bytes() if info_path.exists() else None
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "infra.local"], cwd=REPO_ROOT, env=env,
@@ -116,8 +122,9 @@ def start_stack(home: Path, **env_overrides: str) -> StackProcess:
         if process.poll() is not None:
             raise AssertionError(f"the local stack exited with {process.returncode} during start-up\n"
                                  f"{stack.log_text()[-4000:]}")
-        if stack.info_path.exists():
-            stack.info = json.loads(stack.info_path.read_text(encoding="utf-8"))
+        current = stack.info_path.read_bytes() if stack.info_path.exists() else None
+        if current is not None and current != stale:
+            stack.info = json.loads(current.decode("utf-8"))
             return stack
         if time.monotonic() > deadline:
             stack.kill()

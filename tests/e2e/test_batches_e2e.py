@@ -22,6 +22,7 @@ import requests
 
 from tests.e2e.conftest import StackProcess, start_stack
 from tests.e2e.fleet import Api, Device, credentials, wait_until
+from tests.qrscan import scan
 
 pytestmark = pytest.mark.e2e
 
@@ -115,14 +116,6 @@ def password_check_passes(pid: str, name: str, psk: str, stored_secret: str) -> 
         return False
 
 
-def decode(png: bytes) -> str:
-    import zxingcpp
-    from PIL import Image
-
-    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
-    assert len(found) == 1
-    return found[0].text
-
 
 # ------------------------------------------------------------------ the 10,000-device batch
 
@@ -152,7 +145,7 @@ def test_a_10000_device_batch_with_qr_codes_completes_with_valid_outputs(api, st
         f"{r['DeviceName']}.png" for r in rows)
     assert read_csv(archive.read("devices.csv")) == rows
     for r in random.sample(rows, 40):
-        doc = json.loads(decode(archive.read(f"{r['DeviceName']}.png")))
+        doc = json.loads(scan(archive.read(f"{r['DeviceName']}.png")))
         assert doc["ProductId"] == pid and doc["DeviceName"] == r["DeviceName"]
         assert doc["Signature"] == hmac.new(r["DevicePsk"].encode(), (pid + r["DeviceName"]).encode(),
                                             hashlib.sha256).hexdigest()
@@ -215,7 +208,7 @@ def test_binding_a_scanned_device_code(api, big):
     job = big["job"]
     archive = zipfile.ZipFile(io.BytesIO(download(job["download_url"])))
     name = read_csv(archive.read("devices.csv"))[7]["DeviceName"]
-    code = decode(archive.read(f"{name}.png"))
+    code = scan(archive.read(f"{name}.png"))
     first = api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "alice"}).json()
     assert api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "alice"}).json()["id"] == first["id"]
     forged = json.dumps({**json.loads(code), "Signature": "0" * 64}, separators=(",", ":"))
@@ -252,7 +245,6 @@ def test_a_killed_stack_resumes_the_batch_to_the_same_result(tmp_path: Path):
         assert seen["status"] == "processing" and seen["processed"] < n, seen
     finally:
         first.kill()  # SIGKILL: the worker dies holding its message
-    first.info_path.unlink()  # a crashed stack leaves its local.json; wait for the new one's
     second = start_stack(home, **env, FLEETBOX_LOG_LEVEL="INFO")
     try:
         api = Api(second.info)

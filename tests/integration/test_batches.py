@@ -18,6 +18,7 @@ import requests
 
 from tests.integration.conftest import PRODUCT
 from tests.integration.helpers import expect_error
+from tests.qrscan import scan
 
 CHUNK = 10
 HEADER = ["ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status", "QRCode"]
@@ -132,14 +133,6 @@ def authenticates(pid: str, name: str, psk: str) -> bool:
         return False
 
 
-def decode_png(png: bytes) -> str:
-    import zxingcpp
-    from PIL import Image
-
-    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
-    assert len(found) == 1
-    return found[0].text
-
 
 # ------------------------------------------------------------------ acceptance
 
@@ -167,7 +160,7 @@ def test_auto_batch_with_qr_codes_makes_every_device_its_row_and_png(api):
         assert authenticates(pid, r["DeviceName"], r["DevicePsk"])
     for r in rows[::6]:
         # the PNG scans to the CSV's QR content, whose signature is HMAC(DevicePsk, pid + name)
-        content = decode_png(archive.read(f"{r['DeviceName']}.png"))
+        content = scan(archive.read(f"{r['DeviceName']}.png"))
         assert content == r["QRCode"]
         doc = json.loads(content)
         assert list(doc) == ["ProductId", "DeviceName", "Signature"] and " " not in content
