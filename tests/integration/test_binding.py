@@ -12,7 +12,8 @@ import pytest
 
 from tests.integration.conftest import PRODUCT
 from tests.integration.helpers import expect_error
-from tests.integration.test_batches import decode_png, fetch, finished, small_chunks  # noqa: F401 - autouse fixture
+from tests.integration.test_batches import fetch, finished, small_chunks  # noqa: F401 - autouse fixture
+from tests.qrscan import scan
 
 
 def product(api: Any, release: bool = True, **extra: Any) -> str:
@@ -110,7 +111,7 @@ def test_the_product_code_scans_and_binds_with_the_paired_device_name(api):
     device(api, pid, "plug-1")
     png = raw_get(api, f"/v1/products/{pid}/qrcode", accept="image/png")  # binary: API Gateway needs the Accept
     assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
-    content = decode_png(png.body)
+    content = scan(png.body)
     assert api.get(f"/v1/products/{pid}/qrcode?format=json").json["content"] == content
     svg = raw_get(api, f"/v1/products/{pid}/qrcode?format=svg")
     assert svg.status_code == 200 and svg.body.startswith(b"<svg")
@@ -140,7 +141,7 @@ def test_serial_numbers_imei_import_and_binding_by_sn(api):
     sns = [r.split(",")[1] for r in csv_rows[1:]]
     assert len(set(sns)) == 12 and sorted(archive.namelist()) == sorted([f"{s}.png" for s in sns]
                                                                          + ["serial_numbers.csv"])
-    assert decode_png(archive.read(f"{sns[0]}.png")) == pid + sns[0]
+    assert scan(archive.read(f"{sns[0]}.png")) == pid + sns[0]
 
     template = raw_get(api, f"/v1/products/{pid}/serial-numbers/template")
     assert template.status_code == 200 and template.body.decode().strip() == "SN,IMEI"
