@@ -2,7 +2,8 @@
 bridge and the rule engine queue a forward job, the worker loop's ``forward`` handler delivers it
 to a receiver on loopback that checks the SHA1 signature with its own code and the Standard
 Webhooks signature with the ``standardwebhooks`` package; retries at +1/+3/+10 s, the error action,
-the dead letter and its replay with the same ``webhook-id``."""
+the dead letter and its replay with the same ``webhook-id``; and a 1,000-message burst with the
+receiver failing half the time, where every message ends delivered or dead-lettered."""
 from __future__ import annotations
 
 import time
@@ -119,3 +120,51 @@ def test_receiver_down_retries_then_error_action_then_dead_letter_then_replay(ap
     finally:
         back.stop()
     api.call("DELETE", f"/v1/rules/{name}", 204)
+
+
+def test_a_burst_of_1000_device_messages_with_half_failing_ends_delivered_or_dead_lettered(
+        api, custom_pid, device00):
+    """Count in = delivered + dead-lettered, end to end: 1,000 MQTT publishes → uplink stream →
+    rule → forward queue → a receiver that fails half of all requests (then retries at
+    +1/+3/+10 s, then the dead letter).  Nothing is lost and nothing is delivered twice."""
+    receiver = Receiver(token="tok123", fail_rate=0.5).start()
+    name = f"burst{uuid.uuid4().hex[:6]}"
+    try:
+        created = api.call("POST", "/v1/rules", 201, json={
+            "name": name, "sql": "SELECT n FROM '/+/data' WHERE burst = 1", "enabled": True,
+            "actions": [{"type": "http", "url": receiver.url, "token": "tok123"}]}).json()
+        receiver.secret = created["actions"][0]["secret"]
+        for n in range(1000):
+            device00.publish(f"{custom_pid}/device00/data", {"n": n, "burst": 1}, qos=1)
+            time.sleep(0.02)  # 50/s: under the broker's per-connection publish limit (100/s)
+
+        def stats():
+            return api.call("GET", f"/v1/rules/{name}", 200).json()["stats"]
+
+        assert wait_until(lambda: sum(stats()[k] for k in ("forwards_ok", "dead_letters")) >= 1000,
+                          timeout=240, interval=1.0), stats()
+        final = stats()
+        ok = receiver.ok_hits()
+        print(f"burst: {final}; receiver saw {len(receiver.hits)} requests")
+        delivered = {h.headers["webhook-id"] for h in ok}
+        letters, params = [], {"rule": name, "limit": 100}
+        while True:
+            page = api.call("GET", "/v1/dead-letters", 200, params=params).json()
+            letters += page["items"]
+            if not page.get("next"):
+                break
+            params["next"] = page["next"]
+        assert final["hits"] == 1000
+        assert len(ok) == len(delivered) == final["forwards_ok"]  # no message delivered twice
+        assert len(letters) == final["dead_letters"]
+        assert len(delivered) + len(letters) == 1000
+        assert not delivered & {letter["webhook_id"] for letter in letters}
+        # every message reached the receiver at least once, under one webhook-id for all its attempts
+        seen = {h.headers["webhook-id"] for h in receiver.hits}
+        assert seen == delivered | {letter["webhook_id"] for letter in letters} and len(seen) == 1000
+        numbers = {h.body["payload"]["n"] for h in ok}
+        assert len(numbers) == len(ok)
+        assert all(h.sha1_valid and h.standard_valid for h in ok)
+    finally:
+        receiver.stop()
+        api.call("DELETE", f"/v1/rules/{name}", 204)

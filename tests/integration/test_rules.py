@@ -355,10 +355,14 @@ def test_410_stops_the_target_and_429_honours_retry_after(api: Any, loopback: No
     assert len(receiver.hits) == 1
 
 
-def test_burst_of_1000_with_half_failing_counts_in_equal_delivered_plus_dead(
+BURST = 200
+
+
+def test_a_burst_with_half_failing_counts_in_equal_delivered_plus_dead(
         api: Any, loopback: None, receiver: Receiver, device: tuple[str, str]) -> None:
-    """1,000 matches queued by the rule engine at once (the uplink hook's evaluate + enqueue);
-    the receiver fails half of the requests; every message ends delivered or dead-lettered."""
+    """200 matches queued by the rule engine at once (the uplink hook's evaluate + enqueue);
+    the receiver fails half of the requests; every message ends delivered or dead-lettered.
+    (The 1,000-message burst runs end to end through MQTT in tests/e2e/test_rules_e2e.py.)"""
     from chalicelib.forwarders import engine
     from chalicelib.services import rules
 
@@ -367,17 +371,17 @@ def test_burst_of_1000_with_half_failing_counts_in_equal_delivered_plus_dead(
     make_rule(api, "burst", [{"type": "http", "url": receiver.url, "token": "tok123"}], sql="SELECT n FROM '+/+/data' WHERE n >= 0")
     now = int(time.time() * 1000)
     batch = [rules.Inbound(pid, dn, f"{pid}/{dn}/data", json.dumps({"n": i}).encode(), 1, now + i)
-             for i in range(1000)]
+             for i in range(BURST)]
     assert rules.on_uplink(batch) == []
 
     def settled() -> bool:
         s = api.get("/v1/rules/burst").json["stats"]
-        return s["forwards_ok"] + s["dead_letters"] == 1000
+        return s["forwards_ok"] + s["dead_letters"] == BURST
 
-    drain(settled, timeout=110)
+    drain(settled, timeout=60)
     stats = api.get("/v1/rules/burst").json["stats"]
     delivered = receiver.delivered_ids()
-    assert stats["hits"] == 1000 and stats["forwards_ok"] == len(delivered)
+    assert stats["hits"] == BURST and stats["forwards_ok"] == len(delivered)
     letters: list[dict[str, Any]] = []
     page = api.get("/v1/dead-letters?limit=100").json
     letters += page["items"]
@@ -385,7 +389,7 @@ def test_burst_of_1000_with_half_failing_counts_in_equal_delivered_plus_dead(
         page = api.get(f"/v1/dead-letters?limit=100&next={page['next']}").json
         letters += page["items"]
     assert len(letters) == stats["dead_letters"] > 0
-    assert len(delivered) + len(letters) == 1000
+    assert len(delivered) + len(letters) == BURST
     assert not delivered & {letter["webhook_id"] for letter in letters}
     numbers = {h.body["payload"]["n"] for h in receiver.ok_hits()}
     assert len(numbers) == len(delivered)
