@@ -44,9 +44,9 @@ package: $(STAMP)
 	    --merge-template infra/aws/resources.yaml build/package
 	@echo "template: build/package/sam.yaml  bundle: build/package/deployment.zip"
 
-## bench: every benchmark under bench/ (each prints its figures and a baseline ratio)
+## bench: every benchmark under bench/ (each prints its figures and a baseline ratio; bench/_*.py are their helpers)
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf build .fleetbox .pytest_cache

@@ -38,42 +38,11 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._stack import dynamodb_calls, start_stack  # noqa: E402
+
 WRITE_OPS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 PRODUCT = {"category": "custom", "device_type": "device", "comm_method": "wifi", "auth_type": "key",
            "data_protocol": "thing_model"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_stack(home: Path, devices: int, chunk: int) -> tuple[subprocess.Popen, dict]:
-    env = dict(os.environ, FLEETBOX_HOME=str(home), FLEETBOX_HTTP_PORT=str(free_port()),
-               FLEETBOX_MQTT_PORT=str(free_port()), FLEETBOX_COUNT_AWS_CALLS="1",
-               FLEETBOX_DEVICE_QUOTA=str(2 * devices + 100), FLEETBOX_BATCH_CHUNK_SIZE=str(chunk))
-    for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_STAGE"):
-        env.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=REPO, env=env,
-                            stdout=open(home / "stack.log", "wb"), stderr=subprocess.STDOUT)
-    info_path = home / ".fleetbox" / "local.json"
-    deadline = time.time() + 90
-    while not info_path.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            raise SystemExit(f"the local stack did not start; see {home / 'stack.log'}")
-        time.sleep(0.2)
-    return proc, json.loads(info_path.read_text())
-
-
-def dynamodb_calls(home: Path) -> dict[str, int]:
-    try:
-        doc = json.loads((home / ".fleetbox" / "aws_calls.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return dict(doc.get("dynamodb", {}))
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -134,7 +103,8 @@ def main() -> int:
     qr_code = not args.no_qr
 
     home = Path(tempfile.mkdtemp(prefix="fleetbox-bench-"))
-    proc, info = start_stack(home, args.devices, args.chunk)
+    proc, info = start_stack(home, FLEETBOX_DEVICE_QUOTA=str(2 * args.devices + 100),
+                             FLEETBOX_BATCH_CHUNK_SIZE=str(args.chunk))
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {info['admin_api_key']}"
     base = info["api_url"]

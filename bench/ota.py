@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -42,11 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench._stack import free_port  # noqa: E402
 
 
 def dynamodb_total() -> int:

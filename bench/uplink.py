@@ -18,10 +18,7 @@ more about moto than about DynamoDB; the requests-per-report figure carries over
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._stack import dynamodb_calls, start_stack  # noqa: E402
 from infra.local.broker import LocalBroker  # noqa: E402
 from infra.local.simulate import Api, Simulator, load_devices  # noqa: E402
 
@@ -39,40 +37,6 @@ MODEL = {"version": "1.0", "properties": [
     {"id": "brightness", "name": "Brightness", "mode": "rw", "define": {"type": "int", "min": "0", "max": "100", "step": "1"}},
     {"id": "temperature", "name": "Temp", "mode": "r", "define": {"type": "float", "min": "-40", "max": "85", "step": "0.1"}}],
     "events": [], "actions": []}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_stack(home: Path, devices: int) -> tuple[subprocess.Popen, dict]:
-    env = dict(os.environ, FLEETBOX_HOME=str(home), FLEETBOX_HTTP_PORT=str(free_port()),
-               FLEETBOX_MQTT_PORT=str(free_port()), FLEETBOX_COUNT_AWS_CALLS="1",
-               FLEETBOX_DEVICE_QUOTA=str(devices + 100),
-               # re-authorising 1,000 sessions every minute would add its reads to the count
-               FLEETBOX_MQTT_REAUTH_S="3600")
-    for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_STAGE"):
-        env.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=REPO, env=env,
-                            stdout=open(home / "stack.log", "wb"), stderr=subprocess.STDOUT)
-    info_path = home / ".fleetbox" / "local.json"
-    deadline = time.time() + 90
-    while not info_path.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            raise SystemExit(f"the local stack did not start; see {home / 'stack.log'}")
-        time.sleep(0.2)
-    return proc, json.loads(info_path.read_text())
-
-
-def dynamodb_calls(home: Path) -> dict[str, int]:
-    """DynamoDB requests the stack has made so far, by operation."""
-    try:
-        doc = json.loads((home / ".fleetbox" / "aws_calls.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return dict(doc.get("dynamodb", {}))
 
 
 def measure(sim: Simulator, seconds: float, counter: str, before_window=None,
@@ -100,7 +64,8 @@ def main() -> int:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="fleetbox-bench-"))
-    proc, info = start_stack(home, args.devices)
+    # re-authorising 1,000 sessions every minute would add its reads to the count
+    proc, info = start_stack(home, FLEETBOX_DEVICE_QUOTA=str(args.devices + 100), FLEETBOX_MQTT_REAUTH_S="3600")
     try:
         api = Api(info["api_url"], info["admin_api_key"])
         pid = api.call("POST", "/v1/products", json={
