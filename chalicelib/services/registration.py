@@ -13,7 +13,8 @@ A device holding ProductId, ProductSecret and its own DeviceName asks for its De
    product's ``registered_count`` — an atomic conditional counter — is below
    ``register_limit``;
 4. an existing device may register again only while it has never connected (status
-   ``inactive``): a new secret replaces the old one; a disabled device is refused.
+   ``inactive``): it gets its existing secret back (never a new one: a factory-burned device
+   must keep working), or a new one if it was made without; a disabled device is refused.
 
 Every refusal is a :class:`Refusal` (code, legacy code, reason) and, when the device
 exists, a ``Dev_Register_Failed`` diagnostic in its log.  Nothing here ever logs a secret.
@@ -134,27 +135,39 @@ def _create(product: ProductRecord, device_name: str) -> tuple[str, bool]:
 
 
 def _reregister(product: ProductRecord, rec: DeviceRecord) -> str:
-    """An existing device that never connected gets new credentials (they replace the old)."""
+    """An existing device that never connected gets its credentials.  A device that already has
+    them (burned in at the factory, or from an earlier registration) gets the same ones back —
+    they are never replaced, or a shipped device could no longer log in; a device made without
+    them (a one-type-one-secret batch) gets new ones, written only if none appeared meanwhile."""
     if not rec.enabled:
         raise refuse("device_disabled", f"device {rec.product_id}/{rec.device_name} is disabled")
     if rec.status != "inactive" or rec.activated_at is not None:
         raise refuse("activated", f"device {rec.product_id}/{rec.device_name} has already connected; "
                                   f"delete it before registering it again")
-    now = clock.now_s()
     if product.auth_type == "certificate":
+        if rec.cert_pem and rec.key_pem:
+            return proto.cert_plaintext(rec.cert_pem, rec.key_pem)
         cert_pem, key_pem = certificates.issue_for_device(rec.product_id, rec.device_name)
         actions = [DeviceRecord.cert_pem.set(cert_pem), DeviceRecord.key_pem.set(key_pem)]
         plaintext = proto.cert_plaintext(cert_pem, key_pem)
+        unset = DeviceRecord.cert_pem.does_not_exist()
     else:
+        if rec.secret:
+            return proto.psk_plaintext(rec.secret)
         secret = ids.device_secret()
         actions = [DeviceRecord.secret.set(secret)]
         plaintext = proto.psk_plaintext(secret)
+        unset = DeviceRecord.secret.does_not_exist()
     cond = ((DeviceRecord.status == "inactive") & DeviceRecord.activated_at.does_not_exist()
-            & (DeviceRecord.enabled == True))  # noqa: E712 - a DynamoDB condition, not a comparison
+            & (DeviceRecord.enabled == True) & unset)  # noqa: E712 - a DynamoDB condition, not a comparison
     try:
-        rec.update(actions=actions + [DeviceRecord.updated_at.set(now)], condition=cond)
+        rec.update(actions=actions + [DeviceRecord.updated_at.set(clock.now_s())], condition=cond)
     except UpdateError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            fresh = _device(rec.product_id, rec.device_name)
+            if fresh is not None and fresh.enabled and fresh.status == "inactive" and fresh.activated_at is None \
+                    and (fresh.secret or (fresh.cert_pem and fresh.key_pem)):
+                return _reregister(product, fresh)  # a concurrent registration wrote them first: same answer
             raise refuse("activated", f"device {rec.product_id}/{rec.device_name} connected, was disabled or "
                                       f"was deleted meanwhile; not registered") from None
         raise

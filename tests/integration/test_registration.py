@@ -119,21 +119,23 @@ def mark_connected(pid: str, dn: str) -> None:
 # ------------------------------------------------------------------ v2
 
 
-def test_v2_registers_a_precreated_device_whose_new_secret_then_connects(api):
-    # Given a type-1 product with a pre-created device
+def test_v2_gives_a_precreated_device_its_own_secret_and_never_replaces_it(api):
+    # Given a type-1 product with a pre-created device (its secret burned in at the factory)
     pid, psecret = dynreg_product(api, 1)
-    old = precreate(api, pid, "dev1")
+    burned = precreate(api, pid, "dev1")
     # When the device registers as Tencent's SDK does
     resp = v2_request(api, pid, "dev1", psecret)
-    # Then the payload decrypts (independent AES) to a new key secret
+    # Then the payload decrypts (independent AES) to the device's own secret, not a new one
     body = resp.json["Response"]
     assert set(body) == {"Len", "Payload", "RequestId"} and body["RequestId"] == resp.headers["x-request-id"]
     doc = decrypt(psecret, body["Payload"], body["Len"])
-    assert doc["encryptionType"] == 2 and doc["psk"] != old
+    assert doc["encryptionType"] == 2 and doc["psk"] == burned
     assert body["Len"] == len(json.dumps(doc, separators=(",", ":")))
-    # which authenticates over MQTT, and the old one no longer does
-    assert mqtt_connects(pid, "dev1", doc["psk"])
-    assert not mqtt_connects(pid, "dev1", old)
+    # and registering again (anyone holding the product secret could) changes nothing: the shipped
+    # device still logs in with the secret it was burned with
+    again = decrypt(psecret, *(lambda r: (r["Payload"], r["Len"]))(v2_request(api, pid, "dev1", psecret).json["Response"]))
+    assert again["psk"] == burned
+    assert mqtt_connects(pid, "dev1", burned)
 
 
 def test_v2_accepts_lower_case_headers_any_algorithm_case_and_a_host_without_port(api):
