@@ -1,4 +1,7 @@
-"""``python -m infra.local.moto_fast``: moto's server with one patch for the local stack.
+"""``python -m infra.local.moto_fast``: moto's server for the local stack, with one patch and a guard.
+
+The guard (``infra/local/moto_auth.py``) refuses every request not signed with the stack's own
+secret key (``FLEETBOX_MOTO_SECRET``); the patch follows.
 
 moto's ``TransactWriteItems`` backs up, for rollback, a deep copy of the *whole table* once per
 operation in the transaction: a 99-device transaction against a 10,000-device table copies a
@@ -67,8 +70,33 @@ def apply() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
-if __name__ == "__main__":
-    apply()
-    from moto.server import main
+def serve(host: str, port: int) -> None:
+    """moto.server.main's server, with :class:`~infra.local.moto_auth.SigV4Guard` in front."""
+    import os
+    import signal
 
-    sys.exit(main())
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import run_simple
+
+    from infra.local.moto_auth import SigV4Guard
+
+    os.environ.setdefault("MOTO_PORT", str(port))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    app = DomainDispatcherApplication(create_backend_app)
+    secret = os.environ.get("FLEETBOX_MOTO_SECRET")
+    if not secret:
+        raise SystemExit("FLEETBOX_MOTO_SECRET is not set: the local stack starts this server with its key")
+    guarded = SigV4Guard(app, secret, token=os.environ.get("FLEETBOX_MOTO_TOKEN") or secret)
+    run_simple(host, port, guarded, threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    apply()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    args = parser.parse_args()
+    serve(args.host, args.port)

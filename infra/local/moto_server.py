@@ -63,8 +63,10 @@ class MotoServer:
     """One ``python -m moto.server`` child; optionally with moto's request recorder."""
 
     def __init__(self, host: str = "127.0.0.1", *, port: int | None = None,
-                 recording_path: Path | None = None, log_path: Path | None = None) -> None:
+                 recording_path: Path | None = None, log_path: Path | None = None, secret_key: str) -> None:
         self.host = host
+        #: the key every request must be signed with (infra/local/moto_auth.py)
+        self.secret_key = secret_key
         self.fixed_port = port  # None: any free port
         self.recording_path = recording_path
         self.log_path = log_path
@@ -105,6 +107,7 @@ class MotoServer:
         # Recording is switched on explicitly (start_recording) once replay is done, so
         # neither readiness probes nor a replay end up in the recording.
         env.pop("MOTO_ENABLE_RECORDING", None)
+        env["FLEETBOX_MOTO_SECRET"] = self.secret_key
         if self.recording_path is not None:
             env["MOTO_RECORDER_FILEPATH"] = str(self.recording_path)
         else:
@@ -139,7 +142,10 @@ class MotoServer:
         return False
 
     def _moto_api(self, action: str, *, timeout: float) -> bytes:
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{action}", data=b"", method="POST")
+        from infra.local.moto_auth import TOKEN_HEADER
+
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{action}", data=b"", method="POST",
+                                         headers={TOKEN_HEADER: self.secret_key})
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own child
             return response.read()
 

@@ -139,6 +139,8 @@ class StateDir:
         self.recording = self.path / "moto-recording.jsonl"
         self.pending_messages = self.path / "sqs-pending.json"
         self.admin_key_file = self.path / "admin_api_key"
+        #: the key moto's requests are signed with: recorded requests replay only under it
+        self.moto_secret_file = self.path / "moto_secret_key"
 
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -234,6 +236,19 @@ class StateDir:
 
     def save_admin_key(self, key: str) -> None:
         write_atomic(self.admin_key_file, key.encode())
+
+    def moto_secret(self) -> str:
+        """This state's moto key: made once, kept (recorded requests are signed with it)."""
+        try:
+            key = self.moto_secret_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            key = ""
+        if not key:
+            import secrets
+
+            key = secrets.token_urlsafe(30)
+            write_atomic(self.moto_secret_file, key.encode())
+        return key
 
 
 def _saved_message(message: dict) -> dict:

@@ -15,11 +15,11 @@ from infra.local.moto_server import MotoServer
 
 @pytest.fixture()
 def ddb(tmp_path):
-    server = MotoServer("127.0.0.1", log_path=tmp_path / "moto.log")
+    server = MotoServer("127.0.0.1", log_path=tmp_path / "moto.log", secret_key="test-secret")
     server.start()
     try:
         client = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
+                              aws_access_key_id="testing", aws_secret_access_key="test-secret")
         client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                                                   {"AttributeName": "sk", "AttributeType": "S"}],
