@@ -26,6 +26,10 @@ from typing import Any, Iterable
 from . import errors
 
 API_KEY_PREFIX = "fbk"
+#: actions whose routes return a secret after its creation (SPEC §2: secrets are write-only).
+#: Application credentials ship inside apps and never hold one of these, whatever a policy says.
+SECRET_ACTIONS = ("DescribeDeviceSecret", "DescribeProductSecret", "DescribeTopicRuleSecret",
+                  "DescribeDataStreamSecret")
 _KEY_RE = re.compile(r"fbk_([a-z0-9]{16})\.([A-Za-z0-9_-]{43})")
 POLICY_VERSION = "2.0"
 SERVICE = "iotexplorer"
@@ -77,6 +81,13 @@ def _matches(patterns: Iterable[str], value: str, ignore_case: bool) -> bool:
 
 def qualify(action: str) -> str:
     return action if ":" in action else f"{SERVICE}:{action}"
+
+
+_SECRET_ACTIONS = frozenset(qualify(a).lower() for a in SECRET_ACTIONS)
+
+
+def is_secret_action(action: str) -> bool:
+    return qualify(action).lower() in _SECRET_ACTIONS
 
 
 @dataclass(frozen=True)
@@ -202,6 +213,8 @@ class Principal:
     products: frozenset[str] | None = None
 
     def allows(self, action: str, resource: str) -> bool:
+        if self.kind == "application" and is_secret_action(action):
+            return False
         if self.products is not None and resource.startswith("product/"):
             pid = resource.split("/", 2)[1]
             if pid not in self.products:

@@ -250,6 +250,7 @@ def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: i
     stored = {k: v for k, v in job.items() if k not in ("dl", "why", "e")}
     stored.update({"n": 0, "t0": None, "st": "a"})
     rec = DeadLetterRecord(account=ACCOUNT, letter_id=letter_id, target=target_id, rule=job.get("r"),
+                           resource=job.get("own") or (f"rule/{job['r']}" if job.get("r") else None),
                            product_id=msg.get("pid") or job.get("pid"), device_name=msg.get("dn") or job.get("dn"),
                            reason=reason[:1000], attempts=attempts, status="dead", job=stored,
                            webhook_id=job.get("id"), created_at=now // 1000, updated_at=now // 1000,
@@ -261,38 +262,8 @@ def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: i
     return letter_id
 
 
-def replay(letter_id: str) -> dict[str, Any]:
-    """Queue a dead letter again (same webhook-id); refused while a replay is in flight."""
-    from pynamodb.exceptions import UpdateError
-
-    from ..models.rules import DeadLetterRecord
-
-    try:
-        rec = DeadLetterRecord.get(ACCOUNT, letter_id)
-    except DeadLetterRecord.DoesNotExist:
-        raise errors.not_found("DeadLetterNotExist", f"dead letter {letter_id} does not exist", "letter_id") from None
-    now = clock.now_s()
-    try:
-        rec.update(actions=[DeadLetterRecord.status.set("replaying"), DeadLetterRecord.updated_at.set(now),
-                            DeadLetterRecord.replays.add(1)],
-                   condition=DeadLetterRecord.status == "dead")
-    except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            raise errors.conflict("FailedOperation.DeadLetterNotReplayable",
-                                  f"dead letter {letter_id} is {rec.status}: only a dead letter can be replayed",
-                                  "letter_id") from None
-        raise
-    job = dict(rec.job)
-    job.update({"n": 0, "t0": None, "st": "a", "dl": letter_id, "rp": int(rec.replays or 0)})
-    try:
-        enqueue([job], strict=True)
-    except RuntimeError:
-        rec.update(actions=[DeadLetterRecord.status.set("dead")])
-        raise
-    return view_letter(DeadLetterRecord.get(ACCOUNT, letter_id, consistent_read=True))
-
-
-def _letter_delivered(letter_id: str) -> None:
+def letter_delivered(letter_id: str) -> None:
+    """A replayed dead letter got through: mark it ``replayed``."""
     from ..models.rules import DeadLetterRecord
 
     try:
@@ -300,59 +271,6 @@ def _letter_delivered(letter_id: str) -> None:
             actions=[DeadLetterRecord.status.set("replayed"), DeadLetterRecord.updated_at.set(clock.now_s())])
     except Exception:  # noqa: BLE001
         logger.exception("marking a replayed dead letter failed", extra={"letter_id": letter_id})
-
-
-def view_letter(rec: Any) -> dict[str, Any]:
-    return {"id": rec.letter_id, "target": rec.target, "rule": rec.rule, "product_id": rec.product_id,
-            "device_name": rec.device_name, "reason": rec.reason, "attempts": int(rec.attempts or 0),
-            "status": rec.status, "webhook_id": rec.webhook_id, "created_at": int(rec.created_at),
-            "updated_at": int(rec.updated_at), "replays": int(rec.replays or 0)}
-
-
-def list_letters(*, status: str | None, rule: str | None, limit: int,
-                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    from ..models.rules import DeadLetterRecord
-    from ..services.paging import checked_start, expect_key
-
-    expect_key(start, {"account": "S", "letter_id": "S"}, {"account": ACCOUNT})
-    cond = None
-    if status:
-        cond = DeadLetterRecord.status == status
-    if rule:
-        c = DeadLetterRecord.rule == rule
-        cond = c if cond is None else cond & c
-    now = clock.now_s()
-    live = DeadLetterRecord.expires_at.does_not_exist() | (DeadLetterRecord.expires_at > now)
-    cond = live if cond is None else cond & live
-    items: list[dict[str, Any]] = []
-    last = start
-    with checked_start(start):
-        while True:
-            res = DeadLetterRecord.query(ACCOUNT, filter_condition=cond, scan_index_forward=False,
-                                         last_evaluated_key=last, limit=max(limit, 25))
-            for rec in res:
-                items.append(view_letter(rec))
-                if len(items) == limit:
-                    return items, {"account": {"S": ACCOUNT}, "letter_id": {"S": rec.letter_id}}
-            last = res.last_evaluated_key
-            if not last:
-                return items, None
-
-
-def deliveries(target_id: str, *, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], Any]:
-    from ..models.rules import DeliveryRecord
-    from ..services.paging import checked_start, expect_key
-
-    expect_key(start, {"target": "S", "ts": "S"}, {"target": target_id})
-    out: list[dict[str, Any]] = []
-    with checked_start(start):
-        res = DeliveryRecord.query(target_id, scan_index_forward=False, last_evaluated_key=start, limit=limit)
-        for rec in res:
-            out.append({"time": int(rec.ts.split("#", 1)[0]), "webhook_id": rec.webhook_id,
-                        "attempt": int(rec.attempt), "ok": bool(rec.ok),
-                        "status": int(rec.status) if rec.status is not None else None,
-                        "latency_ms": int(rec.latency_ms or 0), "error": rec.error, "snippet": rec.snippet})
-        return out, res.last_evaluated_key
 
 
 # ===================================================================== running jobs
@@ -461,7 +379,7 @@ def run_job(job: dict[str, Any], stats: Stats, message_id: str | None = None) ->
         stats.add(plan.delivery.rule, "forwards_ok")
         stats.forwarded(plan.delivery.product_id or None)
         if job.get("dl"):
-            _letter_delivered(job["dl"])
+            letter_delivered(job["dl"])
         return
     stats.add(plan.delivery.rule, "failures")
     if outcome.gone and rule is not None:
@@ -518,7 +436,7 @@ def _run_error_actions(job: dict[str, Any], rule: Any, stats: Stats) -> None:
         dead_letter(job, target_id=f"rule/{rule.name}/{job.get('a')}",
                     reason=f"{why}; error actions failed: " + "; ".join(results), attempts=int(job.get("n") or 0))
     elif job.get("dl"):
-        _letter_delivered(job["dl"])
+        letter_delivered(job["dl"])
 
 
 def _output_of(job: dict[str, Any]) -> Any:
@@ -538,7 +456,8 @@ def run_batch(bodies: Iterable[tuple[str, str]]) -> list[str]:
         try:
             job = json.loads(body)
         except ValueError:
-            logger.error("unreadable forward job dropped", extra={"job_message": body[:200]})
+            # never the body itself: it may hold a target URL or token
+            logger.error("unreadable forward job dropped", extra={"message_id": mid, "length": len(body)})
             return
         run_job(job, stats, mid)
 

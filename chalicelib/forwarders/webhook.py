@@ -102,6 +102,38 @@ class Outcome:
     gone: bool = False
 
 
+# ===================================================================== secrets shown once
+
+#: target settings that are secrets: shown when made, then only as ``token_set``/``secret_set``
+SECRET_FIELDS = ("token", "secret")
+
+
+def masked(settings_: Mapping[str, Any], reveal: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """A target's settings as responses show them (SPEC §2, secrets are write-only): each secret
+    field becomes ``<field>_set: true``, except the values in ``reveal`` (made by this request)."""
+    out: dict[str, Any] = {}
+    for key, value in settings_.items():
+        if key in SECRET_FIELDS:
+            if value:
+                out[f"{key}_set"] = True
+                if value in reveal:
+                    out[key] = value
+            continue
+        out[key] = value
+    return out
+
+
+def kept_secret(new: Mapping[str, Any], previous: list[Mapping[str, Any]] | None, field_: str) -> Any:
+    """On an edit, a secret field the request leaves out keeps its value for the same URL (the
+    caller only ever saw ``<field>_set``); an explicit null or "" removes it."""
+    if field_ in new:
+        return new.get(field_)
+    for old in previous or []:
+        if old.get("url") == new.get("url") and old.get(field_):
+            return old.get(field_)
+    return None
+
+
 # ===================================================================== signatures
 
 
@@ -357,10 +389,10 @@ def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> O
     except requests.exceptions.ReadTimeout:
         return Outcome(False, latency_ms=_ms(started), error="read timeout", code=codes.FORWARD_THIRD_NOT_RESPONDING)
     except requests.exceptions.ConnectionError as exc:
-        return Outcome(False, latency_ms=_ms(started), error=f"connection failed: {_short(exc)}",
+        return Outcome(False, latency_ms=_ms(started), error=_failure_kind(exc),
                        code=codes.FORWARD_THIRD_NOT_RESPONDING)
     except requests.exceptions.RequestException as exc:
-        return Outcome(False, latency_ms=_ms(started), error=f"request failed: {_short(exc)}",
+        return Outcome(False, latency_ms=_ms(started), error=_failure_kind(exc),
                        code=codes.FORWARD_THIRD_SYSTEM_ERR, permanent=isinstance(exc, ValueError))
     status = resp.status_code
     try:
@@ -383,12 +415,30 @@ def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    # urllib3 messages repeat the pool and object reprs: keep the cause
-    if "Errno" in text:
-        text = text[text.index("[Errno"):] if "[Errno" in text else text
-    return text[:160]
+def _failure_kind(exc: BaseException) -> str:
+    """What went wrong with a request, in our words only (refused, timed out, blocked …)."""
+    import requests
+
+    if isinstance(exc, Blocked):
+        return f"blocked: {exc}"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "the connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "the response timed out"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = str(exc)
+        if "Name or service not known" in text or "getaddrinfo" in text or "NameResolution" in text:
+            return "the host name cannot be resolved"
+        if "Connection refused" in text or "ECONNREFUSED" in text:
+            return "the connection was refused"
+        if "reset" in text.lower() or "aborted" in text.lower():
+            return "the connection was closed by the other side"
+        return "the connection failed"
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return "redirects are not followed"
+    return "the request could not be made"
 
 
 # ===================================================================== Echostr verification
@@ -412,20 +462,24 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
         resp = session().get(url, headers=headers, timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
                              allow_redirects=False, stream=True)
     except (requests.exceptions.RequestException, Blocked) as exc:
-        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification request failed: {_short(exc)}",
+        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification request failed: {_failure_kind(exc)}",
                              field) from None
     try:
         raw = _read_limited(resp, 1024, started + max_attempt_s())
         status = resp.status_code
+    except requests.exceptions.RequestException as exc:
+        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification response failed: {_failure_kind(exc)}",
+                             field) from None
     finally:
         resp.close()
-    text = raw.decode("utf-8", errors="replace").strip()
+    # what failed, never what the other side said: quoting its body would make this check a way
+    # to read (or port-scan) services the caller cannot reach
     if status != 200:
         raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification GET answered HTTP {status}, not 200",
                              field)
-    if text != echostr:
+    if raw.decode("utf-8", errors="replace").strip() != echostr:
         raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification GET must answer the Echostr header's "
-                             f"value as its body; got {text[:40]!r}", field)
+                             "value as its body; it answered something else", field)
     logger.info("callback URL verified", extra={"host": urlsplit(url).hostname})
 
 
@@ -433,8 +487,11 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
 
 
 def deliver(target: Target | Mapping[str, Any], body: Any, *, target_id: str, webhook_id: str | None = None,
-            product_id: str | None = None, device_name: str | None = None, delay_s: int = 0) -> str:
-    """Queue a signed POST with guaranteed delivery (see the module doc); returns the webhook-id."""
+            product_id: str | None = None, device_name: str | None = None, delay_s: int = 0,
+            resource: str | None = None) -> str:
+    """Queue a signed POST with guaranteed delivery (see the module doc); returns the webhook-id.
+    ``resource`` is what the delivery belongs to (a stream's ``product/{pid}/stream/{id}``): its
+    dead letter is shown to whoever may read that resource."""
     from . import engine
 
     target = Target.of(target)
@@ -442,6 +499,8 @@ def deliver(target: Target | Mapping[str, Any], body: Any, *, target_id: str, we
     data = _body_bytes(body)
     job = {"k": "hook", "id": wid, "n": 0, "tid": target_id, "target": target.as_dict(),
            "body": base64.b64encode(data).decode(), "pid": product_id, "dn": device_name}
+    if resource:
+        job["own"] = resource
     if engine.enqueue([job], delay_s=delay_s):
         # the queue refused it: recorded as a replayable dead letter, never dropped
         engine.dead_letter(job, target_id=target_id, attempts=0,

@@ -29,9 +29,8 @@ def key_target(params: Any, body: Any) -> str:
        summary="Issue an API key for a principal (the caller by default); the key is shown once",
        body=s.KeyCreate, response=s.ApiKey, status=201)
 def create_key(ctx: Ctx) -> dict[str, Any]:
-    assert ctx.principal is not None
     # without principal_id the caller's own key is made; the policy saw resource "principal/self"
-    target = ctx.body.get("principal_id") or ctx.principal.principal_id
+    target = ctx.body.get("principal_id") or ctx.caller.principal_id
     return access.create_key(target, ctx.body.get("name", ""))
 
 
@@ -40,9 +39,8 @@ def create_key(ctx: Ctx) -> dict[str, Any]:
        response=s.ApiKeyPage, query={**s.PAGING, "principal_id": String(min_len=1, max_len=64,
                                                                       code="PrincipalIdInvalid")})
 def list_keys(ctx: Ctx) -> dict[str, Any]:
-    assert ctx.principal is not None
-    target = ctx.query.get("principal_id") or ctx.principal.principal_id
-    if target != ctx.principal.principal_id:
+    target = ctx.query.get("principal_id") or ctx.caller.principal_id
+    if target != ctx.caller.principal_id:
         ctx.require("ListApiKeys", f"principal/{target}")
     items, nxt = access.list_keys(target, ctx.query["limit"], decode_token(ctx.query.get("next")))
     return {"items": items, "total": None, "next": encode_token(nxt)}
@@ -65,6 +63,14 @@ def create_principal(ctx: Ctx) -> dict[str, Any]:
        summary="Get a principal and its policy", response=s.Principal)
 def get_principal(ctx: Ctx) -> dict[str, Any]:
     return access.principal_view(access.get_principal(ctx.params["principal_id"]))
+
+
+@route(bp, "DELETE", "/v1/principals/{principal_id}", action="DeletePrincipal", resource=principal_res, tag=TAG,
+       summary="Delete a principal; its API keys stop working at once", status=204)
+def delete_principal(ctx: Ctx) -> None:
+    if ctx.params["principal_id"] == ctx.caller.principal_id:
+        raise errors.conflict("UnsupportedOperation.DeleteSelf", "a principal cannot delete itself", "principal_id")
+    access.delete_principal(ctx.params["principal_id"])
 
 
 @route(bp, "PUT", "/v1/principals/{principal_id}/policy", action="PutPrincipalPolicy", resource=principal_res,
@@ -95,6 +101,12 @@ def create_application(ctx: Ctx) -> dict[str, Any]:
        tag=TAG, summary="Get an application and its keys (without secrets)", response=s.Application)
 def get_application(ctx: Ctx) -> dict[str, Any]:
     return access.describe_application(ctx.params["application_id"])
+
+
+@route(bp, "DELETE", "/v1/applications/{application_id}", action="DeleteApplication", resource=application_res,
+       tag=TAG, summary="Delete an application; its keys stop working at once", status=204)
+def delete_application(ctx: Ctx) -> None:
+    access.delete_application(ctx.params["application_id"])
 
 
 @route(bp, "PUT", "/v1/applications/{application_id}/products", action="ModifyApplicationProducts",

@@ -28,6 +28,7 @@ from ..core.observability import logger
 from ..core.schema import MISSING, Field, Model
 
 Resource = Callable[[Mapping[str, str], Mapping[str, Any]], str]
+Owner = Callable[[Mapping[str, str], Mapping[str, Any]], "tuple[str, Any]"]
 
 _JSON = "application/json"
 
@@ -45,6 +46,11 @@ class RouteSpec:
     response: Field | None = None
     status: int = 200
     listing: bool = False
+    #: (lists) the action of the item route: an item is listed only if it passes both decisions
+    item_action: str | None = None
+    #: (item routes on stored items) reads the item and returns (its resource, the item); the kit
+    #: runs it after authentication and authorises ``action`` on that resource
+    owner: Owner | None = None
     public: bool = False
     produces: str = _JSON
     errors: tuple[int, ...] = ()
@@ -74,6 +80,10 @@ class Ctx:
     body: dict[str, Any]
     request: Any
     spec: RouteSpec
+    #: the stored item an ``owner`` route was authorised on
+    item: Any = None
+    #: the resource the route's action was authorised on
+    resource: str = "*"
 
     def allowed(self, action: str, resource: str) -> bool:
         return self.principal is not None and self.principal.allows(action, resource)
@@ -81,6 +91,20 @@ class Ctx:
     def require(self, action: str, resource: str) -> None:
         if not self.allowed(action, resource):
             raise errors.forbidden(action, resource)
+
+    @property
+    def caller(self) -> Principal:
+        """The authenticated principal (every non-public route has one)."""
+        if self.principal is None:
+            raise errors.unauthenticated()
+        return self.principal
+
+    def visible(self, resource: str) -> bool:
+        """Whether a list may show the item at ``resource``: the list's own action and the item
+        route's action must both allow it, so a list never shows what the item route refuses."""
+        if not self.allowed(self.spec.action or "", resource):
+            return False
+        return self.spec.item_action is None or self.allowed(self.spec.item_action, resource)
 
 
 def _header(request: Any, name: str) -> str | None:
@@ -197,8 +221,10 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         raw_body = _parse_body(request) if spec.body is not None else None
         if isinstance(raw_body, dict):
             resource = spec.resource_for(params, raw_body)
+        item = None
         if principal is not None and spec.action:
-            if spec.listing:
+            if spec.listing or spec.owner is not None:
+                # allowed somewhere first: nobody without the action learns which items exist
                 if not principal.may_list(spec.action):
                     raise errors.forbidden(spec.action, resource)
             elif not principal.allows(spec.action, resource):
@@ -212,7 +238,12 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
                 raise errors.FleetboxError("InvalidParameterValue.InvalidBody", "the request body must be a JSON object",
                                            "body")
             body = spec.body.validate(raw_body, "")
-        ctx = Ctx(request_id, principal, params, query, body, request, spec)
+        if principal is not None and spec.action and spec.owner is not None:
+            # the item's own resource, read once the request is known to be well formed
+            resource, item = spec.owner(params, body)
+            if not principal.allows(spec.action, resource):
+                raise errors.forbidden(spec.action, resource)
+        ctx = Ctx(request_id, principal, params, query, body, request, spec, item, resource)
         with observability.segment(spec.action or spec.path, request_id=request_id):
             result = handler(ctx)
         if isinstance(result, Response):
@@ -245,14 +276,22 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
 
 def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource: Resource | str | None,
           summary: str, tag: str, body: Model | None = None, query: Mapping[str, Field] | None = None,
-          response: Field | None = None, status: int = 200, listing: bool = False, public: bool = False,
-          produces: str = _JSON, errors_: tuple[int, ...] = ()) -> Callable[[Callable[[Ctx], Any]], Callable[[Ctx], Any]]:
-    """Register a route.  ``action``/``resource`` are mandatory unless ``public``."""
+          response: Field | None = None, status: int = 200, listing: bool = False, item_action: str | None = None,
+          owner: Owner | None = None, public: bool = False, produces: str = _JSON,
+          errors_: tuple[int, ...] = ()) -> Callable[[Callable[[Ctx], Any]], Callable[[Ctx], Any]]:
+    """Register a route.  ``action``/``resource`` are mandatory unless ``public``.
+
+    ``listing`` marks a list: the kit checks the action is allowed somewhere and the handler
+    keeps only the items :meth:`Ctx.visible` passes (``item_action`` names the item route's
+    action).  ``owner`` marks a route on a stored item whose resource is only known once it is
+    read (a firmware's or a rule's product)."""
     if not public and not action:
         raise ValueError(f"{method} {path}: a non-public route needs an action")
+    if listing and owner is not None:
+        raise ValueError(f"{method} {path}: a route is a list or an item route, not both")
     spec = RouteSpec(method=method, path=path, action=action, resource=resource, summary=summary, tag=tag,
                      body=body, query=dict(query or {}), response=response, status=status, listing=listing,
-                     public=public, produces=produces, errors=errors_)
+                     item_action=item_action, owner=owner, public=public, produces=produces, errors=errors_)
 
     def decorate(handler: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
         def view(**params: str) -> Response:
@@ -301,3 +340,57 @@ def decode_token(token: str | None) -> dict[str, Any] | None:
         return value
     except (ValueError, UnicodeDecodeError, TypeError):
         raise errors.invalid("NextTokenInvalid", "next is not a token this API issued", "next") from None
+
+
+# ----------------------------------------------------------------- unmatched paths and methods
+
+#: methods every resource answers: a method a path does not serve gets 405 with ``Allow``
+FALLBACK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: the catch-all resource (API Gateway's greedy path); its parameter is ``proxy``
+CATCH_ALL = "/{proxy+}"
+#: (path, method) of the views :func:`install_fallbacks` added (not API operations)
+FALLBACKS: set[tuple[str, str]] = set()
+
+
+def not_found_response(path: str) -> Response:
+    request_id = ids.request_id()
+    err = errors.FleetboxError("ResourceNotFound.Route", f"no route serves {path[:200]}", None, status=404)
+    return error_response(err, request_id)
+
+
+def method_not_allowed_response(method: str, path: str, allowed: list[str]) -> Response:
+    request_id = ids.request_id()
+    err = errors.FleetboxError("MethodNotAllowed", f"{method} is not allowed on {path}; use {', '.join(allowed)}",
+                               None, status=405)
+    response = error_response(err, request_id)
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def install_fallbacks(app: Any) -> None:
+    """Answer unmatched paths (404) and methods (405) in the error envelope with ``x-request-id``
+    instead of API Gateway's ``Missing Authentication Token`` (which quotes the caller's
+    ``Authorization`` header back): a greedy catch-all resource, and the missing methods of
+    every resource.  Called by app.py after every blueprint is registered."""
+    for path, by_method in list(app.routes.items()):
+        served = sorted(by_method)
+        missing = [m for m in FALLBACK_METHODS if m not in by_method]
+        if not missing:
+            continue
+
+        def refuse(_path: str = path, _served: list[str] = served, **_params: str) -> Response:
+            return method_not_allowed_response(app.current_request.method, _path, _served)
+
+        refuse.__name__ = f"method_not_allowed_{len(FALLBACKS)}"
+        app.route(path, methods=missing, content_types=["*/*"])(refuse)
+        FALLBACKS.update((path, m) for m in missing)
+
+    def not_found(**_params: str) -> Response:
+        return not_found_response(app.current_request.path if app.current_request else "")
+
+    methods = list(FALLBACK_METHODS) + ["HEAD"]
+    app.route(CATCH_ALL, methods=methods, content_types=["*/*"])(not_found)
+    # API Gateway passes a greedy parameter as "proxy" (chalice would look for "proxy+")
+    for entry in app.routes[CATCH_ALL].values():
+        entry.view_args = ["proxy"]
+    FALLBACKS.update((CATCH_ALL, m) for m in methods)

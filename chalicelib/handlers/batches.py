@@ -99,16 +99,29 @@ def create_batch(ctx: Ctx) -> dict[str, Any]:
     return batches.create(dict(ctx.body), created_by=ctx.principal.principal_id if ctx.principal else None)
 
 
-@route(bp, "GET", "/v1/batches/{batch_id}", action="DescribeBatchProduction", resource="product/*", listing=True,
-       tag=TAG, summary="A batch job: status, progress, counts, download URLs when done", response=Batch)
+def batch_owner(params: Any, body: Any) -> tuple[str, Any]:
+    rec = batches.get_batch(params["batch_id"])
+    return f"product/{rec.product_id}", rec
+
+
+INCLUDE_SECRET = {"include_secret": Boolean(default=False, code="IncludeSecretInvalid",
+                                            description="device batches: the download links (their CSV holds every "
+                                                        "device secret; needs iotexplorer:DescribeDeviceSecret)")}
+
+
+@route(bp, "GET", "/v1/batches/{batch_id}", action="DescribeBatchProduction", resource="product/*",
+       owner=batch_owner, tag=TAG, summary="A batch job: status, progress, counts; download URLs when done (device "
+       "batches: with include_secret=true and DescribeDeviceSecret)", response=Batch, query=INCLUDE_SECRET)
 def get_batch(ctx: Ctx) -> dict[str, Any]:
-    rec = batches.get_batch(ctx.params["batch_id"])
-    ctx.require("DescribeBatchProduction", f"product/{rec.product_id}")
-    return batches.view(rec)
+    include = ctx.query["include_secret"] and batches.holds_secrets(ctx.item)
+    if include:
+        ctx.require("DescribeDeviceSecret", ctx.resource)
+    return batches.view(ctx.item, include_secret=include)
 
 
 @route(bp, "GET", "/v1/products/{product_id}/batches", action="DescribeBatchProductions", resource=product_res,
-       tag=TAG, summary="A product's batch jobs, newest first", response=page_of(Batch), query={**s.PAGING})
+       tag=TAG, summary="A product's batch jobs, newest first (no download links: GET the batch for them)",
+       response=page_of(Batch), query={**s.PAGING})
 def list_batches(ctx: Ctx) -> dict[str, Any]:
     items, nxt = batches.list_batches(ctx.params["product_id"], ctx.query["limit"],
                                       decode_token(ctx.query.get("next")))
@@ -178,10 +191,10 @@ def unbind(ctx: Ctx) -> None:
 
 
 @route(bp, "GET", "/v1/users/{user_id}/devices", action="DescribeUserDevices", resource="product/*", listing=True,
-       tag=TAG, summary="The devices bound to an end user, newest binding first", response=page_of(Binding),
+       item_action="DescribeDevice", tag=TAG, summary="The devices bound to an end user, newest binding first", response=page_of(Binding),
        query={**s.PAGING})
 def user_devices(ctx: Ctx) -> dict[str, Any]:
     items, nxt = binding.user_devices(ctx.params["user_id"], ctx.query["limit"], decode_token(ctx.query.get("next")),
-                                      allowed=lambda pid: ctx.allowed("DescribeUserDevices", f"product/{pid}"))
+                                      allowed=ctx.visible)
     return {"items": items, "total": None if nxt or "next" in ctx.query else len(items), "next": encode_token(nxt)}
 

@@ -30,19 +30,22 @@ def create_device(ctx: Ctx) -> dict[str, Any]:
                           created_by=ctx.principal.principal_id if ctx.principal else None)
 
 
-@route(bp, "GET", "/v1/products/{product_id}/devices", action="GetDeviceList", resource=product_res, tag=TAG,
+@route(bp, "GET", "/v1/products/{product_id}/devices", action="GetDeviceList", resource=product_res,
+       item_action="DescribeDevice", tag=TAG,
        summary="List devices: filter by status, firmware version, tag (k=v), enabled; fuzzy q on name and tags",
        response=s.DevicePage,
        query={**s.PAGING, "status": Enum(devices.STATUSES, code="StatusInvalid"),
               "firmware_version": String(min_len=1, max_len=32, code="FirmwareVersionInvalid"),
-              "tag": String(min_len=1, max_len=97, code="TagInvalid", description="key=value (or key:value)"),
+              "tag": String(min_len=3, max_len=97, pattern=r"[^=:]+[=:].+", code="TagInvalid",
+                            rule="must be key=value (or key:value)", description="key=value (or key:value)"),
               "q": String(min_len=1, max_len=64, code="QueryInvalid", description="fuzzy match on name and tags"),
               "enabled": Boolean(code="EnabledInvalid")})
 def list_devices(ctx: Ctx) -> dict[str, Any]:
     items, total, nxt = devices.list_devices(
         ctx.params["product_id"], status=ctx.query.get("status"), firmware_version=ctx.query.get("firmware_version"),
         tag=ctx.query.get("tag"), q=ctx.query.get("q"), enabled=ctx.query.get("enabled"),
-        limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
+        limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")),
+        visible=lambda dn: ctx.allowed("DescribeDevice", f"product/{ctx.params['product_id']}/device/{dn}"))
     return {"items": items, "total": total, "next": encode_token(nxt)}
 
 

@@ -110,14 +110,29 @@ def body_product(params: Any, body: Any) -> str:
     return f"product/{pid}" if isinstance(pid, str) and pid else "product/*"
 
 
-# Routes naming a firmware, resource or task by id: the kit checks that the action is allowed on
-# some product (``listing``), then the handler checks it on the product the item belongs to.
+# Routes naming a firmware, resource or task by id are decided on the product the stored item
+# belongs to: the kit reads it (``owner``) once the caller is known, then authorises.
 def _fw_res(params: Any, body: Any) -> str:
     return "product/*"
 
 
 def _task_res(params: Any, body: Any) -> str:
     return "product/*"
+
+
+def _item_owner(get: Any, id_of: Any, kind: str) -> Any:
+    def owner(params: Any, body: Any) -> tuple[str, dict[str, Any]]:
+        item = get(id_of(params, body), kind)
+        return f"product/{item['product_id']}", item
+    return owner
+
+
+FW_OWNER = _item_owner(firmware.get_item, lambda p, b: p["firmware_id"], FIRMWARE_KIND)
+RES_OWNER = _item_owner(firmware.get_item, lambda p, b: p["resource_id"], RESOURCE_KIND)
+TASK_OWNER = _item_owner(ota.get_task, lambda p, b: p["task_id"], FIRMWARE_KIND)
+RES_TASK_OWNER = _item_owner(ota.get_task, lambda p, b: p["task_id"], RESOURCE_KIND)
+BODY_FW_OWNER = _item_owner(firmware.get_item, lambda p, b: b["firmware_id"], FIRMWARE_KIND)
+BODY_RES_OWNER = _item_owner(firmware.get_item, lambda p, b: b["resource_id"], RESOURCE_KIND)
 
 
 def _by(ctx: Ctx) -> str | None:
@@ -129,18 +144,6 @@ def _page(items: list[Any], nxt: Any, ctx: Ctx) -> dict[str, Any]:
     return {"items": items, "total": len(items) if complete else None, "next": encode_token(nxt)}
 
 
-def _product_of_firmware(ctx: Ctx, action: str, firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
-    item = firmware.get_item(firmware_id, kind)
-    ctx.require(action, f"product/{item['product_id']}")
-    return item
-
-
-def _product_of_task(ctx: Ctx, action: str, task_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
-    task = ota.get_task(task_id, kind)
-    ctx.require(action, f"product/{task['product_id']}")
-    return task
-
-
 # ------------------------------------------------------------------ firmware
 
 @route(bp, "POST", "/v1/firmware", action="CreateFirmware", resource=body_product, tag=TAG,
@@ -150,15 +153,15 @@ def create_firmware(ctx: Ctx) -> dict[str, Any]:
     return firmware.create(ctx.body, _by(ctx))
 
 
-@route(bp, "POST", "/v1/firmware/{firmware_id}/complete", action="CreateFirmware", resource=_fw_res, listing=True, tag=TAG,
+@route(bp, "POST", "/v1/firmware/{firmware_id}/complete", action="CreateFirmware", resource=_fw_res, owner=FW_OWNER, tag=TAG,
        summary="Register the uploaded file: the platform measures its size and MD5", response=Firmware,
        errors_=(413,))
 def complete_firmware(ctx: Ctx) -> dict[str, Any]:
-    _product_of_firmware(ctx, "CreateFirmware", ctx.params["firmware_id"])
     return firmware.complete(ctx.params["firmware_id"])
 
 
-@route(bp, "GET", "/v1/firmware", action="DescribeFirmwareList", resource="product/*", listing=True, tag=TAG,
+@route(bp, "GET", "/v1/firmware", action="DescribeFirmwareList", resource="product/*", listing=True,
+       item_action="DescribeFirmware", tag=TAG,
        summary="List firmware, newest first (filter by product, search by name)", response=page_of(Firmware),
        query={**s.PAGING, "product_id": String(pattern=r"[A-Z0-9]{10}", code="ProductIdInvalid"),
               "q": String(min_len=1, max_len=32, code="QueryInvalid")})
@@ -167,55 +170,53 @@ def list_firmware(ctx: Ctx) -> dict[str, Any]:
     if pid:
         ctx.require("DescribeFirmwareList", f"product/{pid}")
     items, nxt = firmware.list_items(FIRMWARE_KIND, product_id=pid, q=ctx.query.get("q"),
-                                     limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
-    items = [i for i in items if ctx.allowed("DescribeFirmwareList", f"product/{i['product_id']}")]
+                                     limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")),
+                                     visible=lambda i: ctx.visible(f"product/{i['product_id']}"))
     return _page(items, nxt, ctx)
 
 
-@route(bp, "GET", "/v1/firmware/{firmware_id}", action="DescribeFirmware", resource=_fw_res, listing=True, tag=TAG,
+@route(bp, "GET", "/v1/firmware/{firmware_id}", action="DescribeFirmware", resource=_fw_res, owner=FW_OWNER, tag=TAG,
        summary="A firmware, with its upgrade statistics over all its tasks", response=Firmware)
 def get_firmware(ctx: Ctx) -> dict[str, Any]:
-    item = _product_of_firmware(ctx, "DescribeFirmware", ctx.params["firmware_id"])
+    item = ctx.item
     out = firmware.view(item)
     out["statistics"] = ota.firmware_statistics(item["firmware_id"])
     return out
 
 
-@route(bp, "GET", "/v1/firmware/{firmware_id}/devices", action="DescribeFirmware", resource=_fw_res, listing=True, tag=TAG,
+@route(bp, "GET", "/v1/firmware/{firmware_id}/devices", action="DescribeFirmware", resource=_fw_res, owner=FW_OWNER,
+       tag=TAG,
        summary="Devices upgraded (or being upgraded) to this firmware, filterable by state",
        response=page_of(Job), query={**s.PAGING, "state": STATE_Q})
 def firmware_devices(ctx: Ctx) -> dict[str, Any]:
-    _product_of_firmware(ctx, "DescribeFirmware", ctx.params["firmware_id"])
     items, nxt = ota.list_firmware_jobs(ctx.params["firmware_id"], state=ctx.query.get("state"),
                                         limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
     return _page(items, nxt, ctx)
 
 
-@route(bp, "PATCH", "/v1/firmware/{firmware_id}", action="EditFirmware", resource=_fw_res, listing=True, tag=TAG,
+@route(bp, "PATCH", "/v1/firmware/{firmware_id}", action="EditFirmware", resource=_fw_res, owner=FW_OWNER, tag=TAG,
        summary="Edit a firmware's name or description", body=FirmwarePatch, response=Firmware)
 def patch_firmware(ctx: Ctx) -> dict[str, Any]:
-    _product_of_firmware(ctx, "EditFirmware", ctx.params["firmware_id"])
     return firmware.modify(ctx.params["firmware_id"], dict(ctx.body))
 
 
-@route(bp, "DELETE", "/v1/firmware/{firmware_id}", action="DeleteFirmware", resource=_fw_res, listing=True, tag=TAG,
-       summary="Delete a firmware (refused while one of its tasks runs)", status=204)
+@route(bp, "DELETE", "/v1/firmware/{firmware_id}", action="DeleteFirmware", resource=_fw_res, owner=FW_OWNER,
+       tag=TAG, summary="Delete a firmware (refused while one of its tasks runs)", status=204)
 def delete_firmware(ctx: Ctx) -> None:
-    _product_of_firmware(ctx, "DeleteFirmware", ctx.params["firmware_id"])
     firmware.delete(ctx.params["firmware_id"])
 
 
 # ------------------------------------------------------------------ upgrade tasks
 
-@route(bp, "POST", "/v1/ota-tasks", action="PublishFirmwareUpdateMessage", resource=_task_res, listing=True, tag=TAG,
-       summary="Create an upgrade task (by source version or device list); targets are resolved asynchronously",
-       body=TaskCreate, response=Task, status=202)
+@route(bp, "POST", "/v1/ota-tasks", action="PublishFirmwareUpdateMessage", resource=_task_res, owner=BODY_FW_OWNER,
+       tag=TAG, summary="Create an upgrade task (by source version or device list); targets are resolved "
+       "asynchronously", body=TaskCreate, response=Task, status=202)
 def create_task(ctx: Ctx) -> dict[str, Any]:
-    _product_of_firmware(ctx, "PublishFirmwareUpdateMessage", ctx.body["firmware_id"])
     return ota.create_task(ctx.body, _by(ctx))
 
 
-@route(bp, "GET", "/v1/ota-tasks", action="DescribeFirmwareTasks", resource="product/*", listing=True, tag=TAG,
+@route(bp, "GET", "/v1/ota-tasks", action="DescribeFirmwareTasks", resource="product/*", listing=True,
+       item_action="DescribeFirmwareTask", tag=TAG,
        summary="List upgrade tasks, newest first", response=page_of(Task),
        query={**s.PAGING, "firmware_id": String(min_len=1, max_len=40, code="FirmwareIdInvalid"),
               "product_id": String(pattern=r"[A-Z0-9]{10}", code="ProductIdInvalid"),
@@ -223,8 +224,8 @@ def create_task(ctx: Ctx) -> dict[str, Any]:
 def list_tasks(ctx: Ctx) -> dict[str, Any]:
     items, nxt = ota.list_tasks(FIRMWARE_KIND, firmware_id=ctx.query.get("firmware_id"),
                                 product_id=ctx.query.get("product_id"), status=ctx.query.get("status"),
-                                limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
-    items = [i for i in items if ctx.allowed("DescribeFirmwareTasks", f"product/{i['product_id']}")]
+                                limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")),
+                                visible=lambda t: ctx.visible(f"product/{t['product_id']}"))
     return _page(items, nxt, ctx)
 
 
@@ -237,47 +238,43 @@ def device_list_template(ctx: Ctx) -> Response:
                              "Content-Disposition": 'attachment; filename="ota-devices.csv"'})
 
 
-@route(bp, "GET", "/v1/ota-tasks/{task_id}", action="DescribeFirmwareTask", resource=_task_res, listing=True, tag=TAG,
-       summary="An upgrade task with its statistics", response=Task)
+@route(bp, "GET", "/v1/ota-tasks/{task_id}", action="DescribeFirmwareTask", resource=_task_res, owner=TASK_OWNER,
+       tag=TAG, summary="An upgrade task with its statistics", response=Task)
 def get_task(ctx: Ctx) -> dict[str, Any]:
-    return ota.view_task(_product_of_task(ctx, "DescribeFirmwareTask", ctx.params["task_id"]))
+    return ota.view_task(ctx.item)
 
 
-@route(bp, "GET", "/v1/ota-tasks/{task_id}/devices", action="DescribeFirmwareTaskDevices", resource=_task_res, listing=True,
+@route(bp, "GET", "/v1/ota-tasks/{task_id}/devices", action="DescribeFirmwareTaskDevices", resource=_task_res, owner=TASK_OWNER,
        tag=TAG, summary="The task's devices, filterable by state", response=page_of(Job),
        query={**s.PAGING, "state": STATE_Q})
 def task_devices(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "DescribeFirmwareTaskDevices", ctx.params["task_id"])
     items, nxt = ota.list_jobs(ctx.params["task_id"], FIRMWARE_KIND, state=ctx.query.get("state"),
                                limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
     return _page(items, nxt, ctx)
 
 
-@route(bp, "POST", "/v1/ota-tasks/{task_id}/cancel", action="CancelFirmwareTask", resource=_task_res, listing=True, tag=TAG,
+@route(bp, "POST", "/v1/ota-tasks/{task_id}/cancel", action="CancelFirmwareTask", resource=_task_res, owner=TASK_OWNER,
+       tag=TAG,
        summary="Cancel a running task (its unfinished devices fail with reason cancelled)", response=Task)
 def cancel_task(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "CancelFirmwareTask", ctx.params["task_id"])
     return ota.cancel_task(ctx.params["task_id"])
 
 
 @route(bp, "POST", "/v1/ota-tasks/{task_id}/devices/{device_name}/cancel", action="CancelDeviceFirmwareTask",
-       resource=_task_res, listing=True, tag=TAG, summary="Cancel one device's upgrade (failed, reason cancelled)", response=Job)
+       resource=_task_res, owner=TASK_OWNER, tag=TAG, summary="Cancel one device's upgrade (failed, reason cancelled)", response=Job)
 def cancel_device(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "CancelDeviceFirmwareTask", ctx.params["task_id"])
     return ota.cancel_device(ctx.params["task_id"], ctx.params["device_name"])
 
 
 @route(bp, "POST", "/v1/ota-tasks/{task_id}/devices/{device_name}/retry", action="RetryDeviceFirmwareTask",
-       resource=_task_res, listing=True, tag=TAG, summary="Retry one failed device (back to pending)", response=Job)
+       resource=_task_res, owner=TASK_OWNER, tag=TAG, summary="Retry one failed device (back to pending)", response=Job)
 def retry_device(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "RetryDeviceFirmwareTask", ctx.params["task_id"])
     return ota.retry_device(ctx.params["task_id"], ctx.params["device_name"])
 
 
 @route(bp, "POST", "/v1/ota-tasks/{task_id}/devices/{device_name}/confirm", action="ConfirmDeviceFirmwareTask",
-       resource=_task_res, listing=True, tag=TAG, summary="Approve a user-confirm upgrade for one device", response=Job)
+       resource=_task_res, owner=TASK_OWNER, tag=TAG, summary="Approve a user-confirm upgrade for one device", response=Job)
 def confirm_device(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "ConfirmDeviceFirmwareTask", ctx.params["task_id"])
     return ota.confirm_device(ctx.params["task_id"], ctx.params["device_name"])
 
 
@@ -298,52 +295,52 @@ def create_resource(ctx: Ctx) -> dict[str, Any]:
     return firmware.create_resource(ctx.body, _by(ctx))
 
 
-@route(bp, "POST", "/v1/resources/{resource_id}/complete", action="CreateResource", resource=_fw_res, listing=True, tag=TAG,
+@route(bp, "POST", "/v1/resources/{resource_id}/complete", action="CreateResource", resource=_fw_res, owner=RES_OWNER,
+       tag=TAG,
        summary="Register the uploaded resource file (size and MD5 measured)", response=Resource,
        errors_=(413,))
 def complete_resource(ctx: Ctx) -> dict[str, Any]:
-    _product_of_firmware(ctx, "CreateResource", ctx.params["resource_id"], RESOURCE_KIND)
     return firmware.complete(ctx.params["resource_id"], RESOURCE_KIND)
 
 
-@route(bp, "GET", "/v1/resources/{resource_id}", action="DescribeResource", resource=_fw_res, listing=True, tag=TAG,
-       summary="A resource", response=Resource)
+@route(bp, "GET", "/v1/resources/{resource_id}", action="DescribeResource", resource=_fw_res, owner=RES_OWNER,
+       tag=TAG, summary="A resource", response=Resource)
 def get_resource(ctx: Ctx) -> dict[str, Any]:
-    return firmware.view(_product_of_firmware(ctx, "DescribeResource", ctx.params["resource_id"], RESOURCE_KIND))
+    return firmware.view(ctx.item)
 
 
-@route(bp, "DELETE", "/v1/resources/{resource_id}", action="DeleteResource", resource=_fw_res, listing=True, tag=TAG,
+@route(bp, "DELETE", "/v1/resources/{resource_id}", action="DeleteResource", resource=_fw_res, owner=RES_OWNER,
+       tag=TAG,
        summary="Delete a resource (refused while one of its tasks runs)", status=204)
 def delete_resource(ctx: Ctx) -> None:
-    _product_of_firmware(ctx, "DeleteResource", ctx.params["resource_id"], RESOURCE_KIND)
     firmware.delete(ctx.params["resource_id"], RESOURCE_KIND)
 
 
-@route(bp, "POST", "/v1/resource-tasks", action="CreateResourceTask", resource=_task_res, listing=True, tag=TAG,
+@route(bp, "POST", "/v1/resource-tasks", action="CreateResourceTask", resource=_task_res, owner=BODY_RES_OWNER,
+       tag=TAG,
        summary="Send a resource to one device or a device list", body=ResourceTaskCreate, response=Task, status=202)
 def create_resource_task(ctx: Ctx) -> dict[str, Any]:
-    _product_of_firmware(ctx, "CreateResourceTask", ctx.body["resource_id"], RESOURCE_KIND)
     return ota.create_resource_task(ctx.body, _by(ctx))
 
 
-@route(bp, "GET", "/v1/resource-tasks/{task_id}", action="DescribeResourceTask", resource=_task_res, listing=True, tag=TAG,
-       summary="A resource task with its statistics", response=Task)
+@route(bp, "GET", "/v1/resource-tasks/{task_id}", action="DescribeResourceTask", resource=_task_res,
+       owner=RES_TASK_OWNER, tag=TAG, summary="A resource task with its statistics", response=Task)
 def get_resource_task(ctx: Ctx) -> dict[str, Any]:
-    return ota.view_task(_product_of_task(ctx, "DescribeResourceTask", ctx.params["task_id"], RESOURCE_KIND))
+    return ota.view_task(ctx.item)
 
 
-@route(bp, "GET", "/v1/resource-tasks/{task_id}/devices", action="DescribeResourceTask", resource=_task_res, listing=True,
+@route(bp, "GET", "/v1/resource-tasks/{task_id}/devices", action="DescribeResourceTask", resource=_task_res,
+       owner=RES_TASK_OWNER,
        tag=TAG, summary="The resource task's devices, filterable by state", response=page_of(Job),
        query={**s.PAGING, "state": RES_STATE_Q})
 def resource_task_devices(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "DescribeResourceTask", ctx.params["task_id"], RESOURCE_KIND)
     items, nxt = ota.list_jobs(ctx.params["task_id"], RESOURCE_KIND, state=ctx.query.get("state"),
                                limit=ctx.query["limit"], start=decode_token(ctx.query.get("next")))
     return _page(items, nxt, ctx)
 
 
-@route(bp, "POST", "/v1/resource-tasks/{task_id}/cancel", action="CancelResourceTask", resource=_task_res, listing=True,
+@route(bp, "POST", "/v1/resource-tasks/{task_id}/cancel", action="CancelResourceTask", resource=_task_res,
+       owner=RES_TASK_OWNER,
        tag=TAG, summary="Cancel a resource task", response=Task)
 def cancel_resource_task(ctx: Ctx) -> dict[str, Any]:
-    _product_of_task(ctx, "CancelResourceTask", ctx.params["task_id"], RESOURCE_KIND)
     return ota.cancel_task(ctx.params["task_id"], RESOURCE_KIND)

@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from ..core.schema import Enum, String
+from ..core.schema import Boolean, Enum, String
 from ..services import products, thing_model
 from . import schemas as s
 from .api import Ctx, decode_token, encode_token, route
@@ -24,13 +24,14 @@ def create_product(ctx: Ctx) -> dict[str, Any]:
     return products.create(ctx.body, created_by=ctx.principal.principal_id if ctx.principal else None)
 
 
-@route(bp, "GET", "/v1/products", action="GetStudioProductList", resource="product/*", listing=True, tag=TAG,
+@route(bp, "GET", "/v1/products", action="GetStudioProductList", resource="product/*", listing=True,
+       item_action="DescribeStudioProduct", tag=TAG,
        summary="List the products the caller may see, newest first", response=s.ProductPage,
        query={**s.PAGING, "q": String(max_len=40, description="fuzzy match on name or ProductId"),
               "status": Enum(("developing", "released"), code="StatusInvalid")})
 def list_products(ctx: Ctx) -> dict[str, Any]:
     items, nxt = products.list_products(
-        allowed=lambda pid: ctx.allowed("GetStudioProductList", f"product/{pid}"),
+        allowed=lambda pid: ctx.visible(f"product/{pid}"),
         q=ctx.query.get("q"), status=ctx.query.get("status"), limit=ctx.query["limit"],
         start=decode_token(ctx.query.get("next")))
     # the total is known for free only when the first page is also the last
@@ -89,10 +90,14 @@ def standard_features(ctx: Ctx) -> dict[str, Any]:
 
 
 @route(bp, "GET", "/v1/products/{product_id}/dynamic-registration", action="DescribeProductDynamicRegister",
-       resource=product_res, tag=TAG, summary="Dynamic-registration settings and product secret",
-       response=s.Registration)
+       resource=product_res, tag=TAG,
+       summary="Dynamic-registration settings (the product secret only with include_secret=true and "
+               "DescribeProductSecret)", response=s.Registration,
+       query={"include_secret": Boolean(default=False, code="IncludeSecretInvalid")})
 def get_registration(ctx: Ctx) -> dict[str, Any]:
-    return products.get_registration(ctx.params["product_id"])
+    if ctx.query["include_secret"]:
+        ctx.require("DescribeProductSecret", ctx.resource)
+    return products.get_registration(ctx.params["product_id"], ctx.query["include_secret"])
 
 
 @route(bp, "PUT", "/v1/products/{product_id}/dynamic-registration", action="UpdateProductDynamicRegister",

@@ -102,7 +102,9 @@ Registration = Model("DynamicRegistration", {
     "register_type": IntEnum(product_rules.REGISTER_TYPES, required=True),
     "register_limit": Integer(required=True),
     "registered_count": Integer(required=True),
-    "product_secret": String(nullable=True, required=True),
+    "secret_set": Boolean(required=True, description="whether the product has a secret"),
+    "product_secret": String(nullable=True, description="only when this request made or rotated it, or with "
+                             "include_secret=true (needs iotexplorer:DescribeProductSecret)"),
 }, allow_extra=True)
 
 TopicCreate = Model("TopicCreate", {
@@ -144,6 +146,7 @@ Device = Model("Device", {
     "activated_at": Integer(nullable=True, required=True),
     "last_online_at": Integer(nullable=True, required=True),
     "secret": String(description="key products: the PSK, on creation and with include_secret=true"),
+    "secret_set": Boolean(description="whether the device has its secret (or key) yet"),
     "certificate": String(description="certificate products: the device's X.509 certificate (PEM)"),
     "private_key": String(description="certificate products: its private key, on creation and with include_secret=true"),
 }, allow_extra=True)

@@ -57,6 +57,8 @@ class DeadLetterRecord(Model):
     letter_id = UnicodeAttribute(range_key=True)
     target = UnicodeAttribute()
     rule = UnicodeAttribute(null=True)
+    #: what policies decide on: the rule's or stream's resource (``product/{pid}/rule/{name}``, …)
+    resource = UnicodeAttribute(null=True)
     product_id = UnicodeAttribute(null=True)
     device_name = UnicodeAttribute(null=True)
     reason = UnicodeAttribute()

@@ -281,3 +281,33 @@ def split_client_id(client_id: str) -> tuple[str, str]:
     if not _ids_ok(pid, dn):
         raise ValueError("client id must be {ProductId}{DeviceName}")
     return pid, dn
+
+
+#: the rule engine's virtual topic of device status changes (``$status/{pid}/{dn}``, SPEC §9.1)
+STATUS_FAMILY = ("$status",)
+
+
+def product_of_filter(levels: Iterable[str]) -> str | None:
+    """The one product every topic a filter (MQTT ``+``/``#`` levels) can match belongs to, or None.
+
+    A filter pins a product when the product level of the only topic family it can match is a
+    literal ProductId: ``thing/up/property/ABCDEFGHIJ/+``, ``ABCDEFGHIJ/+/data`` (custom topics),
+    ``$status/ABCDEFGHIJ/#``.  A wildcard before or at the product level (``+/up/property/…``,
+    ``thing/#``) can reach several products, so nothing is pinned.  This is what makes a rule a
+    resource of its product (``product/{pid}/rule/{name}``, SPEC §2).
+    """
+    lv = list(levels)
+    if not lv or "+" == lv[0] or "#" == lv[0]:
+        return None
+    head = lv[0]
+    if PRODUCT_ID_RE.fullmatch(head):
+        return head  # custom topics: {pid}/{dn}/{name}; no family starts with an upper-case id
+    if head != "$status":
+        lv[0] = head.lstrip("$")
+    # longest family first: sys/operation/result/{pid} before sys/operation/{pid}
+    prefixes = sorted([STATUS_FAMILY] + [levels_ for levels_, _ in FAMILIES.values()], key=len, reverse=True)
+    for prefix in prefixes:
+        n = len(prefix)
+        if len(lv) > n and tuple(lv[:n]) == prefix and PRODUCT_ID_RE.fullmatch(lv[n]):
+            return lv[n]
+    return None

@@ -53,14 +53,19 @@ def authenticate(token: str) -> Principal:
 
 def _to_principal(rec: PrincipalRecord, key_id: str | None) -> Principal:
     products = None
-    if rec.kind == "application" and rec.application_id:
-        try:
-            app = ApplicationRecord.get(rec.application_id, consistent_read=True)
-            products = frozenset(app.products or [])
-        except DoesNotExist:
-            products = frozenset()
+    policy = rec.policy
+    if rec.kind == "application":
+        # an application's access is defined here, not by what was stored when it was made: a
+        # narrower rule reaches every existing application at once
+        policy = _application_policy()
+        products = frozenset()
+        if rec.application_id:
+            try:
+                products = frozenset(ApplicationRecord.get(rec.application_id, consistent_read=True).products or [])
+            except DoesNotExist:
+                products = frozenset()
     return Principal(principal_id=rec.principal_id, name=rec.name, kind=rec.kind,
-                     policy=auth.compile_policy(rec.policy), key_id=key_id, products=products)
+                     policy=auth.compile_policy(policy), key_id=key_id, products=products)
 
 
 # ------------------------------------------------------------------- seeding
@@ -124,6 +129,33 @@ def get_principal(principal_id: str) -> PrincipalRecord:
     except DoesNotExist:
         raise errors.not_found("PrincipalNotExist", f"principal {principal_id} does not exist",
                                "principal_id") from None
+
+
+def delete_principal(principal_id: str) -> None:
+    """Delete a principal and revoke its keys (they stop working on the next request: a key
+    whose principal is gone is refused).  The root cannot be deleted; an application's principal
+    goes with its application."""
+    rec = get_principal(principal_id)
+    if rec.kind == "root":
+        raise errors.conflict("UnsupportedOperation.RootPrincipal", "the root principal cannot be deleted",
+                              "principal_id")
+    if rec.kind == "application":
+        raise errors.conflict("UnsupportedOperation.ApplicationPrincipal",
+                              "an application's principal is deleted with its application: "
+                              "DELETE /v1/applications/{id}", "principal_id")
+    rec.delete()
+    _revoke_keys(principal_id)
+
+
+def _revoke_keys(principal_id: str) -> None:
+    last = None
+    while True:
+        res = ApiKeyRecord.by_principal.query(principal_id, last_evaluated_key=last, limit=100)
+        for key in res:
+            ApiKeyRecord(key_id=key.key_id).delete()
+        last = res.last_evaluated_key
+        if not last:
+            return
 
 
 def put_policy(principal_id: str, policy: Any) -> dict[str, Any]:
@@ -192,12 +224,18 @@ def delete_key(key_id: str) -> None:
 # --------------------------------------------------------------- applications
 
 
+#: what an application may name: its products and their devices — never the rules, streams,
+#: dead letters or delivery logs under a product (``product/{pid}/rule/…``), which hold targets
+APPLICATION_RESOURCES = ["product/??????????", "product/??????????/device/*"]
+
+
 def _application_policy() -> dict[str, Any]:
-    # the product restriction is applied by Principal.products; the policy says *what*
+    # the product restriction is applied by Principal.products; the policy says *what*.  App keys
+    # ship inside mobile apps: secret-reading actions are refused to them by Principal.allows too.
     return {"version": auth.POLICY_VERSION,
-            "statement": [{"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": ["product/*"]},
-                          # app keys ship inside mobile apps: they never read device secrets
-                          {"effect": "deny", "action": ["iotexplorer:DescribeDeviceSecret"], "resource": ["*"]}]}
+            "statement": [{"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": APPLICATION_RESOURCES},
+                          {"effect": "deny", "action": [auth.qualify(a) for a in auth.SECRET_ACTIONS],
+                           "resource": ["*"]}]}
 
 
 def application_view(rec: ApplicationRecord, keys: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -249,6 +287,17 @@ def describe_application(app_id: str) -> dict[str, Any]:
     rec = get_application(app_id)
     keys, _ = list_keys(rec.principal_id, 100, None)
     return application_view(rec, keys)
+
+
+def delete_application(app_id: str) -> None:
+    """Delete an application, its principal and its keys."""
+    rec = get_application(app_id)
+    rec.delete()
+    try:
+        PrincipalRecord.get(rec.principal_id).delete()
+    except DoesNotExist:
+        pass
+    _revoke_keys(rec.principal_id)
 
 
 def set_application_products(app_id: str, products: list[str]) -> dict[str, Any]:

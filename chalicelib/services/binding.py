@@ -190,6 +190,7 @@ def unbind(binding_id: str) -> None:
 
 def user_devices(user_id: str, limit: int, start: dict[str, Any] | None,
                  allowed: Callable[[str], bool]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The user's bound devices that ``allowed(resource)`` passes (``product/{pid}/device/{dn}``)."""
     if not USER_ID_RE.fullmatch(user_id):
         raise errors.invalid("UserIdInvalid", "user_id must be 1-64 characters of A-Z a-z 0-9 _ . @ : -", "user_id")
     expect_key(start, {"device": "S", "user_id": "S", "bound_at": "N"}, {"user_id": user_id})
@@ -200,7 +201,7 @@ def user_devices(user_id: str, limit: int, start: dict[str, Any] | None,
             res = BindingRecord.by_user.query(user_id, scan_index_forward=False, last_evaluated_key=last,
                                               limit=max(limit, 25))
             for rec in res:
-                if not allowed(rec.product_id):
+                if not allowed(f"product/{rec.product_id}/device/{rec.device_name}"):
                     continue
                 items.append(view(rec))
                 if len(items) == limit:

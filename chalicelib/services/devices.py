@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Callable
 
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
 
@@ -72,6 +72,7 @@ def view(rec: DeviceRecord, include_secret: bool = False) -> dict[str, Any]:
     }
     if rec.cert_pem:
         out["certificate"] = rec.cert_pem
+    out["secret_set"] = bool(rec.secret or rec.key_pem)
     if include_secret:
         if rec.secret:
             out["secret"] = rec.secret
@@ -105,9 +106,11 @@ def list_devices(product_id: str, **kw: Any) -> tuple[list[dict[str, Any]], int 
 
 
 def _list_devices(product_id: str, *, status: str | None, firmware_version: str | None, tag: str | None,
-                 q: str | None, enabled: bool | None, limit: int,
-                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
-    """Key queries only: the status / firmware GSIs when those filter, else the product partition."""
+                 q: str | None, enabled: bool | None, limit: int, start: dict[str, Any] | None,
+                 visible: Callable[[str], bool] = lambda name: True,
+                 ) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
+    """Key queries only: the status / firmware GSIs when those filter, else the product partition.
+    Devices ``visible(name)`` refuses are left out (a policy may deny single devices)."""
     product = get_product(product_id)
     cond = None
 
@@ -142,6 +145,9 @@ def _list_devices(product_id: str, *, status: str | None, firmware_version: str 
     items: list[dict[str, Any]] = []
     while True:
         for rec in pages:
+            if not visible(rec.device_name):
+                filtered = True  # the product's device count would count what this caller cannot see
+                continue
             items.append(view(rec))
             if len(items) == limit:
                 nxt = _raw_key(rec, index)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Callable, Any
 
 from botocore.exceptions import ClientError
 
@@ -242,8 +242,10 @@ def complete(firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
     return view(item)
 
 
-def list_items(kind: str, *, product_id: str | None, q: str | None, limit: int,
-               start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def list_items(kind: str, *, product_id: str | None, q: str | None, limit: int, start: dict[str, Any] | None,
+               visible: Callable[[dict[str, Any]], bool] = lambda item: True,
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Newest first; only the items ``visible`` passes count towards the page."""
     request: dict[str, Any] = {
         "TableName": _table(), "IndexName": "kind-index", "KeyConditionExpression": "#k = :k",
         "ExpressionAttributeNames": {"#k": "kind"}, "ExpressionAttributeValues": {":k": {"S": kind}},
@@ -264,11 +266,14 @@ def list_items(kind: str, *, product_id: str | None, q: str | None, limit: int,
     while len(items) < limit:
         if key:
             request["ExclusiveStartKey"] = key
-        request["Limit"] = max(limit - len(items), 25) if filters else limit - len(items)
+        request["Limit"] = max(limit - len(items), 25)
         out = _ddb().query(**request)
         for raw in out.get("Items", []):
             if len(items) < limit:
-                items.append(view(_plain(raw)))
+                item = view(_plain(raw))
+                if not visible(item):
+                    continue
+                items.append(item)
                 key = {k: raw[k] for k in ("firmware_id", "kind", "created_at")}
         if len(items) >= limit:
             break

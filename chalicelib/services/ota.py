@@ -265,7 +265,9 @@ def view_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_tasks(kind: str, *, firmware_id: str | None, product_id: str | None, status: str | None, limit: int,
-               start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+               start: dict[str, Any] | None, visible: Callable[[dict[str, Any]], bool] = lambda task: True,
+               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Newest first; only the tasks ``visible`` passes count towards the page."""
     if firmware_id:
         request: dict[str, Any] = {"IndexName": "firmware-index", "KeyConditionExpression": "#h = :h",
                                    "ExpressionAttributeNames": {"#h": "firmware_id"},
@@ -287,11 +289,12 @@ def list_tasks(kind: str, *, firmware_id: str | None, product_id: str | None, st
         request["ExpressionAttributeNames"]["#s"] = "status"
         request["ExpressionAttributeValues"][":s"] = {"S": status}
     request.update(TableName=_tasks(), ScanIndexForward=False, FilterExpression=" AND ".join(filters))
-    return _page(request, limit, start, lambda raw: view_task(_plain(raw)), key_attrs)
+    return _page(request, limit, start, lambda raw: view_task(_plain(raw)), key_attrs, visible)
 
 
 def _page(request: dict[str, Any], limit: int, start: dict[str, Any] | None, render: Callable[[dict], Any],
-          key_attrs: tuple[str, ...]) -> tuple[list[Any], dict[str, Any] | None]:
+          key_attrs: tuple[str, ...], keep: Callable[[Any], bool] = lambda item: True,
+          ) -> tuple[list[Any], dict[str, Any] | None]:
     items: list[Any] = []
     key = start
     while len(items) < limit:
@@ -301,7 +304,10 @@ def _page(request: dict[str, Any], limit: int, start: dict[str, Any] | None, ren
         out = _ddb().query(**request)
         raw_items = out.get("Items", [])
         for idx, raw in enumerate(raw_items):
-            items.append(render(raw))
+            item = render(raw)
+            if not keep(item):
+                continue
+            items.append(item)
             if len(items) >= limit:
                 more = idx < len(raw_items) - 1 or bool(out.get("LastEvaluatedKey"))
                 return items, {k: raw[k] for k in key_attrs} if more else None

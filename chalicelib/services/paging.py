@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from pynamodb.exceptions import QueryError, ScanError
 
@@ -35,3 +35,30 @@ def expect_key(start: dict[str, Any] | None, shape: dict[str, str], fixed: dict[
                     bad = True
     if bad:
         raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+
+
+T = TypeVar("T")
+
+
+def fill_page(fetch: Callable[[dict[str, Any] | None], tuple[list[T], dict[str, Any] | None]],
+              keep: Callable[[T], bool], key_of: Callable[[T], dict[str, Any]], limit: int,
+              start: dict[str, Any] | None) -> tuple[list[T], dict[str, Any] | None]:
+    """One page of ``limit`` items that ``keep`` accepts, read from as many queries as it takes.
+
+    ``fetch(key)`` returns (records, LastEvaluatedKey) of one query from ``key``; ``key_of`` is
+    the key a record resumes after.  Lists that decide per item (SPEC §2) use it, so a page is
+    never short just because the caller may not see every stored item.
+    """
+    items: list[T] = []
+    last = start
+    while True:
+        records, nxt = fetch(last)
+        for rec in records:
+            if not keep(rec):
+                continue
+            items.append(rec)
+            if len(items) == limit:
+                return items, key_of(rec)
+        last = nxt
+        if not last:
+            return items, None

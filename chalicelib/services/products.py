@@ -274,15 +274,20 @@ def put_thing_model(product_id: str, doc: Any) -> dict[str, Any]:
 # -------------------------------------------------- dynamic registration
 
 
-def registration_view(rec: ProductRecord) -> dict[str, Any]:
-    return {"product_id": rec.product_id, "register_type": int(rec.register_type or 0),
-            "register_limit": int(rec.register_limit or 0),
-            "registered_count": int(rec.registered_count or 0),
-            "product_secret": rec.product_secret}
+def registration_view(rec: ProductRecord, include_secret: bool = False) -> dict[str, Any]:
+    """The settings; the product secret only when made or rotated by this request, or asked for
+    with the secret-reading action (SPEC §2: secrets are write-only)."""
+    out = {"product_id": rec.product_id, "register_type": int(rec.register_type or 0),
+           "register_limit": int(rec.register_limit or 0),
+           "registered_count": int(rec.registered_count or 0),
+           "secret_set": bool(rec.product_secret)}
+    if include_secret:
+        out["product_secret"] = rec.product_secret
+    return out
 
 
-def get_registration(product_id: str) -> dict[str, Any]:
-    return registration_view(get_product(product_id))
+def get_registration(product_id: str, include_secret: bool = False) -> dict[str, Any]:
+    return registration_view(get_product(product_id), include_secret)
 
 
 def put_registration(product_id: str, register_type: int, register_limit: int | None) -> dict[str, Any]:
@@ -291,14 +296,15 @@ def put_registration(product_id: str, register_type: int, register_limit: int | 
     actions = [ProductRecord.register_type.set(register_type), ProductRecord.updated_at.set(clock.now_s())]
     if register_limit is not None:
         actions.append(ProductRecord.register_limit.set(register_limit))
-    if register_type != 0 and not rec.product_secret:
+    made = register_type != 0 and not rec.product_secret
+    if made:
         actions.append(ProductRecord.product_secret.set(ids.product_secret()))
         actions.append(ProductRecord.secret_rotated_at.set(clock.now_s()))
     try:
         rec.update(actions=actions, condition=ProductRecord.status == "developing")
     except UpdateError:
         raise _lost_race(product_id) from None
-    return registration_view(rec)
+    return registration_view(rec, include_secret=made)  # a new secret is shown once, here
 
 
 def rotate_secret(product_id: str) -> dict[str, Any]:
@@ -308,7 +314,7 @@ def rotate_secret(product_id: str) -> dict[str, Any]:
                         ProductRecord.secret_rotated_at.set(clock.now_s()),
                         ProductRecord.updated_at.set(clock.now_s())],
                condition=ProductRecord.product_id.exists())
-    return registration_view(rec)
+    return registration_view(rec, include_secret=True)  # the new secret, shown once
 
 
 # ---------------------------------------------------------- custom topics

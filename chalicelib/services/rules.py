@@ -25,14 +25,16 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..core import clock, errors
 from ..core.config import settings
 from ..core.observability import logger
 from ..models.rules import RuleRecord
+from ..protocol import topics
 from . import rules_sql
-from .paging import checked_start, expect_key
+from ..forwarders import webhook
+from .paging import checked_start, expect_key, fill_page
 
 ACCOUNT = "main"
 NAME_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
@@ -75,11 +77,13 @@ def _actions(values: Any, path: str, previous: list[dict[str, Any]] | None = Non
         kind = action.get("type")
         if kind not in engine.KINDS:
             raise errors.invalid("ActionInvalid", f"{p}.type must be one of {', '.join(engine.KINDS)}", f"{p}.type")
-        if kind == "http" and not action.get("secret") and previous:
-            # keep the signing secret of the same URL across edits (receivers hold it)
-            same = [a for a in previous if a.get("type") == "http" and a.get("url") == action.get("url")]
-            if same:
-                action = dict(action, secret=same[0].get("secret"))
+        if kind == "http":
+            # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
+            same = [a for a in previous or [] if a.get("type") == "http"]
+            action = {k: v for k, v in action.items() if k not in ("token_set", "secret_set")}
+            action["token"] = webhook.kept_secret(action, same, "token")
+            if not action.get("secret"):
+                action["secret"] = webhook.kept_secret({"url": action.get("url")}, same, "secret")
         out.append(engine.kind_module(kind).validate(action, p))
     return out
 
@@ -96,12 +100,41 @@ def _verify(actions: list[dict[str, Any]], path: str) -> None:
 # ===================================================================== CRUD
 
 
-def view(rec: RuleRecord, stats: dict[str, int] | None = None) -> dict[str, Any]:
+def resource_of(name: str, compiled: rules_sql.CompiledRule | None) -> str:
+    """A rule is a resource of the product its topic filter names (SPEC §2), else of the account:
+    ``product/{pid}/rule/{name}`` or ``rule/{name}``."""
+    pid = topics.product_of_filter(compiled.filter_levels) if compiled is not None else None
+    return f"product/{pid}/rule/{name}" if pid else f"rule/{name}"
+
+
+def resource_of_sql(name: str, sql: Any) -> str:
+    """The resource a rule with this SQL would be (``rule/{name}`` when the SQL does not compile)."""
+    try:
+        return resource_of(name, rules_sql.compile_rule(sql)) if isinstance(sql, str) else f"rule/{name}"
+    except rules_sql.SqlError:
+        return f"rule/{name}"
+
+
+def _secrets_of(actions: Iterable[dict[str, Any]]) -> set[str]:
+    return {a[k] for a in actions for k in webhook.SECRET_FIELDS if a.get(k)}
+
+
+def view(rec: RuleRecord, stats: dict[str, int] | None = None, reveal: Iterable[str] = ()) -> dict[str, Any]:
+    """The rule as responses show it: secrets only in ``reveal`` (those this request made)."""
     compiled = compile_sql(rec.sql)
+    shown = frozenset(reveal)
     return {"name": rec.name, "description": rec.description or "", "sql": rec.sql, "enabled": bool(rec.enabled),
-            "topic_filter": compiled.topic_filter, "actions": rec.actions or [], "error_actions": rec.error_actions or [],
+            "topic_filter": compiled.topic_filter, "resource": resource_of(rec.name, compiled),
+            "actions": [webhook.masked(a, shown) for a in rec.actions or []],
+            "error_actions": [webhook.masked(a, shown) for a in rec.error_actions or []],
             "created_at": int(rec.created_at), "updated_at": int(rec.updated_at), "note": rec.note,
             "stats": stats if stats is not None else get_stats(rec.name)}
+
+
+def owner(name: str) -> tuple[str, RuleRecord]:
+    """(resource, record) of a stored rule, for the route kit's per-item decision."""
+    rec = _get(name, consistent=False)
+    return resource_of(rec.name, compile_sql(rec.sql)), rec
 
 
 def _get(name: str, consistent: bool = True) -> RuleRecord:
@@ -133,15 +166,18 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
         raise
     _reset_stats(name)  # a rule re-created under an old name starts from zero
     forget()
-    return view(rec, {k: 0 for k in STAT_NAMES})
+    # shown once: the tokens given and the signing secrets made for this rule
+    return view(rec, {k: 0 for k in STAT_NAMES}, reveal=_secrets_of(actions + error_actions))
 
 
-def describe(name: str) -> dict[str, Any]:
-    return view(_get(name, consistent=False))
+def describe(name: str, *, include_secret: bool = False) -> dict[str, Any]:
+    rec = _get(name, consistent=False)
+    return view(rec, reveal=_secrets_of((rec.actions or []) + (rec.error_actions or [])) if include_secret else ())
 
 
 def modify(name: str, body: dict[str, Any]) -> dict[str, Any]:
     rec = _get(name)
+    before = _secrets_of((rec.actions or []) + (rec.error_actions or []))
     if "sql" in body:
         compile_sql(body["sql"])
         rec.sql = body["sql"]
@@ -160,7 +196,8 @@ def modify(name: str, body: dict[str, Any]) -> dict[str, Any]:
     rec.updated_at = clock.now_s()
     rec.save()
     forget()
-    return view(rec)
+    # a new URL gets a new signing secret: shown in this answer only
+    return view(rec, reveal=_secrets_of((rec.actions or []) + (rec.error_actions or [])) - before)
 
 
 def set_enabled(name: str, enabled: bool) -> dict[str, Any]:
@@ -185,14 +222,30 @@ def delete(name: str) -> None:
     forget()
 
 
-def list_rules(*, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def list_rules(*, visible: Callable[[str], bool], limit: int,
+               start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Rules by name that ``visible(resource)`` lets the caller see (a page is filled from as many
+    queries as it takes)."""
     expect_key(start, {"account": "S", "name": "S"}, {"account": ACCOUNT})
     with checked_start(start):
-        res = RuleRecord.query(ACCOUNT, limit=limit, last_evaluated_key=start)
-        recs = list(res)
-        last = res.last_evaluated_key
+        recs, last = fill_page(
+            lambda key: _page_of(RuleRecord.query(ACCOUNT, limit=max(limit, 25), last_evaluated_key=key)),
+            lambda r: visible(resource_of(r.name, _compiled_or_none(r.sql))),
+            lambda r: {"account": {"S": ACCOUNT}, "name": {"S": r.name}}, limit, start)
     stats = get_stats_many([r.name for r in recs])
     return [view(r, stats.get(r.name)) for r in recs], last
+
+
+def _page_of(res: Any) -> tuple[list[Any], Any]:
+    items = list(res)
+    return items, res.last_evaluated_key
+
+
+def _compiled_or_none(sql: str) -> rules_sql.CompiledRule | None:
+    try:
+        return rules_sql.compile_rule(sql)
+    except rules_sql.SqlError:
+        return None
 
 
 def disable_action(name: str, index: int, reason: str) -> None:
@@ -229,9 +282,10 @@ def debug(name: str, body: dict[str, Any]) -> dict[str, Any]:
             raw = base64.b64decode(body["payload_base64"], validate=True)
         except ValueError:
             raise errors.invalid("PayloadInvalid", "payload_base64 is not base64", "payload_base64") from None
+    pid, dn, topic = _debug_device(topic)
+    pid = body.get("product_id") or pid
+    dn = body.get("device_name") or dn
     levels = topic.split("/")
-    pid = body.get("product_id") or (levels[0] if len(levels) >= 3 else "")
-    dn = body.get("device_name") or (levels[1] if len(levels) >= 3 else "")
     msg = rules_sql.Message(pid, dn, topic, raw, clock.now_ms(), 0, levels=levels)
     matched_topic = compiled.matches(levels)
     parsed = rules_sql.parse_payload(raw)
@@ -244,6 +298,19 @@ def debug(name: str, body: dict[str, Any]) -> dict[str, Any]:
     else:
         result["output"] = output
     return result
+
+
+def _debug_device(topic: str) -> tuple[str, str, str]:
+    """(productId, deviceName, topic as rules see it) of a sample topic, exactly as the live path
+    derives them: device topics parsed (``$`` forms as their canonical topic), ``$status/{pid}/{dn}``
+    as itself."""
+    levels = topic.split("/")
+    if levels[0] == STATUS_PREFIX and len(levels) == 3:
+        return levels[1], levels[2], topic
+    parsed = topics.parse(topic)
+    if parsed is not None:
+        return parsed.product_id, parsed.device_name, topic.lstrip("$")
+    return "", "", topic
 
 
 # ===================================================================== statistics
@@ -305,6 +372,10 @@ class LiveRule:
     actions: list[dict[str, Any]]
     error_actions: list[dict[str, Any]]
     enabled: bool
+
+    @property
+    def resource(self) -> str:
+        return resource_of(self.name, self.compiled)
 
 
 @dataclass
@@ -431,7 +502,8 @@ def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[in
                 if action.get("disabled"):
                     continue
                 jobs.append({"k": "rule", "id": engine.new_webhook_id(), "n": 0, "t0": None, "st": "a",
-                             "r": rule.name, "a": a, "msg": dict(msg_doc, mt=mt), "out": out_doc})
+                             "r": rule.name, "a": a, "own": rule.resource, "msg": dict(msg_doc, mt=mt),
+                             "out": out_doc})
                 owners.append(i)
     return jobs, owners, matches, diags
 

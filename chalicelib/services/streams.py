@@ -20,7 +20,7 @@ import re
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from ..core import clock, errors, ids
 from ..core.config import settings
@@ -68,6 +68,7 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
         p = f"outputs[{i}]"
         if not isinstance(o, dict):
             raise errors.invalid("OutputInvalid", f"{p} must be an object", p)
+        o = {k: v for k, v in o.items() if k not in ("token_set", "secret_set")}
         if o.get("type") == "chat":
             raise errors.FleetboxError("UnsupportedOperation.ChatOutput",
                                        f"{p}: chat push arrives with the chat channels; use custom_push for now",
@@ -83,10 +84,10 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
             if not isinstance(v, str) or len(v) > limit:
                 raise errors.invalid("OutputInvalid", f"{p}.{name} must be a string of at most {limit} characters",
                                      f"{p}.{name}")
-        secret = o.get("secret")
-        if not secret and previous:
-            same = [x for x in previous if x.get("url") == url]
-            secret = same[0].get("secret") if same else None
+        # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
+        if "token" not in o:
+            token = webhook.kept_secret({"url": url}, previous, "token")
+        secret = o.get("secret") or webhook.kept_secret({"url": url}, previous, "secret")
         item = {"type": "custom_push", "url": url, "title": o.get("title", ""), "content": o.get("content", ""),
                 "secret": secret or webhook.new_secret()}
         if token:
@@ -114,10 +115,38 @@ def _verify(outputs: list[dict[str, Any]]) -> None:
 # ===================================================================== CRUD
 
 
-def view(rec: StreamRecord) -> dict[str, Any]:
-    return {"id": rec.stream_id, "name": rec.name, "product_id": rec.product_id, "properties": rec.properties or [],
-            "match": rec.match, "conditions": rec.conditions or [], "outputs": rec.outputs or [],
+def resource_of(rec: StreamRecord) -> str:
+    """A stream is a resource of its product (SPEC §2): ``product/{pid}/stream/{id}``."""
+    return f"product/{rec.product_id}/stream/{rec.stream_id}"
+
+
+def resource_of_id(stream_id: str) -> str:
+    try:
+        return resource_of(StreamRecord.get(ACCOUNT, stream_id))
+    except StreamRecord.DoesNotExist:
+        return f"stream/{stream_id}"
+
+
+def _secrets_of(outputs: list[dict[str, Any]] | None) -> set[str]:
+    from ..forwarders import webhook
+
+    return {o[k] for o in outputs or [] for k in webhook.SECRET_FIELDS if o.get(k)}
+
+
+def view(rec: StreamRecord, reveal: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The stream as responses show it: output tokens and secrets only in ``reveal``."""
+    from ..forwarders import webhook
+
+    return {"id": rec.stream_id, "name": rec.name, "product_id": rec.product_id, "resource": resource_of(rec),
+            "properties": rec.properties or [], "match": rec.match, "conditions": rec.conditions or [],
+            "outputs": [webhook.masked(o, frozenset(reveal)) for o in rec.outputs or []],
             "enabled": bool(rec.enabled), "created_at": int(rec.created_at), "updated_at": int(rec.updated_at)}
+
+
+def owner(stream_id: str) -> tuple[str, StreamRecord]:
+    """(resource, record) of a stream, for the route kit's per-item decision."""
+    rec = _get(stream_id)
+    return resource_of(rec), rec
 
 
 def _get(stream_id: str) -> StreamRecord:
@@ -149,15 +178,17 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
                        outputs=outputs, enabled=enabled, created_at=now, updated_at=now)
     rec.save()
     forget()
-    return view(rec)
+    return view(rec, reveal=_secrets_of(outputs))  # shown once
 
 
-def describe(stream_id: str) -> dict[str, Any]:
-    return view(_get(stream_id))
+def describe(stream_id: str, *, include_secret: bool = False) -> dict[str, Any]:
+    rec = _get(stream_id)
+    return view(rec, reveal=_secrets_of(rec.outputs) if include_secret else frozenset())
 
 
 def modify(stream_id: str, body: dict[str, Any]) -> dict[str, Any]:
     rec = _get(stream_id)
+    before = _secrets_of(rec.outputs)
     if "name" in body:
         rec.name = body["name"]
     if "properties" in body:
@@ -175,7 +206,7 @@ def modify(stream_id: str, body: dict[str, Any]) -> dict[str, Any]:
     rec.updated_at = clock.now_s()
     rec.save()
     forget()
-    return view(rec)
+    return view(rec, reveal=_secrets_of(rec.outputs) - before)  # a new URL's new secret, shown once
 
 
 def set_enabled(stream_id: str, enabled: bool) -> dict[str, Any]:
@@ -195,14 +226,20 @@ def delete(stream_id: str) -> None:
     forget()
 
 
-def list_streams(*, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], Any]:
-    from .paging import checked_start, expect_key
+def list_streams(*, visible: Callable[[str], bool], limit: int,
+                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], Any]:
+    """Streams ``visible(resource)`` lets the caller read."""
+    from .paging import checked_start, expect_key, fill_page
+
+    def fetch(key: dict[str, Any] | None) -> tuple[list[StreamRecord], Any]:
+        res = StreamRecord.query(ACCOUNT, limit=max(limit, 25), last_evaluated_key=key)
+        return list(res), res.last_evaluated_key
 
     expect_key(start, {"account": "S", "stream_id": "S"}, {"account": ACCOUNT})
     with checked_start(start):
-        res = StreamRecord.query(ACCOUNT, limit=limit, last_evaluated_key=start)
-        items = [view(r) for r in res]
-        return items, res.last_evaluated_key
+        recs, nxt = fill_page(fetch, lambda r: visible(resource_of(r)),
+                              lambda r: {"account": {"S": ACCOUNT}, "stream_id": {"S": r.stream_id}}, limit, start)
+    return [view(r) for r in recs], nxt
 
 
 # ===================================================================== evaluation
@@ -332,6 +369,6 @@ def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
                         "MsgContent": render(out.get("content", ""), data, system)}
                 try:
                     webhook.deliver(out, body, target_id=f"stream/{rec.stream_id}" + (f"/{i}" if i else ""),
-                                    product_id=pid, device_name=dn)
+                                    product_id=pid, device_name=dn, resource=resource_of(rec))
                 except Exception:  # noqa: BLE001 - the uplink never fails on a push
                     logger.exception("stream push could not be queued", extra={"stream": rec.stream_id})

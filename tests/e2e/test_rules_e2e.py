@@ -101,7 +101,7 @@ def test_receiver_down_retries_then_error_action_then_dead_letter_then_replay(ap
     assert len(errors) == 1 and errors[0]["time"] > attempts[-1]["time"]
     letters = api.call("GET", "/v1/dead-letters", 200, params={"rule": name}).json()["items"]
     letter, = letters
-    assert letter["status"] == "dead" and "Connection refused" in letter["reason"] and "error actions" in letter["reason"]
+    assert letter["status"] == "dead" and "the connection was refused" in letter["reason"] and "error actions" in letter["reason"]
     assert stats() == {"hits": 1, "forwards_ok": 0, "failures": 4, "dead_letters": 1}
     diagnostics = api.logs(custom_pid, "device00", "diagnostic")
     assert "Forward_Third_Not_Responding" in {e["code"] for e in diagnostics}

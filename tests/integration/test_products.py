@@ -447,20 +447,23 @@ def test_list_products_unknown_query_parameter(api):
 
 def test_dynamic_registration_enable_generates_secret(api, product):
     pid = product["product_id"]
-    before = api.get(f"/v1/products/{pid}/dynamic-registration")
+    before = api.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true")
     assert before.status_code == 200
     assert before.json["register_type"] == 0 and before.json["product_secret"] is None
+    assert before.json["secret_set"] is False
     resp = api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 2, "register_limit": 10})
     assert resp.status_code == 200, resp.body
     reg = resp.json
     assert reg["register_type"] == 2 and reg["register_limit"] == 10
     assert re.fullmatch(r"[A-Za-z0-9]{24}", reg["product_secret"])
     assert api.get(f"/v1/products/{pid}").json["dynamic_registration"] is True
-    # changing the settings again keeps the secret
+    # changing the settings again keeps the secret, which is no longer shown (SPEC §2: write-only)
     resp = api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1})
     assert resp.status_code == 200, resp.body
-    assert resp.json["product_secret"] == reg["product_secret"]
-    assert api.get(f"/v1/products/{pid}/dynamic-registration").json["product_secret"] == reg["product_secret"]
+    assert "product_secret" not in resp.json and resp.json["secret_set"] is True
+    assert "product_secret" not in api.get(f"/v1/products/{pid}/dynamic-registration").json
+    assert api.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true").json["product_secret"] == \
+        reg["product_secret"]
 
 
 def test_dynamic_registration_secrets_differ_between_products(api):
@@ -494,7 +497,7 @@ def test_rotate_product_secret(api, product):
     second = resp.json["product_secret"]
     assert re.fullmatch(r"[A-Za-z0-9]{24}", second)
     assert second != first
-    assert api.get(f"/v1/products/{pid}/dynamic-registration").json["product_secret"] == second
+    assert api.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true").json["product_secret"] == second
 
 
 # ------------------------------------------------------------------ custom topics
