@@ -8,6 +8,7 @@ from chalicelib.handlers import workers
 from chalicelib.handlers import batches
 from chalicelib.handlers import ota
 from chalicelib.handlers import forward, rules, streams
+from chalicelib.handlers import api
 
 app = Chalice(app_name="fleetbox")
 
@@ -27,3 +28,4 @@ app.register_blueprint(ota.bp)             # /v1/firmware, /v1/ota-tasks, /v1/re
 app.register_blueprint(rules.bp)           # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
 app.register_blueprint(streams.bp)         # /v1/streams: message push data streams (SPEC §9.3)
 app.register_blueprint(forward.bp)         # SQS `forward` worker: rule actions and webhooks
+api.install_fallbacks(app)                 # 404/405 in the error envelope for anything unmatched (last)

@@ -74,8 +74,8 @@ def qr_times(contents: list[str]) -> tuple[float, float]:
 
 def baseline(info: dict, pid: str, names: list[str]) -> float:
     """Create the same devices one conditional PutItem each (what a naive loop does); seconds."""
-    os.environ.update({"AWS_ENDPOINT_URL": info["s3_endpoint"], "AWS_ACCESS_KEY_ID": "fleetbox-local",
-                       "AWS_SECRET_ACCESS_KEY": "fleetbox-local", "AWS_REGION": "us-east-1",
+    os.environ.update({"AWS_ENDPOINT_URL": info["s3_endpoint"], "AWS_ACCESS_KEY_ID": info["aws_access_key_id"],
+                       "AWS_SECRET_ACCESS_KEY": info["aws_secret_access_key"], "AWS_REGION": "us-east-1",
                        "FLEETBOX_STAGE": "local"})
     os.environ.pop("FLEETBOX_RESOURCE_PREFIX", None)
     from chalicelib.core.config import reload_settings
@@ -129,7 +129,7 @@ def main() -> int:
         job = call("POST", "/v1/batches", json={"product_id": products[0], "burn_method": "per_device_secret",
                                                 "generation": "auto", "quantity": args.devices, "qr_code": qr_code})
         while True:
-            job = call("GET", f"/v1/batches/{job['id']}")
+            job = call("GET", f"/v1/batches/{job['id']}?include_secret=true")
             if job["status"] in ("done", "failed"):
                 break
             time.sleep(0.5)

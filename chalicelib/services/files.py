@@ -62,8 +62,20 @@ def delete_object(key: str) -> None:
     s3().delete_object(Bucket=settings().bucket, Key=key)
 
 
+#: locally, people's download links are served by the stack under this path (infra/local/downloads.py)
+ATTACHMENT_PATH = "/files/"
+
+
 def attachment_url(key: str, file_name: str, ttl_s: int | None = None) -> str:
-    """A SigV4 presigned GET (X-Amz-Expires) that downloads as ``file_name``."""
+    """A time-limited GET that downloads as ``file_name``: on AWS a SigV4 presigned S3 URL; on the
+    local stack a link to its own download endpoint, signed and checked there (moto's S3 would
+    serve an expired or unsigned link)."""
+    base = settings().download_base_url
+    if base:
+        expires = int(clock.now()) + (ttl_s or settings().download_ttl_s)
+        sig = link_signature(f"{key}\n{file_name}", expires, settings().download_key or "")
+        return (f"{base.rstrip('/')}{ATTACHMENT_PATH}{quote(key, safe='/')}"
+                f"?e={expires}&n={quote(file_name, safe='')}&s={sig}")
     return s3().generate_presigned_url(  # type: ignore[no-any-return]
         "get_object", ExpiresIn=ttl_s or settings().download_ttl_s,
         Params={"Bucket": settings().bucket, "Key": key,
@@ -132,6 +144,16 @@ def check_link(name: str, expires: str, signature: str, now: float | None = None
     if int(expires) < (now if now is not None else clock.now()):
         return None
     return key
+
+
+def check_attachment(key: str, file_name: str, expires: str, signature: str) -> bool:
+    """Whether a local attachment link is the one :func:`attachment_url` made and has not expired."""
+    secret = settings().download_key
+    if not secret or not expires.isdigit():
+        return False
+    if not hmac.compare_digest(link_signature(f"{key}\n{file_name}", int(expires), secret), signature):
+        return False
+    return int(expires) >= clock.now()
 
 
 def download_url(key: str, ttl_s: int | None = None) -> str:

@@ -73,6 +73,7 @@ towards devices (granted QoS is at most 1; QoS 2 publishes from devices are acce
 from __future__ import annotations
 
 import asyncio
+import json
 import itertools
 import logging
 import math
@@ -904,12 +905,33 @@ class FleetboxBroker(Broker):
             conn.qos2_in.add(packet_id)
             conn.write(_ack(PUBREC, packet_id))
 
-    def _too_long(self, conn: Connection, topic: str, size: int) -> None:
+    def _too_long(self, conn: Connection, topic: str, size: int, payload: bytes = b"") -> None:
         self.counters["dropped_in"] += 1
         log.info("MQTT %s: %d-byte publish to %s dropped (limit %d)", conn.label, size, topic, self.limits.max_payload)
         self.diagnose(conn, DEV_PUB_PAYLOAD_TOOLONG,
                       f"publish to {topic} dropped: payload of {size} bytes exceeds {self.limits.max_payload}",
                       topic=topic)
+        self._answer_too_long(topic, size, payload)
+
+    def _answer_too_long(self, topic: str, size: int, payload: bytes) -> None:
+        """A thing-model request the device will wait on (it has a method and a clientToken) is
+        answered on its reply topic with code 413, so the device learns why nothing happened;
+        other messages are only logged (MQTT 3.1.1 has no negative acknowledgement)."""
+        try:
+            from chalicelib.protocol import topics
+
+            parsed = topics.parse(topic)
+            if parsed is None or parsed.family not in ("thing/up/property", "thing/up/event", "thing/up/action"):
+                return
+            body = json.loads(payload)
+            if not isinstance(body, dict) or not isinstance(body.get("method"), str) or "clientToken" not in body:
+                return
+            reply = {"method": f"{body['method'][:40]}_reply", "clientToken": body["clientToken"], "code": 413,
+                     "status": f"payload of {size} bytes exceeds the {self.limits.max_payload}-byte limit; "
+                               f"nothing was stored"}
+            self.fan_out(topics.reply_topic(topic), json.dumps(reply, separators=(",", ":")).encode(), 0)
+        except (ValueError, UnicodeDecodeError, RecursionError, ImportError):
+            return
 
     async def route_publish(self, conn: Connection, topic: str, payload: bytes, qos: int, retain: bool,
                             *, will: bool = False) -> None:
@@ -918,7 +940,7 @@ class FleetboxBroker(Broker):
             raise ProtocolError(f"PUBLISH to an invalid topic name {topic[:80]!r}")
         if self.hooks is not None:
             if len(payload) > self.limits.max_payload:
-                self._too_long(conn, topic, len(payload))
+                self._too_long(conn, topic, len(payload), payload)
                 return
             if not will and not conn.bucket.take():
                 self.counters["dropped_in"] += 1

@@ -21,8 +21,15 @@ _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
 CHUNK = 256 * 1024
 
 
+ATTACHMENTS = "/files/"
+
+
 def is_download(path: str) -> bool:
-    name = urlsplit(path).path.lstrip("/")
+    """Root-level device links, and people's attachment links (``/files/<key>?e=&n=&s=``)."""
+    raw = urlsplit(path).path
+    if raw.startswith(ATTACHMENTS):
+        return True
+    name = raw.lstrip("/")
     return "/" not in name and name.startswith(PREFIXES)
 
 
@@ -52,10 +59,17 @@ def serve(handler: Any) -> None:
 
     parts = urlsplit(handler.path)
     query = parse_qs(parts.query)
-    name = unquote(parts.path.lstrip("/"))
-    key = files.check_link(name, (query.get("e") or [""])[0], (query.get("s") or [""])[0])
-    if key is None:
-        return _plain(handler, 403, "the link is invalid or has expired")
+    attachment = None
+    if parts.path.startswith(ATTACHMENTS):
+        key = unquote(parts.path[len(ATTACHMENTS):])
+        attachment = (query.get("n") or [""])[0]
+        if not files.check_attachment(key, attachment, (query.get("e") or [""])[0], (query.get("s") or [""])[0]):
+            return _plain(handler, 403, "the link is invalid or has expired")
+    else:
+        name = unquote(parts.path.lstrip("/"))
+        key = files.check_link(name, (query.get("e") or [""])[0], (query.get("s") or [""])[0])
+        if key is None:
+            return _plain(handler, 403, "the link is invalid or has expired")
     try:
         size = files.head(key)
     except ClientError:
@@ -72,6 +86,9 @@ def serve(handler: Any) -> None:
     start, end = wanted if wanted else (0, size - 1)
     handler.send_response(206 if wanted else 200)
     handler.send_header("Content-Type", "application/octet-stream")
+    if attachment:
+        safe = "".join(c for c in attachment if c.isalnum() or c in "._-") or "download"
+        handler.send_header("Content-Disposition", f'attachment; filename="{safe}"')
     handler.send_header("Accept-Ranges", "bytes")
     handler.send_header("Content-Length", str(end - start + 1))
     if wanted:

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 STAGE = "local"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-FAKE_CREDENTIALS = "testing"
+#: the access key id of the stack's AWS credentials; the secret key is the stack's own
+#: (random, or kept in the state dir): moto refuses requests not signed with it
+ACCESS_KEY_ID = "fleetboxlocal"
 
 #: environment that could steer boto3 away from moto or leak real credentials into it
 _AWS_ENV_TO_CLEAR = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
@@ -118,6 +120,7 @@ class LocalStack:
         self.info_path = settings.home / ".fleetbox" / "local.json"
         self.state = StateDir(settings.state_dir) if settings.state_dir else None
         self.moto: MotoServer | None = None
+        self.aws_secret_key = ""
         self.resources: dict[str, Any] = {}
         self.app: Any = None
         self.chalice_config: Any = None
@@ -147,6 +150,7 @@ class LocalStack:
             self._load_app()
             self._seed()
             self._start_workers()
+            self._resume_batches()
             self._start_http()
             self.start_broker()
             return self._publish_info()
@@ -175,8 +179,9 @@ class LocalStack:
             log.info("state: %s (%d recorded change(s); %d read(s) compacted away)",
                      self.state.path, kept, dropped)
             recording = self.state.recording
+        self.aws_secret_key = self.state.moto_secret() if self.state is not None else secrets.token_urlsafe(30)
         self.moto = MotoServer("127.0.0.1", port=self.settings.moto_port, recording_path=recording,
-                               log_path=self.info_path.parent / "moto.log")
+                               log_path=self.info_path.parent / "moto.log", secret_key=self.aws_secret_key)
         try:
             self.moto.start()
         except RuntimeError as exc:
@@ -195,15 +200,16 @@ class LocalStack:
             "AWS_ENDPOINT_URL": self.moto.endpoint,
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
-            # fake credentials always: real ones must never be sent to (or recorded by) moto
-            "AWS_ACCESS_KEY_ID": FAKE_CREDENTIALS,
-            "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIALS,
+            # the stack's own credentials always: real ones must never be sent to (or recorded by) moto
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_key,
             # and no profile settings (sso, credential_process, s3 addressing, retries) either
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "FLEETBOX_STAGE": STAGE,
-            "FLEETBOX_ALLOW_LOOPBACK": "true",
         })
+        # outgoing webhooks may target loopback receivers locally, unless the user says otherwise
+        os.environ.setdefault("FLEETBOX_ALLOW_LOOPBACK", "true")
         # root-level download links for devices (chalicelib/services/files.py, infra/local/downloads.py)
         os.environ.setdefault("FLEETBOX_DOWNLOAD_BASE_URL",
                               f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}")
@@ -258,6 +264,19 @@ class LocalStack:
                                   speedup=self.settings.schedule_speedup, chalice_config=self.chalice_config)
         self.workers.start()
 
+    def _resume_batches(self) -> None:
+        """Batches that were running when the stack last stopped (or was killed) go on now, not
+        after the resume sweep's minute; each is logged."""
+        from chalicelib.services import batches
+
+        try:
+            resumed = batches.resume_stalled(stale_s=0)
+        except Exception:  # noqa: BLE001 - the sweep tick tries again within a minute
+            log.exception("could not resume running batches; the minute sweep will")
+            return
+        if resumed:
+            log.info("resumed %d batch job(s) that were running when the stack stopped", resumed)
+
     def _start_http(self) -> None:
         try:
             server = create_server(self.app, self.chalice_config, self.settings.host, self.settings.http_port)
@@ -309,6 +328,9 @@ class LocalStack:
             "mqtt_port": self.settings.mqtt_port,
             "admin_api_key": self.admin_api_key,
             "s3_endpoint": self.moto.endpoint,
+            # moto (S3, SQS, …) answers only requests signed with these (infra/local/moto_auth.py)
+            "aws_access_key_id": ACCESS_KEY_ID,
+            "aws_secret_access_key": self.aws_secret_key,
         }
         # 0600: it holds the admin key
         write_atomic(self.info_path, (json.dumps(info, indent=2) + "\n").encode(), mode=0o600)

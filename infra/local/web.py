@@ -25,13 +25,31 @@ from infra.local import downloads
 log = logging.getLogger("infra.local.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+#: API Gateway refuses payloads over 10 MB; the local server does the same before reading a byte
+MAX_BODY_BYTES = 10 * 1024 * 1024
+#: a client that stops sending is cut off after this many seconds (a thread is never held forever)
+READ_TIMEOUT_S = 30.0
+#: errors of a client that went away; never worth a traceback
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+def _route_matches(route: str, path: str) -> bool:
+    """chalice local's matching (same level count, ``{param}`` matches one level)."""
+    want, have = route.split("/"), path.split("/")
+    return len(want) == len(have) and all(w == h or (w.startswith("{") and w.endswith("}"))
+                                          for w, h in zip(want, have))
 
 
 class RequestHandler(ChaliceRequestHandler):
-    """ChaliceRequestHandler that logs ``METHOD /path STATUS 12.3ms x-request-id=…``."""
+    """ChaliceRequestHandler that logs ``METHOD /path STATUS 12.3ms x-request-id=…``, answers
+    unmatched paths with the API's 404 envelope (API Gateway's catch-all resource; chalice local
+    cannot match a greedy path and would quote the caller's Authorization header back), refuses
+    bodies over 10 MB with 413 before reading them, and drops clients that stall or leave
+    without a traceback."""
 
     _status: int | None = None
     _request_id: str = "-"
+    timeout = READ_TIMEOUT_S
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._status = code
@@ -48,9 +66,13 @@ class RequestHandler(ChaliceRequestHandler):
         try:
             if self.command in ("GET", "HEAD") and downloads.is_download(self.path):
                 downloads.serve(self)  # root-level firmware/resource links (SPEC §6.6)
+            elif not self._has_route():
+                self._envelope(404, "ResourceNotFound.Route", f"no route serves {self._path_only()[:200]}")
+            elif self._body_refused():
+                pass
             else:
                 super()._generic_handle()
-        except (BrokenPipeError, ConnectionResetError):
+        except _GONE:
             self.close_connection = True  # the client went away mid-response; nothing to answer
         except Exception:  # noqa: BLE001 - an error outside the app (gateway emulation)
             log.exception("local gateway failed on %s %s", self.command, self._path_only())
@@ -63,25 +85,64 @@ class RequestHandler(ChaliceRequestHandler):
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
+    def _has_route(self) -> bool:
+        from chalicelib.handlers.api import CATCH_ALL
+
+        path = self._path_only()
+        if path != "/" and path.endswith("/"):
+            path = path[:-1]  # as API Gateway does
+        routes = self.local_gateway._app_object.routes  # noqa: SLF001 - chalice local's own app
+        return any(_route_matches(r, path) for r in routes if r != CATCH_ALL)
+
+    def _body_refused(self) -> bool:
+        """413 for a declared body over the limit, 400 for a length that is not a number; the
+        connection is closed without reading the body either way."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return False
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._envelope(400, "InvalidParameterValue.InvalidRequest", "Content-Length is not a byte count")
+            return True
+        if length > MAX_BODY_BYTES:
+            self._envelope(413, "RequestTooLarge.Body",
+                           f"the request body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+            return True
+        return False
+
+    def _envelope(self, status: int, code: str, message: str) -> None:
+        """Answer the API's error envelope directly and close the connection (any request body is
+        left unread)."""
+        self.close_connection = True
+        self._request_id = str(uuid.uuid4())
+        body = json.dumps({"error": {"code": code, "message": message}, "request_id": self._request_id}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header(REQUEST_ID_HEADER, self._request_id)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and status >= 200:
+            self.wfile.write(body)
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except _GONE:
+            self.close_connection = True  # the client left while we read its request
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Protocol-level refusals (unknown methods such as TRACE, malformed request lines) in the
         API's JSON error envelope instead of BaseHTTPRequestHandler's HTML page.  An unknown
         method is a 405, as API Gateway never routes one (the stdlib would say 501)."""
         status = 405 if code == 501 else code
         error = "MethodNotAllowed" if status == 405 else "InvalidParameterValue.InvalidRequest"
-        self.close_connection = True  # any request body is left unread
-        self._status, self._request_id = None, str(uuid.uuid4())
-        body = json.dumps({"error": {"code": error, "message": message or explain or "request refused"},
-                           "request_id": self._request_id}).encode()
+        self._status = None
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header(REQUEST_ID_HEADER, self._request_id)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD" and status >= 200:
-                self.wfile.write(body)
+            self._envelope(status, error, message or explain or "request refused")
         except OSError:
             return
         log.info("%s %s %s 0.0ms x-request-id=%s", self.command or "-", self._path_only() if self.path else "-",
@@ -104,7 +165,21 @@ def create_server(app: Chalice, config: Config, host: str, port: int) -> LocalDe
     if not isinstance(app, LocalChalice):
         CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
         app.__class__ = CustomLocalChalice
-    return LocalDevServer(app, config, host, port, handler_cls=RequestHandler)
+    server = LocalDevServer(app, config, host, port, handler_cls=RequestHandler)
+    default_handle_error = server.server.handle_error
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback for any error of a request: a client that left or
+        # stalled is not one worth printing
+        import sys
+
+        if isinstance(sys.exc_info()[1], _GONE + (socket.timeout,)):
+            log.info("client %s went away", client_address[0] if client_address else "-")
+            return
+        default_handle_error(request, client_address)
+
+    server.server.handle_error = handle_error  # type: ignore[method-assign]
+    return server
 
 
 class ServerThread:

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+import boto3
 import pytest
 import requests
 
@@ -48,8 +49,12 @@ def test_local_json_describes_the_running_stack(local_stack):
     assert local_stack["mqtt_host"] == "127.0.0.1"
     assert isinstance(local_stack["mqtt_port"], int)
     assert accepts_connections(local_stack["api_url"])
-    # s3_endpoint is moto: S3 answers there
-    assert requests.get(local_stack["s3_endpoint"], timeout=10).status_code == 200
+    # s3_endpoint is moto: S3 answers there, to requests signed with the stack's own key only
+    s3 = boto3.client("s3", endpoint_url=local_stack["s3_endpoint"], region_name="us-east-1",
+                      aws_access_key_id=local_stack["aws_access_key_id"],
+                      aws_secret_access_key=local_stack["aws_secret_access_key"])
+    assert s3.list_buckets()["Buckets"]
+    assert requests.get(local_stack["s3_endpoint"], timeout=10).status_code == 403
 
 
 def test_openapi_document_is_served(local_stack):
