@@ -15,9 +15,18 @@ def product_id() -> str:
     return "".join(secrets.choice(_UPPER_DIGITS) for _ in range(10))
 
 
+#: first characters a spreadsheet reads as a formula (OWASP CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def device_secret() -> str:
-    """16 random bytes, base64 (24 characters)."""
-    return base64.b64encode(secrets.token_bytes(16)).decode()
+    """16 random bytes, base64 (24 characters).  Never one that starts with ``+`` (1 in 64 would):
+    secrets travel in CSV files, where such a cell must either be escaped — and no longer decode
+    — or be read as a formula; so none is ever made (SPEC §7.1)."""
+    while True:
+        secret = base64.b64encode(secrets.token_bytes(16)).decode()
+        if not secret.startswith(FORMULA_START):
+            return secret
 
 
 def product_secret() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Any, Callable, Iterable, Mapping
 
 from . import errors
@@ -99,6 +100,10 @@ class String(Field):
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise self.fail(path, "must be a string")
+        # one spelling per text: "café" typed precomposed (NFC) or decomposed (NFD) is the same
+        # name, checked, stored and compared the same way
+        if not value.isascii():
+            value = unicodedata.normalize("NFC", value)
         if len(value) < self.min_len or (self.max_len is not None and len(value) > self.max_len):
             raise self.fail(path, self._rule_text())
         if self.pattern is not None and not self.pattern.fullmatch(value):

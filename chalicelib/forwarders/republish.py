@@ -22,8 +22,7 @@ TOPIC_RE = r"[A-Za-z0-9_\-/${}.]{1,128}"
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     topic = text_field(action, "topic", path, max_len=128, pattern=TOPIC_RE,
                        rule="must be 1-128 characters: letters, digits, _ - / and ${field} variables")
-    assert topic is not None
-    if not template_ok(topic) or "+" in topic or "#" in topic or topic.startswith("$"):
+    if topic is None or not template_ok(topic) or "+" in topic or "#" in topic or topic.startswith("$"):
         raise errors.invalid("ActionInvalid", f"{path}.topic must be a topic name; ${{…}} must name a key",
                              f"{path}.topic")
     out: dict[str, Any] = {"type": "republish", "topic": topic}

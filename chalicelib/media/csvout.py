@@ -1,7 +1,11 @@
 """CSV output that no spreadsheet turns into a formula (SPEC §7.1, §15).
 
-OWASP "CSV injection": a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
-return gets a leading single quote, then normal CSV quoting applies.  Readers that want the
+Machine fields (ProductId, DeviceName, secrets, the QR JSON) are written exactly — a factory tool
+reads them back, and a secret must still decode — so the product never makes one that starts
+with a formula character (``ids.device_secret`` redraws, batch names may not start with ``-``).
+Free text (failure reasons, a rejected name as uploaded) is escaped: OWASP "CSV injection": a
+cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+single quote, then normal CSV quoting applies.  Readers that want the
 raw value back strip one leading ``'`` from cells where it precedes one of those characters
 (:func:`unescape_cell`); a cell that already starts with quotes before such a character gets one
 more, so the round trip is exact.

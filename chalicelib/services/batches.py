@@ -58,6 +58,9 @@ CSV_HEADER = ("ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status",
 SUCCESS = "success"
 EXISTS = "device already exists"
 INVALID = "device name invalid: must be 1-48 characters of A-Z a-z 0-9 _ : -"
+#: the output CSV holds names exactly as made (a factory tool reads them back), so a name a
+#: spreadsheet would read as a formula cannot be in a batch (SPEC §7.1, §15)
+FORMULA_NAME = "device name starts with '-', which a spreadsheet reads as a formula; rename it for a batch"
 HUB_TIMEOUT = "hub create device timeout"
 #: deliveries of one chunk before its rows that still fail on platform errors are reported as such
 MAX_ATTEMPTS = 4
@@ -139,6 +142,8 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
             problem = None
             if not devices.device_name_ok(name):
                 problem = INVALID
+            elif name.startswith(ids.FORMULA_START):
+                problem = FORMULA_NAME
             elif name in seen:
                 problem = f"duplicate device name in the file (first on row {seen[name]})"
             else:
@@ -263,7 +268,14 @@ def progress(rec: BatchRecord) -> int:
     return min(99, int(int(rec.processed) * 100 / total))
 
 
-def view(rec: BatchRecord) -> dict[str, Any]:
+def holds_secrets(rec: BatchRecord) -> bool:
+    """Device batches' outputs carry DevicePsk or ProductSecret columns (serial numbers do not)."""
+    return rec.kind == KIND_DEVICES
+
+
+def view(rec: BatchRecord, include_secret: bool = False) -> dict[str, Any]:
+    """The job; download links of outputs that hold secrets only with ``include_secret`` (the
+    caller passed the secret-reading action, SPEC §2)."""
     out: dict[str, Any] = {
         "id": rec.batch_id, "kind": rec.kind, "product_id": rec.product_id, "burn_method": rec.burn_method,
         "generation": rec.generation, "qr_code": bool(rec.qr_code), "quantity": int(rec.quantity),
@@ -274,7 +286,9 @@ def view(rec: BatchRecord) -> dict[str, Any]:
         "finished_at": int(rec.finished_at) if rec.finished_at is not None else None,
         "download_url": None, "csv_url": None, "download_expires_at": None,
     }
-    if rec.status in ("done", "failed") and rec.csv_key:
+    if rec.status in ("done", "failed") and rec.csv_key and holds_secrets(rec) and not include_secret:
+        out["outputs_hold_secrets"] = True  # links: GET …?include_secret=true with DescribeDeviceSecret
+    elif rec.status in ("done", "failed") and rec.csv_key:
         stem = f"{rec.product_id}-{rec.batch_id}"
         out["csv_url"] = download_url(rec.csv_key, f"{stem}.csv")
         out["download_url"] = download_url(rec.zip_key, f"{stem}.zip") if rec.zip_key else out["csv_url"]
@@ -542,13 +556,16 @@ def _quietly(action: Callable[[], Any]) -> None:
 # ------------------------------------------------------------------ resume sweep
 
 
-def resume_stalled() -> int:
+def resume_stalled(stale_s: int | None = None) -> int:
     """Tick ``batches.resume``: re-queue running batches whose checkpoint stopped moving.
 
+    ``stale_s`` (default ``batch_stale_s``) is how long a checkpoint may stand still; the local
+    stack passes 0 when it starts, since a stack that was killed lost its in-flight messages.
     The touch of ``updated_at`` is conditional, so concurrent sweeps queue each batch once;
-    the step itself tolerates duplicates anyway.  Returns how many were re-queued.
+    the step itself tolerates duplicates anyway.  Every resume is logged.  Returns how many
+    were re-queued.
     """
-    stale = settings().batch_stale_s
+    stale = settings().batch_stale_s if stale_s is None else stale_s
     now = clock.now_s()
     requeued = 0
     for key in BatchRecord.active_index.query("1"):
@@ -567,7 +584,8 @@ def resume_stalled() -> int:
             jobs.enqueue("batch.finish", {"batch_id": rec.batch_id})
         else:
             jobs.enqueue("batch.chunk", {"batch_id": rec.batch_id, "chunk": int(rec.next_chunk)})
-        logger.info("stalled batch re-queued", extra={"batch_id": rec.batch_id, "status": rec.status})
+        logger.warning("batch resumed: its checkpoint had not moved", extra={
+            "batch_id": rec.batch_id, "status": rec.status, "chunk": int(rec.next_chunk),
+            "processed": int(rec.processed), "quantity": int(rec.quantity)})
         requeued += 1
     return requeued
-

@@ -125,7 +125,8 @@ def run(text: str) -> None:
         kind, body = message["kind"], message["body"]
         step = _resolve(KINDS, kind)
     except (ValueError, KeyError, TypeError, UnknownKind):
-        logger.error("unrunnable job message dropped", extra={"job_message": text[:200]})
+        # never the text itself: a job body may carry a webhook URL or a token
+        logger.error("unrunnable job message dropped", extra={"length": len(text)})
         return
     logger.append_keys(job_kind=kind)
     try:

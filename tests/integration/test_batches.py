@@ -92,7 +92,7 @@ def start(api: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 def finished(api: Any, batch_id: str) -> dict[str, Any]:
     drain()
-    resp = api.get(f"/v1/batches/{batch_id}")
+    resp = api.get(f"/v1/batches/{batch_id}?include_secret=true")
     assert resp.status_code == 200, resp.body
     assert resp.json["status"] in ("done", "failed"), resp.json
     return resp.json
