@@ -95,8 +95,8 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
 
     from chalicelib.core import clock
     from chalicelib.core.config import settings
-    from chalicelib.services import ota
-    from chalicelib.services.txn import connection
+    from chalicelib.services.ota import store as ota_store
+    from chalicelib.models.txn import connection
     from infra.local.broker import LocalBroker
     from infra.local.simulate import DeviceCredentials, Simulator
 
@@ -164,7 +164,7 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
     deadline = t0 + timeout
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        task = ota._task(task_id)
+        task = ota_store.read_task(task_id)
         polls += 1
         if t_created is None and task["status"] == "created":
             t_created = time.monotonic()
@@ -172,7 +172,7 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
             t_pushed = time.monotonic()
             break
     if t_pushed is None:
-        raise SystemExit(f"the task did not push every device in {timeout:.0f} s: {ota.statistics(task)}")
+        raise SystemExit(f"the task did not push every device in {timeout:.0f} s: {ota_store.statistics(task)}")
     while sim.stats()["ota_notifications"] < subscribers and time.monotonic() < deadline:
         time.sleep(0.05)
     t_received = time.monotonic()

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import errors
-from . import codes
+from ..models.dynamo import to_av
+from ..protocol import diagnostics
 from .base import RETRY_S, Delivery, aws, aws_failure, not_own, template_ok, text_field
 from .webhook import Outcome
 
-CODE = codes.FORWARD_DYNAMODB_ERR
+CODE = diagnostics.FORWARD_DYNAMODB_ERR
 __all__ = ["CODE", "RETRY_S", "validate", "send"]
 
 
@@ -37,8 +38,6 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def send(d: Delivery) -> Outcome:
-    from ..services.telemetry import to_av
-
     item = {k: to_av(v) for k, v in d.mapped(d.action["fields"]).items()}
     try:
         aws("dynamodb").put_item(TableName=d.action["table"], Item=item)

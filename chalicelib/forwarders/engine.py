@@ -35,12 +35,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from ..core import clock, errors
+from ..core import clock
 from ..core.config import settings
 from ..core.observability import logger
-from . import codes
+from ..protocol import diagnostics
 from .base import RETRY_S, Delivery, MissingField
 from .webhook import Outcome
 
@@ -59,6 +59,25 @@ MAX_DELAY_S = 900
 MAX_JOB_BYTES = 250_000
 MAX_BATCH_BYTES = 250_000
 ACCOUNT = "main"
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the engine needs from the services above it, handed in by the delivery facade
+    (``services/delivery.py``) so this layer imports none of them:
+
+    * ``rule(name)`` — the rule as it runs now (``.name``, ``.actions``, ``.error_actions``), or None;
+    * ``count(per_rule, per_product)`` — statistics of a batch: per-rule counter deltas
+      (``hits``/``forwards_ok``/``failures``/``dead_letters``) and forwards per product;
+    * ``stop_action(rule, index, reason)`` — a target answered 410 Gone: stop sending to it;
+    * ``diagnose(product_id, device_name, code, message, topic, payload)`` — a line in the
+      device's cloud diagnostic log (SPEC §5).
+    """
+
+    rule: Callable[[str], Any]
+    count: Callable[[dict[str, dict[str, int]], dict[str, int]], None]
+    stop_action: Callable[[str, int, str], None]
+    diagnose: Callable[[str, str, str, str, str | None, bytes | None], None]
 
 
 def kind_module(kind: str) -> Any:
@@ -207,22 +226,12 @@ class Stats:
             with self._lock:
                 self.product_forwards[pid] = self.product_forwards.get(pid, 0) + 1
 
-    def flush(self) -> None:
-        from ..services import analytics, rules
-
-        for rule, deltas in self.counts.items():
-            try:
-                rules.add_stats(rule, deltas)
-            except Exception:  # noqa: BLE001 - statistics never fail a delivery
-                logger.exception("rule statistics update failed", extra={"rule": rule})
-        if self.product_forwards:
-            tally = analytics.Tally()
-            for pid, n in self.product_forwards.items():
-                tally.add(pid, "rule_forwards", n)
-            try:
-                tally.flush()
-            except Exception:  # noqa: BLE001
-                logger.exception("rule forward counters failed")
+    def flush(self, hooks: Hooks) -> None:
+        """Hand the batch's statistics to the services (never fails the deliveries)."""
+        try:
+            hooks.count(self.counts, self.product_forwards)
+        except Exception:  # noqa: BLE001 - statistics never fail a delivery
+            logger.exception("delivery statistics update failed")
 
 
 # ===================================================================== delivery log, dead letters
@@ -286,9 +295,7 @@ class _Plan:
     code: str
 
 
-def _diagnose(job: dict[str, Any], code: str, message: str) -> None:
-    from ..services import device_logs
-
+def _diagnose(hooks: Hooks, job: dict[str, Any], code: str, message: str) -> None:
     msg = job.get("msg") or {}
     pid, dn = msg.get("pid") or job.get("pid"), msg.get("dn") or job.get("dn")
     if not pid or not dn:
@@ -299,7 +306,10 @@ def _diagnose(job: dict[str, Any], code: str, message: str) -> None:
             payload = base64.b64decode(msg["raw"])
         except (ValueError, TypeError):
             payload = None
-    device_logs.diagnostic(pid, dn, code, message[:1024], topic=msg.get("topic"), payload=payload, direction="up")
+    try:
+        hooks.diagnose(pid, dn, code, message[:1024], msg.get("topic"), payload)
+    except Exception:  # noqa: BLE001 - a diagnostic never fails the delivery
+        logger.exception("delivery diagnostic failed")
 
 
 def _hook_plan(job: dict[str, Any]) -> _Plan:
@@ -309,7 +319,7 @@ def _hook_plan(job: dict[str, Any]) -> _Plan:
     body = base64.b64decode(job.get("body") or "")
     d = Delivery(job=job, action=target, rule=None, webhook_id=job["id"], target_id=job["tid"])
     return _Plan(d, lambda d=d: webhook.attempt(target, body, d.webhook_id), RETRY_S,
-                 codes.FORWARD_THIRD_SYSTEM_ERR)
+                 diagnostics.FORWARD_THIRD_SYSTEM_ERR)
 
 
 def _rule_plan(job: dict[str, Any], rule: Any, index: int, error_stage: bool) -> _Plan | str:
@@ -328,7 +338,7 @@ def _attempt(plan: _Plan) -> Outcome:
     try:
         return plan.send()
     except MissingField as exc:
-        return Outcome(False, error=f"the rule output has no field {exc.args[0]!r}", code=codes.PAYLOAD_NO_FIELD,
+        return Outcome(False, error=f"the rule output has no field {exc.args[0]!r}", code=diagnostics.PAYLOAD_NO_FIELD,
                        permanent=True)
     except Exception as exc:  # noqa: BLE001 - a forwarder bug is this attempt's failure, with the reason
         logger.exception("forwarder raised", extra={"target": plan.delivery.target_id})
@@ -340,11 +350,9 @@ def _describe(target_id: str, action: dict[str, Any], attempts: int, outcome: Ou
     return f"{target_id} ({kind}): {attempts} attempt(s) failed; last: {outcome.error or 'failed'}"
 
 
-def run_job(job: dict[str, Any], stats: Stats, message_id: str | None = None) -> None:
+def run_job(job: dict[str, Any], stats: Stats, hooks: Hooks, message_id: str | None = None) -> None:
     """Run one job (see the module doc).  Its follow-up (retry, error actions) is queued with
     the batch; if that fails, the SQS message is re-delivered and the attempt made again."""
-    from ..services import rules
-
     kind = job.get("k")
     now_ms = clock.now_ms()
     if job.get("t0") is None:
@@ -353,7 +361,7 @@ def run_job(job: dict[str, Any], stats: Stats, message_id: str | None = None) ->
     if kind == "hook":
         plan: _Plan | str = _hook_plan(job)
     elif kind == "rule":
-        rule = rules.lookup(job["r"])
+        rule = hooks.rule(job["r"])
         if rule is None:
             plan = f"the rule {job['r']} no longer exists"
         elif job.get("st") == "e":
@@ -383,7 +391,7 @@ def run_job(job: dict[str, Any], stats: Stats, message_id: str | None = None) ->
         return
     stats.add(plan.delivery.rule, "failures")
     if outcome.gone and rule is not None:
-        rules.disable_action(rule.name, int(job["a"]), outcome.error or "410 Gone")
+        hooks.stop_action(rule.name, int(job["a"]), outcome.error or "410 Gone")
     if not outcome.permanent and attempt_no <= len(plan.offsets):
         due_ms = int(job["t0"]) + int(plan.offsets[attempt_no - 1] * 1000)
         delay = max(0.0, (due_ms - clock.now_ms()) / 1000)
@@ -392,7 +400,7 @@ def run_job(job: dict[str, Any], stats: Stats, message_id: str | None = None) ->
         stats.follow(message_id, dict(job, n=attempt_no), delay)
         return
     reason = _describe(plan.delivery.target_id, plan.delivery.action, attempt_no, outcome)
-    _diagnose(job, outcome.code or plan.code, reason)
+    _diagnose(hooks, job, outcome.code or plan.code, reason)
     if rule is not None and rule.error_actions:
         stats.follow(message_id, dict(job, st="e", why=reason, n=attempt_no))
         return
@@ -447,7 +455,7 @@ def _output_of(job: dict[str, Any]) -> Any:
 _pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="forward")
 
 
-def run_batch(bodies: Iterable[tuple[str, str]]) -> list[str]:
+def run_batch(bodies: Iterable[tuple[str, str]], hooks: Hooks) -> list[str]:
     """Run the jobs of one SQS batch concurrently; returns the ids of the messages to re-deliver."""
     stats = Stats()
     items = list(bodies)
@@ -459,7 +467,7 @@ def run_batch(bodies: Iterable[tuple[str, str]]) -> list[str]:
             # never the body itself: it may hold a target URL or token
             logger.error("unreadable forward job dropped", extra={"message_id": mid, "length": len(body)})
             return
-        run_job(job, stats, mid)
+        run_job(job, stats, hooks, mid)
 
     futures = [(mid, _pool.submit(one, mid, body)) for mid, body in items]
     failed = set()
@@ -471,5 +479,5 @@ def run_batch(bodies: Iterable[tuple[str, str]]) -> list[str]:
             failed.add(mid)
     failed |= stats.send_followups()
     stats.write_rows()
-    stats.flush()
+    stats.flush(hooks)
     return [mid for mid, _ in items if mid in failed]

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import errors
-from . import codes, webhook
+from ..protocol import diagnostics
+from . import webhook
 from .base import Delivery, RETRY_S, text_field
 
-CODE = codes.FORWARD_THIRD_SYSTEM_ERR
+CODE = diagnostics.FORWARD_THIRD_SYSTEM_ERR
 __all__ = ["CODE", "RETRY_S", "validate", "send", "verify"]
 
 

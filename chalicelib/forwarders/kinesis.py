@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import errors
-from . import codes
+from ..protocol import diagnostics
 from .base import RETRY_S, Delivery, aws, aws_failure, not_own, template_ok, text_field
 from .webhook import Outcome
 
-CODE = codes.FORWARD_KINESIS_ERR
+CODE = diagnostics.FORWARD_KINESIS_ERR
 __all__ = ["CODE", "RETRY_S", "validate", "send"]
 
 

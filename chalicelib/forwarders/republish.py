@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import errors
-from ..services import publisher
-from . import codes
+from ..protocol import publisher
+from ..protocol import diagnostics
 from .base import Delivery, template_ok, text_field
 from .webhook import Outcome
 
-CODE = codes.RULE_REPUB_SYSTEM_ERR
+CODE = diagnostics.RULE_REPUB_SYSTEM_ERR
 RETRY_S: tuple[float, ...] = (3.0, 6.0, 9.0)
 TOPIC_RE = r"[A-Za-z0-9_\-/${}.]{1,128}"
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import codes
+from ..protocol import diagnostics
 from .base import RETRY_S, Delivery, aws, aws_failure, not_own, text_field
 from .webhook import Outcome
 
-CODE = codes.FORWARD_SNS_ERR
+CODE = diagnostics.FORWARD_SNS_ERR
 __all__ = ["CODE", "RETRY_S", "validate", "send"]
 
 

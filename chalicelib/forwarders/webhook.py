@@ -1,13 +1,8 @@
 """Signed webhooks (SPEC §9.2): the one way Fleetbox makes an outgoing HTTP call.
 
-Public entry points (other features — alarms, video results, chat — use these):
+Entry points (features reach them through the delivery facade, ``services/delivery.py``, whose
+``deliver`` queues a signed POST with guaranteed delivery on the engine):
 
-* :func:`deliver(target, body, target_id=…)` — queue a signed POST with guaranteed delivery:
-  retries after 1 s, 3 s and 10 s (counted from the first attempt), ``Retry-After`` honoured on
-  429/503, 410 stops the target, then a dead letter with the reason (replayable through
-  ``POST /v1/dead-letters/{id}/replay``).  Returns the ``webhook-id`` receivers can
-  deduplicate on (stable across retries and replays).  ``target`` is a :class:`Target` or a dict
-  ``{"url", "token"?, "secret"?, "user_agent"?}``; ``body`` a JSON-serialisable value or bytes.
 * :func:`verify_callback(url, token)` — the Echostr check a target must pass before it is
   enabled (raises ``InvalidParameterValue.InvalidCallbackUrl`` with the reason).
 * :func:`check_url(url)` — the SSRF guard (raises ``InvalidParameterValue.InvalidUrl``), run
@@ -356,7 +351,7 @@ def _drain(resp: Any, deadline: float) -> bytes:
         resp.raw.release_conn() if not resp.raw.closed else None
 
 
-def _body_bytes(body: Any) -> bytes:
+def body_bytes(body: Any) -> bytes:
     if isinstance(body, (bytes, bytearray)):
         return bytes(body)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
@@ -364,36 +359,36 @@ def _body_bytes(body: Any) -> bytes:
 
 def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> Outcome:
     """One signed POST of ``body``; never raises for the target's faults."""
-    from . import codes
+    from ..protocol import diagnostics
 
     import requests
 
     target = Target.of(target)
-    data = _body_bytes(body)
+    data = body_bytes(body)
     started = time.monotonic()
     try:
         resolve(target.url)
     except Blocked as exc:
-        return Outcome(False, error=f"blocked: {exc}", code=codes.FORWARD_THIRD_SYSTEM_ERR, permanent=True)
+        return Outcome(False, error=f"blocked: {exc}", code=diagnostics.FORWARD_THIRD_SYSTEM_ERR, permanent=True)
     s = settings()
     try:
         resp = session().post(target.url, data=data, headers=signed_headers(target, data, webhook_id),
                               timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
                               allow_redirects=False, stream=True)
     except Blocked as exc:
-        return Outcome(False, latency_ms=_ms(started), error=f"blocked: {exc}", code=codes.FORWARD_THIRD_SYSTEM_ERR,
+        return Outcome(False, latency_ms=_ms(started), error=f"blocked: {exc}", code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
                        permanent=True)
     except requests.exceptions.ConnectTimeout:
         return Outcome(False, latency_ms=_ms(started), error="connect timeout",
-                       code=codes.FORWARD_THIRD_NOT_RESPONDING)
+                       code=diagnostics.FORWARD_THIRD_NOT_RESPONDING)
     except requests.exceptions.ReadTimeout:
-        return Outcome(False, latency_ms=_ms(started), error="read timeout", code=codes.FORWARD_THIRD_NOT_RESPONDING)
+        return Outcome(False, latency_ms=_ms(started), error="read timeout", code=diagnostics.FORWARD_THIRD_NOT_RESPONDING)
     except requests.exceptions.ConnectionError as exc:
         return Outcome(False, latency_ms=_ms(started), error=_failure_kind(exc),
-                       code=codes.FORWARD_THIRD_NOT_RESPONDING)
+                       code=diagnostics.FORWARD_THIRD_NOT_RESPONDING)
     except requests.exceptions.RequestException as exc:
         return Outcome(False, latency_ms=_ms(started), error=_failure_kind(exc),
-                       code=codes.FORWARD_THIRD_SYSTEM_ERR, permanent=isinstance(exc, ValueError))
+                       code=diagnostics.FORWARD_THIRD_SYSTEM_ERR, permanent=isinstance(exc, ValueError))
     status = resp.status_code
     try:
         raw = _drain(resp, started + max_attempt_s())
@@ -405,9 +400,9 @@ def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> O
         return Outcome(True, status, latency, snippet)
     if status == 410:
         return Outcome(False, status, latency, snippet, error="410 Gone: the receiver asked to stop",
-                       code=codes.FORWARD_THIRD_SYSTEM_ERR, permanent=True, gone=True)
+                       code=diagnostics.FORWARD_THIRD_SYSTEM_ERR, permanent=True, gone=True)
     retry_after = _retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
-    return Outcome(False, status, latency, snippet, error=f"HTTP {status}", code=codes.FORWARD_THIRD_SYSTEM_ERR,
+    return Outcome(False, status, latency, snippet, error=f"HTTP {status}", code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
                    retry_after_s=retry_after)
 
 
@@ -481,28 +476,3 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
         raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification GET must answer the Echostr header's "
                              "value as its body; it answered something else", field)
     logger.info("callback URL verified", extra={"host": urlsplit(url).hostname})
-
-
-# ===================================================================== the public entry point
-
-
-def deliver(target: Target | Mapping[str, Any], body: Any, *, target_id: str, webhook_id: str | None = None,
-            product_id: str | None = None, device_name: str | None = None, delay_s: int = 0,
-            resource: str | None = None) -> str:
-    """Queue a signed POST with guaranteed delivery (see the module doc); returns the webhook-id.
-    ``resource`` is what the delivery belongs to (a stream's ``product/{pid}/stream/{id}``): its
-    dead letter is shown to whoever may read that resource."""
-    from . import engine
-
-    target = Target.of(target)
-    wid = webhook_id or engine.new_webhook_id()
-    data = _body_bytes(body)
-    job = {"k": "hook", "id": wid, "n": 0, "tid": target_id, "target": target.as_dict(),
-           "body": base64.b64encode(data).decode(), "pid": product_id, "dn": device_name}
-    if resource:
-        job["own"] = resource
-    if engine.enqueue([job], delay_s=delay_s):
-        # the queue refused it: recorded as a replayable dead letter, never dropped
-        engine.dead_letter(job, target_id=target_id, attempts=0,
-                           reason="the forward queue refused the delivery (replay it when the queue is back)")
-    return wid

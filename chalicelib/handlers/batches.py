@@ -6,7 +6,7 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from ..core.schema import Array, Boolean, Enum, Integer, Model, String, page_of
-from ..services import batches, binding, serials
+from ..services import batches, binding, production, serials
 from ..services import products as product_rules
 from . import schemas as s
 from .api import Ctx, decode_token, encode_token, route
@@ -31,7 +31,7 @@ BatchCreate = Model("BatchCreate", {
     "product_id": PRODUCT_ID,
     "burn_method": Enum(batches.BURN_METHODS, required=True, code="BurnMethodInvalid"),
     "generation": Enum(batches.GENERATIONS, required=True, code="GenerationInvalid"),
-    "quantity": Integer(minimum=1, maximum=batches.MAX_QUANTITY, code="QuantityInvalid",
+    "quantity": Integer(minimum=1, maximum=production.MAX_QUANTITY, code="QuantityInvalid",
                         description="devices to make (auto); 1-10,000"),
     "names_csv": String(min_len=1, code="NamesCsvInvalid",
                         description="CSV text, first column = DeviceName (generation upload)"),
@@ -40,8 +40,8 @@ BatchCreate = Model("BatchCreate", {
 FailedRow = Model("FailedRow", {"row": Integer(required=True), "device_name": String(required=True),
                                 "reason": String(required=True)}, allow_extra=True)
 Batch = Model("Batch", {
-    "id": String(required=True), "kind": Enum((batches.KIND_DEVICES, batches.KIND_SERIALS), required=True),
-    "product_id": String(required=True), "status": Enum(batches.STATUSES, required=True),
+    "id": String(required=True), "kind": Enum((production.KIND_DEVICES, production.KIND_SERIALS), required=True),
+    "product_id": String(required=True), "status": Enum(production.STATUSES, required=True),
     "progress": Integer(required=True, description="percent of rows processed"),
     "quantity": Integer(required=True), "processed": Integer(required=True),
     "success_count": Integer(required=True), "failure_count": Integer(required=True),
@@ -52,7 +52,7 @@ Batch = Model("Batch", {
 }, allow_extra=True)
 
 SerialNumbersCreate = Model("SerialNumbersCreate", {
-    "quantity": Integer(required=True, minimum=1, maximum=batches.MAX_QUANTITY, code="QuantityInvalid"),
+    "quantity": Integer(required=True, minimum=1, maximum=production.MAX_QUANTITY, code="QuantityInvalid"),
 })
 SerialBindingsImport = Model("SerialBindingsImport", {
     "csv": String(required=True, min_len=1, code="CsvInvalid", description="`SN,IMEI` rows (see the template)"),
@@ -100,7 +100,7 @@ def create_batch(ctx: Ctx) -> dict[str, Any]:
 
 
 def batch_owner(params: Any, body: Any) -> tuple[str, Any]:
-    rec = batches.get_batch(params["batch_id"])
+    rec = production.get_batch(params["batch_id"])
     return f"product/{rec.product_id}", rec
 
 
@@ -113,17 +113,17 @@ INCLUDE_SECRET = {"include_secret": Boolean(default=False, code="IncludeSecretIn
        owner=batch_owner, tag=TAG, summary="A batch job: status, progress, counts; download URLs when done (device "
        "batches: with include_secret=true and DescribeDeviceSecret)", response=Batch, query=INCLUDE_SECRET)
 def get_batch(ctx: Ctx) -> dict[str, Any]:
-    include = ctx.query["include_secret"] and batches.holds_secrets(ctx.item)
+    include = ctx.query["include_secret"] and production.holds_secrets(ctx.item)
     if include:
         ctx.require("DescribeDeviceSecret", ctx.resource)
-    return batches.view(ctx.item, include_secret=include)
+    return production.view(ctx.item, include_secret=include)
 
 
 @route(bp, "GET", "/v1/products/{product_id}/batches", action="DescribeBatchProductions", resource=product_res,
        tag=TAG, summary="A product's batch jobs, newest first (no download links: GET the batch for them)",
        response=page_of(Batch), query={**s.PAGING})
 def list_batches(ctx: Ctx) -> dict[str, Any]:
-    items, nxt = batches.list_batches(ctx.params["product_id"], ctx.query["limit"],
+    items, nxt = production.list_batches(ctx.params["product_id"], ctx.query["limit"],
                                       decode_token(ctx.query.get("next")))
     return {"items": items, "total": None if nxt or "next" in ctx.query else len(items), "next": encode_token(nxt)}
 

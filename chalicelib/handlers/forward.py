@@ -1,4 +1,4 @@
-"""The ``forward`` queue worker: rule forwards and webhooks (chalicelib/forwarders/engine.py).
+"""The ``forward`` queue worker: rule forwards and webhooks (services/delivery.py → forwarders/engine.py).
 
 The jobs of one batch run concurrently, so a batch lasts about one attempt (≤ 15 s); each
 failed attempt re-queues its job with a delay instead of failing the message, so a record is
@@ -11,7 +11,7 @@ from typing import Any
 from chalice import Blueprint
 
 from ..core.config import settings
-from ..forwarders import engine
+from ..services import delivery, rules  # noqa: F401 - rules installs the engine's rule hooks
 
 bp = Blueprint(__name__)
 
@@ -19,5 +19,5 @@ bp = Blueprint(__name__)
 @bp.on_sqs_message(queue=settings().queue("forward"), batch_size=10, name="forward")
 def forward_worker(event: Any) -> dict[str, Any]:
     records = [(r.to_dict().get("messageId"), r.body) for r in event]
-    failed = engine.run_batch(records)
+    failed = delivery.run_batch(records)
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in failed]}

@@ -15,8 +15,8 @@ from chalice import Blueprint
 from ..core.config import settings
 from ..core.observability import logger
 from ..protocol.events import UplinkMessage
-from ..services import presence as presence_service
-from ..services import telemetry
+from ..services import lifecycle
+from ..services import uplink as pipeline
 
 bp = Blueprint(__name__)
 
@@ -32,7 +32,7 @@ def uplink(event: Any) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - an unreadable record is dropped, never retried forever
             logger.exception("unreadable uplink record dropped",
                              extra={"sequence_number": getattr(record, "sequence_number", None)})
-    result = telemetry.process_batch(messages)
+    result = pipeline.process_batch(messages)
     if result.failed:
         logger.warning("uplink messages to redeliver", extra={"failed": len(result.failed),
                                                               "batch": len(messages)})
@@ -41,4 +41,4 @@ def uplink(event: Any) -> dict[str, Any]:
 
 @bp.lambda_function(name="presence")
 def presence(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return presence_service.handle(event)
+    return lifecycle.handle(event)

@@ -6,8 +6,9 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from ..core.schema import (Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of)
-from ..models.ota import FIRMWARE_KIND, RESOURCE_KIND
-from ..services import firmware, ota
+from ..services import firmware
+from ..services.firmware import FIRMWARE_KIND, RESOURCE_KIND
+from ..services.ota import tasks as ota
 from . import schemas as s
 from .api import Ctx, decode_token, encode_token, route
 

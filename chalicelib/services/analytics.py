@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..core import clock, errors
 from ..core.observability import logger
 from ..models.counters import CounterRecord
-from .txn import connection
+from ..models.txn import connection
 
 MESSAGE_METRICS = ("uplink", "downlink", "uplink_fail", "downlink_fail", "rule_hits", "rule_forwards")
 DAY_METRICS = ("activations", "active")

@@ -31,6 +31,7 @@ from ..models.devices import DeviceRecord
 from ..models.products import ACCOUNT, ProductRecord
 from ..protocol import mqtt_auth, topics
 from . import device_logs
+from ..protocol import diagnostics
 
 # reasons beyond the username/password ones of protocol.mqtt_auth
 NOT_MQTT = "not_mqtt"
@@ -204,7 +205,7 @@ def _diagnose(product_id: str, device_name: str, reason: str, message: str, clie
     detail = f"MQTT connect refused ({reason}): {message}; clientid {client_id}"
     if source_ip:
         detail += f", clientip {source_ip}"
-    device_logs.diagnostic(product_id, device_name, device_logs.DEV_CONN_AUTH_FAILED, detail)
+    device_logs.diagnostic(product_id, device_name, diagnostics.DEV_CONN_AUTH_FAILED, detail)
 
 
 def _exists(product_id: str, device_name: str) -> bool:
@@ -272,7 +273,7 @@ def authorize(event: Mapping[str, Any]) -> dict[str, Any]:
         reason, message = SYSTEM_ERROR, "internal error"
         logger.exception("mqtt authorizer failed", extra={"client_id": client_id, "connection_id": conn_id})
         if device is not None:
-            device_logs.diagnostic(device[0], device[1], device_logs.DEV_CONN_SYSTEM_ERR,
+            device_logs.diagnostic(device[0], device[1], diagnostics.DEV_CONN_SYSTEM_ERR,
                                    "MQTT connect failed: internal error while authorising")
         return _refusal(SYSTEM_ERROR)
     finally:

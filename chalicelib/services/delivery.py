@@ -1,33 +1,162 @@
-"""The delivery facade (SPEC §9.1-9.2): what people see of outgoing deliveries.
+"""The delivery facade (SPEC §9.1-9.2): every outgoing delivery, its dead letters and its log.
 
-Dead letters (list, one, replay) and the delivery log of a target, each decided per item on the
-resource of the rule, stream or callback the delivery was for (SPEC §2): a rule's letters are
-``product/{pid}/rule/{name}`` when the rule's topic filter names one product, a stream's
-``product/{pid}/stream/{id}``.  The engine that runs deliveries is ``forwarders/engine.py``.
+Handlers and services reach the delivery engine (``forwarders/``) only through this module:
+
+* **sending** — :func:`deliver` queues a signed POST with guaranteed delivery (retries after
+  1 s, 3 s and 10 s from the first attempt, ``Retry-After`` honoured on 429/503, 410 stops the
+  target, then a dead letter with the reason; returns the ``webhook-id`` receivers deduplicate
+  on); :func:`queue_jobs` queues the rule engine's forward jobs; :func:`run_batch` is the
+  ``forward`` worker (the engine gets the rule lookup and the statistics as :class:`Hooks`);
+* **targets** — :func:`check_url` (SSRF guard), :func:`verify_callback` (Echostr),
+  :func:`validate_action` / :func:`verify_action` (rule actions by kind), :func:`new_secret`;
+  secrets are write-only (SPEC §2): :func:`masked`, :func:`kept_secret`, :func:`secrets_of`;
+* **people's views** — dead letters (:func:`list_letters`, :func:`letter_owner`,
+  :func:`replay`) and a target's delivery log (:func:`deliveries`), each decided per item on the
+  resource of the rule, stream or callback the delivery was for: a rule's letters are
+  ``product/{pid}/rule/{name}`` when the rule's topic filter names one product, a stream's
+  ``product/{pid}/stream/{id}`` (:func:`owner_of_target`).
+
+The services that own targets plug in here rather than being imported: the rule engine installs
+its :class:`Hooks` (:func:`use_rule_hooks`) and every owner of targets its resolver
+(:func:`register_owner`) when it is imported, so this module sits below them all.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import base64
+from typing import Any, Callable, Iterable, Mapping
 
 from ..core import clock, errors
-from ..forwarders import engine
+from ..forwarders import engine, webhook
 from ..models.rules import DeadLetterRecord, DeliveryRecord
+from . import analytics, device_logs
 from .paging import checked_start, expect_key, fill_page
 
 ACCOUNT = engine.ACCOUNT
+Hooks = engine.Hooks
+#: rule action kinds (``republish``, ``http``, ``sqs`` …)
+ACTION_KINDS = tuple(engine.KINDS)
+SECRET_FIELDS = webhook.SECRET_FIELDS
+Target = webhook.Target
+
+# re-exported target helpers: callers name them from the facade
+check_url = webhook.check_url
+verify_callback = webhook.verify_callback
+masked = webhook.masked
+kept_secret = webhook.kept_secret
+new_secret = webhook.new_secret
+new_webhook_id = engine.new_webhook_id
+
+
+def secrets_of(targets: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Every secret value (token, signing secret) of some target settings."""
+    return {str(t[k]) for t in targets for k in SECRET_FIELDS if t.get(k)}
+
+
+# ===================================================================== plug-ins
+
+_owners: dict[str, Callable[[str], str]] = {}
+_rule_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def register_owner(prefix: str, resolver: Callable[[str], str]) -> None:
+    """``resolver(id)`` is the resource of the targets named ``{prefix}/{id}/…``."""
+    _owners[prefix] = resolver
+
+
+def use_rule_hooks(*, lookup: Callable[[str], Any], add_stats: Callable[[str, dict[str, int]], None],
+                   stop_action: Callable[[str, int, str], None]) -> None:
+    """The rule engine's part of the forward worker's :class:`Hooks` (services/rules.py)."""
+    _rule_hooks.update(lookup=lookup, add_stats=add_stats, stop_action=stop_action)
+
+
+def _count(per_rule: dict[str, dict[str, int]], per_product: dict[str, int]) -> None:
+    from ..core.observability import logger
+
+    add_stats = _rule_hooks.get("add_stats")
+    for rule, deltas in per_rule.items():
+        try:
+            if add_stats is not None:
+                add_stats(rule, deltas)
+        except Exception:  # noqa: BLE001 - statistics never fail a delivery
+            logger.exception("rule statistics update failed", extra={"rule": rule})
+    if per_product:
+        tally = analytics.Tally()
+        for pid, n in per_product.items():
+            tally.add(pid, "rule_forwards", n)
+        tally.flush()
+
+
+def _diagnose(pid: str, dn: str, code: str, message: str, topic: str | None, payload: bytes | None) -> None:
+    device_logs.diagnostic(pid, dn, code, message, topic=topic, payload=payload, direction="up")
+
+
+def hooks() -> Hooks:
+    """The forward worker's hooks; refuses to run without the rule engine's (a deployment error)."""
+    if not _rule_hooks:
+        raise RuntimeError("the rule engine has not installed its delivery hooks (import services.rules)")
+    return Hooks(rule=_rule_hooks["lookup"], count=_count, stop_action=_rule_hooks["stop_action"],
+                 diagnose=_diagnose)
+
+
+# ===================================================================== sending
+
+
+def validate_action(action: dict[str, Any], path: str) -> dict[str, Any]:
+    """A rule action's settings checked by its kind's forwarder (raises naming ``path.<field>``)."""
+    return engine.kind_module(action["type"]).validate(action, path)  # type: ignore[no-any-return]
+
+
+def verify_action(action: dict[str, Any], path: str) -> None:
+    """The check a kind runs before its action is enabled (the Echostr GET of HTTP targets)."""
+    mod = engine.kind_module(action["type"])
+    if hasattr(mod, "verify"):
+        mod.verify(action, path)
+
+
+def queue_jobs(jobs: list[dict[str, Any]]) -> list[int]:
+    """Queue forward jobs; returns the indexes the queue refused."""
+    return engine.enqueue(jobs)
+
+
+def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: int) -> str:
+    return engine.dead_letter(job, target_id=target_id, reason=reason, attempts=attempts)
+
+
+def deliver(target: Target | Mapping[str, Any], body: Any, *, target_id: str, webhook_id: str | None = None,
+            product_id: str | None = None, device_name: str | None = None, delay_s: int = 0,
+            resource: str | None = None) -> str:
+    """Queue a signed POST with guaranteed delivery (see the module doc); returns the webhook-id.
+    ``resource`` is what the delivery belongs to (a stream's ``product/{pid}/stream/{id}``): its
+    dead letter is shown to whoever may read that resource."""
+    target = Target.of(target)
+    wid = webhook_id or engine.new_webhook_id()
+    data = body if isinstance(body, (bytes, bytearray)) else webhook.body_bytes(body)
+    job = {"k": "hook", "id": wid, "n": 0, "tid": target_id, "target": target.as_dict(),
+           "body": base64.b64encode(bytes(data)).decode(), "pid": product_id, "dn": device_name}
+    if resource:
+        job["own"] = resource
+    if engine.enqueue([job], delay_s=delay_s):
+        # the queue refused it: recorded as a replayable dead letter, never dropped
+        engine.dead_letter(job, target_id=target_id, attempts=0,
+                           reason="the forward queue refused the delivery (replay it when the queue is back)")
+    return wid
+
+
+def run_batch(records: Iterable[tuple[str, str]]) -> list[str]:
+    """The ``forward`` worker: one SQS batch of jobs; returns the message ids to re-deliver."""
+    return engine.run_batch(records, hooks())
+
+
+# ===================================================================== people's views
 
 
 def owner_of_target(target_id: str) -> str:
     """The resource a delivery target belongs to: ``rule/{name}/…`` → the rule's, ``stream/{id}…``
     → the stream's; a target whose owner is gone (or unknown) is an account-level resource."""
-    from . import rules, streams
-
     parts = target_id.split("/")
-    if len(parts) >= 2 and parts[0] == "rule":
-        live = rules.lookup(parts[1])
-        return live.resource if live is not None else f"rule/{parts[1]}"
-    if len(parts) >= 2 and parts[0] == "stream":
-        return streams.resource_of_id(parts[1])
+    resolver = _owners.get(parts[0]) if len(parts) >= 2 else None
+    if resolver is not None:
+        return resolver(parts[1])
     return f"delivery/{parts[0]}"
 
 

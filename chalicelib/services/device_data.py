@@ -33,10 +33,12 @@ from ..core import clock, errors
 from ..core.config import settings
 from ..models.devices import DeviceRecord
 from ..models.telemetry import CallRecord, HistoryRecord
-from . import device_logs, telemetry, thing_model
+from ..models.dynamo import plain, to_av
+from . import catalog, device_logs, downlink, thing_model
 from .devices import get_device
 from .paging import checked_start
-from .txn import connection
+from .uplink_view import history_key
+from ..models.txn import connection
 
 MS_THRESHOLD = 100_000_000_000
 DEFAULT_RANGE_MS = 7 * 86400 * 1000
@@ -67,9 +69,9 @@ def _times(ms: int) -> dict[str, int]:
     return {"time": ms // 1000, "time_ms": ms}
 
 
-def _device(pid: str, dn: str) -> tuple[DeviceRecord, telemetry.ProductInfo]:
+def _device(pid: str, dn: str) -> tuple[DeviceRecord, catalog.ProductInfo]:
     rec = get_device(pid, dn)  # 404s for unknown products/devices
-    product = telemetry.product_info(pid, fresh=True)
+    product = catalog.product_info(pid, fresh=True)
     if product is None:
         raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {pid} does not exist", "product_id")
     return rec, product
@@ -94,8 +96,8 @@ def _problems_error(problems: list[thing_model.Problem], what: str) -> errors.Fl
 def properties(pid: str, dn: str) -> dict[str, Any]:
     rec, product = _device(pid, dn)
     names = {p["id"]: p.get("name") for p in product.doc.get("properties") or ()}
-    reported = telemetry.plain(rec.reported) if rec.reported is not None else {}
-    desired = telemetry.plain(rec.desired) if rec.desired is not None else {}
+    reported = plain(rec.reported) if rec.reported is not None else {}
+    desired = plain(rec.desired) if rec.desired is not None else {}
     items = []
     for prop, entry in sorted(reported.items()):
         if isinstance(entry, dict):
@@ -153,7 +155,7 @@ def property_history(pid: str, dn: str, prop: str, start_ms: int, end_ms: int, l
     if prop not in product.model.property_ids:
         raise errors.not_found("PropertyNotExist", f"property {prop} is not defined in the thing model of {pid}",
                                "property_id")
-    recs, nxt = _history(telemetry.history_key(pid, dn, prop), start_ms, end_ms, limit, cursor)
+    recs, nxt = _history(history_key(pid, dn, prop), start_ms, end_ms, limit, cursor)
     return [{"value": r.value, **_times(_ms_of(r))} for r in recs], nxt
 
 
@@ -166,7 +168,7 @@ def events(pid: str, dn: str, start_ms: int, end_ms: int, event_id: str | None, 
     if event_type:
         c = HistoryRecord.event_type == event_type
         cond = c if cond is None else cond & c
-    recs, nxt = _history(telemetry.history_key(pid, dn), start_ms, end_ms, limit, cursor, cond)
+    recs, nxt = _history(history_key(pid, dn), start_ms, end_ms, limit, cursor, cond)
     return [{"event_id": r.event_id, "type": r.event_type, "params": r.value if isinstance(r.value, dict) else {},
              **_times(_ms_of(r))} for r in recs], nxt
 
@@ -254,7 +256,7 @@ def control(pid: str, dn: str, params: dict[str, Any], timeout_s: float) -> dict
         raise errors.invalid("ParamsInvalid", "params must name at least one property", "params")
     call = _new_call(pid, dn, "control", accepted)
     message = {"method": "control", "clientToken": call.token, "params": accepted}
-    delivered = rec.status == "online" and telemetry.send(pid, dn, "property", message, dollar=rec.dollar)
+    delivered = rec.status == "online" and downlink.send(pid, dn, "property", message, dollar=rec.dollar)
     if not delivered:
         _store_desired(pid, dn, accepted, call.token)
         return {**call_view(call), "delivery": "desired"}
@@ -270,7 +272,7 @@ def _store_desired(pid: str, dn: str, values: dict[str, Any], token: str) -> Non
     sets = []
     for i, (prop, value) in enumerate(sorted(values.items())):
         names[f"#p{i}"] = prop
-        attrs[f":v{i}"] = {"M": {"value": telemetry.to_av(value), "time": {"N": str(now)},
+        attrs[f":v{i}"] = {"M": {"value": to_av(value), "time": {"N": str(now)},
                                  "token": {"S": token}}}
         sets.append(f"#d.#p{i} = :v{i}")
     request = {"TableName": DeviceRecord.Meta.table_name,
@@ -309,7 +311,7 @@ def call_action(pid: str, dn: str, action_id: str, params: dict[str, Any], mode:
     call = _new_call(pid, dn, "action", accepted, action_id)
     message = {"method": "action", "clientToken": call.token, "actionId": action_id, "timestamp": clock.now_s(),
                "params": accepted}
-    if not telemetry.send(pid, dn, "action", message, dollar=rec.dollar):
+    if not downlink.send(pid, dn, "action", message, dollar=rec.dollar):
         _time_out(call)
         raise errors.conflict("FailedOperation.DeviceOffline",
                               f"device {pid}/{dn} did not receive the action (not subscribed or gone)",

@@ -5,7 +5,8 @@ device's log of one kind is a single key query, newest first.  ``expires_at`` is
 DynamoDB TTL; moto (and DynamoDB for up to a couple of days) keeps expired items, so
 queries filter them out themselves.
 
-Shared by connectivity (authorizer refusals), registration, telemetry and presence.
+Shared by connectivity (authorizer refusals), registration, the uplink pipeline and presence; the
+codes of diagnostics are ``protocol/diagnostics.py``.
 """
 from __future__ import annotations
 
@@ -24,27 +25,6 @@ from ..models.telemetry import DeviceLogRecord
 KINDS = ("content", "presence", "diagnostic")
 DIRECTIONS = ("up", "down")
 MAX_PAYLOAD = 4096
-
-# Diagnostic codes (SPEC §5), spelled once.  The first block is the spec's list; the
-# second names failures the spec asks to be explained but gives no code for.
-DEV_CONN_SYSTEM_ERR = "Dev_Conn_System_Err"
-SUBSCRIBE_TOPIC_UNAUTHORIZED = "Subscribe_Topic_Unauthorized"
-DEV_PUB_UNAUTHORIZED = "Dev_Pub_Unauthorized"
-DEV_PUB_REACH_MAX_LIMIT = "Dev_Pub_Reach_Max_Limit"
-DEV_PUB_PAYLOAD_TOOLONG = "Dev_Pub_Payload_TooLong"
-PUB_TO_DEV_NO_SUBSCRIBER = "Pub_To_Dev_No_Subscriber"
-PAYLOAD_NOT_JSON = "Payload_Not_JSON"
-PAYLOAD_NO_FIELD = "Payload_No_Field"
-RULE_PROCESS_SQL_ERR = "Rule_Process_SQL_Err"
-FORWARD_THIRD_NOT_RESPONDING = "Forward_Third_Not_Responding"
-FORWARD_THIRD_SYSTEM_ERR = "Forward_Third_System_Err"
-RULE_REPUB_SYSTEM_ERR = "Rule_Repub_System_Err"
-#: an MQTT CONNECT of a known device was refused (bad/expired password, disabled, malformed)
-DEV_CONN_AUTH_FAILED = "Dev_Conn_Auth_Failed"
-#: a dynamic-registration request naming a known device was refused
-DEV_REGISTER_FAILED = "Dev_Register_Failed"
-#: a thing-model value failed validation ("brightness: 120 above max 100")
-THING_MODEL_INVALID = "Thing_Model_Invalid"
 
 _seq = itertools.count()
 

@@ -14,10 +14,11 @@ from ..models.counters import QUOTA_AV_DEVICES, QUOTA_DEVICES, QUOTA_PK, Counter
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from .products import get_product
-from . import certificates, publisher
+from ..protocol import publisher
+from . import certificates
 from .paging import checked_start, expect_key
-from . import txn
-from .txn import Transaction
+from ..models import txn
+from ..models.txn import Transaction
 
 DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
 TAG_KEY_RE = re.compile(r"[A-Za-z0-9_\-.]{1,32}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from typing import Any
 from urllib.parse import quote
 

@@ -21,7 +21,8 @@ from ..core.config import settings
 from ..models.ota import FIRMWARE_KIND, RESOURCE_KIND
 from . import files
 from .products import get_product
-from .txn import connection
+from ..models import dynamo
+from .ota import store as ota_store
 
 #: SPEC §8.1
 FIRMWARE_EXTENSIONS = (".bin", ".dav", ".tar", ".gz", ".zip", ".gzip", ".apk", ".xz", ".pack")
@@ -39,10 +40,6 @@ COUNTER_PK = "quota"
 FIRMWARE_COUNT_SK = "firmware"
 RESOURCE_BYTES_SK = "resource-bytes"
 VERSION_PK = "firmware-version"
-
-
-def _ddb() -> Any:
-    return connection().client
 
 
 def _table() -> str:
@@ -117,24 +114,12 @@ def view(item: dict[str, Any], *, with_upload: bool = False) -> dict[str, Any]:
     return out
 
 
-def _plain(av_item: dict[str, Any]) -> dict[str, Any]:
-    from .telemetry import from_av
-
-    return {k: from_av(v) for k, v in av_item.items()}
-
-
-def _av(item: dict[str, Any]) -> dict[str, Any]:
-    from .telemetry import to_av
-
-    return {k: to_av(v) for k, v in item.items() if v is not None}
-
-
 def get_item(firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
     what = "Firmware" if kind == FIRMWARE_KIND else "Resource"
     if not isinstance(firmware_id, str) or not re.fullmatch(r"[a-z0-9]{4,40}", firmware_id):
         raise errors.not_found(f"{what}NotExist", f"{what.lower()} {firmware_id} does not exist", "id")
-    out = _ddb().get_item(TableName=_table(), Key={"firmware_id": {"S": firmware_id}}, ConsistentRead=True)
-    item = _plain(out["Item"]) if out.get("Item") else None
+    out = dynamo.client().get_item(TableName=_table(), Key={"firmware_id": {"S": firmware_id}}, ConsistentRead=True)
+    item = dynamo.item(out["Item"]) if out.get("Item") else None
     if item is None or item.get("kind") != kind:
         raise errors.not_found(f"{what}NotExist", f"{what.lower()} {firmware_id} does not exist", "id")
     return item
@@ -168,8 +153,8 @@ def create(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
             "status": "uploading", "key": key, "created_at": now, "updated_at": now, "created_by": created_by}
     version_sk = f"{pid}#{fw_type}#{body['version']}"
     try:
-        _ddb().transact_write_items(TransactItems=[
-            {"Put": {"TableName": _table(), "Item": _av(item),
+        dynamo.client().transact_write_items(TransactItems=[
+            {"Put": {"TableName": _table(), "Item": dynamo.av_item(item),
                      "ConditionExpression": "attribute_not_exists(firmware_id)"}},
             {"Put": {"TableName": _counters(), "Item": {"pk": {"S": VERSION_PK}, "sk": {"S": version_sk},
                                                          "owner": {"S": fid}},
@@ -228,7 +213,7 @@ def complete(firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
             "ExpressionAttributeNames": {"#c": "count"},
             "ExpressionAttributeValues": {":n": {"N": str(measured)}, ":room": {"N": str(budget - measured)}}}})
     try:
-        _ddb().transact_write_items(TransactItems=items)
+        dynamo.client().transact_write_items(TransactItems=items)
     except ClientError as exc:
         reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
         if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
@@ -267,10 +252,10 @@ def list_items(kind: str, *, product_id: str | None, q: str | None, limit: int, 
         if key:
             request["ExclusiveStartKey"] = key
         request["Limit"] = max(limit - len(items), 25)
-        out = _ddb().query(**request)
+        out = dynamo.client().query(**request)
         for raw in out.get("Items", []):
             if len(items) < limit:
-                item = view(_plain(raw))
+                item = view(dynamo.item(raw))
                 if not visible(item):
                     continue
                 items.append(item)
@@ -295,17 +280,15 @@ def modify(firmware_id: str, fields: dict[str, Any], kind: str = FIRMWARE_KIND) 
             names[f"#{name}"] = name
             values[f":{name}"] = {"S": fields[name]}
             item[name] = fields[name]
-    _ddb().update_item(TableName=_table(), Key={"firmware_id": {"S": firmware_id}},
+    dynamo.client().update_item(TableName=_table(), Key={"firmware_id": {"S": firmware_id}},
                        UpdateExpression="SET " + ", ".join(sets), ConditionExpression="attribute_exists(firmware_id)",
                        ExpressionAttributeNames=names, ExpressionAttributeValues=values)
     return view(item)
 
 
 def delete(firmware_id: str, kind: str = FIRMWARE_KIND) -> None:
-    from . import ota  # noqa: PLC0415 - ota imports this module
-
     item = get_item(firmware_id, kind)
-    running = ota.running_tasks_of(firmware_id)
+    running = ota_store.running_tasks_of(firmware_id)
     if running:
         raise errors.conflict("UnsupportedOperation.TaskRunning",
                               f"task {running[0]} is running with this {kind}; cancel it or wait for it to end",
@@ -325,7 +308,7 @@ def delete(firmware_id: str, kind: str = FIRMWARE_KIND) -> None:
                                  "UpdateExpression": "ADD #c :m", "ExpressionAttributeNames": {"#c": "count"},
                                  "ExpressionAttributeValues": {":m": {"N": str(-int(item.get("size") or 0))}}}})
     try:
-        _ddb().transact_write_items(TransactItems=items)
+        dynamo.client().transact_write_items(TransactItems=items)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
             return  # deleted concurrently
@@ -359,7 +342,7 @@ def create_resource(body: dict[str, Any], created_by: str | None) -> dict[str, A
             "file_name": body["file_name"], "file_size": body["file_size"],
             "description": body.get("description") or "", "status": "uploading", "key": key,
             "thumbnails": thumb_keys or None, "created_at": now, "updated_at": now, "created_by": created_by}
-    _ddb().put_item(TableName=_table(), Item=_av(item), ConditionExpression="attribute_not_exists(firmware_id)")
+    dynamo.client().put_item(TableName=_table(), Item=dynamo.av_item(item), ConditionExpression="attribute_not_exists(firmware_id)")
     out = view(item)
     out["upload_url"] = files.upload_url(key)
     out["upload_method"] = "PUT"

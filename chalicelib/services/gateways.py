@@ -37,9 +37,11 @@ from ..core.observability import logger
 from ..models.devices import DeviceRecord
 from ..models.telemetry import TopologyRecord
 from ..protocol import gateway_sig
-from . import presence
+from ..models.txn import Transaction
+from . import catalog, device_logs, presence
 from .paging import checked_start
-from .txn import Transaction
+from .uplink_view import DeviceView, Received
+from ..protocol import diagnostics
 
 RESULT_OK, RESULT_MALFORMED, RESULT_SIGNATURE, RESULT_FORBIDDEN, RESULT_NOT_FOUND, RESULT_CONFLICT = \
     0, 400, 401, 403, 404, 409
@@ -91,6 +93,22 @@ def forget_cache() -> None:
 # ------------------------------------------------------------------ the protocol
 
 
+def on_operation(dev: DeviceView, m: Received) -> None:
+    """The uplink stage of ``gateway/operation``: answer on ``gateway/operation/result``."""
+    answer = handle(dev.pid, dev.dn, dev.product, m.body or {})
+    if answer is None:
+        dev.failure(diagnostics.PAYLOAD_NO_FIELD, "unknown gateway operation", m)
+        return
+    dev.reply(m, answer)
+
+
+def on_disconnected(pid: str, dn: str, ts_ms: int) -> None:
+    """The lifecycle hand-off: a gateway that went offline takes its online subdevices with it."""
+    product = catalog.product_info(pid)
+    if product is not None and product.device_type == "gateway":
+        gateway_offline(pid, dn, ts_ms)
+
+
 def handle(gw_pid: str, gw_dn: str, gw_product: Any, body: dict[str, Any]) -> dict[str, Any] | None:
     """Answer one ``gateway/operation`` message; None for an unknown ``type``."""
     kind = body.get("type")
@@ -129,9 +147,7 @@ def handle(gw_pid: str, gw_dn: str, gw_product: Any, body: dict[str, Any]) -> di
 
 
 def _sub_device(sub_pid: str, sub_dn: str) -> tuple[int, DeviceRecord | None]:
-    from . import telemetry  # noqa: PLC0415 - telemetry imports this module
-
-    product = telemetry.product_info(sub_pid) if len(sub_pid) == 10 else None
+    product = catalog.product_info(sub_pid) if len(sub_pid) == 10 else None
     if product is None:
         return RESULT_NOT_FOUND, None
     if product.device_type != "subdevice":
@@ -160,9 +176,7 @@ def _bind(gw_pid: str, gw_dn: str, sub_pid: str, sub_dn: str, entry: dict[str, A
     if skew > SIGNATURE_WINDOW_S or not gateway_sig.verify(sub_pid, sub_dn, rec.secret, entry["random"],
                                                            entry["timestamp"], entry["signature"],
                                                            entry.get("signmethod")):
-        from . import device_logs  # noqa: PLC0415
-
-        device_logs.diagnostic(sub_pid, sub_dn, device_logs.DEV_PUB_UNAUTHORIZED,
+        device_logs.diagnostic(sub_pid, sub_dn, diagnostics.DEV_PUB_UNAUTHORIZED,
                                f"bind by gateway {_gw(gw_pid, gw_dn)} refused: "
                                + ("timestamp out of window" if skew > SIGNATURE_WINDOW_S else "signature mismatch"))
         return RESULT_SIGNATURE

@@ -26,18 +26,18 @@ from ..core.observability import logger
 
 #: message kind -> "module:function" taking the message body (a dict)
 KINDS: dict[str, str] = {
-    "batch.chunk": "chalicelib.services.batches:run_chunk",
-    "batch.finish": "chalicelib.services.batches:run_finish",
-    "ota.plan": "chalicelib.services.ota:plan_step",
-    "ota.dispatch": "chalicelib.services.ota:dispatch_step",
-    "ota.sweep": "chalicelib.services.ota:sweep_step",
-    "ota.close": "chalicelib.services.ota:close_step",
+    "batch.chunk": "chalicelib.services.production:run_chunk",
+    "batch.finish": "chalicelib.services.production:run_finish",
+    "ota.plan": "chalicelib.services.ota.rollout:plan_step",
+    "ota.dispatch": "chalicelib.services.ota.rollout:dispatch_step",
+    "ota.sweep": "chalicelib.services.ota.rollout:sweep_step",
+    "ota.close": "chalicelib.services.ota.rollout:close_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
 TICKS: dict[str, str] = {
-    "batches.resume": "chalicelib.services.batches:resume_stalled",
-    "ota": "chalicelib.services.ota:tick",
+    "batches.resume": "chalicelib.services.production:resume_stalled",
+    "ota": "chalicelib.services.ota.rollout:tick",
 }
 
 #: SQS caps DelaySeconds at 15 minutes

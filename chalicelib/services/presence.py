@@ -11,8 +11,9 @@ and disconnects — update a device's status, times and presence log.
 * unknown client ids are ignored.
 
 Subdevices behind a gateway go online/offline through :func:`sub_online` /
-:func:`sub_offline` with the session ``gateway/{gw_pid}/{gw_dn}``; a gateway that
-disconnects takes its online subdevices offline with it.
+:func:`sub_offline` with the session ``gateway/{gw_pid}/{gw_dn}``.  What else happens when a
+device connects or disconnects (a gateway's subdevices, the rule engine's StatusChange) is the
+lifecycle pipeline's (``services/lifecycle.py``).
 
 Counters (analytics): the product's ``online`` gauge moves ±1 on every real status change,
 ``activated`` and the day's ``activations`` on a first connect, the day's ``active`` on the
@@ -20,16 +21,15 @@ first activity of a day, and the day's ``online_peak``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..core import clock
 from ..core.observability import logger
 from ..models.devices import DeviceRecord
-from ..protocol import topics
+from ..models.txn import connection
 from . import analytics, device_logs
-from .txn import connection
 
 KEEPALIVE_TIMEOUT = "MQTT_KEEP_ALIVE_TIMEOUT"
 ONLINE, OFFLINE = "online", "offline"
@@ -37,42 +37,6 @@ ONLINE, OFFLINE = "online", "offline"
 
 def gateway_session(gw_pid: str, gw_dn: str) -> str:
     return f"gateway/{gw_pid}/{gw_dn}"
-
-
-def handle(event: Mapping[str, Any]) -> dict[str, Any]:
-    """One IoT Core lifecycle event (``protocol.events.presence_event`` shape)."""
-    client_id = event.get("clientId")
-    try:
-        pid, dn = topics.split_client_id(client_id)  # type: ignore[arg-type]
-    except ValueError:
-        logger.info("presence event for an unknown client id ignored", extra={"client_id": str(client_id)[:80]})
-        return {"applied": False, "reason": "unknown_client"}
-    ts_ms = event.get("timestamp")
-    ts_ms = int(ts_ms) if isinstance(ts_ms, (int, float)) and not isinstance(ts_ms, bool) and ts_ms > 0 \
-        else clock.now_ms()
-    session = event.get("sessionIdentifier")
-    session = str(session) if session else None
-    kind = event.get("eventType")
-    if kind == "connected":
-        keepalive = event.get("keepAlive")
-        ip = event.get("ipAddress")
-        message = f"Device connect, keepalive {keepalive if keepalive is not None else 'n/a'}, " \
-                  f"clientip {ip or 'n/a'}"
-        applied = connect(pid, dn, session=session, ip=ip if isinstance(ip, str) else None, ts_ms=ts_ms,
-                          message=message)
-    elif kind == "disconnected":
-        reason = str(event.get("disconnectReason") or "")
-        message = "Device keepalive timeout" if reason == KEEPALIVE_TIMEOUT else "Device disconnect"
-        applied = disconnect(pid, dn, session=session, ts_ms=ts_ms, message=message, reason=reason or None)
-        if applied:
-            _gateway_gone(pid, dn, ts_ms)
-    else:
-        return {"applied": False, "reason": "unknown_event_type"}
-    if applied:  # rules see the status change (SPEC §9.1 StatusChange)
-        from . import rules  # noqa: PLC0415
-
-        rules.on_status(pid, dn, kind == "connected", ts_ms)
-    return {"applied": applied, "device": f"{pid}/{dn}", "event": kind}
 
 
 def _update(pid: str, dn: str, request: dict[str, Any]) -> DeviceRecord | None:
@@ -160,14 +124,3 @@ def sub_offline(pid: str, dn: str, gw_pid: str, gw_dn: str, ts_ms: int | None = 
     ts = ts_ms or clock.now_ms()
     return disconnect(pid, dn, session=gateway_session(gw_pid, gw_dn), ts_ms=ts,
                       message=f"Device disconnect via gateway {gw_pid}/{gw_dn}", reason="GATEWAY_OFFLINE")
-
-
-def _gateway_gone(pid: str, dn: str, ts_ms: int) -> None:
-    from . import gateways, telemetry  # noqa: PLC0415 - both import this module
-
-    try:
-        product = telemetry.product_info(pid)
-        if product is not None and product.device_type == "gateway":
-            gateways.gateway_offline(pid, dn, ts_ms)
-    except Exception:  # noqa: BLE001 - the gateway's own status is already right
-        logger.exception("taking a gateway's subdevices offline failed", extra={"device": f"{pid}/{dn}"})

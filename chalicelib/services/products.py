@@ -11,7 +11,7 @@ from ..models.counters import PRODUCT_NAME_PK, CounterRecord
 from ..models.products import ACCOUNT, ProductRecord
 from . import thing_model
 from .paging import checked_start, expect_key
-from .txn import Transaction
+from ..models.txn import Transaction
 
 DEVICE_TYPES = ("device", "gateway", "subdevice")
 SUBDEVICE_PROTOCOLS = ("zigbee", "ble", "433", "custom")

@@ -36,6 +36,7 @@ from ..protocol import registration as proto
 from ..protocol.registration import Refusal, SignedRequest, refuse
 from ..protocol.topics import DEVICE_NAME_RE, PRODUCT_ID_RE
 from . import certificates, device_logs, devices
+from ..protocol import diagnostics
 
 NONCE_PK = "nonce/{}"
 
@@ -205,7 +206,7 @@ def register(req: SignedRequest) -> tuple[ProductRecord, str]:
         return product, _reregister(product, rec)
     except Refusal as refusal:
         if rec is not None:
-            device_logs.diagnostic(req.product_id, req.device_name, device_logs.DEV_REGISTER_FAILED,
+            device_logs.diagnostic(req.product_id, req.device_name, diagnostics.DEV_REGISTER_FAILED,
                                    f"dynamic registration ({req.protocol}) refused: {refusal.code}: {refusal.message}")
         raise
 
@@ -232,7 +233,7 @@ def handle(protocol: str, parse: Callable[[], SignedRequest], request_id: str) -
         if pid and dn:
             try:
                 if _device(pid, dn) is not None:
-                    device_logs.diagnostic(pid, dn, device_logs.DEV_REGISTER_FAILED,
+                    device_logs.diagnostic(pid, dn, diagnostics.DEV_REGISTER_FAILED,
                                            "dynamic registration failed: internal error")
             except Exception:  # the answer matters more than the diagnostic
                 logger.exception("diagnostic write failed", extra={"request_id": request_id})

@@ -4,7 +4,7 @@ into forward jobs.
 * A rule is compiled when it is saved (:mod:`rules_sql`: errors carry the SQL position) and its
   actions validated by their forwarder modules (``chalicelib/forwarders/<kind>.py``).
   Enabling a rule with HTTP actions runs the Echostr verification of each URL first.
-* The uplink path (:func:`on_uplink`, one call at the end of ``telemetry.process_batch``) and
+* The uplink path (:func:`on_accepted`, a hand-off of ``uplink.process_batch``) and
   presence (:func:`on_status`) evaluate the account's enabled rules from an in-process cache
   (re-read every ``FLEETBOX_RULES_CACHE_S``, 5 s), indexed by the first level of their topic
   filter, and queue one forward job per (message, matching rule, action) with SendMessageBatch.
@@ -30,10 +30,12 @@ from typing import Any, Callable, Iterable
 from ..core import clock, errors
 from ..core.config import settings
 from ..core.observability import logger
+from ..models import dynamo
 from ..models.rules import RuleRecord
 from ..protocol import topics
 from . import rules_sql
-from ..forwarders import webhook
+from .uplink_view import Accepted
+from . import analytics, delivery, device_logs
 from .paging import checked_start, expect_key, fill_page
 
 ACCOUNT = "main"
@@ -61,8 +63,6 @@ def compile_sql(sql: str) -> rules_sql.CompiledRule:
 
 
 def _actions(values: Any, path: str, previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    from ..forwarders import engine
-
     if values is None:
         return []
     if not isinstance(values, list):
@@ -75,26 +75,23 @@ def _actions(values: Any, path: str, previous: list[dict[str, Any]] | None = Non
         if not isinstance(action, dict):
             raise errors.invalid("ActionInvalid", f"{p} must be an object", p)
         kind = action.get("type")
-        if kind not in engine.KINDS:
-            raise errors.invalid("ActionInvalid", f"{p}.type must be one of {', '.join(engine.KINDS)}", f"{p}.type")
+        if kind not in delivery.ACTION_KINDS:
+            raise errors.invalid("ActionInvalid", f"{p}.type must be one of {', '.join(delivery.ACTION_KINDS)}",
+                                 f"{p}.type")
         if kind == "http":
             # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
             same = [a for a in previous or [] if a.get("type") == "http"]
             action = {k: v for k, v in action.items() if k not in ("token_set", "secret_set")}
-            action["token"] = webhook.kept_secret(action, same, "token")
+            action["token"] = delivery.kept_secret(action, same, "token")
             if not action.get("secret"):
-                action["secret"] = webhook.kept_secret({"url": action.get("url")}, same, "secret")
-        out.append(engine.kind_module(kind).validate(action, p))
+                action["secret"] = delivery.kept_secret({"url": action.get("url")}, same, "secret")
+        out.append(delivery.validate_action(action, p))
     return out
 
 
 def _verify(actions: list[dict[str, Any]], path: str) -> None:
-    from ..forwarders import engine
-
     for i, action in enumerate(actions):
-        mod = engine.kind_module(action["type"])
-        if hasattr(mod, "verify"):
-            mod.verify(action, f"{path}[{i}]")
+        delivery.verify_action(action, f"{path}[{i}]")
 
 
 # ===================================================================== CRUD
@@ -116,7 +113,7 @@ def resource_of_sql(name: str, sql: Any) -> str:
 
 
 def _secrets_of(actions: Iterable[dict[str, Any]]) -> set[str]:
-    return {a[k] for a in actions for k in webhook.SECRET_FIELDS if a.get(k)}
+    return delivery.secrets_of(actions)
 
 
 def view(rec: RuleRecord, stats: dict[str, int] | None = None, reveal: Iterable[str] = ()) -> dict[str, Any]:
@@ -125,8 +122,8 @@ def view(rec: RuleRecord, stats: dict[str, int] | None = None, reveal: Iterable[
     shown = frozenset(reveal)
     return {"name": rec.name, "description": rec.description or "", "sql": rec.sql, "enabled": bool(rec.enabled),
             "topic_filter": compiled.topic_filter, "resource": resource_of(rec.name, compiled),
-            "actions": [webhook.masked(a, shown) for a in rec.actions or []],
-            "error_actions": [webhook.masked(a, shown) for a in rec.error_actions or []],
+            "actions": [delivery.masked(a, shown) for a in rec.actions or []],
+            "error_actions": [delivery.masked(a, shown) for a in rec.error_actions or []],
             "created_at": int(rec.created_at), "updated_at": int(rec.updated_at), "note": rec.note,
             "stats": stats if stats is not None else get_stats(rec.name)}
 
@@ -316,25 +313,19 @@ def _debug_device(topic: str) -> tuple[str, str, str]:
 # ===================================================================== statistics
 
 
-def _ddb() -> Any:
-    from .txn import connection
-
-    return connection().client
-
-
 def add_stats(name: str, deltas: dict[str, int]) -> None:
     deltas = {k: v for k, v in deltas.items() if v and k in STAT_NAMES}
     if not deltas:
         return
     names = {f"#{k}": k for k in deltas}
     values = {f":{k}": {"N": str(v)} for k, v in deltas.items()}
-    _ddb().update_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
+    dynamo.client().update_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
                        UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in deltas),
                        ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
 
 def _reset_stats(name: str) -> None:
-    _ddb().delete_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}})
+    dynamo.client().delete_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}})
 
 
 def _stats_of(item: dict[str, Any] | None) -> dict[str, int]:
@@ -343,7 +334,7 @@ def _stats_of(item: dict[str, Any] | None) -> dict[str, int]:
 
 
 def get_stats(name: str) -> dict[str, int]:
-    out = _ddb().get_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
+    out = dynamo.client().get_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
                           ConsistentRead=True)
     return _stats_of(out.get("Item"))
 
@@ -355,7 +346,7 @@ def get_stats_many(names: list[str]) -> dict[str, dict[str, int]]:
         keys = [{"pk": {"S": STATS_PK}, "sk": {"S": n}} for n in names[start:start + 100]]
         pending: dict[str, Any] = {table: {"Keys": keys}}
         while pending:
-            out = _ddb().batch_get_item(RequestItems=pending)
+            out = dynamo.client().batch_get_item(RequestItems=pending)
             for item in (out.get("Responses") or {}).get(table, []):
                 found[item["sk"]["S"]] = _stats_of(item)
             pending = out.get("UnprocessedKeys") or {}
@@ -463,8 +454,6 @@ class Inbound:
 def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[int], list[tuple[int, str]], list[tuple]]:
     """Jobs for ``messages``: (jobs, index of the message of each job, (message index, rule) of
     every match, diagnostics)."""
-    from ..forwarders import engine
-
     jobs: list[dict[str, Any]] = []
     owners: list[int] = []
     matches: list[tuple[int, str]] = []
@@ -501,7 +490,7 @@ def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[in
             for a, action in enumerate(rule.actions):
                 if action.get("disabled"):
                     continue
-                jobs.append({"k": "rule", "id": engine.new_webhook_id(), "n": 0, "t0": None, "st": "a",
+                jobs.append({"k": "rule", "id": delivery.new_webhook_id(), "n": 0, "t0": None, "st": "a",
                              "r": rule.name, "a": a, "own": rule.resource, "msg": dict(msg_doc, mt=mt),
                              "out": out_doc})
                 owners.append(i)
@@ -514,8 +503,6 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
     Returns the indexes (into ``messages``) that must be re-delivered: only those whose jobs
     could neither be queued nor recorded as dead letters.  Never raises.
     """
-    from ..forwarders import engine
-
     if not messages:
         return []
     try:
@@ -526,11 +513,11 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
     retry: set[int] = set()
     dead: dict[str, int] = {}
     if jobs:
-        refused = engine.enqueue(jobs)
+        refused = delivery.queue_jobs(jobs)
         for j in refused:
             job = jobs[j]
             try:
-                engine.dead_letter(job, target_id=f"rule/{job['r']}/{job['a']}",
+                delivery.dead_letter(job, target_id=f"rule/{job['r']}/{job['a']}",
                                    reason="the forward queue refused the job (replay it when the queue is back)",
                                    attempts=0)
                 dead[job["r"]] = dead.get(job["r"], 0) + 1
@@ -539,33 +526,18 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
                 retry.add(owners[j])
     _write_diagnostics(messages, diags)
     _count(messages, matches, dead)
-    _to_streams(messages)
     return sorted(retry)
 
 
-def _to_streams(messages: list[Inbound]) -> None:
-    """Accepted property reports feed the message push data streams (SPEC §9.3)."""
-    import json
-
-    from . import streams
-
-    reports = []
-    for m in messages:
-        if not m.topic.startswith("thing/up/property/"):
-            continue
-        try:
-            body = json.loads(m.payload)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(body, dict) and body.get("method") == "report" and isinstance(body.get("params"), dict):
-            reports.append((m.product_id, m.device_name, body["params"]))
-    if reports:
-        streams.on_reports(reports)
+def on_accepted(accepted: list[Accepted]) -> list[int]:
+    """The uplink pipeline's hand-off: every accepted device message meets the enabled rules.
+    Returns the batch indexes to re-deliver (see :func:`on_uplink`)."""
+    redo = on_uplink([Inbound(a.product_id, a.device_name, a.topic, a.payload, a.qos, a.timestamp_ms)
+                      for a in accepted])
+    return [accepted[i].index for i in redo]
 
 
 def _write_diagnostics(messages: list[Inbound], diags: list[tuple]) -> None:
-    from . import device_logs
-
     for m, code, text in diags[:100]:
         device_logs.diagnostic(m.product_id, m.device_name, code, text, topic=m.topic, payload=m.payload,
                                direction="up", ts_ms=m.timestamp_ms)
@@ -574,8 +546,6 @@ def _write_diagnostics(messages: list[Inbound], diags: list[tuple]) -> None:
 def _count(messages: list[Inbound], matches: list[tuple[int, str]], dead: dict[str, int]) -> None:
     """Per-rule hits (and dead letters of refused jobs): one update per rule; the product's
     ``rule_hits`` analytics counter: one update per product."""
-    from . import analytics
-
     per_rule: dict[str, dict[str, int]] = {}
     for _, name in matches:
         per = per_rule.setdefault(name, {})
@@ -610,3 +580,14 @@ def on_status(product_id: str, device_name: str, online: bool, ts_ms: int) -> No
                            "StatusChange", event)])
     except Exception:  # noqa: BLE001 - presence must not fail on the rule engine
         logger.exception("status change rules failed", extra={"device": f"{product_id}/{device_name}"})
+
+
+def _resource_of_name(name: str) -> str:
+    live = lookup(name)
+    return live.resource if live is not None else f"rule/{name}"
+
+
+# the delivery engine runs rule actions with this module's lookups and counters, and decides a
+# rule's dead letters and delivery log on the rule's resource
+delivery.use_rule_hooks(lookup=lookup, add_stats=add_stats, stop_action=disable_action)
+delivery.register_owner("rule", _resource_of_name)

@@ -22,12 +22,13 @@ from ..media import qr
 from ..models.batches import BatchRecord, SerialNumberRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
-from . import batches, devices, jobs, txn
+from ..models import txn
+from ..models.txn import Transaction
+from . import devices, jobs, production
 from .products import get_product
-from .txn import Transaction
 
 CELLULAR = ("cellular", "5g")
-CSV_HEADER = ("ProductId", "SN", "Status", "QRCode")
+CSV_HEADER = production.OUTPUTS[production.KIND_SERIALS][0]
 TEMPLATE = "SN,IMEI\r\n"
 MAX_IMPORT_ROWS = 1000
 GROUP = 100
@@ -48,7 +49,7 @@ def generate(product_id: str, quantity: int, created_by: str | None) -> dict[str
         raise errors.FleetboxError("UnsupportedOperation.ProductNotReleased",
                                    f"product {product_id} is not released: mass production requires a released "
                                    "product", "product_id")
-    return batches.new_batch(batches.KIND_SERIALS, product, quantity, 0, created_by, generation="auto",
+    return production.new_batch(production.KIND_SERIALS, product, quantity, 0, created_by, generation="auto",
                              qr_code=True)
 
 
@@ -61,8 +62,8 @@ def sn_code(product_id: str, sn: str) -> str:
 
 
 def run_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, str, str | None]],
-              give_up: bool) -> batches.Outcome:
-    out = batches.Outcome()
+              give_up: bool) -> production.Outcome:
+    out = production.Outcome()
     now = clock.now_s()
     records = [SerialNumberRecord(product_id=rec.product_id, sn=sn_of(name), batch_id=rec.batch_id, created_at=now)
                for _, name, _ in rows]
@@ -83,29 +84,29 @@ def run_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, st
                 if not failed:
                     if not give_up:
                         raise jobs.Retry("writing serial numbers failed") from exc
-                    outcome.update({r.sn: batches.HUB_TIMEOUT for r in group})
+                    outcome.update({r.sn: production.HUB_TIMEOUT for r in group})
                     break
                 for found in SerialNumberRecord.batch_get([(rec.product_id, sn) for sn in failed],
                                                           consistent_read=True):
                     ours = found.batch_id == rec.batch_id
-                    outcome[found.sn] = batches.SUCCESS if ours else "serial number already exists"
+                    outcome[found.sn] = production.SUCCESS if ours else "serial number already exists"
                 todo = [r for r in group if r.sn not in outcome]
                 continue
             except PynamoDBException as exc:
                 if not give_up:
                     raise jobs.Retry("writing serial numbers failed") from exc
-                outcome.update({r.sn: batches.HUB_TIMEOUT for r in group})
+                outcome.update({r.sn: production.HUB_TIMEOUT for r in group})
                 break
-            outcome.update({r.sn: batches.SUCCESS for r in group})
+            outcome.update({r.sn: production.SUCCESS for r in group})
             todo = []
     for (row, _, _), r in zip(rows, records):
         status = outcome[r.sn]
-        if status != batches.SUCCESS:
+        if status != production.SUCCESS:
             out.fail(row, r.sn, status)
             out.rows.append((rec.product_id, r.sn, status, ""))
             continue
         content = sn_code(rec.product_id, r.sn)
-        out.rows.append((rec.product_id, r.sn, batches.SUCCESS, content))
+        out.rows.append((rec.product_id, r.sn, production.SUCCESS, content))
         out.pngs.append((f"{r.sn}.png", qr.png(content)))
         out.success += 1
     return out

@@ -26,6 +26,8 @@ from ..core import clock, errors, ids
 from ..core.config import settings
 from ..core.observability import logger
 from ..models.rules import StreamRecord
+from . import catalog, delivery
+from .uplink_view import Accepted
 
 ACCOUNT = "main"
 OPS = ("=", "!=", ">", ">=", "<", "<=", "contains")
@@ -59,8 +61,6 @@ def _conditions(values: Any) -> list[dict[str, Any]]:
 
 
 def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    from ..forwarders import webhook
-
     if not isinstance(values, list) or not 1 <= len(values) <= MAX_OUTPUTS:
         raise errors.invalid("OutputInvalid", f"outputs must hold 1-{MAX_OUTPUTS} outputs", "outputs")
     out = []
@@ -75,7 +75,7 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
                                        f"{p}.type")
         if o.get("type") != "custom_push":
             raise errors.invalid("OutputInvalid", f"{p}.type must be custom_push", f"{p}.type")
-        url = webhook.check_url(o.get("url"), f"{p}.url")
+        url = delivery.check_url(o.get("url"), f"{p}.url")
         token = o.get("token")
         if token is not None and (not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", token)):
             raise errors.invalid("OutputInvalid", f"{p}.token must be 1-64 letters, digits, _ or -", f"{p}.token")
@@ -86,10 +86,10 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
                                      f"{p}.{name}")
         # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
         if "token" not in o:
-            token = webhook.kept_secret({"url": url}, previous, "token")
-        secret = o.get("secret") or webhook.kept_secret({"url": url}, previous, "secret")
+            token = delivery.kept_secret({"url": url}, previous, "token")
+        secret = o.get("secret") or delivery.kept_secret({"url": url}, previous, "secret")
         item = {"type": "custom_push", "url": url, "title": o.get("title", ""), "content": o.get("content", ""),
-                "secret": secret or webhook.new_secret()}
+                "secret": secret or delivery.new_secret()}
         if token:
             item["token"] = token
         out.append(item)
@@ -106,10 +106,8 @@ def _properties(values: Any) -> list[str]:
 
 
 def _verify(outputs: list[dict[str, Any]]) -> None:
-    from ..forwarders import webhook
-
     for i, o in enumerate(outputs):
-        webhook.verify_callback(o["url"], o.get("token"), f"outputs[{i}].url")
+        delivery.verify_callback(o["url"], o.get("token"), f"outputs[{i}].url")
 
 
 # ===================================================================== CRUD
@@ -128,18 +126,14 @@ def resource_of_id(stream_id: str) -> str:
 
 
 def _secrets_of(outputs: list[dict[str, Any]] | None) -> set[str]:
-    from ..forwarders import webhook
-
-    return {o[k] for o in outputs or [] for k in webhook.SECRET_FIELDS if o.get(k)}
+    return {o[k] for o in outputs or [] for k in delivery.SECRET_FIELDS if o.get(k)}
 
 
 def view(rec: StreamRecord, reveal: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
     """The stream as responses show it: output tokens and secrets only in ``reveal``."""
-    from ..forwarders import webhook
-
     return {"id": rec.stream_id, "name": rec.name, "product_id": rec.product_id, "resource": resource_of(rec),
             "properties": rec.properties or [], "match": rec.match, "conditions": rec.conditions or [],
-            "outputs": [webhook.masked(o, frozenset(reveal)) for o in rec.outputs or []],
+            "outputs": [delivery.masked(o, frozenset(reveal)) for o in rec.outputs or []],
             "enabled": bool(rec.enabled), "created_at": int(rec.created_at), "updated_at": int(rec.updated_at)}
 
 
@@ -332,19 +326,26 @@ def _alias(pid: str, dn: str) -> str:
 
 def _accepted(pid: str, params: dict[str, Any]) -> dict[str, Any]:
     """Only the values the thing model accepted (a refused "brightness: 120" is never pushed)."""
-    from . import telemetry
-
-    info = telemetry.product_info(pid)
+    info = catalog.product_info(pid)
     if info is None:
         return {}
     accepted, _ = info.model.check_properties(params)
     return accepted
 
 
+def on_accepted(accepted: list[Accepted]) -> list[int]:
+    """The uplink pipeline's hand-off: accepted property reports feed the data streams.  Never
+    asks for a re-delivery (a push that cannot be queued is logged)."""
+    reports = [(a.product_id, a.device_name, a.body["params"]) for a in accepted
+               if a.family == "thing/up/property" and a.body is not None and a.body.get("method") == "report"
+               and isinstance(a.body.get("params"), dict)]
+    if reports:
+        on_reports(reports)
+    return []
+
+
 def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
     """(product, device, reported params) of accepted property reports → pushes.  Never raises."""
-    from ..forwarders import webhook
-
     try:
         streams = _by_product()
     except Exception:  # noqa: BLE001
@@ -368,7 +369,11 @@ def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
                         "MsgTitle": render(out.get("title", ""), data, system),
                         "MsgContent": render(out.get("content", ""), data, system)}
                 try:
-                    webhook.deliver(out, body, target_id=f"stream/{rec.stream_id}" + (f"/{i}" if i else ""),
+                    delivery.deliver(out, body, target_id=f"stream/{rec.stream_id}" + (f"/{i}" if i else ""),
                                     product_id=pid, device_name=dn, resource=resource_of(rec))
                 except Exception:  # noqa: BLE001 - the uplink never fails on a push
                     logger.exception("stream push could not be queued", extra={"stream": rec.stream_id})
+
+
+# a stream's dead letters and delivery log are decided on the stream's resource
+delivery.register_owner("stream", resource_of_id)

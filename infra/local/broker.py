@@ -7,7 +7,7 @@ that Lambda answers (:func:`chalicelib.services.connectivity.policy_allows`) on 
 subscribe and delivery; connects and disconnects invoke the ``presence`` Lambda with IoT
 Core's lifecycle-event shape; device uplinks go through :mod:`infra.local.bridge` to the
 ``uplink`` Kinesis handler; and :class:`BrokerPublisher` is the device publisher port
-(``chalicelib.services.publisher``) for everything the cloud sends to devices.
+(``chalicelib.protocol.publisher``) for everything the cloud sends to devices.
 
 Threading: the broker runs on its own asyncio loop in its own thread (:class:`LocalBroker`).
 Blocking app calls (authorizer, presence, diagnostic-log writes) run in worker threads, never
@@ -98,6 +98,7 @@ from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 
 from infra.local.bridge import LambdaInvoker, UplinkBridge, find_uplink_source
+from chalicelib.protocol import diagnostics
 
 log = logging.getLogger("infra.local.mqtt")
 
@@ -132,12 +133,12 @@ CUSTOMAUTH_TTL_EXPIRATION = "CUSTOMAUTH_TTL_EXPIRATION"
 CLIENT_ERROR = "CLIENT_ERROR"
 SERVER_ERROR = "SERVER_ERROR"
 
-# diagnostic codes (chalicelib.services.device_logs spells them too)
-DEV_CONN_SYSTEM_ERR = "Dev_Conn_System_Err"
-SUBSCRIBE_TOPIC_UNAUTHORIZED = "Subscribe_Topic_Unauthorized"
-DEV_PUB_UNAUTHORIZED = "Dev_Pub_Unauthorized"
-DEV_PUB_REACH_MAX_LIMIT = "Dev_Pub_Reach_Max_Limit"
-DEV_PUB_PAYLOAD_TOOLONG = "Dev_Pub_Payload_TooLong"
+# diagnostic codes (spelled once, in chalicelib/protocol/diagnostics.py)
+DEV_CONN_SYSTEM_ERR = diagnostics.DEV_CONN_SYSTEM_ERR
+SUBSCRIBE_TOPIC_UNAUTHORIZED = diagnostics.SUBSCRIBE_TOPIC_UNAUTHORIZED
+DEV_PUB_UNAUTHORIZED = diagnostics.DEV_PUB_UNAUTHORIZED
+DEV_PUB_REACH_MAX_LIMIT = diagnostics.DEV_PUB_REACH_MAX_LIMIT
+DEV_PUB_PAYLOAD_TOOLONG = diagnostics.DEV_PUB_PAYLOAD_TOOLONG
 
 PUBLISH_ACTION, SUBSCRIBE_ACTION, RECEIVE_ACTION, CONNECT_ACTION = (
     "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:Connect")
@@ -1392,7 +1393,7 @@ def _failure_recorder(hooks: AppHooks) -> Callable[[Sequence[Any], str], None]:
 
 
 class BrokerPublisher:
-    """``chalicelib.services.publisher`` implementation of the local stack: the embedded broker.
+    """``chalicelib.protocol.publisher`` implementation of the local stack: the embedded broker.
 
     ``publish`` answers whether any subscriber was there (False → ``Pub_To_Dev_No_Subscriber``);
     ``disconnect`` closes a device's live connection (a disabled or deleted device).

@@ -267,10 +267,10 @@ class LocalStack:
     def _resume_batches(self) -> None:
         """Batches that were running when the stack last stopped (or was killed) go on now, not
         after the resume sweep's minute; each is logged."""
-        from chalicelib.services import batches
+        from chalicelib.services import production
 
         try:
-            resumed = batches.resume_stalled(stale_s=0)
+            resumed = production.resume_stalled(stale_s=0)
         except Exception:  # noqa: BLE001 - the sweep tick tries again within a minute
             log.exception("could not resume running batches; the minute sweep will")
             return
@@ -295,7 +295,7 @@ class LocalStack:
         installed as the device publisher port, so the HTTP routes, the workers and the broker
         share one process.  :meth:`stop` stops it (sessions closed, port released).
         """
-        from chalicelib.services import publisher
+        from chalicelib.protocol import publisher
         from infra.local.broker import BrokerPublisher, BrokerStartError, LocalBroker
 
         if os.environ.get("FLEETBOX_COUNT_AWS_CALLS"):

@@ -13,6 +13,7 @@ from chalicelib.protocol import mqtt_auth
 from chalicelib.protocol.events import authorizer_event
 from chalicelib.services import connectivity, device_logs
 from tests.integration.conftest import PRODUCT
+from chalicelib.protocol import diagnostics as codes
 
 
 def make_device(api: Any, pid: str, name: str) -> str:
@@ -100,7 +101,7 @@ def test_a_known_device_with_bad_credentials_is_refused_and_diagnosed(device, ch
     assert answer["reason"] == reason
     # and the device's diagnostic log says why, without the password
     diag = diagnostics(pid, dn)
-    assert [d["code"] for d in diag] == [device_logs.DEV_CONN_AUTH_FAILED]
+    assert [d["code"] for d in diag] == [codes.DEV_CONN_AUTH_FAILED]
     assert reason in diag[0]["message"] and "203.0.113.7" in diag[0]["message"]
     assert "0" * 64 not in diag[0]["message"] and secret not in diag[0]["message"]
 
@@ -110,7 +111,7 @@ def test_a_disabled_device_is_refused_and_diagnosed(api, device):
     assert api.patch(f"/v1/products/{pid}/devices/{dn}", {"enabled": False}).status_code == 200
     answer = connectivity.authorize(connect_event(pid, dn, secret))
     assert answer["isAuthenticated"] is False and answer["reason"] == "device_disabled"
-    assert diagnostics(pid, dn)[0]["code"] == device_logs.DEV_CONN_AUTH_FAILED
+    assert diagnostics(pid, dn)[0]["code"] == codes.DEV_CONN_AUTH_FAILED
     # re-enabled, it connects again
     assert api.patch(f"/v1/products/{pid}/devices/{dn}", {"enabled": True}).status_code == 200
     assert connectivity.authorize(connect_event(pid, dn, secret))["isAuthenticated"] is True
@@ -156,7 +157,7 @@ def test_a_malformed_username_of_a_known_client_id_is_diagnosed(device):
     pid, dn, secret = device
     event = authorizer_event(pid + dn, "garbage", b"x")
     assert connectivity.authorize(event)["reason"] == "username_malformed"
-    assert diagnostics(pid, dn)[0]["code"] == device_logs.DEV_CONN_AUTH_FAILED
+    assert diagnostics(pid, dn)[0]["code"] == codes.DEV_CONN_AUTH_FAILED
 
 
 def test_certificate_products_do_not_authenticate_by_key(api):
@@ -176,7 +177,7 @@ def test_an_internal_failure_is_a_refusal_not_an_exception(device, monkeypatch):
     monkeypatch.setattr(connectivity, "allowed_response", boom)
     answer = connectivity.authorize(connect_event(pid, dn, secret))
     assert answer["isAuthenticated"] is False and answer["reason"] == "system_error"
-    assert diagnostics(pid, dn)[0]["code"] == device_logs.DEV_CONN_SYSTEM_ERR
+    assert diagnostics(pid, dn)[0]["code"] == codes.DEV_CONN_SYSTEM_ERR
 
 
 # ------------------------------------------------------------------ what the policy allows

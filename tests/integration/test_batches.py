@@ -27,7 +27,7 @@ HEADER = ["ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status", "QR
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch):
     from chalicelib.core.config import reload_settings
-    from chalicelib.services import batches, files, jobs
+    from chalicelib.services import files, jobs
 
     monkeypatch.setenv("FLEETBOX_BATCH_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")  # what bootstrap creates
@@ -283,22 +283,22 @@ def test_the_same_chunk_delivered_twice_creates_nothing_twice(api):
 
 
 def test_a_chunk_that_crashed_after_writing_devices_resumes_to_the_same_result(api, monkeypatch):
-    from chalicelib.services import batches, jobs
+    from chalicelib.services import jobs, production
 
     pid = released(api)
     job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
                       "quantity": 20, "qr_code": False})
-    real = batches._write_part
+    real = production._write_part
 
     def crash(*a: Any) -> None:
         raise RuntimeError("worker killed")
 
-    monkeypatch.setattr(batches, "_write_part", crash)
+    monkeypatch.setattr(production, "_write_part", crash)
     message = queued()[0]
     with pytest.raises(RuntimeError):
         jobs.run(message["Body"])  # the devices of chunk 0 are written, the checkpoint is not
     assert api.get(f"/v1/products/{pid}").json["device_count"] == CHUNK
-    monkeypatch.setattr(batches, "_write_part", real)
+    monkeypatch.setattr(production, "_write_part", real)
     jobs.run(message["Body"])  # the message comes back
     done = finished(api, job["id"])
     assert (done["status"], done["success_count"], done["failure_count"]) == ("done", 20, 0)
@@ -312,18 +312,18 @@ def test_a_chunk_that_crashed_after_writing_devices_resumes_to_the_same_result(a
 
 def test_a_batch_whose_message_was_lost_is_resumed_by_the_sweep(api, monkeypatch):
     from chalicelib.core.config import reload_settings
-    from chalicelib.services import batches
+    from chalicelib.services import production
 
     pid = released(api)
     job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 12})
     assert len(queued()) == 1  # lost: e.g. the host died holding it
-    assert batches.resume_stalled() == 0  # not stale yet
+    assert production.resume_stalled() == 0  # not stale yet
     monkeypatch.setenv("FLEETBOX_BATCH_STALE_S", "0")
     reload_settings()
-    assert batches.resume_stalled() == 1
+    assert production.resume_stalled() == 1
     done = finished(api, job["id"])
     assert (done["status"], done["success_count"]) == ("done", 12)
-    assert batches.resume_stalled() == 0  # finished batches leave the sweep
+    assert production.resume_stalled() == 0  # finished batches leave the sweep
 
 
 def test_deleting_the_product_midway_fails_the_batch_and_releases_its_quota(api):
@@ -415,7 +415,7 @@ def test_platform_errors_retry_then_report_hub_timeout_rows_and_a_done_event(api
 
 
 def test_a_chunk_that_never_succeeds_stops_the_batch_and_releases_its_quota(api, monkeypatch):
-    from chalicelib.services import batches, jobs
+    from chalicelib.services import jobs, production
 
     pid = released(api)
     job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 4})
@@ -423,9 +423,9 @@ def test_a_chunk_that_never_succeeds_stops_the_batch_and_releases_its_quota(api,
     def broken(*a: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(batches, "chunk_rows", broken)
+    monkeypatch.setattr(production, "chunk_rows", broken)
     message = queued()[0]["Body"]
-    for _ in range(2 * batches.MAX_ATTEMPTS):
+    for _ in range(2 * production.MAX_ATTEMPTS):
         with pytest.raises(RuntimeError):
             jobs.run(message)
     jobs.run(message)

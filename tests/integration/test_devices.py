@@ -504,7 +504,7 @@ def test_a_create_that_keeps_losing_races_is_a_409_and_writes_nothing(api, produ
 
 
 def test_disabling_or_deleting_a_device_cuts_its_session_through_the_publisher_port(api, product):
-    from chalicelib.services import publisher
+    from chalicelib.protocol import publisher
 
     class Recorder:
         def __init__(self):

@@ -108,7 +108,7 @@ def test_only_subdevice_products_bind_and_only_gateways_operate(api, topo, recor
 
 def test_a_gateway_going_offline_takes_its_subdevices_with_it(api, topo, recorder):  # noqa: F811
     from chalicelib.protocol.events import presence_event
-    from chalicelib.services import presence
+    from chalicelib.services import lifecycle
 
     gw, sub, secret = topo["gw"], topo["sub"], topo["secret"]
     op(gw, {"type": "bind", "payload": {"devices": [bind_entry(sub, "s1", secret),
@@ -117,7 +117,7 @@ def test_a_gateway_going_offline_takes_its_subdevices_with_it(api, topo, recorde
     op(gw, {"type": "online", "payload": {"devices": [{"product_id": sub, "device_name": "s1"},
                                                       {"product_id": sub, "device_name": "s2"}]}})
     assert [d["result"] for d in answer(recorder, gw)["payload"]["devices"]] == [0, 0]
-    presence.handle(presence_event(f"{gw}gw1", False, timestamp_ms=clock.now_ms(), session_id="s-1",
+    lifecycle.handle(presence_event(f"{gw}gw1", False, timestamp_ms=clock.now_ms(), session_id="s-1",
                                    reason="MQTT_KEEP_ALIVE_TIMEOUT"))
     for dn in ("s1", "s2"):
         assert api.get(f"/v1/products/{sub}/devices/{dn}").json["status"] == "offline"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any, Iterator
 
 import pytest
@@ -18,7 +17,9 @@ import requests
 
 from chalicelib.core import clock
 from chalicelib.core.config import reload_settings
-from chalicelib.services import events, jobs, ota
+from chalicelib.services import events, jobs
+from chalicelib.services.ota import store as ota_store
+from chalicelib.services.ota import tasks as ota_tasks
 
 from .helpers import expect_error
 from .test_telemetry import Recorder, make_device, make_product, up  # noqa: F401 - fixtures' helpers
@@ -74,7 +75,7 @@ def env(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[None]:
     from chalicelib.services import files
 
     files.forget()
-    ota._forget_live()
+    ota_store.forget_live()
     yield
     clock.reset()
     monkeypatch.undo()
@@ -101,21 +102,22 @@ def seen() -> Iterator[list[events.DomainEvent]]:
 
 @pytest.fixture()
 def rec(queue: FakeQueue) -> Iterator[Recorder]:
-    from chalicelib.services import gateways, publisher, telemetry
+    from chalicelib.protocol import publisher
+    from chalicelib.services import catalog, gateways
 
     r = Recorder()
     publisher.use(r)
-    telemetry.forget_products()
+    catalog.forget_products()
     gateways.forget_cache()
     yield r
     publisher.use(None)
-    telemetry.forget_products()
+    catalog.forget_products()
 
 
 def send(*messages: Any) -> None:
-    from chalicelib.services import telemetry
+    from chalicelib.services import uplink
 
-    result = telemetry.process_batch(list(messages))
+    result = uplink.process_batch(list(messages))
     assert not result.failed, result
 
 
@@ -463,7 +465,7 @@ def test_a_device_csv_reports_unknown_devices_and_refuses_10001_names(api, fleet
         "ghost1": "device does not exist", "bad name!": "invalid device name"}
     template = api.client.http.get("/v1/ota-device-list-template", headers={"Authorization": f"Bearer {api.key}"})
     assert template.status_code == 200 and template.headers["Content-Type"].startswith("text/csv")
-    assert ota._parse_names({"devices_csv": template.body.decode()}) == ["device_001", "device_002"]
+    assert ota_tasks._parse_names({"devices_csv": template.body.decode()}) == ["device_001", "device_002"]
     big = "\n".join(f"d{i}" for i in range(10_001))
     expect_error(api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": big}),
                  409, "LimitExceeded.DeviceListExceedLimit", "devices_csv")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from chalicelib.core import clock
 from chalicelib.protocol.events import presence_event
-from chalicelib.services import analytics, presence
+from chalicelib.services import analytics, lifecycle
 from tests.integration.test_telemetry import lamp, logs, recorder  # noqa: F401 - fixtures
 
 DEV = "/v1/products/{}/devices/dev1"
 
 
 def event(pid: str, connected: bool, session: str, **kw):
-    return presence.handle(presence_event(f"{pid}dev1", connected, timestamp_ms=clock.now_ms(), session_id=session,
+    return lifecycle.handle(presence_event(f"{pid}dev1", connected, timestamp_ms=clock.now_ms(), session_id=session,
                                           **kw))
 
 
@@ -74,9 +74,9 @@ def test_a_stale_disconnect_of_an_older_session_is_ignored(api, lamp):  # noqa: 
 
 
 def test_unknown_client_ids_are_ignored(api, lamp):  # noqa: F811
-    assert presence.handle(presence_event("short", True, timestamp_ms=clock.now_ms()))["applied"] is False
-    assert presence.handle(presence_event(f"{lamp}ghost", True, timestamp_ms=clock.now_ms()))["applied"] is False
-    assert presence.handle({"clientId": f"{lamp}dev1", "eventType": "subscribed"})["applied"] is False
+    assert lifecycle.handle(presence_event("short", True, timestamp_ms=clock.now_ms()))["applied"] is False
+    assert lifecycle.handle(presence_event(f"{lamp}ghost", True, timestamp_ms=clock.now_ms()))["applied"] is False
+    assert lifecycle.handle({"clientId": f"{lamp}dev1", "eventType": "subscribed"})["applied"] is False
     assert device(api, lamp)["status"] == "inactive"
 
 

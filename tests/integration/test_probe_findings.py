@@ -306,9 +306,9 @@ def test_an_unreadable_job_is_logged_without_its_body(capsys, caplog):
 
 
 def test_an_unreadable_forward_job_is_logged_without_its_body(capsys, caplog):
-    from chalicelib.forwarders import engine
+    from chalicelib.services import delivery, rules  # noqa: F401 - rules installs its delivery hooks
 
-    engine.run_batch([("m1", '{"target": {"url": "https://hooks.example/x", "token": "tok-123"')])
+    delivery.run_batch([("m1", '{"target": {"url": "https://hooks.example/x", "token": "tok-123"')])
     out = capsys.readouterr().out + caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert "unreadable forward job dropped" in out and "tok-123" not in out and "hooks.example" not in out
 

@@ -23,6 +23,7 @@ from chalicelib.protocol import mqtt_auth
 from chalicelib.protocol.events import authorizer_event
 from chalicelib.services import connectivity, device_logs
 from tests.integration.conftest import PRODUCT
+from chalicelib.protocol import diagnostics as codes
 
 HOST = "register.fleetbox.test"
 
@@ -201,7 +202,7 @@ def test_type_0_refuses(api):
     assert err["Code"] == "UnsupportedOperation.DynamicRegisterDisabled"
     assert err["Message"].startswith("Not support dynamic device register")
     # and it is in the known device's diagnostic log
-    assert diagnostics(pid, "dev1")[0]["code"] == device_logs.DEV_REGISTER_FAILED
+    assert diagnostics(pid, "dev1")[0]["code"] == codes.DEV_REGISTER_FAILED
 
 
 def test_a_product_that_never_enabled_it_refuses(api, product):
@@ -220,7 +221,7 @@ def test_a_bad_signature_is_refused_and_diagnosed(api):
     err = v2_error(v2_request(api, pid, "dev1", psecret, sign_with="W" * 24))
     assert err == {"Code": "AuthFailure.SignatureFailure", "Message": "Check signature failed"}
     diag = diagnostics(pid, "dev1")
-    assert diag[0]["code"] == device_logs.DEV_REGISTER_FAILED and "SignatureFailure" in diag[0]["message"]
+    assert diag[0]["code"] == codes.DEV_REGISTER_FAILED and "SignatureFailure" in diag[0]["message"]
     # a signature over another URI or host fails too
     assert v2_error(v2_request(api, pid, "dev1", psecret, uri="/other"))["Code"] == "AuthFailure.SignatureFailure"
 
@@ -269,7 +270,7 @@ def test_a_device_that_has_connected_is_refused_until_deleted(api):
     mark_connected(pid, "dev1")
     err = v2_error(v2_request(api, pid, "dev1", psecret))
     assert err["Code"] == "UnsupportedOperation.DeviceAlreadyActivated" and "delete" in err["Message"]
-    assert diagnostics(pid, "dev1")[0]["code"] == device_logs.DEV_REGISTER_FAILED
+    assert diagnostics(pid, "dev1")[0]["code"] == codes.DEV_REGISTER_FAILED
     # once deleted, type 2 creates it afresh
     assert api.delete(f"/v1/products/{pid}/devices/dev1").status_code == 204
     assert "Payload" in v2_request(api, pid, "dev1", psecret).json["Response"]

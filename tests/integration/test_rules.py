@@ -3,7 +3,7 @@ uplink hook, every action kind, the signed webhook engine with a real loopback r
 retries, error actions, dead letters and their replay.
 
 The forward queue is drained in-process by :func:`drain`, which does what the ``forward`` worker's
-event source does: receive a batch, run it (``engine.run_batch``), delete what succeeded.
+event source does: receive a batch, run it (``delivery.run_batch``), delete what succeeded.
 """
 from __future__ import annotations
 
@@ -58,17 +58,18 @@ def device(api: Any, product: dict[str, Any]) -> tuple[str, str]:
 
 
 def uplink(pid: str, dn: str, payload: Any, name: str = "data", qos: int = 1) -> Any:
-    from chalicelib.services import telemetry
+    from chalicelib.services import uplink
 
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     msg = UplinkMessage(topic=f"{pid}/{dn}/{name}", payload=raw, client_id=f"{pid}{dn}",
                         timestamp_ms=int(time.time() * 1000), qos=qos)
-    return telemetry.process_batch([msg])
+    return uplink.process_batch([msg])
 
 
 def drain(until: Callable[[], bool], timeout: float = 30.0) -> None:
     """Run the forward worker in-process until ``until()`` holds."""
     from chalicelib.forwarders import engine
+    from chalicelib.services import delivery
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     url = engine.queue_url()
@@ -76,7 +77,7 @@ def drain(until: Callable[[], bool], timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
         if msgs:
-            failed = set(engine.run_batch([(m["MessageId"], m["Body"]) for m in msgs]))
+            failed = set(delivery.run_batch([(m["MessageId"], m["Body"]) for m in msgs]))
             done = [m for m in msgs if m["MessageId"] not in failed]
             if done:
                 sqs.delete_message_batch(QueueUrl=url, Entries=[
@@ -175,7 +176,7 @@ def test_loopback_is_allowed_only_where_configured(api: Any, loopback: None) -> 
 
 def test_http_forward_signed_envelope_and_every_action_kind(api: Any, loopback: None, receiver: Receiver,
                                                            device: tuple[str, str]) -> None:
-    from chalicelib.services import publisher
+    from chalicelib.protocol import publisher
 
     pid, dn = device
     sent: list[tuple[str, bytes, int]] = []
@@ -410,15 +411,15 @@ def test_fleetbox_own_resources_are_never_rule_targets(api: Any, loopback: None)
 def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback: None,
                                                               device: tuple[str, str]) -> None:
     from chalicelib.protocol.events import presence_event
-    from chalicelib.services import presence
+    from chalicelib.services import lifecycle
 
     pid, dn = device
     sqs = boto3.client("sqs", region_name="us-east-1")
     qurl = sqs.create_queue(QueueName="status-sink")["QueueUrl"]
     make_rule(api, "status", [{"type": "sqs", "queue_url": qurl}], sql="SELECT * FROM '$status/+/+'")
     now = int(time.time() * 1000)
-    presence.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=now, ip="10.0.0.9", session_id="s1"))
-    presence.handle(presence_event(f"{pid}{dn}", False, timestamp_ms=now + 1000, session_id="s1"))
+    lifecycle.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=now, ip="10.0.0.9", session_id="s1"))
+    lifecycle.handle(presence_event(f"{pid}{dn}", False, timestamp_ms=now + 1000, session_id="s1"))
     drain(lambda: api.get("/v1/rules/status").json["stats"]["forwards_ok"] == 2)
     bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=qurl, MaxNumberOfMessages=10)["Messages"]]
     assert sorted(b["Event"] for b in bodies) == ["Offline", "Online"]
@@ -430,7 +431,7 @@ def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback
 
 def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopback: None,
                                                                device: tuple[str, str]) -> None:
-    from chalicelib.services import publisher
+    from chalicelib.protocol import publisher
 
     pid, dn = device
     tries: list[float] = []

@@ -25,10 +25,10 @@ def lamp(api: Any, product: dict[str, Any], recorder: Any) -> tuple[str, str]:  
 
 
 def report(pid: str, dn: str, params: dict[str, Any]) -> None:
-    from chalicelib.services import telemetry
+    from chalicelib.services import uplink
 
     body = {"method": "report", "clientToken": "t1", "params": params}
-    telemetry.process_batch([UplinkMessage(topic=f"thing/up/property/{pid}/{dn}", payload=json.dumps(body).encode(),
+    uplink.process_batch([UplinkMessage(topic=f"thing/up/property/{pid}/{dn}", payload=json.dumps(body).encode(),
                                            client_id=f"{pid}{dn}", timestamp_ms=int(time.time() * 1000))])
 
 

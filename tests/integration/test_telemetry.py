@@ -1,5 +1,5 @@
 """The thing-model protocol on the uplink path (SPEC §6.4, §6.6): reports, status, controls,
-events, actions, the time service — driven through ``telemetry.process_batch`` with a
+events, actions, the time service — driven through ``uplink.process_batch`` with a
 recording device publisher, and checked through the HTTP API a user would read.
 """
 from __future__ import annotations
@@ -70,15 +70,16 @@ class Recorder:
 
 @pytest.fixture()
 def recorder(aws: None) -> Iterator[Recorder]:
-    from chalicelib.services import gateways, publisher, telemetry
+    from chalicelib.protocol import publisher
+    from chalicelib.services import catalog, gateways
 
     rec = Recorder()
     publisher.use(rec)
-    telemetry.forget_products()
+    catalog.forget_products()
     gateways.forget_cache()
     yield rec
     publisher.use(None)
-    telemetry.forget_products()
+    catalog.forget_products()
     gateways.forget_cache()
 
 
@@ -117,9 +118,9 @@ def up(pid: str, dn: str, family: str, body: Any, *, dollar: bool = False, clien
 
 
 def run(*messages: UplinkMessage) -> Any:
-    from chalicelib.services import telemetry
+    from chalicelib.services import uplink
 
-    result = telemetry.process_batch(list(messages))
+    result = uplink.process_batch(list(messages))
     assert not result.failed, result
     return result
 
@@ -129,9 +130,9 @@ def report(pid: str, dn: str, params: dict, token: str = "t-1", **kw: Any) -> Up
 
 
 def connect(pid: str, dn: str, session: str = "s-1", **kw: Any) -> dict[str, Any]:
-    from chalicelib.services import presence
+    from chalicelib.services import lifecycle
 
-    return presence.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=clock.now_ms(), ip="10.0.0.9",
+    return lifecycle.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=clock.now_ms(), ip="10.0.0.9",
                                           session_id=session, keepalive=60, **kw))
 
 
@@ -377,14 +378,14 @@ def test_events_in_both_shapes_and_an_unknown_event(api, lamp, recorder):
 
 def _reply_when_published(recorder: Recorder, topic: str, answer: Any) -> threading.Thread:
     """A device in a thread: when the cloud publishes on ``topic``, answer through process_batch."""
-    from chalicelib.services import telemetry
+    from chalicelib.services import uplink
 
     def device() -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             found = recorder.on(topic)
             if found:
-                telemetry.process_batch([answer(found[-1])])
+                uplink.process_batch([answer(found[-1])])
                 return
             time.sleep(0.01)
 

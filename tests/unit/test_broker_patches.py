@@ -584,11 +584,11 @@ def test_the_bare_broker_relays_between_clients(make_broker, devices):
 
 
 def test_diagnostic_codes_are_the_device_logs_codes():
-    from chalicelib.services import device_logs
+    from chalicelib.protocol import diagnostics
 
     for name in ("DEV_CONN_SYSTEM_ERR", "SUBSCRIBE_TOPIC_UNAUTHORIZED", "DEV_PUB_UNAUTHORIZED",
                  "DEV_PUB_REACH_MAX_LIMIT", "DEV_PUB_PAYLOAD_TOOLONG"):
-        assert getattr(broker_mod, name) == getattr(device_logs, name)
+        assert getattr(broker_mod, name) == getattr(diagnostics, name)
 
 
 # ------------------------------------------------------------------ the subscription index

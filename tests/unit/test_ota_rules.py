@@ -6,7 +6,8 @@ import json
 import pytest
 
 from chalicelib.core.errors import FleetboxError
-from chalicelib.services import firmware, ota
+from chalicelib.services import firmware
+from chalicelib.services.ota import tasks as ota_tasks
 from infra.local.downloads import _byte_range, is_download
 
 
@@ -31,11 +32,11 @@ def test_custom_info_is_measured_in_utf8_bytes_of_its_serialised_json():
 
 
 def test_device_csv_first_column_header_optional_duplicates_dropped():
-    names = ota._parse_names({"devices_csv": "\ufeffDeviceName,Note\ndev1,x\n\ndev2\ndev1\n"})
+    names = ota_tasks._parse_names({"devices_csv": "\ufeffDeviceName,Note\ndev1,x\n\ndev2\ndev1\n"})
     assert names == ["dev1", "dev2"]
-    assert ota._parse_names({"device_names": ["a"], "devices_csv": "DeviceName\nb"}) == ["a", "b"]
+    assert ota_tasks._parse_names({"device_names": ["a"], "devices_csv": "DeviceName\nb"}) == ["a", "b"]
     with pytest.raises(FleetboxError) as err:
-        ota._parse_names({"devices_csv": "\n".join(f"d{i}" for i in range(10_001))})
+        ota_tasks._parse_names({"devices_csv": "\n".join(f"d{i}" for i in range(10_001))})
     assert err.value.code == "LimitExceeded.DeviceListExceedLimit"
 
 
