@@ -35,6 +35,7 @@ TABLES = (
     "streams",
     "dead_letters",
     "deliveries",
+    "events",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")

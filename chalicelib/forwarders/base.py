@@ -20,6 +20,7 @@ from typing import Any
 
 from ..core import errors
 from .webhook import Outcome
+from ..core.config import settings
 
 RETRY_S: tuple[float, ...] = (1.0, 3.0, 10.0)
 _VAR = re.compile(r"\$\{([^}]*)\}")
@@ -35,8 +36,6 @@ def aws(service: str) -> Any:
     client = _AWS_CLIENTS.get(service)
     if client is None:
         import boto3
-
-        from ..core.config import settings
 
         client = _AWS_CLIENTS[service] = boto3.client(service, region_name=settings().region)
     return client
@@ -76,8 +75,6 @@ def not_own(name: str, path: str) -> None:
     """Fleetbox's own tables, queues and buckets are never rule targets (a rule could otherwise
     overwrite API keys).  On AWS the function role may only write targets named
     ``fleetbox-{stage}-sink-*`` (.chalice/policy-*.json), so name them that way."""
-    from ..core.config import settings
-
     prefix = settings().resource_prefix
     if name.startswith(prefix) and not name.startswith(prefix + "sink-"):
         raise errors.invalid("ActionInvalid", f"{path}: Fleetbox's own resources cannot be rule targets; "

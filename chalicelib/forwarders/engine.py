@@ -43,6 +43,9 @@ from ..core.observability import logger
 from ..protocol import diagnostics
 from .base import RETRY_S, Delivery, MissingField
 from .webhook import Outcome
+from ..models.rules import DeadLetterRecord, DeliveryRecord
+from . import webhook
+from .base import forget_clients
 
 #: action type -> forwarder module (one per kind)
 KINDS = {
@@ -109,8 +112,6 @@ def queue_url() -> str:
 
 def forget() -> None:
     """Drop cached clients (tests that swap the AWS backend)."""
-    from .base import forget_clients
-
     _clients.clear()
     queue_url.cache_clear()
     forget_clients()
@@ -203,8 +204,6 @@ class Stats:
         return {self.followups[i][0] for i in refused}
 
     def write_rows(self) -> None:
-        from ..models.rules import DeliveryRecord
-
         if not self.rows:
             return
         try:
@@ -240,8 +239,6 @@ class Stats:
 def log_attempt(stats: Stats, target_id: str, webhook_id: str, attempt: int, outcome: Outcome,
                 started_ms: int) -> None:
     """One delivery-log row (time = when the attempt started), written with the batch."""
-    from ..models.rules import DeliveryRecord
-
     stats.log(DeliveryRecord(target=target_id, ts=f"{started_ms:013d}#{secrets.token_hex(3)}", webhook_id=webhook_id,
                              attempt=attempt, ok=outcome.ok, status=outcome.status, latency_ms=outcome.latency_ms,
                              error=(outcome.error or None) and outcome.error[:300],
@@ -251,8 +248,6 @@ def log_attempt(stats: Stats, target_id: str, webhook_id: str, attempt: int, out
 
 def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: int) -> str:
     """Record (or, for a replayed job, update) the dead letter of ``job``; returns its id."""
-    from ..models.rules import DeadLetterRecord
-
     now = clock.now_ms()
     letter_id = job.get("dl") or f"{now:013d}{secrets.token_hex(4)}"
     msg = job.get("msg") or {}
@@ -273,8 +268,6 @@ def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: i
 
 def letter_delivered(letter_id: str) -> None:
     """A replayed dead letter got through: mark it ``replayed``."""
-    from ..models.rules import DeadLetterRecord
-
     try:
         DeadLetterRecord(account=ACCOUNT, letter_id=letter_id).update(
             actions=[DeadLetterRecord.status.set("replayed"), DeadLetterRecord.updated_at.set(clock.now_s())])
@@ -313,8 +306,6 @@ def _diagnose(hooks: Hooks, job: dict[str, Any], code: str, message: str) -> Non
 
 
 def _hook_plan(job: dict[str, Any]) -> _Plan:
-    from . import webhook
-
     target = job["target"]
     body = base64.b64decode(job.get("body") or "")
     d = Delivery(job=job, action=target, rule=None, webhook_id=job["id"], target_id=job["tid"])

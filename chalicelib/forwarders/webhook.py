@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from ..core import errors
 from ..core.config import settings
 from ..core.observability import logger
+from ..protocol import diagnostics
 
 USER_AGENT = "Fleetbox-Webhook/1.0"
 SNIPPET = 256
@@ -359,8 +360,6 @@ def body_bytes(body: Any) -> bytes:
 
 def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> Outcome:
     """One signed POST of ``body``; never raises for the target's faults."""
-    from ..protocol import diagnostics
-
     import requests
 
     target = Target.of(target)

@@ -26,6 +26,7 @@ from ..core.auth import Principal, qualify
 from ..core import observability
 from ..core.observability import logger
 from ..core.schema import MISSING, Field, Model
+from ..services import access, audit
 
 Resource = Callable[[Mapping[str, str], Mapping[str, Any]], str]
 Owner = Callable[[Mapping[str, str], Mapping[str, Any]], "tuple[str, Any]"]
@@ -175,8 +176,6 @@ def _parse_query(spec: RouteSpec, raw: Mapping[str, str] | None) -> dict[str, An
 
 
 def _authenticate(request: Any) -> Principal:
-    from ..services import access  # noqa: PLC0415 - keep the route kit import-light
-
     header = _header(request, "authorization")
     if not header:
         raise errors.unauthenticated("missing Authorization: Bearer <api key>")
@@ -190,8 +189,6 @@ def _audit(spec: RouteSpec, ctx_principal: Principal | None, resource: str, stat
            code: str | None, request_id: str, source_ip: str | None) -> None:
     if ctx_principal is None or not spec.mutating:
         return
-    from ..services import audit  # noqa: PLC0415
-
     try:
         audit.record(principal_id=ctx_principal.principal_id, key_id=ctx_principal.key_id,
                      action=qualify(spec.action or ""), resource=resource, status=status,

@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
+from ..media import qr
 from ..core.schema import Array, Boolean, Enum, Integer, Model, String, page_of
 from ..services import batches, binding, production, serials
 from ..services import products as product_rules
@@ -166,8 +167,6 @@ def product_qrcode(ctx: Ctx) -> Any:
     fmt = ctx.query["format"]
     if fmt == "json":
         return {"product_id": ctx.params["product_id"], "content": content}
-    from ..media import qr  # noqa: PLC0415 - QR rendering only on this path
-
     if fmt == "svg":
         return Response(body=qr.svg(content), status_code=200, headers={"Content-Type": "image/svg+xml"})
     return Response(body=qr.png(content), status_code=200, headers={"Content-Type": "image/png"})

@@ -1,8 +1,9 @@
 """Queue and schedule entry points: the ``jobs`` queue worker and the once-a-minute ``ticks``.
 
-Thin: each SQS record's body goes to ``services.jobs.run``; a record whose step raised is
-reported in the partial batch response, so only it is re-delivered (the event source mapping
-has ``ReportBatchItemFailures``, infra/aws/resources.yaml).
+Thin: each SQS record's body goes to ``services.jobs.run`` through Powertools'
+``BatchProcessor``, which reports the records whose step raised in the partial batch response,
+so only they are re-delivered (the event source mapping has ``ReportBatchItemFailures``,
+infra/aws/resources.yaml).
 """
 from __future__ import annotations
 
@@ -19,16 +20,18 @@ bp = Blueprint(__name__)
 
 @bp.on_sqs_message(queue=settings().queue("jobs"), batch_size=5, name="jobs")
 def jobs_worker(event: Any) -> dict[str, Any]:
-    failures = []
-    for record in event:
-        message_id = record.to_dict().get("messageId")
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+    def step(record: Any) -> None:
         try:
             jobs.run(record.body)
-        except Exception:  # noqa: BLE001 - reported per message; the others complete
+        except Exception:
             logger.exception("job step failed; the message will be re-delivered",
-                             extra={"message_id": message_id})
-            failures.append({"itemIdentifier": message_id})
-    return {"batchItemFailures": failures}
+                             extra={"message_id": record.message_id})
+            raise
+
+    return process_partial_response(event=event.to_dict(), record_handler=step,
+                                    processor=BatchProcessor(event_type=EventType.SQS))  # type: ignore[no-any-return]
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES), name="ticks")

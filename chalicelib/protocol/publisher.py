@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from ..core.config import settings
+from ..core.observability import logger
 
 
 class DevicePublisher(Protocol):
@@ -81,8 +82,6 @@ def disconnect(client_id: str) -> bool:
     try:
         return bool(cut(client_id))
     except Exception as exc:  # noqa: BLE001 - the change that asked for it has already been made
-        from ..core.observability import logger
-
         logger.warning("could not disconnect the device's session now; re-authorisation will",
                        extra={"client_id": client_id, "error": type(exc).__name__})
         return False

@@ -283,8 +283,10 @@ def split_client_id(client_id: str) -> tuple[str, str]:
     return pid, dn
 
 
-#: the rule engine's virtual topic of device status changes (``$status/{pid}/{dn}``, SPEC §9.1)
+#: the rule engine's virtual topics: device status changes (``$status/{pid}/{dn}``, SPEC §9.1) and
+#: domain events (``$events/{pid}/{kind…}``, services/events.py)
 STATUS_FAMILY = ("$status",)
+EVENTS_FAMILY = ("$events",)
 
 
 def product_of_filter(levels: Iterable[str]) -> str | None:
@@ -302,10 +304,11 @@ def product_of_filter(levels: Iterable[str]) -> str | None:
     head = lv[0]
     if PRODUCT_ID_RE.fullmatch(head):
         return head  # custom topics: {pid}/{dn}/{name}; no family starts with an upper-case id
-    if head != "$status":
+    if head not in ("$status", "$events"):
         lv[0] = head.lstrip("$")
     # longest family first: sys/operation/result/{pid} before sys/operation/{pid}
-    prefixes = sorted([STATUS_FAMILY] + [levels_ for levels_, _ in FAMILIES.values()], key=len, reverse=True)
+    prefixes = sorted([STATUS_FAMILY, EVENTS_FAMILY] + [levels_ for levels_, _ in FAMILIES.values()], key=len,
+                      reverse=True)
     for prefix in prefixes:
         n = len(prefix)
         if len(lv) > n and tuple(lv[:n]) == prefix and PRODUCT_ID_RE.fullmatch(lv[n]):

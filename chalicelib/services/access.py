@@ -10,6 +10,7 @@ from ..core import auth, clock, errors, ids
 from ..core.auth import Principal
 from .paging import checked_start, expect_key
 from ..models.access import ApiKeyRecord, ApplicationRecord, PrincipalRecord
+from .products import get_product
 
 ROOT_ID = "root"
 PRINCIPAL_KINDS = ("user", "application", "chat")
@@ -248,8 +249,6 @@ def application_view(rec: ApplicationRecord, keys: list[dict[str, Any]] | None =
 
 
 def _check_products(products: list[str]) -> None:
-    from .products import get_product  # noqa: PLC0415 - avoid an import cycle at module load
-
     for i, pid in enumerate(products):
         try:
             get_product(pid)

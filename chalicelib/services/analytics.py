@@ -34,6 +34,7 @@ from ..core import clock, errors
 from ..core.observability import logger
 from ..models.counters import CounterRecord
 from ..models.txn import connection
+from ..models.products import ACCOUNT, ProductRecord
 
 MESSAGE_METRICS = ("uplink", "downlink", "uplink_fail", "downlink_fail", "rule_hits", "rule_forwards")
 DAY_METRICS = ("activations", "active")
@@ -340,8 +341,6 @@ def distribution(pids: list[str], device_counts: dict[str, int]) -> dict[str, An
 
 def product_ids(allowed: Callable[[str], bool]) -> Iterator[tuple[str, int]]:
     """(ProductId, device count) of every product ``allowed`` admits (key query on the account index)."""
-    from ..models.products import ACCOUNT, ProductRecord  # noqa: PLC0415
-
     for rec in ProductRecord.by_account.query(ACCOUNT):
         if allowed(rec.product_id):
             yield rec.product_id, int(rec.device_count or 0)

@@ -30,6 +30,7 @@ from ..forwarders import engine, webhook
 from ..models.rules import DeadLetterRecord, DeliveryRecord
 from . import analytics, device_logs
 from .paging import checked_start, expect_key, fill_page
+from ..core.observability import logger
 
 ACCOUNT = engine.ACCOUNT
 Hooks = engine.Hooks
@@ -70,8 +71,6 @@ def use_rule_hooks(*, lookup: Callable[[str], Any], add_stats: Callable[[str, di
 
 
 def _count(per_rule: dict[str, dict[str, int]], per_product: dict[str, int]) -> None:
-    from ..core.observability import logger
-
     add_stats = _rule_hooks.get("add_stats")
     for rule, deltas in per_rule.items():
         try:

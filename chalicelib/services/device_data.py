@@ -38,7 +38,7 @@ from . import catalog, device_logs, downlink, thing_model
 from .devices import get_device
 from .paging import checked_start
 from .uplink_view import history_key
-from ..models.txn import connection
+from ..models import dynamo
 
 MS_THRESHOLD = 100_000_000_000
 DEFAULT_RANGE_MS = 7 * 86400 * 1000
@@ -279,7 +279,7 @@ def _store_desired(pid: str, dn: str, values: dict[str, Any], token: str) -> Non
                "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}},
                "UpdateExpression": "SET " + ", ".join(sets), "ConditionExpression": "attribute_exists(#dn)",
                "ExpressionAttributeNames": names, "ExpressionAttributeValues": attrs}
-    client = connection().client
+    client = dynamo.client()
     try:
         client.update_item(**request)
     except ClientError as exc:

@@ -19,6 +19,7 @@ from . import certificates
 from .paging import checked_start, expect_key
 from ..models import txn
 from ..models.txn import Transaction
+from . import analytics
 
 DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
 TAG_KEY_RE = re.compile(r"[A-Za-z0-9_\-.]{1,32}")
@@ -393,8 +394,6 @@ def _contended() -> errors.FleetboxError:
 
 def _release_gauges(rec: DeviceRecord) -> None:
     """A deleted device no longer counts as online, activated or in its region (SPEC §13)."""
-    from . import analytics  # noqa: PLC0415 - analytics is only needed on this path
-
     gauges: dict[str, int] = {}
     if rec.status == "online":
         gauges["online"] = -1

@@ -22,7 +22,6 @@ from ..models.ota import FIRMWARE_KIND, RESOURCE_KIND
 from . import files
 from .products import get_product
 from ..models import dynamo
-from .ota import store as ota_store
 
 #: SPEC §8.1
 FIRMWARE_EXTENSIONS = (".bin", ".dav", ".tar", ".gz", ".zip", ".gzip", ".apk", ".xz", ".pack")
@@ -286,9 +285,19 @@ def modify(firmware_id: str, fields: dict[str, Any], kind: str = FIRMWARE_KIND) 
     return view(item)
 
 
+def running_tasks_of(firmware_id: str) -> list[str]:
+    """Tasks of this firmware (or resource) that are being created or running (a key query on the
+    OTA tasks' firmware index): a file in use cannot be deleted."""
+    out = dynamo.client().query(
+        TableName=settings().table("ota_tasks"), IndexName="firmware-index", KeyConditionExpression="#f = :f",
+        FilterExpression="#s IN (:a, :b)", ExpressionAttributeNames={"#f": "firmware_id", "#s": "status"},
+        ExpressionAttributeValues={":f": {"S": firmware_id}, ":a": {"S": "creating"}, ":b": {"S": "created"}})
+    return [i["task_id"]["S"] for i in out.get("Items", [])]
+
+
 def delete(firmware_id: str, kind: str = FIRMWARE_KIND) -> None:
     item = get_item(firmware_id, kind)
-    running = ota_store.running_tasks_of(firmware_id)
+    running = running_tasks_of(firmware_id)
     if running:
         raise errors.conflict("UnsupportedOperation.TaskRunning",
                               f"task {running[0]} is running with this {kind}; cancel it or wait for it to end",

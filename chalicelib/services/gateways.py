@@ -42,6 +42,7 @@ from . import catalog, device_logs, presence
 from .paging import checked_start
 from .uplink_view import DeviceView, Received
 from ..protocol import diagnostics
+from .devices import get_device
 
 RESULT_OK, RESULT_MALFORMED, RESULT_SIGNATURE, RESULT_FORBIDDEN, RESULT_NOT_FOUND, RESULT_CONFLICT = \
     0, 400, 401, 403, 404, 409
@@ -273,8 +274,6 @@ def gateway_offline(gw_pid: str, gw_dn: str, ts_ms: int | None = None) -> int:
 def subdevices(gw_pid: str, gw_dn: str, limit: int, start: dict[str, Any] | None
                ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The gateway's bound subdevices (topology), paged by the raw key of the last one."""
-    from .devices import get_device  # noqa: PLC0415
-
     get_device(gw_pid, gw_dn)
     gw = _gw(gw_pid, gw_dn)
     if start is not None:

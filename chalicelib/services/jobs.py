@@ -32,12 +32,14 @@ KINDS: dict[str, str] = {
     "ota.dispatch": "chalicelib.services.ota.rollout:dispatch_step",
     "ota.sweep": "chalicelib.services.ota.rollout:sweep_step",
     "ota.close": "chalicelib.services.ota.rollout:close_step",
+    "events.dispatch": "chalicelib.services.events:dispatch_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
 TICKS: dict[str, str] = {
     "batches.resume": "chalicelib.services.production:resume_stalled",
     "ota": "chalicelib.services.ota.rollout:tick",
+    "events.redispatch": "chalicelib.services.events:redispatch",
 }
 
 #: SQS caps DelaySeconds at 15 minutes

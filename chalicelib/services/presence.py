@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from ..core import clock
 from ..core.observability import logger
 from ..models.devices import DeviceRecord
-from ..models.txn import connection
+from ..models import dynamo
 from . import analytics, device_logs
 
 KEEPALIVE_TIMEOUT = "MQTT_KEEP_ALIVE_TIMEOUT"
@@ -44,7 +44,7 @@ def _update(pid: str, dn: str, request: dict[str, Any]) -> DeviceRecord | None:
     request = {"TableName": DeviceRecord.Meta.table_name,
                "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}}, "ReturnValues": "ALL_OLD", **request}
     try:
-        out = connection().client.update_item(**request)
+        out = dynamo.client().update_item(**request)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 import threading
 import time
@@ -271,8 +272,6 @@ def debug(name: str, body: dict[str, Any]) -> dict[str, Any]:
     elif payload is None:
         raw = b""
     else:
-        import json
-
         raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     if body.get("payload_base64"):
         try:
@@ -570,8 +569,6 @@ def _count(messages: list[Inbound], matches: list[tuple[int, str]], dead: dict[s
 def on_status(product_id: str, device_name: str, online: bool, ts_ms: int) -> None:
     """A device went online/offline: rules see a StatusChange message on ``$status/{pid}/{dn}``
     with payload ``{"event":"Online"|"Offline","productId","deviceName","time"}``."""
-    import json
-
     event = "Online" if online else "Offline"
     payload = json.dumps({"event": event, "productId": product_id, "deviceName": device_name,
                           "time": ts_ms}, separators=(",", ":")).encode()
@@ -580,6 +577,23 @@ def on_status(product_id: str, device_name: str, online: bool, ts_ms: int) -> No
                            "StatusChange", event)])
     except Exception:  # noqa: BLE001 - presence must not fail on the rule engine
         logger.exception("status change rules failed", extra={"device": f"{product_id}/{device_name}"})
+
+
+EVENTS_PREFIX = "$events"
+
+
+def on_event(event: Any) -> None:
+    """Durable subscriber of every domain event (services/events.py): rules see it as a message on
+    ``$events/{ProductId}/{kind with / for .}`` with payload ``{"event","eventId","productId","time",…data}``.
+    Raises when the forward jobs could neither be queued nor recorded (the dispatch is retried)."""
+    topic = f"{EVENTS_PREFIX}/{event.product_id or '-'}/{event.kind.replace('.', '/')}"
+    doc = {"event": event.kind, "eventId": event.event_id, "productId": event.product_id, "time": event.at_ms,
+           **event.data}
+    payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    redo = on_uplink([Inbound(event.product_id, str(event.data.get("device_name") or ""), topic, payload, 1,
+                              event.at_ms)])
+    if redo:
+        raise RuntimeError("the forward queue refused the event's jobs")
 
 
 def _resource_of_name(name: str) -> str:

@@ -28,6 +28,9 @@ from ..core.observability import logger
 from ..models.rules import StreamRecord
 from . import catalog, delivery
 from .uplink_view import Accepted
+from ..models.devices import DeviceRecord
+from ..models.products import ProductRecord
+from .paging import checked_start, expect_key, fill_page
 
 ACCOUNT = "main"
 OPS = ("=", "!=", ">", ">=", "<", "<=", "contains")
@@ -151,8 +154,6 @@ def _get(stream_id: str) -> StreamRecord:
 
 
 def _product_exists(pid: str) -> None:
-    from ..models.products import ProductRecord
-
     try:
         ProductRecord.get(pid)
     except ProductRecord.DoesNotExist:
@@ -223,8 +224,6 @@ def delete(stream_id: str) -> None:
 def list_streams(*, visible: Callable[[str], bool], limit: int,
                  start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], Any]:
     """Streams ``visible(resource)`` lets the caller read."""
-    from .paging import checked_start, expect_key, fill_page
-
     def fetch(key: dict[str, Any] | None) -> tuple[list[StreamRecord], Any]:
         res = StreamRecord.query(ACCOUNT, limit=max(limit, 25), last_evaluated_key=key)
         return list(res), res.last_evaluated_key
@@ -314,8 +313,6 @@ def render(template: str, data: dict[str, Any], system: dict[str, str]) -> str:
 
 
 def _alias(pid: str, dn: str) -> str:
-    from ..models.devices import DeviceRecord
-
     try:
         rec = DeviceRecord.get(pid, dn)
     except DeviceRecord.DoesNotExist:

@@ -109,15 +109,6 @@ def statistics(task: dict[str, Any]) -> dict[str, int]:
     return stats
 
 
-def running_tasks_of(firmware_id: str) -> list[str]:
-    out = dynamo.client().query(TableName=tasks_table(), IndexName="firmware-index", KeyConditionExpression="#f = :f",
-                       FilterExpression="#s IN (:a, :b)",
-                       ExpressionAttributeNames={"#f": "firmware_id", "#s": "status"},
-                       ExpressionAttributeValues={":f": {"S": firmware_id}, ":a": {"S": "creating"},
-                                                  ":b": {"S": "created"}})
-    return [i["task_id"]["S"] for i in out.get("Items", [])]
-
-
 def read_job(task_id: str, dn: str) -> dict[str, Any] | None:
     out = dynamo.client().get_item(TableName=jobs_table(), Key={"task_id": {"S": task_id}, "device_name": {"S": dn}},
                           ConsistentRead=True)
