@@ -4,25 +4,45 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements-dev.lock
 
-.PHONY: run test test-unit test-integration test-e2e package bench clean venv
+.PHONY: run test lint test-unit test-integration test-e2e package bench clean venv lock
 
 venv: $(STAMP)
 
-# The venv is rebuilt whenever a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt
+# The venv is brought up to date whenever a requirements file or the lock changes; every package
+# comes at the version the lock pins (a fresh machine resolves exactly what CI did).
+$(STAMP): requirements.txt requirements-dev.txt $(LOCK)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Fleetbox needs Python 3.11, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip<26.3"
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c $(LOCK)
 	@touch $(STAMP)
+
+## lock: resolve requirements-dev.txt afresh in a scratch venv and pin the result in requirements-dev.lock
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip<26.3"
+	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	{ sed -n '1,3p' $(LOCK); build/lock-venv/bin/python -m pip freeze --exclude-editable | sort -f; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf build/lock-venv
+	@echo "requirements-dev.lock refreshed: run make test, then commit it"
 
 ## run: start the embedded local stack (moto, chalice local, worker loop)
 run: $(STAMP)
 	exec $(PY) -m infra.local
 
-## test: every test (unit, integration over moto, end-to-end on the real local stack, packaging)
-test: $(STAMP)
+## lint: style (ruff), types (mypy on core, protocol, services), the layers (import-linter)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+## test: the lint, then every test (unit, integration over moto, end-to-end on the real local stack, packaging)
+test: lint
 	$(PY) -m pytest
 
 test-unit: $(STAMP)

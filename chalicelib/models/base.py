@@ -14,7 +14,7 @@ from pynamodb.constants import STRING
 from ..core.config import settings
 
 
-def meta(logical: str) -> type:
+def meta(logical: str) -> Any:
     """A PynamoDB ``Meta`` class for the stage's table ``logical``."""
 
     class Meta:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from typing import Any
 
 _CA_YEARS = 20
 _DEVICE_YEARS = 10
 
 
-def _imports():  # cryptography is heavy: load it only when a certificate is made
+def _imports() -> tuple[Any, ...]:  # cryptography is heavy: load it only when a certificate is made
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,5 +64,5 @@ def issue_device_certificate(ca_cert_pem: str, ca_key_pem: str, client_id: str) 
             .not_valid_after(now + dt.timedelta(days=365 * _DEVICE_YEARS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([EKU.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+            .sign(ca_key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)

@@ -35,7 +35,7 @@ class IotDataPublisher:
         if client is None:
             import boto3
 
-            kwargs = {"region_name": settings().region}
+            kwargs: dict[str, Any] = {"region_name": settings().region}
             if settings().iot_data_endpoint:
                 kwargs["endpoint_url"] = settings().iot_data_endpoint
             client = self._local.client = boto3.client("iot-data", **kwargs)
