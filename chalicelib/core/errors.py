@@ -340,30 +340,6 @@ def internal() -> FleetboxError:
     return INTERNAL_ERROR("an internal error occurred; quote the request id")
 
 
-# ---- transitional: call sites not yet converted still spell codes as text; each spelling is
-# checked against the registry (an unknown one raises ValueError).  Removed once every site
-# raises by name.
-
-def invalid(code: str | ErrorCode, message: str, field: str | None = None) -> FleetboxError:
-    if isinstance(code, ErrorCode):
-        return code(message, field)
-    return FleetboxError(f"InvalidParameterValue.{code}", message, field)
-
-
-def not_found(code: str | ErrorCode, message: str, field: str | None = None) -> FleetboxError:
-    if isinstance(code, ErrorCode):
-        return code(message, field)
-    return FleetboxError(f"ResourceNotFound.{code}", message, field)
-
-
-def conflict(code: str | ErrorCode, message: str, field: str | None = None) -> FleetboxError:
-    return FleetboxError(code, message, field)
-
-
-DEVICE_LIMIT = DEVICE_EXCEED_LIMIT
-DEVICES_EXIST = DEVICES_EXIST_UNDER_PRODUCT
-
-
 # Dynamic registration refusals (SPEC §6.3): kind -> (code, legacy numeric code, default message).
 # Both endpoints answer them with HTTP 200 in their protocol's error envelope (§6.6).
 REGISTRATION: dict[str, tuple[ErrorCode, int, str]] = {
