@@ -131,11 +131,11 @@ def _as_list(value: Any, path: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise errors.invalid("PolicyInvalid", f"{path} must be a non-empty list of strings", path)
+        raise errors.POLICY_INVALID(f"{path} must be a non-empty list of strings", path)
     for i, v in enumerate(value):
         if not isinstance(v, str) or not v or len(v) > 256:
-            raise errors.invalid("PolicyInvalid", f"{path}[{i}] must be a string of 1-256 characters",
-                                 f"{path}[{i}]")
+            raise errors.POLICY_INVALID(f"{path}[{i}] must be a string of 1-256 characters",
+                                        f"{path}[{i}]")
     return value
 
 
@@ -153,39 +153,39 @@ def parse_policy(doc: Any, path: str = "policy") -> tuple[dict[str, Any], Policy
         return f"{path}.{key}" if path else key
 
     if not isinstance(doc, dict):
-        raise errors.invalid("PolicyInvalid", f"{path or 'policy'} must be an object", path or "body")
+        raise errors.POLICY_INVALID(f"{path or 'policy'} must be an object", path or "body")
     unknown = set(doc) - {"version", "statement"}
     if unknown:
         key = sorted(unknown)[0]
-        raise errors.invalid("PolicyInvalid", f"{at(key)} is not a policy field", at(key))
+        raise errors.POLICY_INVALID(f"{at(key)} is not a policy field", at(key))
     if doc.get("version") != POLICY_VERSION:
-        raise errors.invalid("PolicyInvalid", f'{at("version")} must be "{POLICY_VERSION}"', at("version"))
+        raise errors.POLICY_INVALID(f'{at("version")} must be "{POLICY_VERSION}"', at("version"))
     stmts = doc.get("statement")
     if not isinstance(stmts, list) or len(stmts) > 50:
-        raise errors.invalid("PolicyInvalid", f"{at('statement')} must be a list of at most 50 statements",
-                             at("statement"))
+        raise errors.POLICY_INVALID(f"{at('statement')} must be a list of at most 50 statements",
+                                    at("statement"))
     norm, compiled = [], []
     for i, st in enumerate(stmts):
         sp = f"{at('statement')}[{i}]"
         if not isinstance(st, dict):
-            raise errors.invalid("PolicyInvalid", f"{sp} must be an object", sp)
+            raise errors.POLICY_INVALID(f"{sp} must be an object", sp)
         extra = set(st) - {"effect", "action", "resource"}
         if extra:
             key = sorted(extra)[0]
-            raise errors.invalid("PolicyInvalid", f"{sp}.{key} is not a statement field", f"{sp}.{key}")
+            raise errors.POLICY_INVALID(f"{sp}.{key} is not a statement field", f"{sp}.{key}")
         effect = st.get("effect")
         if effect not in ("allow", "deny"):
-            raise errors.invalid("PolicyInvalid", f'{sp}.effect must be "allow" or "deny"', f"{sp}.effect")
+            raise errors.POLICY_INVALID(f'{sp}.effect must be "allow" or "deny"', f"{sp}.effect")
         actions = _as_list(st.get("action"), f"{sp}.action")
         for j, a in enumerate(actions):
             if not _ACTION_RE.fullmatch(a):
-                raise errors.invalid("PolicyInvalid", f'{sp}.action[{j}] must look like "iotexplorer:CreateDevice", '
-                                     '"iotexplorer:*" or "*"', f"{sp}.action[{j}]")
+                raise errors.POLICY_INVALID(f'{sp}.action[{j}] must look like "iotexplorer:CreateDevice", '
+                                            '"iotexplorer:*" or "*"', f"{sp}.action[{j}]")
         resources = _as_list(st.get("resource"), f"{sp}.resource")
         for j, r in enumerate(resources):
             if not _RESOURCE_RE.fullmatch(r):
-                raise errors.invalid("PolicyInvalid", f'{sp}.resource[{j}] must look like "product/ABCDEFGHIJ", '
-                                     '"product/ABCDEFGHIJ/*" or "*"', f"{sp}.resource[{j}]")
+                raise errors.POLICY_INVALID(f'{sp}.resource[{j}] must look like "product/ABCDEFGHIJ", '
+                                            '"product/ABCDEFGHIJ/*" or "*"', f"{sp}.resource[{j}]")
         norm.append({"effect": effect, "action": list(actions), "resource": list(resources)})
         compiled.append(Statement(effect, tuple(actions), tuple(resources)))
     return {"version": POLICY_VERSION, "statement": norm}, Policy(tuple(compiled))

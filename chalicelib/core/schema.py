@@ -26,13 +26,16 @@ def _join(path: str, key: str | int) -> str:
 
 
 class Field:
-    """Base field.  ``code`` is the InvalidParameterValue suffix used when the value is wrong."""
+    """Base field.  ``code`` is the :class:`~chalicelib.core.errors.ErrorCode` raised when the value
+    is wrong (``InvalidParameterValue.InvalidParameter`` when the field names none)."""
 
     json_type: str | None = None
 
     def __init__(self, *, required: bool = False, default: Any = _MISSING, nullable: bool = False,
-                 description: str = "", code: str | None = None, example: Any = _MISSING,
+                 description: str = "", code: errors.ErrorCode | None = None, example: Any = _MISSING,
                  read_only: bool = False):
+        if code is not None and not isinstance(code, errors.ErrorCode):
+            raise TypeError(f"a field's code is an errors.ErrorCode, not {code!r}")
         self.required = required
         self.default = default
         self.nullable = nullable
@@ -43,9 +46,7 @@ class Field:
 
     # -- validation ---------------------------------------------------------
     def fail(self, path: str, rule: str) -> errors.FleetboxError:
-        suffix = self.code or "InvalidParameter"
-        return errors.FleetboxError(f"InvalidParameterValue.{suffix}",
-                                    f"{path or 'body'} {rule}", path or None)
+        return (self.code or errors.INVALID_PARAMETER)(f"{path or 'body'} {rule}", path or None)
 
     def validate(self, value: Any, path: str) -> Any:
         if value is None:
@@ -310,14 +311,12 @@ class Model(Field):
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             if not path:
-                raise errors.FleetboxError("InvalidParameterValue.InvalidBody", "the request body must be a JSON object",
-                                           "body")
+                raise errors.INVALID_BODY("the request body must be a JSON object", "body")
             raise self.fail(path, "must be a JSON object")
         if not self.allow_extra:
             for key in value:
                 if key not in self.fields:
-                    raise errors.FleetboxError("UnknownParameter", f"{_join(path, key)} is not a known field",
-                                               _join(path, key))
+                    raise errors.UNKNOWN_PARAMETER(f"{_join(path, key)} is not a known field", _join(path, key))
         out: dict[str, Any] = {}
         for name, fld in self.fields.items():
             if fld.read_only:

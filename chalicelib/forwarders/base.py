@@ -66,8 +66,8 @@ def text_field(action: dict, name: str, path: str, *, required: bool = True, max
             raise errors.missing(f"{path}.{name}")
         return None
     if not isinstance(value, str) or len(value) > max_len or (pattern and not re.fullmatch(pattern, value)):
-        raise errors.invalid("ActionInvalid", f"{path}.{name} {rule or f'must be a string of at most {max_len} characters'}",
-                             f"{path}.{name}")
+        raise errors.ACTION_INVALID(f"{path}.{name} {rule or f'must be a string of at most {max_len} characters'}",
+                                    f"{path}.{name}")
     return value
 
 
@@ -77,8 +77,8 @@ def not_own(name: str, path: str) -> None:
     ``fleetbox-{stage}-sink-*`` (.chalice/policy-*.json), so name them that way."""
     prefix = settings().resource_prefix
     if name.startswith(prefix) and not name.startswith(prefix + "sink-"):
-        raise errors.invalid("ActionInvalid", f"{path}: Fleetbox's own resources cannot be rule targets; "
-                             f"name targets {prefix}sink-…", path)
+        raise errors.ACTION_INVALID(f"{path}: Fleetbox's own resources cannot be rule targets; "
+                                    f"name targets {prefix}sink-…", path)
 
 
 def template_ok(text: str) -> bool:

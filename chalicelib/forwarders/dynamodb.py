@@ -21,18 +21,18 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
                        rule="must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
     fields = action.get("fields")
     if not isinstance(fields, dict) or not 1 <= len(fields) <= 64:
-        raise errors.invalid("ActionInvalid", f"{path}.fields must map 1-64 attribute names to ${{field}} or constants",
-                             f"{path}.fields")
+        raise errors.ACTION_INVALID(f"{path}.fields must map 1-64 attribute names to ${{field}} or constants",
+                                    f"{path}.fields")
     for name, spec in fields.items():
         if not isinstance(name, str) or not 1 <= len(name) <= 255:
-            raise errors.invalid("ActionInvalid", f"{path}.fields: attribute names are 1-255 characters",
-                                 f"{path}.fields")
+            raise errors.ACTION_INVALID(f"{path}.fields: attribute names are 1-255 characters",
+                                        f"{path}.fields")
         if isinstance(spec, str) and not template_ok(spec):
-            raise errors.invalid("ActionInvalid", f"{path}.fields.{name}: ${{…}} must name a key",
-                                 f"{path}.fields.{name}")
+            raise errors.ACTION_INVALID(f"{path}.fields.{name}: ${{…}} must name a key",
+                                        f"{path}.fields.{name}")
         if isinstance(spec, (dict, list)):
-            raise errors.invalid("ActionInvalid", f"{path}.fields.{name} must be a string, number or boolean",
-                                 f"{path}.fields.{name}")
+            raise errors.ACTION_INVALID(f"{path}.fields.{name} must be a string, number or boolean",
+                                        f"{path}.fields.{name}")
     not_own(table, f"{path}.table")
     return {"type": "dynamodb", "table": table, "fields": dict(fields)}
 

@@ -22,12 +22,12 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
                        pattern=r"[A-Za-z0-9_\-]{1,64}", rule="must be 1-64 letters, digits, _ or -")
     secret = action.get("secret") or webhook.new_secret()
     if not isinstance(secret, str) or not secret.startswith("whsec_"):
-        raise errors.invalid("ActionInvalid", f"{path}.secret must be whsec_ followed by base64", f"{path}.secret")
+        raise errors.ACTION_INVALID(f"{path}.secret must be whsec_ followed by base64", f"{path}.secret")
     try:
         webhook.standard_signature(secret, "x", 0, b"")
     except (ValueError, TypeError):
-        raise errors.invalid("ActionInvalid", f"{path}.secret must be whsec_ followed by base64",
-                             f"{path}.secret") from None
+        raise errors.ACTION_INVALID(f"{path}.secret must be whsec_ followed by base64",
+                                    f"{path}.secret") from None
     out = {"type": "http", "url": url, "secret": secret}
     if token:
         out["token"] = token

@@ -18,7 +18,7 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
                       rule="must be a Kinesis stream name (1-128 of A-Z a-z 0-9 _ . -)")
     key = text_field(action, "partition_key", path, required=False, max_len=256) or "${productId}/${deviceName}"
     if not template_ok(key):
-        raise errors.invalid("ActionInvalid", f"{path}.partition_key: ${{…}} must name a key", f"{path}.partition_key")
+        raise errors.ACTION_INVALID(f"{path}.partition_key: ${{…}} must name a key", f"{path}.partition_key")
     not_own(name, f"{path}.stream_name")
     return {"type": "kinesis", "stream_name": name, "partition_key": key}
 

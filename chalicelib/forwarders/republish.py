@@ -23,13 +23,13 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     topic = text_field(action, "topic", path, max_len=128, pattern=TOPIC_RE,
                        rule="must be 1-128 characters: letters, digits, _ - / and ${field} variables")
     if topic is None or not template_ok(topic) or "+" in topic or "#" in topic or topic.startswith("$"):
-        raise errors.invalid("ActionInvalid", f"{path}.topic must be a topic name; ${{…}} must name a key",
-                             f"{path}.topic")
+        raise errors.ACTION_INVALID(f"{path}.topic must be a topic name; ${{…}} must name a key",
+                                    f"{path}.topic")
     out: dict[str, Any] = {"type": "republish", "topic": topic}
     qos = action.get("qos")
     if qos is not None:
         if qos not in (0, 1) or isinstance(qos, bool):
-            raise errors.invalid("ActionInvalid", f"{path}.qos must be 0 or 1", f"{path}.qos")
+            raise errors.ACTION_INVALID(f"{path}.qos must be 0 or 1", f"{path}.qos")
         out["qos"] = qos
     return out
 

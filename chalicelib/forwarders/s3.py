@@ -19,7 +19,7 @@ def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
                         rule="must be an S3 bucket name")
     key = text_field(action, "key", path, required=False, max_len=512) or DEFAULT_KEY
     if not template_ok(key):
-        raise errors.invalid("ActionInvalid", f"{path}.key: ${{…}} must name a key", f"{path}.key")
+        raise errors.ACTION_INVALID(f"{path}.key: ${{…}} must name a key", f"{path}.key")
     not_own(bucket, f"{path}.bucket")
     return {"type": "s3", "bucket": bucket, "key": key}
 

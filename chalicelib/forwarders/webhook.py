@@ -45,8 +45,6 @@ from ..protocol import diagnostics
 
 USER_AGENT = "Fleetbox-Webhook/1.0"
 SNIPPET = 256
-INVALID_URL = "InvalidUrl"
-INVALID_CALLBACK = "InvalidCallbackUrl"
 _NONCE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
              ipaddress.ip_address("100.100.100.200")}
@@ -237,11 +235,11 @@ def resolve(url: str) -> tuple[str, int, list[str]]:
 def check_url(url: Any, field: str = "url") -> str:
     """Validate a target URL at save time; raises ``InvalidParameterValue.InvalidUrl``."""
     if not isinstance(url, str) or not 1 <= len(url) <= 1024:
-        raise errors.invalid(INVALID_URL, f"{field} must be an http(s) URL of at most 1024 characters", field)
+        raise errors.INVALID_URL(f"{field} must be an http(s) URL of at most 1024 characters", field)
     try:
         resolve(url)
     except Blocked as exc:
-        raise errors.invalid(INVALID_URL, f"{field} is not allowed: {exc}", field) from None
+        raise errors.INVALID_URL(f"{field} is not allowed: {exc}", field) from None
     return url
 
 
@@ -456,22 +454,22 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
         resp = session().get(url, headers=headers, timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
                              allow_redirects=False, stream=True)
     except (requests.exceptions.RequestException, Blocked) as exc:
-        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification request failed: {_failure_kind(exc)}",
-                             field) from None
+        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification request failed: {_failure_kind(exc)}",
+                                          field) from None
     try:
         raw = _read_limited(resp, 1024, started + max_attempt_s())
         status = resp.status_code
     except requests.exceptions.RequestException as exc:
-        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification response failed: {_failure_kind(exc)}",
-                             field) from None
+        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification response failed: {_failure_kind(exc)}",
+                                          field) from None
     finally:
         resp.close()
     # what failed, never what the other side said: quoting its body would make this check a way
     # to read (or port-scan) services the caller cannot reach
     if status != 200:
-        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification GET answered HTTP {status}, not 200",
-                             field)
+        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification GET answered HTTP {status}, not 200",
+                                          field)
     if raw.decode("utf-8", errors="replace").strip() != echostr:
-        raise errors.invalid(INVALID_CALLBACK, f"{field}: the verification GET must answer the Echostr header's "
-                             "value as its body; it answered something else", field)
+        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification GET must answer the Echostr header's "
+                                          "value as its body; it answered something else", field)
     logger.info("callback URL verified", extra={"host": urlsplit(url).hostname})

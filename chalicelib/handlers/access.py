@@ -37,7 +37,7 @@ def create_key(ctx: Ctx) -> dict[str, Any]:
 @route(bp, "GET", "/v1/keys", action="ListApiKeys", resource="principal/*", listing=True, tag=TAG,
        summary="List a principal's API keys (the caller's by default); secrets are never shown",
        response=s.ApiKeyPage, query={**s.PAGING, "principal_id": String(min_len=1, max_len=64,
-                                                                      code="PrincipalIdInvalid")})
+                                                                      code=errors.PRINCIPAL_ID_INVALID)})
 def list_keys(ctx: Ctx) -> dict[str, Any]:
     target = ctx.query.get("principal_id") or ctx.caller.principal_id
     if target != ctx.caller.principal_id:
@@ -69,7 +69,7 @@ def get_principal(ctx: Ctx) -> dict[str, Any]:
        summary="Delete a principal; its API keys stop working at once", status=204)
 def delete_principal(ctx: Ctx) -> None:
     if ctx.params["principal_id"] == ctx.caller.principal_id:
-        raise errors.conflict("UnsupportedOperation.DeleteSelf", "a principal cannot delete itself", "principal_id")
+        raise errors.DELETE_SELF("a principal cannot delete itself", "principal_id")
     access.delete_principal(ctx.params["principal_id"])
 
 
@@ -119,17 +119,17 @@ def put_application_products(ctx: Ctx) -> dict[str, Any]:
 
 @route(bp, "GET", "/v1/audit", action="DescribeAuditLog", resource="account/audit", tag=TAG,
        summary="The audit log, newest first (default: the last 7 days)", response=s.AuditPage,
-       query={**s.PAGING, "principal_id": String(min_len=1, max_len=64, code="PrincipalIdInvalid"),
-              "action": String(min_len=1, max_len=128, code="ActionInvalid"),
-              "start": Integer(minimum=0, maximum=4_102_444_800, code="StartInvalid", description="Unix seconds"),
-              "end": Integer(minimum=0, maximum=4_102_444_800, code="EndInvalid", description="Unix seconds")})
+       query={**s.PAGING, "principal_id": String(min_len=1, max_len=64, code=errors.PRINCIPAL_ID_INVALID),
+              "action": String(min_len=1, max_len=128, code=errors.ACTION_INVALID),
+              "start": Integer(minimum=0, maximum=4_102_444_800, code=errors.START_INVALID, description="Unix seconds"),
+              "end": Integer(minimum=0, maximum=4_102_444_800, code=errors.END_INVALID, description="Unix seconds")})
 def get_audit(ctx: Ctx) -> dict[str, Any]:
     end = ctx.query.get("end") or clock.now_s()
     start = ctx.query.get("start") if ctx.query.get("start") is not None else end - 7 * 86_400
     if start > end:
-        raise errors.invalid("TimeRangeInvalid", "start must not be after end", "start")
+        raise errors.TIME_RANGE_INVALID("start must not be after end", "start")
     if end - start > 92 * 86_400:
-        raise errors.invalid("TimeRangeInvalid", "the range may span at most 92 days", "start")
+        raise errors.TIME_RANGE_INVALID("the range may span at most 92 days", "start")
     action = ctx.query.get("action")
     if action:
         action = qualify(action)

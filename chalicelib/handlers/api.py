@@ -131,8 +131,7 @@ def _parse_body(request: Any) -> Any:
         return None
     ctype = (_header(request, "content-type") or _JSON).lower()
     if "json" not in ctype:
-        raise errors.FleetboxError("UnsupportedMediaType",
-                                   f"request bodies must be application/json, got {ctype}", "Content-Type")
+        raise errors.UNSUPPORTED_MEDIA_TYPE(f"request bodies must be application/json, got {ctype}", "Content-Type")
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value = json.loads(text)
@@ -140,11 +139,9 @@ def _parse_body(request: Any) -> Any:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
         return value
     except (UnicodeDecodeError, UnicodeEncodeError, ValueError) as exc:
-        raise errors.FleetboxError("InvalidParameterValue.InvalidJson",
-                                   f"request body is not valid UTF-8 JSON: {str(exc)[:120]}", "body") from None
+        raise errors.INVALID_JSON(f"request body is not valid UTF-8 JSON: {str(exc)[:120]}", "body") from None
     except RecursionError:
-        raise errors.FleetboxError("InvalidParameterValue.InvalidJson",
-                                   "request body is nested too deeply", "body") from None
+        raise errors.INVALID_JSON("request body is nested too deeply", "body") from None
 
 
 def _parse_query(spec: RouteSpec, raw: Mapping[str, str] | None) -> dict[str, Any]:
@@ -152,7 +149,7 @@ def _parse_query(spec: RouteSpec, raw: Mapping[str, str] | None) -> dict[str, An
     out: dict[str, Any] = {}
     for name in raw:
         if name not in spec.query:
-            raise errors.FleetboxError("UnknownParameter", f"query parameter {name} is not supported", name)
+            raise errors.UNKNOWN_PARAMETER(f"query parameter {name} is not supported", name)
     for name, fld in spec.query.items():
         if name not in raw:
             if fld.required:
@@ -209,7 +206,7 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         source_ip = (request.context or {}).get("identity", {}).get("sourceIp")
     except AttributeError:
         source_ip = None
-    status, code = 500, "InternalError"
+    status, code = errors.INTERNAL_ERROR.status, errors.INTERNAL_ERROR.code
     try:
         resource = spec.resource_for(params, {})  # known even when the body is malformed (audit)
         if not spec.public:
@@ -232,8 +229,8 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
             if raw_body is None and not request.raw_body:
                 raw_body = {}  # no body at all: every field takes its default (or is missing)
             if not isinstance(raw_body, dict):
-                raise errors.FleetboxError("InvalidParameterValue.InvalidBody", "the request body must be a JSON object",
-                                           "body")
+                raise errors.INVALID_BODY("the request body must be a JSON object",
+                                          "body")
             body = spec.body.validate(raw_body, "")
         if principal is not None and spec.action and spec.owner is not None:
             # the item's own resource, read once the request is known to be well formed
@@ -336,7 +333,7 @@ def decode_token(token: str | None) -> dict[str, Any] | None:
                 raise ValueError("not a key")
         return value
     except (ValueError, UnicodeDecodeError, TypeError):
-        raise errors.invalid("NextTokenInvalid", "next is not a token this API issued", "next") from None
+        raise errors.NEXT_TOKEN_INVALID("next is not a token this API issued", "next") from None
 
 
 # ----------------------------------------------------------------- unmatched paths and methods
@@ -351,13 +348,14 @@ FALLBACKS: set[tuple[str, str]] = set()
 
 def not_found_response(path: str) -> Response:
     request_id = ids.request_id()
-    err = errors.FleetboxError("ResourceNotFound.Route", f"no route serves {path[:200]}", None, status=404)
+    err = errors.FleetboxError(errors.ROUTE_NOT_FOUND, f"no route serves {path[:200]}", None, status=404)
     return error_response(err, request_id)
 
 
 def method_not_allowed_response(method: str, path: str, allowed: list[str]) -> Response:
     request_id = ids.request_id()
-    err = errors.FleetboxError("MethodNotAllowed", f"{method} is not allowed on {path}; use {', '.join(allowed)}",
+    err = errors.FleetboxError(errors.METHOD_NOT_ALLOWED,
+                               f"{method} is not allowed on {path}; use {', '.join(allowed)}",
                                None, status=405)
     response = error_response(err, request_id)
     response.headers["Allow"] = ", ".join(allowed)

@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
+from ..core import errors
 from ..media import qr
 from ..core.schema import Array, Boolean, Enum, Integer, Model, String, page_of
 from ..services import batches, binding, production, serials
@@ -25,18 +26,18 @@ def body_product_res(params: Any, body: Any) -> str:
     return f"product/{pid}" if isinstance(pid, str) and pid else "product/*"
 
 
-PRODUCT_ID = String(required=True, pattern=product_rules.PRODUCT_ID_RE.pattern, code="ProductIdInvalid",
+PRODUCT_ID = String(required=True, pattern=product_rules.PRODUCT_ID_RE.pattern, code=errors.PRODUCT_ID_INVALID,
                     rule="must be a 10-character ProductId")
 
 BatchCreate = Model("BatchCreate", {
     "product_id": PRODUCT_ID,
-    "burn_method": Enum(batches.BURN_METHODS, required=True, code="BurnMethodInvalid"),
-    "generation": Enum(batches.GENERATIONS, required=True, code="GenerationInvalid"),
-    "quantity": Integer(minimum=1, maximum=production.MAX_QUANTITY, code="QuantityInvalid",
+    "burn_method": Enum(batches.BURN_METHODS, required=True, code=errors.BURN_METHOD_INVALID),
+    "generation": Enum(batches.GENERATIONS, required=True, code=errors.GENERATION_INVALID),
+    "quantity": Integer(minimum=1, maximum=production.MAX_QUANTITY, code=errors.QUANTITY_INVALID,
                         description="devices to make (auto); 1-10,000"),
-    "names_csv": String(min_len=1, code="NamesCsvInvalid",
+    "names_csv": String(min_len=1, code=errors.NAMES_CSV_INVALID,
                         description="CSV text, first column = DeviceName (generation upload)"),
-    "qr_code": Boolean(default=False, code="QrCodeInvalid", description="one QR PNG per device in a ZIP"),
+    "qr_code": Boolean(default=False, code=errors.QR_CODE_INVALID, description="one QR PNG per device in a ZIP"),
 })
 FailedRow = Model("FailedRow", {"row": Integer(required=True), "device_name": String(required=True),
                                 "reason": String(required=True)}, allow_extra=True)
@@ -53,10 +54,10 @@ Batch = Model("Batch", {
 }, allow_extra=True)
 
 SerialNumbersCreate = Model("SerialNumbersCreate", {
-    "quantity": Integer(required=True, minimum=1, maximum=production.MAX_QUANTITY, code="QuantityInvalid"),
+    "quantity": Integer(required=True, minimum=1, maximum=production.MAX_QUANTITY, code=errors.QUANTITY_INVALID),
 })
 SerialBindingsImport = Model("SerialBindingsImport", {
-    "csv": String(required=True, min_len=1, code="CsvInvalid", description="`SN,IMEI` rows (see the template)"),
+    "csv": String(required=True, min_len=1, code=errors.CSV_INVALID, description="`SN,IMEI` rows (see the template)"),
 })
 ImportRow = Model("ImportRow", {"row": Integer(required=True), "sn": String(nullable=True),
                                 "imei": String(nullable=True), "reason": String(required=True)}, allow_extra=True)
@@ -66,13 +67,13 @@ ImportReport = Model("SerialBindingsReport", {
 }, allow_extra=True)
 
 BindingCreate = Model("BindingCreate", {
-    "code": String(required=True, min_len=1, max_len=1024, code="CodeInvalid",
+    "code": String(required=True, min_len=1, max_len=1024, code=errors.CODE_INVALID,
                    description="the scanned QR content: device JSON code, SN code or product code"),
-    "user_id": String(required=True, min_len=1, max_len=64, pattern=binding.USER_ID_RE.pattern, code="UserIdInvalid",
-                      rule="must be 1-64 characters of A-Z a-z 0-9 _ . @ : -"),
-    "family_id": String(min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.@:\-]+", code="FamilyIdInvalid",
+    "user_id": String(required=True, min_len=1, max_len=64, pattern=binding.USER_ID_RE.pattern,
+                      code=errors.USER_ID_INVALID, rule="must be 1-64 characters of A-Z a-z 0-9 _ . @ : -"),
+    "family_id": String(min_len=1, max_len=64, pattern=r"[A-Za-z0-9_.@:\-]+", code=errors.FAMILY_ID_INVALID,
                         rule="must be 1-64 characters of A-Z a-z 0-9 _ . @ : -"),
-    "device_name": String(min_len=1, max_len=48, code="DeviceNameInvalid",
+    "device_name": String(min_len=1, max_len=48, code=errors.DEVICE_NAME_INVALID,
                           description="with a product code: the DeviceName the device reported while pairing"),
 })
 Binding = Model("Binding", {
@@ -105,7 +106,7 @@ def batch_owner(params: Any, body: Any) -> tuple[str, Any]:
     return f"product/{rec.product_id}", rec
 
 
-INCLUDE_SECRET = {"include_secret": Boolean(default=False, code="IncludeSecretInvalid",
+INCLUDE_SECRET = {"include_secret": Boolean(default=False, code=errors.INCLUDE_SECRET_INVALID,
                                             description="device batches: the download links (their CSV holds every "
                                                         "device secret; needs iotexplorer:DescribeDeviceSecret)")}
 
@@ -161,7 +162,7 @@ def import_serials(ctx: Ctx) -> dict[str, Any]:
 
 @route(bp, "GET", "/v1/products/{product_id}/qrcode", action="DescribeProductQRCode", resource=product_res,
        tag=TAG, summary="The product QR code (PNG: send Accept: image/png; ?format=svg, or json for its content)", produces="image/png",
-       query={"format": Enum(("png", "svg", "json"), default="png", code="FormatInvalid")})
+       query={"format": Enum(("png", "svg", "json"), default="png", code=errors.FORMAT_INVALID)})
 def product_qrcode(ctx: Ctx) -> Any:
     content = binding.product_code(ctx.params["product_id"])
     fmt = ctx.query["format"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from ..core import errors
 from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of
 from ..services import device_data, device_logs, devices, gateways
 from ..services.thing_model import EVENT_TYPES
@@ -28,9 +29,9 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,31}"
 # ------------------------------------------------------------------ models
 
 TIME_RANGE = {
-    "start": Integer(minimum=0, maximum=MAX_TIME, code="StartInvalid",
+    "start": Integer(minimum=0, maximum=MAX_TIME, code=errors.START_INVALID,
                      description="Unix seconds or milliseconds (≥ 10^11 means ms); default: 7 days before end"),
-    "end": Integer(minimum=0, maximum=MAX_TIME, code="EndInvalid",
+    "end": Integer(minimum=0, maximum=MAX_TIME, code=errors.END_INVALID,
                    description="Unix seconds or milliseconds; default: now (plus a day for clocks running ahead)"),
 }
 TIMES = {"time": Integer(required=True, description="Unix seconds"),
@@ -56,15 +57,15 @@ HistoryPoint = Model("PropertyHistoryPoint", {"value": Json(required=True, nulla
 HistoryPage = page_of(HistoryPoint)
 
 ControlBody = Model("DeviceControl", {
-    "params": Json(object_only=True, required=True, code="ParamsInvalid",
+    "params": Json(object_only=True, required=True, code=errors.PARAMS_INVALID,
                    description="property id → value (writable properties of the thing model)"),
-    "timeout": Number(minimum=0, maximum=30, default=0, code="TimeoutInvalid",
+    "timeout": Number(minimum=0, maximum=30, default=0, code=errors.TIMEOUT_INVALID,
                       description="seconds to wait for the device's control_reply (0: do not wait)"),
 })
 ActionBody = Model("DeviceActionCall", {
-    "params": Json(object_only=True, default=dict, code="ParamsInvalid", description="the action's input params"),
-    "mode": Enum(("sync", "async"), default="sync", code="ModeInvalid"),
-    "timeout": Number(minimum=0.1, maximum=60, code="TimeoutInvalid",
+    "params": Json(object_only=True, default=dict, code=errors.PARAMS_INVALID, description="the action's input params"),
+    "mode": Enum(("sync", "async"), default="sync", code=errors.MODE_INVALID),
+    "timeout": Number(minimum=0.1, maximum=60, code=errors.TIMEOUT_INVALID,
                       description="sync: seconds to wait for action_reply (default FLEETBOX_ACTION_TIMEOUT_S, 5)"),
 })
 Call = Model("DeviceCall", {
@@ -162,8 +163,8 @@ def get_call(ctx: Ctx) -> dict[str, Any]:
 @route(bp, "GET", DEVICE + "/events", action="ListEventHistory", resource=device_res, tag=TAG,
        summary="The device's events in a time range, newest first",
        query={**s.PAGING, **TIME_RANGE,
-              "event_id": String(min_len=1, max_len=32, pattern=_IDENT, code="EventIdInvalid"),
-              "type": Enum(EVENT_TYPES, code="EventTypeInvalid")},
+              "event_id": String(min_len=1, max_len=32, pattern=_IDENT, code=errors.EVENT_ID_INVALID),
+              "type": Enum(EVENT_TYPES, code=errors.EVENT_TYPE_INVALID)},
        response=EventPage)
 def get_events(ctx: Ctx) -> dict[str, Any]:
     start, end = _range(ctx)
@@ -176,7 +177,7 @@ def get_events(ctx: Ctx) -> dict[str, Any]:
 @route(bp, "GET", DEVICE + "/logs", action="ListDeviceLog", resource=device_res, tag=TAG,
        summary="Content, online/offline or cloud diagnostic log in a time range, newest first (kept 30 days)",
        query={**s.PAGING, **TIME_RANGE,
-              "kind": Enum(device_logs.KINDS, default="content", code="LogKindInvalid")},
+              "kind": Enum(device_logs.KINDS, default="content", code=errors.LOG_KIND_INVALID)},
        response=LogPage)
 def get_logs(ctx: Ctx) -> dict[str, Any]:
     start, end = _range(ctx)

@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from ..core import errors
 from ..core.schema import Boolean, Enum, String
 from ..services import devices
 from . import schemas as s
@@ -34,12 +35,12 @@ def create_device(ctx: Ctx) -> dict[str, Any]:
        item_action="DescribeDevice", tag=TAG,
        summary="List devices: filter by status, firmware version, tag (k=v), enabled; fuzzy q on name and tags",
        response=s.DevicePage,
-       query={**s.PAGING, "status": Enum(devices.STATUSES, code="StatusInvalid"),
-              "firmware_version": String(min_len=1, max_len=32, code="FirmwareVersionInvalid"),
-              "tag": String(min_len=3, max_len=97, pattern=r"[^=:]+[=:].+", code="TagInvalid",
+       query={**s.PAGING, "status": Enum(devices.STATUSES, code=errors.STATUS_INVALID),
+              "firmware_version": String(min_len=1, max_len=32, code=errors.FIRMWARE_VERSION_INVALID),
+              "tag": String(min_len=3, max_len=97, pattern=r"[^=:]+[=:].+", code=errors.TAG_INVALID,
                             rule="must be key=value (or key:value)", description="key=value (or key:value)"),
-              "q": String(min_len=1, max_len=64, code="QueryInvalid", description="fuzzy match on name and tags"),
-              "enabled": Boolean(code="EnabledInvalid")})
+              "q": String(min_len=1, max_len=64, code=errors.QUERY_INVALID, description="fuzzy match on name and tags"),
+              "enabled": Boolean(code=errors.ENABLED_INVALID)})
 def list_devices(ctx: Ctx) -> dict[str, Any]:
     items, total, nxt = devices.list_devices(
         ctx.params["product_id"], status=ctx.query.get("status"), firmware_version=ctx.query.get("firmware_version"),
@@ -51,7 +52,7 @@ def list_devices(ctx: Ctx) -> dict[str, Any]:
 
 @route(bp, "GET", "/v1/products/{product_id}/devices/{device_name}", action="DescribeDevice", resource=device_res,
        tag=TAG, summary="Get a device (secret only with include_secret=true and DescribeDeviceSecret)",
-       response=s.Device, query={"include_secret": Boolean(default=False, code="IncludeSecretInvalid")})
+       response=s.Device, query={"include_secret": Boolean(default=False, code=errors.INCLUDE_SECRET_INVALID)})
 def get_device(ctx: Ctx) -> dict[str, Any]:
     include = bool(ctx.query.get("include_secret"))
     if include:

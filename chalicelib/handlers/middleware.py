@@ -9,12 +9,12 @@ from chalice import Response
 from ..core import errors, ids
 
 _CHALICE_CODES = {
-    "MethodNotAllowedError": "MethodNotAllowed",
-    "UnsupportedMediaType": "UnsupportedMediaType",
-    "BadRequestError": "InvalidParameterValue.InvalidRequest",
-    "NotFoundError": "ResourceNotFound.Route",
-    "InternalServerError": "InternalError",
-    "BadRequest": "InvalidParameterValue.InvalidRequest",
+    "MethodNotAllowedError": errors.METHOD_NOT_ALLOWED,
+    "UnsupportedMediaType": errors.UNSUPPORTED_MEDIA_TYPE,
+    "BadRequestError": errors.INVALID_REQUEST,
+    "NotFoundError": errors.ROUTE_NOT_FOUND,
+    "InternalServerError": errors.INTERNAL_ERROR,
+    "BadRequest": errors.INVALID_REQUEST,
 }
 
 
@@ -27,7 +27,7 @@ def http_envelope(event: Any, get_response: Callable[[Any], Response]) -> Respon
         body = response.body
         if response.status_code >= 400 and isinstance(body, dict) and "Code" in body:
             # a response Chalice made itself (405, 415, unhandled error): same envelope as ours
-            code = _CHALICE_CODES.get(str(body.get("Code")), "InvalidParameterValue.InvalidRequest")
+            code = _CHALICE_CODES.get(str(body.get("Code")), errors.INVALID_REQUEST)
             err = errors.FleetboxError(code, str(body.get("Message", "")), None, status=response.status_code)
             response.body = json.dumps(err.body(request_id))
             response.headers["Content-Type"] = "application/json"

@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
+from ..core import errors
 from ..core.schema import (Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of)
 from ..services import firmware
 from ..services.firmware import FIRMWARE_KIND, RESOURCE_KIND
@@ -15,25 +16,25 @@ from .api import Ctx, decode_token, encode_token, route
 bp = Blueprint(__name__)
 TAG = "ota"
 
-PID = String(required=True, pattern=r"[A-Z0-9]{10}", code="ProductIdInvalid", rule="must be a ProductId")
-DN_LIST = Array(String(min_len=1, max_len=48, code="DeviceNameInvalid"), max_items=ota.MAX_DEVICES + 1,
-                code="DeviceNamesInvalid", description="DeviceNames (≤ 10,000)")
-CSV = String(min_len=1, max_len=600_000, code="DevicesCsvInvalid",
+PID = String(required=True, pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID, rule="must be a ProductId")
+DN_LIST = Array(String(min_len=1, max_len=48, code=errors.DEVICE_NAME_INVALID), max_items=ota.MAX_DEVICES + 1,
+                code=errors.DEVICE_NAMES_INVALID, description="DeviceNames (≤ 10,000)")
+CSV = String(min_len=1, max_len=600_000, code=errors.DEVICES_CSV_INVALID,
              description="CSV text whose first column is the DeviceName (≤ 10,000 rows; header `DeviceName` optional)")
 
 FirmwareCreate = Model("FirmwareCreate", {
     "product_id": PID,
-    "name": String(required=True, min_len=1, max_len=32, code="FirmwareNameInvalid",
+    "name": String(required=True, min_len=1, max_len=32, code=errors.FIRMWARE_NAME_INVALID,
                    description="starts with a letter or digit; letters, digits, _ - ( ); ≤ 32"),
-    "version": String(required=True, min_len=1, max_len=32, code="FirmwareVersionInvalid",
+    "version": String(required=True, min_len=1, max_len=32, code=errors.FIRMWARE_VERSION_INVALID,
                       description="[A-Za-z0-9._-]{1,32}, unique per product and type"),
-    "fw_type": String(min_len=1, max_len=32, code="FirmwareTypeInvalid", default="mcu",
+    "fw_type": String(min_len=1, max_len=32, code=errors.FIRMWARE_TYPE_INVALID, default="mcu",
                       description="mcu or a module name"),
-    "file_name": String(required=True, min_len=1, max_len=128, code="FileNameInvalid",
+    "file_name": String(required=True, min_len=1, max_len=128, code=errors.FILE_NAME_INVALID,
                         description="ends in .bin .dav .tar .gz .zip .gzip .apk .xz .pack"),
-    "file_size": Integer(required=True, minimum=1, code="FileSizeInvalid", description="declared size in bytes"),
+    "file_size": Integer(required=True, minimum=1, code=errors.FILE_SIZE_INVALID, description="declared size in bytes"),
     "custom_info": Json(description="JSON string (or object), ≤ 1536 bytes serialised; sent as user_defined"),
-    "description": String(max_len=100, code="DescriptionInvalid"),
+    "description": String(max_len=100, code=errors.DESCRIPTION_INVALID),
 })
 Firmware = Model("Firmware", {
     "id": String(), "product_id": String(), "name": String(), "version": String(), "fw_type": String(),
@@ -44,27 +45,28 @@ Firmware = Model("Firmware", {
     "statistics": Json(object_only=True),
 }, allow_extra=True)
 FirmwarePatch = Model("FirmwarePatch", {
-    "name": String(min_len=1, max_len=32, code="FirmwareNameInvalid"),
-    "description": String(max_len=100, code="DescriptionInvalid"),
+    "name": String(min_len=1, max_len=32, code=errors.FIRMWARE_NAME_INVALID),
+    "description": String(max_len=100, code=errors.DESCRIPTION_INVALID),
 })
 Abort = Model("AbortRule", {
-    "failure_ratio": Number(required=True, minimum=0, maximum=1, code="AbortInvalid"),
-    "min_devices": Integer(minimum=1, maximum=ota.MAX_DEVICES, default=10, code="AbortInvalid"),
+    "failure_ratio": Number(required=True, minimum=0, maximum=1, code=errors.ABORT_INVALID),
+    "min_devices": Integer(minimum=1, maximum=ota.MAX_DEVICES, default=10, code=errors.ABORT_INVALID),
 })
 TaskCreate = Model("OtaTaskCreate", {
-    "firmware_id": String(required=True, min_len=1, max_len=40, code="FirmwareIdInvalid"),
-    "method": Enum(("by_version", "by_device"), required=True, code="MethodInvalid"),
-    "source_versions": Array(String(min_len=1, max_len=32, code="SourceVersionInvalid"), max_items=20,
-                             code="SourceVersionInvalid"),
-    "scope": Enum(("all", "selected"), code="ScopeInvalid"),
+    "firmware_id": String(required=True, min_len=1, max_len=40, code=errors.FIRMWARE_ID_INVALID),
+    "method": Enum(("by_version", "by_device"), required=True, code=errors.METHOD_INVALID),
+    "source_versions": Array(String(min_len=1, max_len=32, code=errors.SOURCE_VERSION_INVALID), max_items=20,
+                             code=errors.SOURCE_VERSION_INVALID),
+    "scope": Enum(("all", "selected"), code=errors.SCOPE_INVALID),
     "device_names": DN_LIST,
     "devices_csv": CSV,
-    "mode": Enum(("static", "dynamic"), code="ModeInvalid"),
-    "confirm": Enum(("silent", "user_confirm"), code="ConfirmInvalid"),
-    "timeout_minutes": Integer(minimum=1, maximum=1440, code="TimeoutInvalid",
+    "mode": Enum(("static", "dynamic"), code=errors.MODE_INVALID),
+    "confirm": Enum(("silent", "user_confirm"), code=errors.CONFIRM_INVALID),
+    "timeout_minutes": Integer(minimum=1, maximum=1440, code=errors.TIMEOUT_INVALID,
                                description="default 15 (silent) or 2 (user_confirm)"),
-    "max_retries": Integer(minimum=0, maximum=10, code="MaxRetriesInvalid", description="re-dispatches (default 3)"),
-    "rate_per_minute": Integer(minimum=1, maximum=100_000, code="RateInvalid", description="devices per minute"),
+    "max_retries": Integer(minimum=0, maximum=10, code=errors.MAX_RETRIES_INVALID,
+                           description="re-dispatches (default 3)"),
+    "rate_per_minute": Integer(minimum=1, maximum=100_000, code=errors.RATE_INVALID, description="devices per minute"),
     "abort": Abort,
 })
 Stats = Json(object_only=True, description="total, pending, pushed, upgrading|downloading, succeeded, failed")
@@ -86,24 +88,24 @@ Job = Model("OtaDevice", {
 }, allow_extra=True)
 ResourceCreate = Model("ResourceCreate", {
     "product_id": PID,
-    "name": String(required=True, min_len=1, max_len=32, code="ResourceNameInvalid"),
-    "file_name": String(required=True, min_len=1, max_len=128, code="FileNameInvalid"),
-    "file_size": Integer(required=True, minimum=1, code="FileSizeInvalid"),
-    "thumbnails": Array(String(min_len=1, max_len=128, code="ThumbnailInvalid"), max_items=6,
-                        code="ThumbnailInvalid", description="up to 6 image file names"),
-    "description": String(max_len=100, code="DescriptionInvalid"),
+    "name": String(required=True, min_len=1, max_len=32, code=errors.RESOURCE_NAME_INVALID),
+    "file_name": String(required=True, min_len=1, max_len=128, code=errors.FILE_NAME_INVALID),
+    "file_size": Integer(required=True, minimum=1, code=errors.FILE_SIZE_INVALID),
+    "thumbnails": Array(String(min_len=1, max_len=128, code=errors.THUMBNAIL_INVALID), max_items=6,
+                        code=errors.THUMBNAIL_INVALID, description="up to 6 image file names"),
+    "description": String(max_len=100, code=errors.DESCRIPTION_INVALID),
 })
 ResourceTaskCreate = Model("ResourceTaskCreate", {
-    "resource_id": String(required=True, min_len=1, max_len=40, code="ResourceIdInvalid"),
-    "device_name": String(min_len=1, max_len=48, code="DeviceNameInvalid"),
+    "resource_id": String(required=True, min_len=1, max_len=40, code=errors.RESOURCE_ID_INVALID),
+    "device_name": String(min_len=1, max_len=48, code=errors.DEVICE_NAME_INVALID),
     "device_names": DN_LIST,
     "devices_csv": CSV,
-    "timeout_minutes": Integer(minimum=1, maximum=1440, code="TimeoutInvalid"),
-    "max_retries": Integer(minimum=0, maximum=10, code="MaxRetriesInvalid"),
-    "rate_per_minute": Integer(minimum=1, maximum=100_000, code="RateInvalid"),
+    "timeout_minutes": Integer(minimum=1, maximum=1440, code=errors.TIMEOUT_INVALID),
+    "max_retries": Integer(minimum=0, maximum=10, code=errors.MAX_RETRIES_INVALID),
+    "rate_per_minute": Integer(minimum=1, maximum=100_000, code=errors.RATE_INVALID),
 })
-STATE_Q = Enum(ota.STATES, code="StateInvalid")
-RES_STATE_Q = Enum(ota.RESOURCE_STATES, code="StateInvalid")
+STATE_Q = Enum(ota.STATES, code=errors.STATE_INVALID)
+RES_STATE_Q = Enum(ota.RESOURCE_STATES, code=errors.STATE_INVALID)
 
 
 def body_product(params: Any, body: Any) -> str:
@@ -164,8 +166,8 @@ def complete_firmware(ctx: Ctx) -> dict[str, Any]:
 @route(bp, "GET", "/v1/firmware", action="DescribeFirmwareList", resource="product/*", listing=True,
        item_action="DescribeFirmware", tag=TAG,
        summary="List firmware, newest first (filter by product, search by name)", response=page_of(Firmware),
-       query={**s.PAGING, "product_id": String(pattern=r"[A-Z0-9]{10}", code="ProductIdInvalid"),
-              "q": String(min_len=1, max_len=32, code="QueryInvalid")})
+       query={**s.PAGING, "product_id": String(pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID),
+              "q": String(min_len=1, max_len=32, code=errors.QUERY_INVALID)})
 def list_firmware(ctx: Ctx) -> dict[str, Any]:
     pid = ctx.query.get("product_id")
     if pid:
@@ -219,9 +221,9 @@ def create_task(ctx: Ctx) -> dict[str, Any]:
 @route(bp, "GET", "/v1/ota-tasks", action="DescribeFirmwareTasks", resource="product/*", listing=True,
        item_action="DescribeFirmwareTask", tag=TAG,
        summary="List upgrade tasks, newest first", response=page_of(Task),
-       query={**s.PAGING, "firmware_id": String(min_len=1, max_len=40, code="FirmwareIdInvalid"),
-              "product_id": String(pattern=r"[A-Z0-9]{10}", code="ProductIdInvalid"),
-              "status": Enum(ota.TASK_STATUSES, code="StatusInvalid")})
+       query={**s.PAGING, "firmware_id": String(min_len=1, max_len=40, code=errors.FIRMWARE_ID_INVALID),
+              "product_id": String(pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID),
+              "status": Enum(ota.TASK_STATUSES, code=errors.STATUS_INVALID)})
 def list_tasks(ctx: Ctx) -> dict[str, Any]:
     items, nxt = ota.list_tasks(FIRMWARE_KIND, firmware_id=ctx.query.get("firmware_id"),
                                 product_id=ctx.query.get("product_id"), status=ctx.query.get("status"),

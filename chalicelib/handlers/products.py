@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from ..core import errors
 from ..core.schema import Boolean, Enum, String
 from ..services import products, thing_model
 from . import schemas as s
@@ -28,7 +29,7 @@ def create_product(ctx: Ctx) -> dict[str, Any]:
        item_action="DescribeStudioProduct", tag=TAG,
        summary="List the products the caller may see, newest first", response=s.ProductPage,
        query={**s.PAGING, "q": String(max_len=40, description="fuzzy match on name or ProductId"),
-              "status": Enum(("developing", "released"), code="StatusInvalid")})
+              "status": Enum(("developing", "released"), code=errors.STATUS_INVALID)})
 def list_products(ctx: Ctx) -> dict[str, Any]:
     items, nxt = products.list_products(
         allowed=lambda pid: ctx.visible(f"product/{pid}"),
@@ -93,7 +94,7 @@ def standard_features(ctx: Ctx) -> dict[str, Any]:
        resource=product_res, tag=TAG,
        summary="Dynamic-registration settings (the product secret only with include_secret=true and "
                "DescribeProductSecret)", response=s.Registration,
-       query={"include_secret": Boolean(default=False, code="IncludeSecretInvalid")})
+       query={"include_secret": Boolean(default=False, code=errors.INCLUDE_SECRET_INVALID)})
 def get_registration(ctx: Ctx) -> dict[str, Any]:
     if ctx.query["include_secret"]:
         ctx.require("DescribeProductSecret", ctx.resource)

@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from ..core import errors
 from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, String, page_of
 from ..services import delivery, rules
 from .api import Ctx, decode_token, encode_token, route
@@ -13,19 +14,19 @@ from .schemas import PAGING
 bp = Blueprint(__name__)
 TAG = "rules"
 
-RULE_NAME = String(required=True, min_len=1, max_len=32, pattern=rules.NAME_RE.pattern, code="RuleNameInvalid",
+RULE_NAME = String(required=True, min_len=1, max_len=32, pattern=rules.NAME_RE.pattern, code=errors.RULE_NAME_INVALID,
                    rule="must be 1-32 letters, digits or _")
 
 
 def sql_field(required: bool = False) -> String:
-    return String(required=required, min_len=1, max_len=300, code="SqlInvalid", rule="must be 1-300 characters",
+    return String(required=required, min_len=1, max_len=300, code=errors.SQL_INVALID, rule="must be 1-300 characters",
                   description="SELECT <fields> FROM '<topic filter>' [WHERE <condition>] (SPEC §9.1)",
                   example="SELECT room1.temperature AS temp FROM '/+/data' WHERE room1.temperature > 30")
 
 
 ACTION = Json(object_only=True, description="{type: republish|http|sqs|sns|kinesis|dynamodb|lambda|s3, …settings}")
-ACTIONS = Array(ACTION, max_items=rules.MAX_ACTIONS, code="ActionInvalid")
-DESCRIPTION = String(max_len=256, code="DescriptionInvalid", rule="must be at most 256 characters")
+ACTIONS = Array(ACTION, max_items=rules.MAX_ACTIONS, code=errors.ACTION_INVALID)
+DESCRIPTION = String(max_len=256, code=errors.DESCRIPTION_INVALID, rule="must be at most 256 characters")
 
 RuleCreate = Model("RuleCreate", {
     "name": RULE_NAME, "description": DESCRIPTION, "sql": sql_field(required=True),
@@ -43,10 +44,10 @@ Rule = Model("Rule", {
     "note": String(nullable=True), "stats": RuleStats,
 })
 Debug = Model("RuleDebug", {
-    "topic": String(required=True, min_len=1, max_len=256, code="TopicInvalid"),
+    "topic": String(required=True, min_len=1, max_len=256, code=errors.TOPIC_INVALID),
     "payload": Json(description="sample payload: a JSON value, or a string sent as is"),
-    "payload_base64": String(max_len=200_000, code="PayloadInvalid", description="a binary sample payload"),
-    "sql": String(min_len=1, max_len=300, code="SqlInvalid", description="try this SQL instead of the saved one"),
+    "payload_base64": String(max_len=200_000, code=errors.PAYLOAD_INVALID, description="a binary sample payload"),
+    "sql": String(min_len=1, max_len=300, code=errors.SQL_INVALID, description="try this SQL instead of the saved one"),
     "product_id": String(max_len=64), "device_name": String(max_len=64),
 })
 DebugResult = Model("RuleDebugResult", {"topic_matched": Boolean(), "matched": Boolean(), "payload_json": Boolean(),
@@ -146,8 +147,8 @@ def letter_owner(params: Any, body: Any) -> tuple[str, Any]:
 @route(bp, "GET", "/v1/dead-letters", action="DescribeDeadLetters", resource="deadletter/*", listing=True,
        item_action="DescribeDeadLetter", tag=TAG,
        summary="Failed deliveries the caller may read, with their reason, newest first", response=page_of(DeadLetter),
-       query={**PAGING, "status": Enum(("dead", "replaying", "replayed"), code="StatusInvalid"),
-              "rule": String(max_len=32, code="RuleNameInvalid")})
+       query={**PAGING, "status": Enum(("dead", "replaying", "replayed"), code=errors.STATUS_INVALID),
+              "rule": String(max_len=32, code=errors.RULE_NAME_INVALID)})
 def list_dead_letters(ctx: Ctx) -> dict[str, Any]:
     items, nxt = delivery.list_letters(visible=ctx.visible, status=ctx.query.get("status"),
                                        rule=ctx.query.get("rule"), limit=ctx.query["limit"],
@@ -172,7 +173,7 @@ def replay_dead_letter(ctx: Ctx) -> dict[str, Any]:
 @route(bp, "GET", "/v1/deliveries", action="DescribeDeliveries", resource="delivery/*", listing=True, tag=TAG,
        summary="Delivery log of one target (rule/{name}/{action}, rule/{name}/error/{i}, stream/{id}…), newest first",
        response=page_of(Delivery),
-       query={**PAGING, "target": String(required=True, min_len=1, max_len=200, code="TargetInvalid")})
+       query={**PAGING, "target": String(required=True, min_len=1, max_len=200, code=errors.TARGET_INVALID)})
 def list_deliveries(ctx: Ctx) -> dict[str, Any]:
     # one target's log: the decision is the one about the rule or stream the target belongs to
     ctx.require("DescribeDeliveries", delivery.owner_of_target(ctx.query["target"]))

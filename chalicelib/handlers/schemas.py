@@ -6,19 +6,20 @@ names) live in the services and are referenced here, so each rule is written onc
 """
 from __future__ import annotations
 
+from ..core import errors
 from ..core.schema import (Array, Boolean, Enum, Integer, IntEnum, Json, Map, Model, String, page_of)
 from ..services import devices as device_rules
 from ..services import products as product_rules
 
 # ------------------------------------------------------------------ common
 
-LIMIT = Integer(minimum=1, maximum=100, default=20, description="page size (≤ 100)", code="LimitInvalid")
+LIMIT = Integer(minimum=1, maximum=100, default=20, description="page size (≤ 100)", code=errors.LIMIT_INVALID)
 NEXT = String(min_len=1, max_len=2048, description="opaque token from the previous page's `next`",
-              code="NextTokenInvalid")
+              code=errors.NEXT_TOKEN_INVALID)
 PAGING = {"limit": LIMIT, "next": NEXT}
 
 ErrorDetail = Model("ErrorDetail", {
-    "code": String(required=True, example="InvalidParameterValue.DeviceNameInvalid"),
+    "code": String(required=True, example=errors.DEVICE_NAME_INVALID.code),
     "message": String(required=True),
     "field": String(),
     "details": Json(object_only=True),
@@ -31,42 +32,43 @@ ErrorBody = Model("Error", {"error": ErrorDetail, "request_id": String(required=
 
 def product_name(required: bool = False) -> String:
     return String(required=required, min_len=1, max_len=40, check=product_rules.product_name_ok,
-                  code="ProductNameInvalid", schema_pattern=False,
+                  code=errors.PRODUCT_NAME_INVALID, schema_pattern=False,
                   rule="must be 1-40 characters: letters, digits, _, space (not first or last) and ()（）-@\\/",
                   description="1-40 chars: letters (any script), digits, _, space (not first/last), ()（）-@\\/")
 
 
 def category(required: bool = False) -> String:
     return String(required=required, min_len=1, max_len=198, pattern=product_rules.CATEGORY_RE.pattern,
-                  code="CategoryInvalid", rule="must be `custom` or a path like smart-life/lighting/lamp",
+                  code=errors.CATEGORY_INVALID, rule="must be `custom` or a path like smart-life/lighting/lamp",
                   description="`custom` or a path such as smart-life/lighting/lamp")
 
 
-DESCRIPTION = String(max_len=80, code="DescriptionInvalid", rule="must be at most 80 characters")
+DESCRIPTION = String(max_len=80, code=errors.DESCRIPTION_INVALID, rule="must be at most 80 characters")
 
 ProductCreate = Model("ProductCreate", {
     "name": product_name(required=True),
     "category": category(required=True),
-    "device_type": Enum(product_rules.DEVICE_TYPES, required=True, code="DeviceTypeInvalid"),
-    "subdevice_protocol": Enum(product_rules.SUBDEVICE_PROTOCOLS, code="SubdeviceProtocolInvalid",
+    "device_type": Enum(product_rules.DEVICE_TYPES, required=True, code=errors.DEVICE_TYPE_INVALID),
+    "subdevice_protocol": Enum(product_rules.SUBDEVICE_PROTOCOLS, code=errors.SUBDEVICE_PROTOCOL_INVALID,
                                description="required when device_type is subdevice"),
-    "comm_method": Enum(product_rules.COMM_METHODS, required=True, code="CommMethodInvalid"),
-    "auth_type": Enum(product_rules.AUTH_TYPES, required=True, code="AuthTypeInvalid"),
-    "data_protocol": Enum(product_rules.DATA_PROTOCOLS, required=True, code="DataProtocolInvalid"),
+    "comm_method": Enum(product_rules.COMM_METHODS, required=True, code=errors.COMM_METHOD_INVALID),
+    "auth_type": Enum(product_rules.AUTH_TYPES, required=True, code=errors.AUTH_TYPE_INVALID),
+    "data_protocol": Enum(product_rules.DATA_PROTOCOLS, required=True, code=errors.DATA_PROTOCOL_INVALID),
     "description": DESCRIPTION,
-    "binding_strategy": Enum(product_rules.BINDING_STRATEGIES, default="preemptive", code="BindingStrategyInvalid"),
+    "binding_strategy": Enum(product_rules.BINDING_STRATEGIES, default="preemptive",
+                             code=errors.BINDING_STRATEGY_INVALID),
 })
 
 ProductPatch = Model("ProductPatch", {
     "name": product_name(),
     "category": category(),
-    "device_type": Enum(product_rules.DEVICE_TYPES, code="DeviceTypeInvalid"),
-    "subdevice_protocol": Enum(product_rules.SUBDEVICE_PROTOCOLS, code="SubdeviceProtocolInvalid"),
-    "comm_method": Enum(product_rules.COMM_METHODS, code="CommMethodInvalid"),
-    "auth_type": Enum(product_rules.AUTH_TYPES, code="AuthTypeInvalid"),
-    "data_protocol": Enum(product_rules.DATA_PROTOCOLS, code="DataProtocolInvalid"),
+    "device_type": Enum(product_rules.DEVICE_TYPES, code=errors.DEVICE_TYPE_INVALID),
+    "subdevice_protocol": Enum(product_rules.SUBDEVICE_PROTOCOLS, code=errors.SUBDEVICE_PROTOCOL_INVALID),
+    "comm_method": Enum(product_rules.COMM_METHODS, code=errors.COMM_METHOD_INVALID),
+    "auth_type": Enum(product_rules.AUTH_TYPES, code=errors.AUTH_TYPE_INVALID),
+    "data_protocol": Enum(product_rules.DATA_PROTOCOLS, code=errors.DATA_PROTOCOL_INVALID),
     "description": DESCRIPTION,
-    "binding_strategy": Enum(product_rules.BINDING_STRATEGIES, code="BindingStrategyInvalid"),
+    "binding_strategy": Enum(product_rules.BINDING_STRATEGIES, code=errors.BINDING_STRATEGY_INVALID),
 })
 
 Product = Model("Product", {
@@ -92,9 +94,9 @@ ProductPage = page_of(Product)
 ThingModel = Json(object_only=True, description="the thing-model JSON of SPEC §4")
 
 RegistrationPut = Model("DynamicRegistrationSettings", {
-    "register_type": IntEnum(product_rules.REGISTER_TYPES, required=True, code="RegisterTypeInvalid",
+    "register_type": IntEnum(product_rules.REGISTER_TYPES, required=True, code=errors.REGISTER_TYPE_INVALID,
                              description="0 off · 1 pre-created devices only · 2 also create unknown names"),
-    "register_limit": Integer(minimum=0, maximum=1_000_000, code="RegisterLimitInvalid",
+    "register_limit": Integer(minimum=0, maximum=1_000_000, code=errors.REGISTER_LIMIT_INVALID,
                               description="how many devices dynamic registration may create (type 2)"),
 })
 Registration = Model("DynamicRegistration", {
@@ -108,9 +110,9 @@ Registration = Model("DynamicRegistration", {
 }, allow_extra=True)
 
 TopicCreate = Model("TopicCreate", {
-    "name": String(required=True, min_len=1, max_len=64, check=product_rules.topic_name_ok, code="TopicNameInvalid",
-                   rule="must be 1-64 characters: letters, digits, _ in levels separated by /, + as a whole level"),
-    "permission": Enum(("pub", "sub", "pubsub"), required=True, code="TopicPermissionInvalid"),
+    "name": String(required=True, min_len=1, max_len=64, check=product_rules.topic_name_ok,
+                   code=errors.TOPIC_NAME_INVALID, rule="must be 1-64 characters: letters, digits, _ in levels separated by /, + as a whole level"),
+    "permission": Enum(("pub", "sub", "pubsub"), required=True, code=errors.TOPIC_PERMISSION_INVALID),
 })
 Topic = Model("Topic", {"name": String(required=True), "permission": String(required=True),
                         "topic": String(required=True)}, allow_extra=True)
@@ -119,19 +121,19 @@ TopicList = Model("TopicList", {"items": Array(Topic, required=True)}, allow_ext
 # ------------------------------------------------------------------ devices
 
 DEVICE_NAME = String(required=True, min_len=1, max_len=48, pattern=device_rules.DEVICE_NAME_RE.pattern,
-                     code="DeviceNameInvalid", rule="must be 1-48 characters of A-Z a-z 0-9 _ : -")
+                     code=errors.DEVICE_NAME_INVALID, rule="must be 1-48 characters of A-Z a-z 0-9 _ : -")
 DeviceCreate = Model("DeviceCreate", {
     "device_name": DEVICE_NAME,
-    "secret": String(min_len=24, max_len=24, check=device_rules.secret_ok, code="DeviceSecretInvalid",
+    "secret": String(min_len=24, max_len=24, check=device_rules.secret_ok, code=errors.DEVICE_SECRET_INVALID,
                      rule="must be base64 of 16 bytes (24 characters)", schema_pattern=False,
                      description="optional PSK; generated when absent"),
 })
-TAGS = Map(String(min_len=1, max_len=64, code="TagValueInvalid", rule="must be 1-64 characters"),
-           keys=String(min_len=1, max_len=32, pattern=device_rules.TAG_KEY_RE.pattern, code="TagKeyInvalid",
+TAGS = Map(String(min_len=1, max_len=64, code=errors.TAG_VALUE_INVALID, rule="must be 1-64 characters"),
+           keys=String(min_len=1, max_len=32, pattern=device_rules.TAG_KEY_RE.pattern, code=errors.TAG_KEY_INVALID,
                        rule="must be 1-32 characters of A-Z a-z 0-9 _ - ."),
-           max_items=device_rules.MAX_TAGS, code="TagsInvalid")
+           max_items=device_rules.MAX_TAGS, code=errors.TAGS_INVALID)
 DevicePatch = Model("DevicePatch", {
-    "enabled": Boolean(code="EnabledInvalid"),
+    "enabled": Boolean(code=errors.ENABLED_INVALID),
     "tags": TAGS,
 })
 Device = Model("Device", {
@@ -160,10 +162,11 @@ Quota = Model("Quota", {"device_quota": Integer(required=True), "registered": In
 
 # ------------------------------------------------------------------- access
 
-POLICY = Json(object_only=True, code="PolicyInvalid", description='{"version":"2.0","statement":[{"effect","action":[…],"resource":[…]}]}')
+POLICY = Json(object_only=True, code=errors.POLICY_INVALID,
+              description='{"version":"2.0","statement":[{"effect","action":[…],"resource":[…]}]}')
 PrincipalCreate = Model("PrincipalCreate", {
-    "name": String(required=True, min_len=1, max_len=64, code="PrincipalNameInvalid"),
-    "kind": Enum(("user", "chat"), default="user", code="PrincipalKindInvalid"),
+    "name": String(required=True, min_len=1, max_len=64, code=errors.PRINCIPAL_NAME_INVALID),
+    "kind": Enum(("user", "chat"), default="user", code=errors.PRINCIPAL_KIND_INVALID),
     "policy": POLICY,
 })
 Principal = Model("Principal", {
@@ -176,9 +179,9 @@ PolicyPut = Model("PolicyPut", {
 }, allow_extra=False)
 
 KeyCreate = Model("ApiKeyCreate", {
-    "principal_id": String(min_len=1, max_len=64, code="PrincipalIdInvalid",
+    "principal_id": String(min_len=1, max_len=64, code=errors.PRINCIPAL_ID_INVALID,
                            description="whose key; default: the caller"),
-    "name": String(max_len=64, default="", code="KeyNameInvalid"),
+    "name": String(max_len=64, default="", code=errors.KEY_NAME_INVALID),
 })
 ApiKey = Model("ApiKey", {
     "key_id": String(required=True), "principal_id": String(required=True), "name": String(required=True),
@@ -188,17 +191,18 @@ ApiKey = Model("ApiKey", {
 ApiKeyPage = page_of(ApiKey)
 
 ApplicationCreate = Model("ApplicationCreate", {
-    "name": String(required=True, min_len=1, max_len=50, code="ApplicationNameInvalid",
+    "name": String(required=True, min_len=1, max_len=50, code=errors.APPLICATION_NAME_INVALID,
                    rule="must be 1-50 characters"),
-    "remark": String(max_len=1024, default="", code="ApplicationRemarkInvalid", rule="must be at most 1024 characters"),
-    "products": Array(String(pattern=product_rules.PRODUCT_ID_RE.pattern, code="ProductIdInvalid",
+    "remark": String(max_len=1024, default="", code=errors.APPLICATION_REMARK_INVALID,
+                     rule="must be at most 1024 characters"),
+    "products": Array(String(pattern=product_rules.PRODUCT_ID_RE.pattern, code=errors.PRODUCT_ID_INVALID,
                              rule="must be a 10-character ProductId"), max_items=200, default=list, unique=True,
-                      code="ProductsInvalid"),
+                      code=errors.PRODUCTS_INVALID),
 })
 ApplicationProducts = Model("ApplicationProducts", {
-    "products": Array(String(pattern=product_rules.PRODUCT_ID_RE.pattern, code="ProductIdInvalid",
+    "products": Array(String(pattern=product_rules.PRODUCT_ID_RE.pattern, code=errors.PRODUCT_ID_INVALID,
                              rule="must be a 10-character ProductId"), required=True, max_items=200, unique=True,
-                      code="ProductsInvalid"),
+                      code=errors.PRODUCTS_INVALID),
 })
 Application = Model("Application", {
     "application_id": String(required=True), "name": String(required=True), "remark": String(required=True),

@@ -11,7 +11,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from ..core import clock
+from ..core import clock, errors
 from ..core.schema import Array, Enum, Integer, Model, Number, String
 from ..services import analytics, device_data
 from ..services.products import PRODUCT_ID_RE, get_product
@@ -22,13 +22,13 @@ bp = Blueprint(__name__)
 MAX_TIME = 4_102_444_800_000
 TAG = "analytics"
 
-PRODUCT = {"product_id": String(pattern=PRODUCT_ID_RE.pattern, code="ProductIdInvalid",
+PRODUCT = {"product_id": String(pattern=PRODUCT_ID_RE.pattern, code=errors.PRODUCT_ID_INVALID,
                                 rule="must be a 10-character ProductId",
                                 description="one product; default: every product the caller may read")}
 RANGE = {
-    "start": Integer(minimum=0, maximum=MAX_TIME, code="StartInvalid",
+    "start": Integer(minimum=0, maximum=MAX_TIME, code=errors.START_INVALID,
                      description="Unix seconds or milliseconds (≥ 10^11 means ms)"),
-    "end": Integer(minimum=0, maximum=MAX_TIME, code="EndInvalid",
+    "end": Integer(minimum=0, maximum=MAX_TIME, code=errors.END_INVALID,
                    description="Unix seconds or milliseconds; default: now"),
 }
 
@@ -103,7 +103,8 @@ def overview(ctx: Ctx) -> dict[str, Any]:
 
 @route(bp, "GET", "/v1/stats/messages", action="DescribeMessageStatistics", resource="product/*", listing=True,
        tag=TAG, summary="Uplink, downlink, their failures, rule hits and forwards per hour or per day",
-       query={**PRODUCT, **RANGE, "granularity": Enum(("hour", "day"), default="hour", code="GranularityInvalid")},
+       query={**PRODUCT, **RANGE,
+              "granularity": Enum(("hour", "day"), default="hour", code=errors.GRANULARITY_INVALID)},
        response=Messages)
 def messages(ctx: Ctx) -> dict[str, Any]:
     pids = [p for p, _ in _products(ctx)]

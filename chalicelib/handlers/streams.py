@@ -5,6 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from ..core import errors
 from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, String, page_of
 from ..services import streams
 from .api import Ctx, decode_token, encode_token, route
@@ -13,23 +14,24 @@ from .schemas import PAGING
 bp = Blueprint(__name__)
 TAG = "streams"
 
-NAME = String(min_len=1, max_len=64, code="StreamNameInvalid", rule="must be 1-64 characters")
+NAME = String(min_len=1, max_len=64, code=errors.STREAM_NAME_INVALID, rule="must be 1-64 characters")
 OUTPUT = Json(object_only=True, description='{"type":"custom_push","url","token"?,"title","content"} '
                                            "(templates: ${property}, ${ProductId}, ${DeviceName}, ${Alias})")
 CONDITION = Json(object_only=True, description='{"property","op": = != > >= < <= contains,"value"}')
 FIELDS = {
-    "properties": Array(String(min_len=1, max_len=64), max_items=100, code="PropertiesInvalid",
+    "properties": Array(String(min_len=1, max_len=64), max_items=100, code=errors.PROPERTIES_INVALID,
                         description="properties fed to the stream (none = all)"),
-    "match": Enum(("all", "any"), code="MatchInvalid", description="all-AND or all-OR of the conditions"),
-    "conditions": Array(CONDITION, max_items=streams.MAX_CONDITIONS, code="ConditionInvalid"),
-    "outputs": Array(OUTPUT, min_items=1, max_items=streams.MAX_OUTPUTS, code="OutputInvalid"),
+    "match": Enum(("all", "any"), code=errors.MATCH_INVALID, description="all-AND or all-OR of the conditions"),
+    "conditions": Array(CONDITION, max_items=streams.MAX_CONDITIONS, code=errors.CONDITION_INVALID),
+    "outputs": Array(OUTPUT, min_items=1, max_items=streams.MAX_OUTPUTS, code=errors.OUTPUT_INVALID),
     "enabled": Boolean(description="enabling verifies every output URL (Echostr)"),
 }
 StreamCreate = Model("StreamCreate", {
-    "name": String(required=True, min_len=1, max_len=64, code="StreamNameInvalid", rule="must be 1-64 characters"),
-    "product_id": String(required=True, min_len=1, max_len=32, code="ProductIdInvalid"),
+    "name": String(required=True, min_len=1, max_len=64, code=errors.STREAM_NAME_INVALID,
+                   rule="must be 1-64 characters"),
+    "product_id": String(required=True, min_len=1, max_len=32, code=errors.PRODUCT_ID_INVALID),
     **{k: v for k, v in FIELDS.items() if k != "outputs"},
-    "outputs": Array(OUTPUT, required=True, min_items=1, max_items=streams.MAX_OUTPUTS, code="OutputInvalid"),
+    "outputs": Array(OUTPUT, required=True, min_items=1, max_items=streams.MAX_OUTPUTS, code=errors.OUTPUT_INVALID),
 })
 StreamPut = Model("StreamPut", {"name": NAME, **FIELDS})
 Stream = Model("Stream", {

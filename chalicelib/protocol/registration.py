@@ -48,7 +48,7 @@ class Refusal(Exception):
 def refuse(kind: str, message: str | None = None) -> Refusal:
     """A :class:`Refusal` of one of the kinds in :data:`chalicelib.core.errors.REGISTRATION`."""
     code, legacy, default = errors.REGISTRATION[kind]
-    return Refusal(code, message or default, legacy)
+    return Refusal(code.code, message or default, legacy)
 
 
 # ------------------------------------------------------------------ signatures

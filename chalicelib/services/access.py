@@ -124,12 +124,12 @@ KEY_ID_RE = re.compile(r"[a-z0-9]{16}")
 
 def get_principal(principal_id: str) -> PrincipalRecord:
     if not PRINCIPAL_ID_RE.fullmatch(principal_id or ""):
-        raise errors.not_found("PrincipalNotExist", f"principal {principal_id} does not exist", "principal_id")
+        raise errors.PRINCIPAL_NOT_EXIST(f"principal {principal_id} does not exist", "principal_id")
     try:
         return PrincipalRecord.get(principal_id)
     except DoesNotExist:
-        raise errors.not_found("PrincipalNotExist", f"principal {principal_id} does not exist",
-                               "principal_id") from None
+        raise errors.PRINCIPAL_NOT_EXIST(f"principal {principal_id} does not exist",
+                                         "principal_id") from None
 
 
 def delete_principal(principal_id: str) -> None:
@@ -138,12 +138,11 @@ def delete_principal(principal_id: str) -> None:
     goes with its application."""
     rec = get_principal(principal_id)
     if rec.kind == "root":
-        raise errors.conflict("UnsupportedOperation.RootPrincipal", "the root principal cannot be deleted",
-                              "principal_id")
+        raise errors.ROOT_PRINCIPAL("the root principal cannot be deleted",
+                                    "principal_id")
     if rec.kind == "application":
-        raise errors.conflict("UnsupportedOperation.ApplicationPrincipal",
-                              "an application's principal is deleted with its application: "
-                              "DELETE /v1/applications/{id}", "principal_id")
+        raise errors.APPLICATION_PRINCIPAL("an application's principal is deleted with its application: "
+                                           "DELETE /v1/applications/{id}", "principal_id")
     rec.delete()
     _revoke_keys(principal_id)
 
@@ -162,12 +161,12 @@ def _revoke_keys(principal_id: str) -> None:
 def put_policy(principal_id: str, policy: Any) -> dict[str, Any]:
     rec = get_principal(principal_id)
     if rec.kind == "root":
-        raise errors.conflict("UnsupportedOperation.RootPolicy", "the root principal's policy cannot change",
-                              "principal_id")
+        raise errors.ROOT_POLICY("the root principal's policy cannot change",
+                                 "principal_id")
     if rec.kind == "application":
-        raise errors.conflict("UnsupportedOperation.ApplicationPolicy",
-                              "an application's access follows its products; use PUT /v1/applications/{id}/products",
-                              "principal_id")
+        raise errors.APPLICATION_POLICY(
+            "an application's access follows its products; use PUT /v1/applications/{id}/products",
+            "principal_id")
     doc, _ = auth.parse_policy(policy, path="")
     rec.update(actions=[PrincipalRecord.policy.set(doc), PrincipalRecord.updated_at.set(clock.now_s())])
     return principal_view(rec)
@@ -189,7 +188,7 @@ def create_key(principal_id: str, name: str, platform: str | None = None) -> dic
     try:
         rec.save(condition=ApiKeyRecord.key_id.does_not_exist())
     except PutError:  # 16 random chars colliding: astronomically unlikely; answer honestly
-        raise errors.FleetboxError("FailedOperation.KeyCollision", "try again", None) from None
+        raise errors.KEY_COLLISION("try again", None) from None
     view = key_view(rec)
     view["api_key"] = text
     return view
@@ -207,13 +206,13 @@ def list_keys(principal_id: str, limit: int, start: dict[str, Any] | None) -> tu
 
 def get_key(key_id: str) -> ApiKeyRecord:
     if not KEY_ID_RE.fullmatch(key_id or ""):
-        raise errors.not_found("ApiKeyNotExist", f"API key {key_id} does not exist", "key_id")
+        raise errors.API_KEY_NOT_EXIST(f"API key {key_id} does not exist", "key_id")
     try:
         rec = ApiKeyRecord.get(key_id)
     except DoesNotExist:
         rec = None
     if rec is None:
-        raise errors.not_found("ApiKeyNotExist", f"API key {key_id} does not exist", "key_id")
+        raise errors.API_KEY_NOT_EXIST(f"API key {key_id} does not exist", "key_id")
     return rec
 
 
@@ -253,8 +252,8 @@ def _check_products(products: list[str]) -> None:
         try:
             get_product(pid)
         except errors.FleetboxError:
-            raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"products[{i}]: product {pid} does not exist",
-                                   f"products[{i}]") from None
+            raise errors.PRODUCT_NOT_EXIST(f"products[{i}]: product {pid} does not exist",
+                                           f"products[{i}]") from None
 
 
 def create_application(name: str, remark: str, products: list[str]) -> dict[str, Any]:
@@ -274,12 +273,12 @@ def create_application(name: str, remark: str, products: list[str]) -> dict[str,
 
 def get_application(app_id: str) -> ApplicationRecord:
     if not APPLICATION_ID_RE.fullmatch(app_id or ""):
-        raise errors.not_found("ApplicationNotExist", f"application {app_id} does not exist", "application_id")
+        raise errors.APPLICATION_NOT_EXIST(f"application {app_id} does not exist", "application_id")
     try:
         return ApplicationRecord.get(app_id)
     except DoesNotExist:
-        raise errors.not_found("ApplicationNotExist", f"application {app_id} does not exist",
-                               "application_id") from None
+        raise errors.APPLICATION_NOT_EXIST(f"application {app_id} does not exist",
+                                           "application_id") from None
 
 
 def describe_application(app_id: str) -> dict[str, Any]:

@@ -249,9 +249,9 @@ def overview(pids: list[str], start_day: dt.date | None = None, end_day: dt.date
     end_day = end_day or today
     start_day = start_day or (end_day - dt.timedelta(days=6))
     if start_day > end_day:
-        raise errors.invalid("TimeRangeInvalid", "start must not be after end", "start")
+        raise errors.TIME_RANGE_INVALID("start must not be after end", "start")
     if (end_day - start_day).days + 1 > MAX_DAY_RANGE_DAYS:
-        raise errors.invalid("TimeRangeInvalid", f"the range may span at most {MAX_DAY_RANGE_DAYS} days", "start")
+        raise errors.TIME_RANGE_INVALID(f"the range may span at most {MAX_DAY_RANGE_DAYS} days", "start")
     window = _days(today - dt.timedelta(days=13), today)
     series = _days(start_day, end_day)
     wanted = {_ymd(d) for d in window} | {_ymd(d) for d in series}
@@ -292,12 +292,12 @@ def overview(pids: list[str], start_day: dt.date | None = None, end_day: dt.date
 def messages(pids: list[str], granularity: str, start_s: int, end_s: int) -> dict[str, Any]:
     """Message counters per hour or per day between two Unix times (UTC buckets, oldest first)."""
     if start_s > end_s:
-        raise errors.invalid("TimeRangeInvalid", "start must not be after end", "start")
+        raise errors.TIME_RANGE_INVALID("start must not be after end", "start")
     start = dt.datetime.fromtimestamp(start_s, tz=dt.timezone.utc)
     end = dt.datetime.fromtimestamp(end_s, tz=dt.timezone.utc)
     if granularity == "hour":
         if end_s - start_s > MAX_HOUR_RANGE_S:
-            raise errors.invalid("TimeRangeInvalid", "an hourly range may span at most 31 days", "start")
+            raise errors.TIME_RANGE_INVALID("an hourly range may span at most 31 days", "start")
         first = start.replace(minute=0, second=0, microsecond=0)
         buckets = []
         t = first
@@ -307,8 +307,8 @@ def messages(pids: list[str], granularity: str, start_s: int, end_s: int) -> dic
     else:
         first_day, last_day = start.date(), end.date()
         if (last_day - first_day).days + 1 > MAX_DAY_RANGE_DAYS:
-            raise errors.invalid("TimeRangeInvalid", f"a daily range may span at most {MAX_DAY_RANGE_DAYS} days",
-                                 "start")
+            raise errors.TIME_RANGE_INVALID(f"a daily range may span at most {MAX_DAY_RANGE_DAYS} days",
+                                            "start")
         buckets = [dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc) for d in _days(first_day, last_day)]
     days = sorted({b.strftime("%Y%m%d") for b in buckets})
     items = _batch_get([(day_pk(p), d) for p in pids for d in days])

@@ -46,7 +46,7 @@ def _query(*, start: int, end: int, principal_id: str | None, action: str | None
     cursor_day = cursor.get("day", {}).get("S") if cursor else None
     last_sk = cursor.get("sk", {}).get("S") if cursor else None
     if cursor and not (cursor_day and last_sk):
-        raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+        raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
     lo_sk, hi_sk = f"{start * 1000:013d}", f"{end * 1000 + 999:013d}~"
     while day_ts >= start - _DAY and len(items) < limit:
         day = clock.day(day_ts)

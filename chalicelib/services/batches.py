@@ -70,11 +70,10 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
     """
     limit = settings().batch_upload_max_bytes
     if len(text.encode("utf-8")) > limit:
-        raise errors.FleetboxError("RequestTooLarge.NamesCsvTooLarge",
-                                   f"names_csv is larger than {limit} bytes", "names_csv")
+        raise errors.NAMES_CSV_TOO_LARGE(f"names_csv is larger than {limit} bytes", "names_csv")
     if "\x00" in text or any(ord(c) < 32 and c not in "\t\r\n" for c in text[:4096]):
-        raise errors.invalid("NamesCsvInvalid", "names_csv must be CSV text (this looks like a binary file)",
-                             "names_csv")
+        raise errors.NAMES_CSV_INVALID("names_csv must be CSV text (this looks like a binary file)",
+                                       "names_csv")
     rows: list[tuple[int, str, str | None]] = []
     seen: dict[str, int] = {}
     try:
@@ -96,38 +95,37 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
                 seen[name] = line
             rows.append((line, name, problem))
             if len(rows) > MAX_QUANTITY:
-                raise errors.invalid("QuantityInvalid", f"names_csv has more than {MAX_QUANTITY} rows",
-                                     "names_csv")
+                raise errors.QUANTITY_INVALID(f"names_csv has more than {MAX_QUANTITY} rows",
+                                              "names_csv")
     except csv.Error as exc:
-        raise errors.invalid("NamesCsvInvalid", f"names_csv is not valid CSV: {exc}", "names_csv") from None
+        raise errors.NAMES_CSV_INVALID(f"names_csv is not valid CSV: {exc}", "names_csv") from None
     if not rows:
-        raise errors.invalid("NamesCsvInvalid", "names_csv holds no device name", "names_csv")
+        raise errors.NAMES_CSV_INVALID("names_csv holds no device name", "names_csv")
     return rows
 
 
 def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     product = get_product(fields["product_id"])
     if product.status != "released":
-        raise errors.FleetboxError("UnsupportedOperation.ProductNotReleased",
-                                   f"product {product.product_id} is not released: mass production requires "
-                                   "a released product (publish it first)", "product_id")
+        raise errors.PRODUCT_NOT_RELEASED(f"product {product.product_id} is not released: mass production requires "
+                                          "a released product (publish it first)", "product_id")
     if product.auth_type == "certificate":
-        raise errors.FleetboxError("UnsupportedOperation.CertificateProductBatch",
-                                   "batch jobs make key-authenticated devices; devices of a certificate product "
-                                   "are created one by one (each gets its certificate)", "product_id")
+        raise errors.CERTIFICATE_PRODUCT_BATCH(
+            "batch jobs make key-authenticated devices; devices of a certificate product "
+            "are created one by one (each gets its certificate)", "product_id")
     burn, generation = fields["burn_method"], fields["generation"]
     if burn == "per_product_secret":
         if generation != "upload":
-            raise errors.invalid("GenerationInvalid",
-                                 "per_product_secret batches take uploaded names (generation upload)", "generation")
+            raise errors.GENERATION_INVALID(
+                "per_product_secret batches take uploaded names (generation upload)", "generation")
         if not int(product.register_type or 0) or not product.product_secret:
-            raise errors.FleetboxError("UnsupportedOperation.DynamicRegisterDisabled",
-                                       "per_product_secret batches need dynamic registration on for the product",
-                                       "burn_method")
+            raise errors.DYNAMIC_REGISTER_DISABLED(
+                "per_product_secret batches need dynamic registration on for the product",
+                "burn_method")
     rows = None
     if generation == "auto":
         if "names_csv" in fields:
-            raise errors.invalid("NamesCsvInvalid", "names_csv applies only to generation upload", "names_csv")
+            raise errors.NAMES_CSV_INVALID("names_csv applies only to generation upload", "names_csv")
         if fields.get("quantity") is None:
             raise errors.missing("quantity")
         quantity = reserved = int(fields["quantity"])
@@ -137,8 +135,8 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
         rows = parse_names(fields["names_csv"])
         quantity = len(rows)
         if fields.get("quantity") is not None and int(fields["quantity"]) != quantity:
-            raise errors.invalid("QuantityInvalid", f"quantity {fields['quantity']} does not match the "
-                                 f"{quantity} rows of names_csv (omit it for uploads)", "quantity")
+            raise errors.QUANTITY_INVALID(f"quantity {fields['quantity']} does not match the "
+                                          f"{quantity} rows of names_csv (omit it for uploads)", "quantity")
         reserved = sum(1 for _, _, problem in rows if problem is None)
     return production.new_batch(KIND_DEVICES, product, quantity, reserved, created_by, rows=rows,
                      burn_method=burn, generation=generation, qr_code=bool(fields.get("qr_code")))

@@ -88,8 +88,8 @@ def product_of_id(binding_id: str) -> str:
 
 
 def _forged() -> errors.FleetboxError:
-    return errors.invalid("QRCodeSignatureInvalid", "the code's signature does not verify: not a code this "
-                          "platform issued, or it was altered", "code")
+    return errors.QR_CODE_SIGNATURE_INVALID("the code's signature does not verify: not a code this "
+                                            "platform issued, or it was altered", "code")
 
 
 def _resolve(body: dict[str, Any]) -> tuple[ProductRecord, DeviceRecord, str]:
@@ -99,12 +99,12 @@ def _resolve(body: dict[str, Any]) -> tuple[ProductRecord, DeviceRecord, str]:
     if doc is not None:
         pid, sig = doc.get("ProductId"), doc.get("Signature")
         if not isinstance(pid, str) or not PRODUCT_ID_RE.fullmatch(pid) or not isinstance(sig, str):
-            raise errors.invalid("CodeInvalid", "code must be a device, SN or product QR code", "code")
+            raise errors.CODE_INVALID("code must be a device, SN or product QR code", "code")
         product = get_product(pid)
         if "DeviceName" in doc:
             name = doc["DeviceName"]
             if not isinstance(name, str) or not devices.device_name_ok(name):
-                raise errors.invalid("CodeInvalid", "code names no valid DeviceName", "code")
+                raise errors.CODE_INVALID("code names no valid DeviceName", "code")
             try:
                 device = DeviceRecord.get(pid, name, consistent_read=True)
             except DoesNotExist:
@@ -122,15 +122,15 @@ def _resolve(body: dict[str, Any]) -> tuple[ProductRecord, DeviceRecord, str]:
         return product, devices.get_device(pid, name), "product"
     m = SN_CODE_RE.fullmatch(code)
     if not m:
-        raise errors.invalid("CodeInvalid", "code must be a device, SN or product QR code", "code")
+        raise errors.CODE_INVALID("code must be a device, SN or product QR code", "code")
     product = get_product(m.group(1))
     try:
         sn = SerialNumberRecord.get(m.group(1), m.group(2), consistent_read=True)
     except DoesNotExist:
-        raise errors.not_found("SerialNumberNotExist", f"serial number {m.group(2)} does not exist", "code") from None
+        raise errors.SERIAL_NUMBER_NOT_EXIST(f"serial number {m.group(2)} does not exist", "code") from None
     if not sn.device_name:
-        raise errors.FleetboxError("FailedOperation.SerialNumberNotLinked",
-                                   f"serial number {sn.sn} is not linked to a device yet (import its IMEI)", "code")
+        raise errors.SERIAL_NUMBER_NOT_LINKED(
+            f"serial number {sn.sn} is not linked to a device yet (import its IMEI)", "code")
     return product, devices.get_device(product.product_id, sn.device_name), "sn"
 
 
@@ -146,9 +146,9 @@ def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[
     product, device, via = _resolve(body)
     pid, dn = product.product_id, device.device_name
     if product.status != "released" and not developer(pid):
-        raise errors.FleetboxError("UnauthorizedOperation",
-                                   f"product {pid} is not released: QR binding of an unreleased product needs a "
-                                   "developer credential (BindUnreleasedDevice)")
+        raise errors.UNAUTHORIZED_OPERATION(
+            f"product {pid} is not released: QR binding of an unreleased product needs a "
+            "developer credential (BindUnreleasedDevice)")
     user, family = body["user_id"], body.get("family_id")
     key = f"{pid}/{dn}"
     for _ in range(3):
@@ -159,9 +159,9 @@ def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[
         if current is not None and current.user_id == user:
             return view(current)  # the same user scanning again: one binding
         if current is not None and product.binding_strategy == "exclusive":
-            raise errors.FleetboxError("FailedOperation.DeviceAlreadyBound",
-                                       f"device {dn} is bound to another user; the product's binding strategy is "
-                                       "exclusive: the owner must unbind it first", "code")
+            raise errors.DEVICE_ALREADY_BOUND(
+                f"device {dn} is bound to another user; the product's binding strategy is "
+                "exclusive: the owner must unbind it first", "code")
         rec = BindingRecord(device=key, binding_id=f"{pid}{dn}.{ids.short_id('', 12)}", product_id=pid,
                             device_name=dn, user_id=user, family_id=family, via=via, bound_at=clock.now_s(),
                             bound_by=principal.principal_id if principal else None)
@@ -173,26 +173,25 @@ def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[
             return view(rec)
         except PutError:
             continue  # someone bound or unbound meanwhile: look again
-    raise errors.FleetboxError("FailedOperation.TransactionConflict",
-                               "the device's binding changed while binding; retry", None)
+    raise errors.TRANSACTION_CONFLICT("the device's binding changed while binding; retry", None)
 
 
 def unbind(binding_id: str) -> None:
     m = BINDING_ID_RE.fullmatch(binding_id or "")
     if not m:
-        raise errors.not_found("BindingNotExist", f"binding {binding_id} does not exist", "binding_id")
+        raise errors.BINDING_NOT_EXIST(f"binding {binding_id} does not exist", "binding_id")
     try:
         BindingRecord(f"{m.group(1)}/{m.group(2)}").delete(condition=BindingRecord.binding_id == binding_id)
     except DeleteError:
-        raise errors.not_found("BindingNotExist", f"binding {binding_id} does not exist (unbound, or taken over "
-                               "by another user)", "binding_id") from None
+        raise errors.BINDING_NOT_EXIST(f"binding {binding_id} does not exist (unbound, or taken over "
+                                       "by another user)", "binding_id") from None
 
 
 def user_devices(user_id: str, limit: int, start: dict[str, Any] | None,
                  allowed: Callable[[str], bool]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The user's bound devices that ``allowed(resource)`` passes (``product/{pid}/device/{dn}``)."""
     if not USER_ID_RE.fullmatch(user_id):
-        raise errors.invalid("UserIdInvalid", "user_id must be 1-64 characters of A-Z a-z 0-9 _ . @ : -", "user_id")
+        raise errors.USER_ID_INVALID("user_id must be 1-64 characters of A-Z a-z 0-9 _ . @ : -", "user_id")
     expect_key(start, {"device": "S", "user_id": "S", "bound_at": "N"}, {"user_id": user_id})
     items: list[dict[str, Any]] = []
     last = start

@@ -180,7 +180,7 @@ def _get_letter(letter_id: str, consistent: bool = False) -> DeadLetterRecord:
     except DeadLetterRecord.DoesNotExist:
         rec = None
     if rec is None or (rec.expires_at is not None and int(rec.expires_at) <= clock.now_s()):
-        raise errors.not_found("DeadLetterNotExist", f"dead letter {letter_id} does not exist", "letter_id")
+        raise errors.DEAD_LETTER_NOT_EXIST(f"dead letter {letter_id} does not exist", "letter_id")
     return rec
 
 
@@ -226,9 +226,9 @@ def replay(letter_id: str) -> dict[str, Any]:
                    condition=DeadLetterRecord.status == "dead")
     except UpdateError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            raise errors.conflict("FailedOperation.DeadLetterNotReplayable",
-                                  f"dead letter {letter_id} is {rec.status}: only a dead letter can be replayed",
-                                  "letter_id") from None
+            raise errors.DEAD_LETTER_NOT_REPLAYABLE(
+                f"dead letter {letter_id} is {rec.status}: only a dead letter can be replayed",
+                "letter_id") from None
         raise
     job = dict(rec.job)
     job.update({"n": 0, "t0": None, "st": "a", "dl": letter_id, "rp": int(rec.replays or 0)})

@@ -61,7 +61,7 @@ def time_range(start: int | None, end: int | None) -> tuple[int, int]:
     end_ms = to_ms(end, now + CLOCK_SLACK_MS)
     start_ms = to_ms(start, (end_ms if end is not None else now) - DEFAULT_RANGE_MS)
     if start_ms > end_ms:
-        raise errors.invalid("TimeRangeInvalid", "start must not be after end", "start")
+        raise errors.TIME_RANGE_INVALID("start must not be after end", "start")
     return start_ms, end_ms
 
 
@@ -73,7 +73,7 @@ def _device(pid: str, dn: str) -> tuple[DeviceRecord, catalog.ProductInfo]:
     rec = get_device(pid, dn)  # 404s for unknown products/devices
     product = catalog.product_info(pid, fresh=True)
     if product is None:
-        raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {pid} does not exist", "product_id")
+        raise errors.PRODUCT_NOT_EXIST(f"product {pid} does not exist", "product_id")
     return rec, product
 
 
@@ -82,12 +82,12 @@ def _problems_error(problems: list[thing_model.Problem], what: str) -> errors.Fl
     first = problems[0]
     text = "; ".join(p.message for p in problems)
     if first.code == thing_model.PROBLEM_NOT_DEFINED:
-        code = "PropertyNotDefined" if what == "property" else "ParamNotDefined"
+        code = errors.PROPERTY_NOT_DEFINED if what == "property" else errors.PARAM_NOT_DEFINED
     elif first.code == thing_model.PROBLEM_READ_ONLY:
-        code = "PropertyReadOnly"
+        code = errors.PROPERTY_READ_ONLY
     else:
-        code = "ParamValueInvalid"
-    return errors.invalid(code, text[:1024], "params" if first.key == "params" else f"params.{first.key}")
+        code = errors.PARAM_VALUE_INVALID
+    return code(text[:1024], "params" if first.key == "params" else f"params.{first.key}")
 
 
 # ------------------------------------------------------------------ latest values
@@ -120,7 +120,7 @@ def _check_cursor(cursor: dict[str, Any] | None, key: str, lo: str, hi: str) -> 
     ok = (set(cursor) == {"key", "ts"} and cursor.get("key") == {"S": key} and isinstance(cursor.get("ts"), dict)
           and set(cursor["ts"]) == {"S"} and lo <= str(cursor["ts"]["S"]) <= hi)
     if not ok:
-        raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+        raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
 
 
 def _history(key: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None,
@@ -153,8 +153,8 @@ def property_history(pid: str, dn: str, prop: str, start_ms: int, end_ms: int, l
                      cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     _, product = _device(pid, dn)
     if prop not in product.model.property_ids:
-        raise errors.not_found("PropertyNotExist", f"property {prop} is not defined in the thing model of {pid}",
-                               "property_id")
+        raise errors.PROPERTY_NOT_EXIST(f"property {prop} is not defined in the thing model of {pid}",
+                                        "property_id")
     recs, nxt = _history(history_key(pid, dn, prop), start_ms, end_ms, limit, cursor)
     return [{"value": r.value, **_times(_ms_of(r))} for r in recs], nxt
 
@@ -212,13 +212,13 @@ def call_view(call: CallRecord) -> dict[str, Any]:
 def get_call(pid: str, dn: str, token: str) -> dict[str, Any]:
     _device(pid, dn)
     if not 0 < len(token) <= 128:
-        raise errors.not_found("CallNotExist", f"no control or action {token[:64]} for device {pid}/{dn}",
-                               "client_token")
+        raise errors.CALL_NOT_EXIST(f"no control or action {token[:64]} for device {pid}/{dn}",
+                                    "client_token")
     try:
         return call_view(CallRecord.get(f"{pid}/{dn}", token, consistent_read=True))
     except DoesNotExist:
-        raise errors.not_found("CallNotExist", f"no control or action {token} for device {pid}/{dn}",
-                               "client_token") from None
+        raise errors.CALL_NOT_EXIST(f"no control or action {token} for device {pid}/{dn}",
+                                    "client_token") from None
 
 
 def _wait(pid: str, dn: str, token: str, timeout_s: float) -> CallRecord:
@@ -243,7 +243,7 @@ def _time_out(call: CallRecord) -> CallRecord:
 
 def _usable(rec: DeviceRecord, pid: str, dn: str) -> None:
     if not rec.enabled:
-        raise errors.conflict("FailedOperation.DeviceDisabled", f"device {pid}/{dn} is disabled", "device_name")
+        raise errors.DEVICE_DISABLED(f"device {pid}/{dn} is disabled", "device_name")
 
 
 def control(pid: str, dn: str, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -253,7 +253,7 @@ def control(pid: str, dn: str, params: dict[str, Any], timeout_s: float) -> dict
     if problems:
         raise _problems_error(problems, "property")
     if not accepted:
-        raise errors.invalid("ParamsInvalid", "params must name at least one property", "params")
+        raise errors.PARAMS_INVALID("params must name at least one property", "params")
     call = _new_call(pid, dn, "control", accepted)
     message = {"method": "control", "clientToken": call.token, "params": accepted}
     delivered = rec.status == "online" and downlink.send(pid, dn, "property", message, dollar=rec.dollar)
@@ -285,8 +285,8 @@ def _store_desired(pid: str, dn: str, values: dict[str, Any], token: str) -> Non
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code == "ConditionalCheckFailedException":
-            raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {pid}/{dn} does not exist",
-                                   "device_name") from None
+            raise errors.DEVICE_NOT_EXIST(f"device {pid}/{dn} does not exist",
+                                          "device_name") from None
         if code != "ValidationException":
             raise
         client.update_item(TableName=request["TableName"], Key=request["Key"],
@@ -299,31 +299,28 @@ def call_action(pid: str, dn: str, action_id: str, params: dict[str, Any], mode:
                 timeout_s: float | None) -> dict[str, Any]:
     rec, product = _device(pid, dn)
     if action_id not in product.model.action_ids:
-        raise errors.not_found("ActionNotExist", f"action {action_id} is not defined in the thing model of {pid}",
-                               "action_id")
+        raise errors.ACTION_NOT_EXIST(f"action {action_id} is not defined in the thing model of {pid}",
+                                      "action_id")
     _usable(rec, pid, dn)
     accepted, problems = product.model.check_action_input(action_id, params)
     if problems:
         raise _problems_error(problems, "param")
     if rec.status != "online":
-        raise errors.conflict("FailedOperation.DeviceOffline",
-                              f"device {pid}/{dn} is {rec.status}: actions need an online device", "device_name")
+        raise errors.DEVICE_OFFLINE(f"device {pid}/{dn} is {rec.status}: actions need an online device", "device_name")
     call = _new_call(pid, dn, "action", accepted, action_id)
     message = {"method": "action", "clientToken": call.token, "actionId": action_id, "timestamp": clock.now_s(),
                "params": accepted}
     if not downlink.send(pid, dn, "action", message, dollar=rec.dollar):
         _time_out(call)
-        raise errors.conflict("FailedOperation.DeviceOffline",
-                              f"device {pid}/{dn} did not receive the action (not subscribed or gone)",
-                              "device_name")
+        raise errors.DEVICE_OFFLINE(f"device {pid}/{dn} did not receive the action (not subscribed or gone)",
+                                    "device_name")
     if mode == "async":
         return call_view(call)
     call = _wait(pid, dn, call.token, settings().action_timeout_s if timeout_s is None else timeout_s)
     if call.status == "pending":
         call = _time_out(call)
     if call.status != "replied":
-        raise errors.FleetboxError("FailedOperation.ActionTimeout",
-                                   f"device {pid}/{dn} did not answer action {action_id} within the timeout; "
-                                   f"its clientToken is {call.token}", None,
-                                   details={"client_token": call.token})
+        raise errors.ACTION_TIMEOUT(f"device {pid}/{dn} did not answer action {action_id} within the timeout; "
+                                    f"its clientToken is {call.token}", None,
+                                    details={"client_token": call.token})
     return call_view(call)

@@ -99,7 +99,7 @@ def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: i
     ``InvalidParameterValue.NextTokenInvalid``.  Returns ``(items, next_cursor | None)``.
     """
     if kind not in KINDS:
-        raise errors.invalid("LogKindInvalid", f"kind must be one of {', '.join(KINDS)}", "kind")
+        raise errors.LOG_KIND_INVALID(f"kind must be one of {', '.join(KINDS)}", "kind")
     key = f"{product_id}/{device_name}/{kind}"
     lo, hi = f"{max(int(start_ms), 0):013d}", f"{max(int(end_ms), 0):013d}#~"
     if cursor is not None:
@@ -107,7 +107,7 @@ def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: i
                 and cursor.get("key") == {"S": key} and isinstance(cursor.get("ts"), dict)
                 and set(cursor["ts"]) == {"S"} and lo <= str(cursor["ts"]["S"]) <= hi)
         if not good:
-            raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+            raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
     now_s = clock.now_s()
     live = DeviceLogRecord.expires_at.does_not_exist() | (DeviceLogRecord.expires_at > now_s)
     items: list[dict[str, Any]] = []
@@ -126,5 +126,5 @@ def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: i
                 return items, None
     except QueryError as exc:
         if cursor is not None and getattr(exc, "cause_response_code", None) == "ValidationException":
-            raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next") from None
+            raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next") from None
         raise

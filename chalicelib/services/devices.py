@@ -50,12 +50,12 @@ def _search_fields(name: str, tags: dict[str, str]) -> tuple[list[str], str]:
 
 def _get(product_id: str, device_name: str) -> DeviceRecord:
     if not device_name_ok(device_name or ""):
-        raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {device_name} does not exist", "device_name")
+        raise errors.DEVICE_NOT_EXIST(f"device {device_name} does not exist", "device_name")
     try:
         return DeviceRecord.get(product_id, device_name, consistent_read=True)
     except DoesNotExist:
-        raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
-                               "device_name") from None
+        raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist",
+                                      "device_name") from None
 
 
 def get_device(product_id: str, device_name: str) -> DeviceRecord:
@@ -223,9 +223,9 @@ def quota_counter(av: bool = False) -> CounterRecord:
 def quota_error(n: int, av: bool = False) -> errors.FleetboxError:
     q = quota()
     kind, prefix = ("audio/video device", "av_") if av else ("normal device", "")
-    return errors.FleetboxError(errors.DEVICE_LIMIT,
-                                f"{kind} license limit: {n} more device(s) requested, "
-                                f"{q[prefix + 'remaining']} of {q[prefix + 'device_quota']} remaining", "device_name")
+    return errors.DEVICE_EXCEED_LIMIT(
+        f"{kind} license limit: {n} more device(s) requested, "
+        f"{q[prefix + 'remaining']} of {q[prefix + 'device_quota']} remaining", "device_name")
 
 
 # ----------------------------------------------------------------- writing
@@ -233,8 +233,7 @@ def quota_error(n: int, av: bool = False) -> errors.FleetboxError:
 
 def check_name(device_name: str, field: str = "device_name") -> None:
     if not device_name_ok(device_name):
-        raise errors.invalid(errors.DEVICE_NAME_INVALID,
-                             "device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", field)
+        raise errors.DEVICE_NAME_INVALID("device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", field)
 
 
 def new_record(product: ProductRecord, device_name: str, secret: str | None, created_by: str | None,
@@ -246,9 +245,9 @@ def new_record(product: ProductRecord, device_name: str, secret: str | None, cre
     cert_pem = key_pem = None
     if product.auth_type == "certificate":
         if secret is not None:
-            raise errors.invalid("DeviceSecretInvalid",
-                                 "certificate-authenticated products take no secret: the device gets a certificate",
-                                 "secret")
+            raise errors.DEVICE_SECRET_INVALID(
+                "certificate-authenticated products take no secret: the device gets a certificate",
+                "secret")
         if not keyless:
             cert_pem, key_pem = certificates.issue_for_device(product.product_id, device_name)
     elif not keyless:
@@ -265,7 +264,7 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
            origin: str = "api") -> dict[str, Any]:
     check_name(device_name)
     if secret is not None and not secret_ok(secret):
-        raise errors.invalid("DeviceSecretInvalid", "secret must be base64 of 16 bytes (24 characters)", "secret")
+        raise errors.DEVICE_SECRET_INVALID("secret must be base64 of 16 bytes (24 characters)", "secret")
     product = get_product(product_id)
     rec = new_record(product, device_name, secret, created_by, origin)
     av = is_av(product)
@@ -281,14 +280,13 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
     except TransactWriteError as exc:
         failed = exc.failed_tags  # type: ignore[attr-defined]
         if "device" in failed:
-            raise errors.conflict("ResourceInUse.DeviceAlreadyExists",
-                                  f"device {device_name} already exists in product {product_id}",
-                                  "device_name") from None
+            raise errors.DEVICE_ALREADY_EXISTS(f"device {device_name} already exists in product {product_id}",
+                                               "device_name") from None
         if "quota" in failed:
             raise quota_error(1, av) from None
         if "product" in failed:
-            raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
-                                   "product_id") from None
+            raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist",
+                                           "product_id") from None
         raise _contended() from None
     return view(rec, include_secret=True)
 
@@ -327,8 +325,8 @@ def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple
                 if not failed:
                     raise
                 if _PRODUCT_TAG in failed:
-                    raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
-                                           "product_id") from None
+                    raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist",
+                                                   "product_id") from None
                 mine = {rec.device_name: rec for rec in group}
                 batch_id = group[0].batch_id
                 for found in DeviceRecord.batch_get([(product_id, n) for n in failed], consistent_read=True):
@@ -358,8 +356,8 @@ def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[st
         try:
             rec.update(actions=actions, condition=DeviceRecord.device_name.exists())
         except UpdateError:
-            raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
-                                   "device_name") from None
+            raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist",
+                                          "device_name") from None
         if fields.get("enabled") is False:
             publisher.disconnect(f"{product_id}{device_name}")  # a disabled device cannot stay connected
     return view(rec)
@@ -380,16 +378,15 @@ def delete(product_id: str, device_name: str) -> None:
         txn.run(build)
     except TransactWriteError as exc:
         if "device" in exc.failed_tags:  # type: ignore[attr-defined]
-            raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {product_id}/{device_name} does not exist",
-                                   "device_name") from None
+            raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist",
+                                          "device_name") from None
         raise _contended() from None
     publisher.disconnect(f"{product_id}{device_name}")  # its secret no longer works: neither does its session
     _release_gauges(rec)
 
 
 def _contended() -> errors.FleetboxError:
-    return errors.FleetboxError("FailedOperation.TransactionConflict",
-                                "the account's device records are busy; retry the request", None)
+    return errors.TRANSACTION_CONFLICT("the account's device records are busy; retry the request", None)
 
 
 def _release_gauges(rec: DeviceRecord) -> None:

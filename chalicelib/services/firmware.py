@@ -64,35 +64,33 @@ def custom_info_text(value: Any) -> str:
         try:
             json.loads(value)
         except ValueError:
-            raise errors.invalid("CustomInfoInvalid", "custom_info must be a JSON string (e.g. '{\"k\":\"v\"}')",
-                                 "custom_info") from None
+            raise errors.CUSTOM_INFO_INVALID("custom_info must be a JSON string (e.g. '{\"k\":\"v\"}')",
+                                             "custom_info") from None
         text = value
     elif isinstance(value, (dict, list)):
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     else:
-        raise errors.invalid("CustomInfoInvalid", "custom_info must be a JSON string", "custom_info")
+        raise errors.CUSTOM_INFO_INVALID("custom_info must be a JSON string", "custom_info")
     size = len(text.encode("utf-8"))
     if size > CUSTOM_INFO_MAX:
-        raise errors.invalid("CustomInfoTooLong",
-                             f"custom_info is {size} bytes serialised (UTF-8); at most {CUSTOM_INFO_MAX}",
-                             "custom_info")
+        raise errors.CUSTOM_INFO_TOO_LONG(f"custom_info is {size} bytes serialised (UTF-8); at most {CUSTOM_INFO_MAX}",
+                                          "custom_info")
     return text
 
 
 def _too_large(size: int, field: str) -> errors.FleetboxError:
     limit = settings().firmware_max_bytes
-    return errors.FleetboxError("RequestTooLarge.FileTooLarge",
-                                f"{field} is {size} bytes; files may be at most {limit} bytes "
-                                f"({limit // (1024 * 1024)} MB)", field)
+    return errors.FILE_TOO_LARGE(f"{field} is {size} bytes; files may be at most {limit} bytes "
+                                 f"({limit // (1024 * 1024)} MB)", field)
 
 
 def _check_file(file_name: str, file_size: int, extensions: tuple[str, ...] | None) -> None:
     if not FILE_NAME_RE.fullmatch(file_name or ""):
-        raise errors.invalid("FileNameInvalid", "file_name must be 1-128 characters of A-Z a-z 0-9 . _ ( ) -",
-                             "file_name")
+        raise errors.FILE_NAME_INVALID("file_name must be 1-128 characters of A-Z a-z 0-9 . _ ( ) -",
+                                       "file_name")
     if extensions is not None and not file_name.lower().endswith(extensions):
-        raise errors.invalid("FileTypeInvalid", f"file_name must end in one of {' '.join(extensions)}",
-                             "file_name")
+        raise errors.FILE_TYPE_INVALID(f"file_name must end in one of {' '.join(extensions)}",
+                                       "file_name")
     if file_size > settings().firmware_max_bytes:
         raise _too_large(file_size, "file_size")
 
@@ -114,13 +112,16 @@ def view(item: dict[str, Any], *, with_upload: bool = False) -> dict[str, Any]:
 
 
 def get_item(firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
-    what = "Firmware" if kind == FIRMWARE_KIND else "Resource"
+    if kind == FIRMWARE_KIND:
+        what, absent = "firmware", errors.FIRMWARE_NOT_EXIST
+    else:
+        what, absent = "resource", errors.RESOURCE_NOT_EXIST
     if not isinstance(firmware_id, str) or not re.fullmatch(r"[a-z0-9]{4,40}", firmware_id):
-        raise errors.not_found(f"{what}NotExist", f"{what.lower()} {firmware_id} does not exist", "id")
+        raise absent(f"{what} {firmware_id} does not exist", "id")
     out = dynamo.client().get_item(TableName=_table(), Key={"firmware_id": {"S": firmware_id}}, ConsistentRead=True)
     item = dynamo.item(out["Item"]) if out.get("Item") else None
     if item is None or item.get("kind") != kind:
-        raise errors.not_found(f"{what}NotExist", f"{what.lower()} {firmware_id} does not exist", "id")
+        raise absent(f"{what} {firmware_id} does not exist", "id")
     return item
 
 
@@ -130,15 +131,15 @@ def create(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     """Validate, reserve the version and a slot, answer the presigned upload URL."""
     pid = body["product_id"]
     if not name_ok(body["name"]):
-        raise errors.invalid("FirmwareNameInvalid", "name must be 1-32 characters, start with a letter or digit, "
-                                                    "and hold only letters, digits, _ - ( )", "name")
+        raise errors.FIRMWARE_NAME_INVALID("name must be 1-32 characters, start with a letter or digit, "
+                                                                  "and hold only letters, digits, _ - ( )", "name")
     if not VERSION_RE.fullmatch(body["version"]):
-        raise errors.invalid("FirmwareVersionInvalid", "version must be 1-32 characters of A-Z a-z 0-9 . _ -",
-                             "version")
+        raise errors.FIRMWARE_VERSION_INVALID("version must be 1-32 characters of A-Z a-z 0-9 . _ -",
+                                              "version")
     fw_type = body.get("fw_type") or "mcu"
     if not FW_TYPE_RE.fullmatch(fw_type):
-        raise errors.invalid("FirmwareTypeInvalid", "fw_type must be mcu or a module name (1-32 of A-Z a-z 0-9 _ -)",
-                             "fw_type")
+        raise errors.FIRMWARE_TYPE_INVALID("fw_type must be mcu or a module name (1-32 of A-Z a-z 0-9 _ -)",
+                                           "fw_type")
     _check_file(body["file_name"], body["file_size"], FIRMWARE_EXTENSIONS)
     custom = custom_info_text(body.get("custom_info"))
     description = body.get("description") or ""
@@ -168,13 +169,12 @@ def create(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     except ClientError as exc:
         reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
         if len(reasons) == 3 and reasons[1] == "ConditionalCheckFailed":
-            raise errors.conflict("ResourceInUse.FirmwareVersionExists",
-                                  f"version {body['version']} of {fw_type} already exists for product {pid}",
-                                  "version") from None
+            raise errors.FIRMWARE_VERSION_EXISTS(
+                f"version {body['version']} of {fw_type} already exists for product {pid}",
+                "version") from None
         if len(reasons) == 3 and reasons[2] == "ConditionalCheckFailed":
-            raise errors.conflict("LimitExceeded.FirmwareExceedLimit",
-                                  f"the account already has {settings().firmware_limit} firmware "
-                                  f"(the limit); delete one first", "product_id") from None
+            raise errors.FIRMWARE_EXCEED_LIMIT(f"the account already has {settings().firmware_limit} firmware "
+                                               f"(the limit); delete one first", "product_id") from None
         raise
     out = view(item)
     out["upload_url"] = files.upload_url(key)
@@ -189,8 +189,7 @@ def complete(firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
         return view(item)
     size = files.head(item["key"])
     if size is None:
-        raise errors.conflict("FailedOperation.FileNotUploaded",
-                              "the file has not been uploaded yet: PUT it to upload_url first", "id")
+        raise errors.FILE_NOT_UPLOADED("the file has not been uploaded yet: PUT it to upload_url first", "id")
     if size > settings().firmware_max_bytes:
         files.delete(item["key"])
         raise _too_large(size, "file")
@@ -216,9 +215,9 @@ def complete(firmware_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
     except ClientError as exc:
         reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
         if len(reasons) == 2 and reasons[1] == "ConditionalCheckFailed":
-            raise errors.conflict("LimitExceeded.ResourceStorageExceedLimit",
-                                  f"resources may use at most {settings().resource_account_bytes} bytes "
-                                  "per account", "file") from None
+            raise errors.RESOURCE_STORAGE_EXCEED_LIMIT(
+                f"resources may use at most {settings().resource_account_bytes} bytes "
+                "per account", "file") from None
         if reasons and reasons[0] == "ConditionalCheckFailed":
             return view(get_item(firmware_id, kind))  # completed concurrently
         raise
@@ -270,8 +269,8 @@ def list_items(kind: str, *, product_id: str | None, q: str | None, limit: int, 
 def modify(firmware_id: str, fields: dict[str, Any], kind: str = FIRMWARE_KIND) -> dict[str, Any]:
     item = get_item(firmware_id, kind)
     if "name" in fields and not name_ok(fields["name"]):
-        raise errors.invalid("FirmwareNameInvalid", "name must be 1-32 characters, start with a letter or digit, "
-                                                    "and hold only letters, digits, _ - ( )", "name")
+        raise errors.FIRMWARE_NAME_INVALID("name must be 1-32 characters, start with a letter or digit, "
+                                                                  "and hold only letters, digits, _ - ( )", "name")
     sets, names, values = ["#u = :u"], {"#u": "updated_at"}, {":u": {"N": str(clock.now_s())}}
     for name in ("name", "description"):
         if name in fields:
@@ -299,9 +298,8 @@ def delete(firmware_id: str, kind: str = FIRMWARE_KIND) -> None:
     item = get_item(firmware_id, kind)
     running = running_tasks_of(firmware_id)
     if running:
-        raise errors.conflict("UnsupportedOperation.TaskRunning",
-                              f"task {running[0]} is running with this {kind}; cancel it or wait for it to end",
-                              "id")
+        raise errors.TASK_RUNNING(f"task {running[0]} is running with this {kind}; cancel it or wait for it to end",
+                                  "id")
     items: list[dict[str, Any]] = [{"Delete": {"TableName": _table(), "Key": {"firmware_id": {"S": firmware_id}},
                                                "ConditionExpression": "attribute_exists(firmware_id)"}}]
     if kind == FIRMWARE_KIND:
@@ -334,14 +332,15 @@ def delete(firmware_id: str, kind: str = FIRMWARE_KIND) -> None:
 def create_resource(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     pid = body["product_id"]
     if not name_ok(body["name"]):
-        raise errors.invalid("ResourceNameInvalid", "name must be 1-32 characters, start with a letter or digit, "
-                                                    "and hold only letters, digits, _ - ( )", "name")
+        raise errors.RESOURCE_NAME_INVALID("name must be 1-32 characters, start with a letter or digit, "
+                                                                  "and hold only letters, digits, _ - ( )", "name")
     _check_file(body["file_name"], body["file_size"], None)
     thumbs = body.get("thumbnails") or []
     for i, thumb in enumerate(thumbs):
         if not FILE_NAME_RE.fullmatch(thumb) or not thumb.lower().endswith(THUMBNAIL_EXTENSIONS):
-            raise errors.invalid("ThumbnailInvalid", f"thumbnails[{i}] must be an image file name "
-                                                     f"({' '.join(THUMBNAIL_EXTENSIONS)})", f"thumbnails[{i}]")
+            raise errors.THUMBNAIL_INVALID(
+                f"thumbnails[{i}] must be an image file name "
+                                    f"({' '.join(THUMBNAIL_EXTENSIONS)})", f"thumbnails[{i}]")
     get_product(pid)
     now = clock.now_s()
     rid = ids.short_id("rs")

@@ -279,7 +279,7 @@ def subdevices(gw_pid: str, gw_dn: str, limit: int, start: dict[str, Any] | None
     if start is not None:
         if set(start) != {"gateway", "sub"} or start.get("gateway") != {"S": gw} \
                 or set(start.get("sub") or {}) != {"S"}:
-            raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+            raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
     items: list[dict[str, Any]] = []
     with checked_start(start):
         res = TopologyRecord.query(gw, last_evaluated_key=start, limit=limit)

@@ -15,7 +15,7 @@ def checked_start(start: dict[str, Any] | None) -> Iterator[None]:
         yield
     except (QueryError, ScanError) as exc:
         if start is not None and getattr(exc, "cause_response_code", None) == "ValidationException":
-            raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next") from None
+            raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next") from None
         raise
 
 
@@ -34,7 +34,7 @@ def expect_key(start: dict[str, Any] | None, shape: dict[str, str], fixed: dict[
                 except (KeyError, ValueError):
                     bad = True
     if bad:
-        raise errors.invalid("NextTokenInvalid", "next is not a token this listing issued", "next")
+        raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
 
 
 T = TypeVar("T")

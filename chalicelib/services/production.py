@@ -146,11 +146,11 @@ def new_batch(kind: str, product: ProductRecord, quantity: int, reserved: int, c
 
 def get_batch(batch_id: str) -> BatchRecord:
     if not BATCH_ID_RE.fullmatch(batch_id or ""):
-        raise errors.not_found("BatchNotExist", f"batch {batch_id} does not exist", "batch_id")
+        raise errors.BATCH_NOT_EXIST(f"batch {batch_id} does not exist", "batch_id")
     try:
         return BatchRecord.get(batch_id, consistent_read=True)
     except DoesNotExist:
-        raise errors.not_found("BatchNotExist", f"batch {batch_id} does not exist", "batch_id") from None
+        raise errors.BATCH_NOT_EXIST(f"batch {batch_id} does not exist", "batch_id") from None
 
 
 def progress(rec: BatchRecord) -> int:

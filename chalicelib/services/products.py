@@ -53,12 +53,12 @@ def _name_key(name: str) -> str:
 
 def get_product(product_id: str) -> ProductRecord:
     if not PRODUCT_ID_RE.fullmatch(product_id or ""):
-        raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist", "product_id")
+        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id")
     try:
         return ProductRecord.get(product_id, consistent_read=True)
     except DoesNotExist:
-        raise errors.not_found(errors.PRODUCT_NOT_EXIST, f"product {product_id} does not exist",
-                               "product_id") from None
+        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist",
+                                       "product_id") from None
 
 
 def view(rec: ProductRecord) -> dict[str, Any]:
@@ -119,8 +119,8 @@ def _check_shape(fields: dict[str, Any]) -> None:
         if not fields.get("subdevice_protocol"):
             raise errors.missing("subdevice_protocol")
     elif fields.get("subdevice_protocol") is not None:
-        raise errors.invalid("SubdeviceProtocolInvalid",
-                             "subdevice_protocol applies only when device_type is subdevice", "subdevice_protocol")
+        raise errors.SUBDEVICE_PROTOCOL_INVALID(
+            "subdevice_protocol applies only when device_type is subdevice", "subdevice_protocol")
 
 
 def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
@@ -144,8 +144,7 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
         except TransactWriteError as exc:
             failed = tx.failed(exc)
             if "name" in failed:
-                raise errors.conflict("ResourceInUse.ProductNameExists",
-                                      f"a product named {rec.name!r} already exists", "name") from None
+                raise errors.PRODUCT_NAME_EXISTS(f"a product named {rec.name!r} already exists", "name") from None
             if "product" in failed:
                 continue
             raise
@@ -155,9 +154,9 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
 
 def _refuse_if_released(rec: ProductRecord, what: str) -> None:
     if rec.status == "released":
-        raise errors.conflict(errors.PRODUCT_RELEASED,
-                              f"product {rec.product_id} is released: its {what} cannot change; unpublish it first",
-                              "status")
+        raise errors.PRODUCT_RELEASED(
+            f"product {rec.product_id} is released: its {what} cannot change; unpublish it first",
+            "status")
 
 
 def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -167,8 +166,8 @@ def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     _refuse_if_released(rec, "information")
     structural = sorted(k for k in fields if k not in ("name", "description"))
     if structural and int(rec.device_count or 0) > 0:
-        raise errors.conflict(errors.DEVICES_EXIST,
-                              f"{structural[0]} cannot change while the product has devices", structural[0])
+        raise errors.DEVICES_EXIST_UNDER_PRODUCT(
+            f"{structural[0]} cannot change while the product has devices", structural[0])
     merged = {k: getattr(rec, k) for k in ("device_type", "subdevice_protocol")}
     merged.update({k: v for k, v in fields.items() if k in merged})
     if fields.get("device_type") not in (None, "subdevice") and "subdevice_protocol" not in fields:
@@ -198,8 +197,7 @@ def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
             rec.update(actions=actions, condition=cond)
     except TransactWriteError as exc:
         if "name" in tx.failed(exc):
-            raise errors.conflict("ResourceInUse.ProductNameExists",
-                                  f"a product named {new_name!r} already exists", "name") from None
+            raise errors.PRODUCT_NAME_EXISTS(f"a product named {new_name!r} already exists", "name") from None
         raise _lost_race(product_id) from None
     except UpdateError:
         raise _lost_race(product_id) from None
@@ -210,37 +208,35 @@ def _lost_race(product_id: str) -> errors.FleetboxError:
     """A conditional write failed: say which rule now stands in the way."""
     rec = get_product(product_id)
     if rec.status == "released":
-        return errors.conflict(errors.PRODUCT_RELEASED, f"product {product_id} is released", "status")
-    return errors.conflict(errors.DEVICES_EXIST, f"product {product_id} has devices", "product_id")
+        return errors.PRODUCT_RELEASED(f"product {product_id} is released", "status")
+    return errors.DEVICES_EXIST_UNDER_PRODUCT(f"product {product_id} has devices", "product_id")
 
 
 def delete(product_id: str) -> None:
     rec = get_product(product_id)
     if int(rec.device_count or 0) > 0:
-        raise errors.conflict(errors.DEVICES_EXIST,
-                              f"product {product_id} still has {int(rec.device_count)} device(s); delete them first",
-                              "product_id")
+        raise errors.DEVICES_EXIST_UNDER_PRODUCT(
+            f"product {product_id} still has {int(rec.device_count)} device(s); delete them first",
+            "product_id")
     try:
         with Transaction() as tx:
             tx.delete("product", rec,
                       condition=(ProductRecord.device_count == 0) | ProductRecord.device_count.does_not_exist())
             tx.delete("name", CounterRecord(pk=PRODUCT_NAME_PK, sk=_name_key(rec.name)))
     except TransactWriteError:
-        raise errors.conflict(errors.DEVICES_EXIST, f"product {product_id} has devices", "product_id") from None
+        raise errors.DEVICES_EXIST_UNDER_PRODUCT(f"product {product_id} has devices", "product_id") from None
 
 
 def set_status(product_id: str, status: str) -> dict[str, Any]:
     rec = get_product(product_id)
     if rec.status == status:
-        code = ("UnsupportedOperation.ProductReleased" if status == "released"
-                else "UnsupportedOperation.ProductNotReleased")
-        raise errors.conflict(code, f"product {product_id} is already {status}", "status")
+        already = errors.PRODUCT_RELEASED if status == "released" else errors.PRODUCT_NOT_RELEASED
+        raise already(f"product {product_id} is already {status}", "status")
     try:
         rec.update(actions=[ProductRecord.status.set(status), ProductRecord.updated_at.set(clock.now_s())],
                    condition=ProductRecord.status == rec.status)
     except UpdateError:
-        raise errors.conflict("FailedOperation.ConcurrentChange",
-                              f"product {product_id} changed status concurrently; retry", "status") from None
+        raise errors.CONCURRENT_CHANGE(f"product {product_id} changed status concurrently; retry", "status") from None
     return view(rec)
 
 
@@ -259,9 +255,8 @@ def put_thing_model(product_id: str, doc: Any) -> dict[str, Any]:
     rec = get_product(product_id)
     _refuse_if_released(rec, "thing model")
     if rec.data_protocol != "thing_model":
-        raise errors.conflict("UnsupportedOperation.CustomProtocolProduct",
-                              f"product {product_id} uses a custom data protocol and has no thing model",
-                              "data_protocol")
+        raise errors.CUSTOM_PROTOCOL_PRODUCT(f"product {product_id} uses a custom data protocol and has no thing model",
+                                             "data_protocol")
     model = thing_model.validate_model(doc, product_id=product_id)
     try:
         rec.update(actions=[ProductRecord.thing_model.set(model), ProductRecord.updated_at.set(clock.now_s())],
@@ -322,9 +317,9 @@ def rotate_secret(product_id: str) -> dict[str, Any]:
 
 def _require_custom(rec: ProductRecord) -> None:
     if rec.data_protocol != "custom":
-        raise errors.conflict("UnsupportedOperation.NotCustomProtocol",
-                              f"product {rec.product_id} uses the thing-model protocol; custom topics are for "
-                              "custom-protocol products", "data_protocol")
+        raise errors.NOT_CUSTOM_PROTOCOL(
+            f"product {rec.product_id} uses the thing-model protocol; custom topics are for "
+            "custom-protocol products", "data_protocol")
 
 
 def topic_view(pid: str, topic: dict[str, Any]) -> dict[str, Any]:
@@ -342,17 +337,17 @@ def add_topic(product_id: str, name: str, permission: str) -> dict[str, Any]:
     _require_custom(rec)
     topics = list(rec.topics or [])
     if any(t["name"] == name for t in topics):
-        raise errors.conflict("ResourceInUse.TopicExists", f"topic {name} already exists", "name")
+        raise errors.TOPIC_EXISTS(f"topic {name} already exists", "name")
     if len(topics) >= MAX_TOPICS:
-        raise errors.conflict("LimitExceeded.TopicLimit", f"a product has at most {MAX_TOPICS} custom topics",
-                              "name")
+        raise errors.TOPIC_LIMIT(f"a product has at most {MAX_TOPICS} custom topics",
+                                 "name")
     new = {"name": name, "permission": permission}
     try:
         rec.update(actions=[ProductRecord.topics.set(topics + [new]), ProductRecord.updated_at.set(clock.now_s())],
                    condition=ProductRecord.updated_at == rec.updated_at)
     except UpdateError:
-        raise errors.conflict("FailedOperation.ConcurrentChange", "the topics changed concurrently; retry",
-                              "name") from None
+        raise errors.CONCURRENT_CHANGE("the topics changed concurrently; retry",
+                                       "name") from None
     return topic_view(product_id, new)
 
 
@@ -361,11 +356,11 @@ def delete_topic(product_id: str, name: str) -> None:
     topics = list(rec.topics or [])
     kept = [t for t in topics if t["name"] != name]
     if len(kept) == len(topics):
-        raise errors.not_found("TopicNotExist", f"topic {name} does not exist", "name")
+        raise errors.TOPIC_NOT_EXIST(f"topic {name} does not exist", "name")
     try:
         rec.update(actions=[ProductRecord.topics.set(kept), ProductRecord.updated_at.set(clock.now_s())],
                    condition=ProductRecord.updated_at == rec.updated_at)
     except UpdateError:
-        raise errors.conflict("FailedOperation.ConcurrentChange", "the topics changed concurrently; retry",
-                              "name") from None
+        raise errors.CONCURRENT_CHANGE("the topics changed concurrently; retry",
+                                       "name") from None
 

@@ -122,9 +122,9 @@ def _create(product: ProductRecord, device_name: str) -> tuple[str, bool]:
                                  origin="dynamic")
     except errors.FleetboxError as err:
         _release_slot(product.product_id)
-        if err.code == "ResourceInUse.DeviceAlreadyExists":
+        if err.code == errors.DEVICE_ALREADY_EXISTS.code:
             return "", False
-        if err.code == errors.DEVICE_LIMIT:
+        if err.code == errors.DEVICE_EXCEED_LIMIT.code:
             raise refuse("quota", f"the account's device quota is exhausted: {err.message}") from None
         if err.code.startswith("ResourceNotFound"):
             raise refuse("product", f"product {product.product_id} does not exist") from None
@@ -228,7 +228,7 @@ def handle(protocol: str, parse: Callable[[], SignedRequest], request_id: str) -
         outcome, code = "refused", refusal.code
         return error(refusal, request_id)
     except Exception:
-        outcome, code = "failed", "InternalError"
+        outcome, code = "failed", errors.INTERNAL_ERROR.code
         logger.exception("dynamic registration failed", extra={"request_id": request_id})
         if pid and dn:
             try:

@@ -51,7 +51,7 @@ STATUS_PREFIX = "$status"
 
 
 def _sql_error(exc: rules_sql.SqlError) -> errors.FleetboxError:
-    err = errors.invalid("SqlInvalid", f"sql: {exc.message} (at character {exc.position})", "sql")
+    err = errors.SQL_INVALID(f"sql: {exc.message} (at character {exc.position})", "sql")
     err.details = {"position": exc.position}
     return err
 
@@ -67,18 +67,18 @@ def _actions(values: Any, path: str, previous: list[dict[str, Any]] | None = Non
     if values is None:
         return []
     if not isinstance(values, list):
-        raise errors.invalid("ActionInvalid", f"{path} must be a list", path)
+        raise errors.ACTION_INVALID(f"{path} must be a list", path)
     if len(values) > MAX_ACTIONS:
-        raise errors.FleetboxError("LimitExceeded.ActionLimit", f"{path} holds at most {MAX_ACTIONS} actions", path)
+        raise errors.ACTION_LIMIT(f"{path} holds at most {MAX_ACTIONS} actions", path)
     out = []
     for i, action in enumerate(values):
         p = f"{path}[{i}]"
         if not isinstance(action, dict):
-            raise errors.invalid("ActionInvalid", f"{p} must be an object", p)
+            raise errors.ACTION_INVALID(f"{p} must be an object", p)
         kind = action.get("type")
         if kind not in delivery.ACTION_KINDS:
-            raise errors.invalid("ActionInvalid", f"{p}.type must be one of {', '.join(delivery.ACTION_KINDS)}",
-                                 f"{p}.type")
+            raise errors.ACTION_INVALID(f"{p}.type must be one of {', '.join(delivery.ACTION_KINDS)}",
+                                        f"{p}.type")
         if kind == "http":
             # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
             same = [a for a in previous or [] if a.get("type") == "http"]
@@ -139,7 +139,7 @@ def _get(name: str, consistent: bool = True) -> RuleRecord:
     try:
         return RuleRecord.get(ACCOUNT, name, consistent_read=consistent)
     except RuleRecord.DoesNotExist:
-        raise errors.not_found("RuleNotExist", f"rule {name} does not exist", "name") from None
+        raise errors.RULE_NOT_EXIST(f"rule {name} does not exist", "name") from None
 
 
 def create(body: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
         rec.save(condition=RuleRecord.name.does_not_exist())
     except PutError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            raise errors.conflict("ResourceInUse.RuleAlreadyExists", f"rule {name} already exists", "name") from None
+            raise errors.RULE_ALREADY_EXISTS(f"rule {name} already exists", "name") from None
         raise
     _reset_stats(name)  # a rule re-created under an old name starts from zero
     forget()
@@ -277,7 +277,7 @@ def debug(name: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             raw = base64.b64decode(body["payload_base64"], validate=True)
         except ValueError:
-            raise errors.invalid("PayloadInvalid", "payload_base64 is not base64", "payload_base64") from None
+            raise errors.PAYLOAD_INVALID("payload_base64 is not base64", "payload_base64") from None
     pid, dn, topic = _debug_device(topic)
     pid = body.get("product_id") or pid
     dn = body.get("device_name") or dn

@@ -37,18 +37,16 @@ GROUP = 100
 def _cellular(product_id: str) -> ProductRecord:
     product = get_product(product_id)
     if product.comm_method not in CELLULAR:
-        raise errors.FleetboxError("UnsupportedOperation.ProductNotCellular",
-                                   f"serial numbers and IMEIs are for cellular products; product {product_id} "
-                                   f"communicates by {product.comm_method}", "product_id")
+        raise errors.PRODUCT_NOT_CELLULAR(f"serial numbers and IMEIs are for cellular products; product {product_id} "
+                                          f"communicates by {product.comm_method}", "product_id")
     return product
 
 
 def generate(product_id: str, quantity: int, created_by: str | None) -> dict[str, Any]:
     product = _cellular(product_id)
     if product.status != "released":
-        raise errors.FleetboxError("UnsupportedOperation.ProductNotReleased",
-                                   f"product {product_id} is not released: mass production requires a released "
-                                   "product", "product_id")
+        raise errors.PRODUCT_NOT_RELEASED(f"product {product_id} is not released: mass production requires a released "
+                                          "product", "product_id")
     return production.new_batch(production.KIND_SERIALS, product, quantity, 0, created_by, generation="auto",
                              qr_code=True)
 
@@ -129,9 +127,9 @@ def imei_ok(imei: str) -> bool:
 def _parse(text: str) -> list[tuple[int, str, str]]:
     limit = settings().batch_upload_max_bytes
     if len(text.encode("utf-8")) > limit:
-        raise errors.FleetboxError("RequestTooLarge.CsvTooLarge", f"csv is larger than {limit} bytes", "csv")
+        raise errors.CSV_TOO_LARGE(f"csv is larger than {limit} bytes", "csv")
     if "\x00" in text:
-        raise errors.invalid("CsvInvalid", "csv must be CSV text (this looks like a binary file)", "csv")
+        raise errors.CSV_INVALID("csv must be CSV text (this looks like a binary file)", "csv")
     rows: list[tuple[int, str, str]] = []
     try:
         for line, cells in enumerate(csv.reader(io.StringIO(text.lstrip("\ufeff"))), start=1):
@@ -143,11 +141,11 @@ def _parse(text: str) -> list[tuple[int, str, str]]:
                 continue  # the template's header
             rows.append((line, sn, imei))
     except csv.Error as exc:
-        raise errors.invalid("CsvInvalid", f"csv is not valid CSV: {exc}", "csv") from None
+        raise errors.CSV_INVALID(f"csv is not valid CSV: {exc}", "csv") from None
     if not rows:
-        raise errors.invalid("CsvInvalid", "csv holds no SN,IMEI row", "csv")
+        raise errors.CSV_INVALID("csv holds no SN,IMEI row", "csv")
     if len(rows) > MAX_IMPORT_ROWS:
-        raise errors.invalid("CsvInvalid", f"csv has {len(rows)} rows; at most {MAX_IMPORT_ROWS} per file", "csv")
+        raise errors.CSV_INVALID(f"csv has {len(rows)} rows; at most {MAX_IMPORT_ROWS} per file", "csv")
     return rows
 
 
@@ -196,7 +194,7 @@ def import_relations(product_id: str, text: str, created_by: str | None) -> dict
             try:
                 devices.create(product_id, imei, None, created_by, origin="sn_import")
             except errors.FleetboxError as err:
-                if err.code != "ResourceInUse.DeviceAlreadyExists":
+                if err.code != errors.DEVICE_ALREADY_EXISTS.code:
                     fail(row, sn, imei, err.message)
                     continue
         try:

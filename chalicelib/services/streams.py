@@ -46,47 +46,46 @@ def _conditions(values: Any) -> list[dict[str, Any]]:
     if values is None:
         return []
     if not isinstance(values, list) or len(values) > MAX_CONDITIONS:
-        raise errors.invalid("ConditionInvalid", f"conditions must be a list of at most {MAX_CONDITIONS}", "conditions")
+        raise errors.CONDITION_INVALID(f"conditions must be a list of at most {MAX_CONDITIONS}", "conditions")
     out = []
     for i, c in enumerate(values):
         p = f"conditions[{i}]"
         if not isinstance(c, dict) or set(c) - {"property", "op", "value"}:
-            raise errors.invalid("ConditionInvalid", f"{p} must be {{property, op, value}}", p)
+            raise errors.CONDITION_INVALID(f"{p} must be {{property, op, value}}", p)
         prop, op, value = c.get("property"), c.get("op"), c.get("value")
         if not isinstance(prop, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", prop):
-            raise errors.invalid("ConditionInvalid", f"{p}.property must be a property id", f"{p}.property")
+            raise errors.CONDITION_INVALID(f"{p}.property must be a property id", f"{p}.property")
         if op not in OPS:
-            raise errors.invalid("ConditionInvalid", f"{p}.op must be one of {' '.join(OPS)}", f"{p}.op")
+            raise errors.CONDITION_INVALID(f"{p}.op must be one of {' '.join(OPS)}", f"{p}.op")
         if isinstance(value, (dict, list)) or value is None:
-            raise errors.invalid("ConditionInvalid", f"{p}.value must be a number, string or boolean", f"{p}.value")
+            raise errors.CONDITION_INVALID(f"{p}.value must be a number, string or boolean", f"{p}.value")
         out.append({"property": prop, "op": op, "value": value})
     return out
 
 
 def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     if not isinstance(values, list) or not 1 <= len(values) <= MAX_OUTPUTS:
-        raise errors.invalid("OutputInvalid", f"outputs must hold 1-{MAX_OUTPUTS} outputs", "outputs")
+        raise errors.OUTPUT_INVALID(f"outputs must hold 1-{MAX_OUTPUTS} outputs", "outputs")
     out = []
     for i, o in enumerate(values):
         p = f"outputs[{i}]"
         if not isinstance(o, dict):
-            raise errors.invalid("OutputInvalid", f"{p} must be an object", p)
+            raise errors.OUTPUT_INVALID(f"{p} must be an object", p)
         o = {k: v for k, v in o.items() if k not in ("token_set", "secret_set")}
         if o.get("type") == "chat":
-            raise errors.FleetboxError("UnsupportedOperation.ChatOutput",
-                                       f"{p}: chat push arrives with the chat channels; use custom_push for now",
-                                       f"{p}.type")
+            raise errors.CHAT_OUTPUT(f"{p}: chat push arrives with the chat channels; use custom_push for now",
+                                     f"{p}.type")
         if o.get("type") != "custom_push":
-            raise errors.invalid("OutputInvalid", f"{p}.type must be custom_push", f"{p}.type")
+            raise errors.OUTPUT_INVALID(f"{p}.type must be custom_push", f"{p}.type")
         url = delivery.check_url(o.get("url"), f"{p}.url")
         token = o.get("token")
         if token is not None and (not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", token)):
-            raise errors.invalid("OutputInvalid", f"{p}.token must be 1-64 letters, digits, _ or -", f"{p}.token")
+            raise errors.OUTPUT_INVALID(f"{p}.token must be 1-64 letters, digits, _ or -", f"{p}.token")
         for name, limit in (("title", 256), ("content", 2048)):
             v = o.get(name, "")
             if not isinstance(v, str) or len(v) > limit:
-                raise errors.invalid("OutputInvalid", f"{p}.{name} must be a string of at most {limit} characters",
-                                     f"{p}.{name}")
+                raise errors.OUTPUT_INVALID(f"{p}.{name} must be a string of at most {limit} characters",
+                                            f"{p}.{name}")
         # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
         if "token" not in o:
             token = delivery.kept_secret({"url": url}, previous, "token")
@@ -104,7 +103,7 @@ def _properties(values: Any) -> list[str]:
         return []
     if not isinstance(values, list) or len(values) > 100 or not all(
             isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_]{1,64}", v) for v in values):
-        raise errors.invalid("PropertiesInvalid", "properties must be a list of property ids", "properties")
+        raise errors.PROPERTIES_INVALID("properties must be a list of property ids", "properties")
     return list(dict.fromkeys(values))
 
 
@@ -150,14 +149,14 @@ def _get(stream_id: str) -> StreamRecord:
     try:
         return StreamRecord.get(ACCOUNT, stream_id, consistent_read=True)
     except StreamRecord.DoesNotExist:
-        raise errors.not_found("StreamNotExist", f"stream {stream_id} does not exist", "stream_id") from None
+        raise errors.STREAM_NOT_EXIST(f"stream {stream_id} does not exist", "stream_id") from None
 
 
 def _product_exists(pid: str) -> None:
     try:
         ProductRecord.get(pid)
     except ProductRecord.DoesNotExist:
-        raise errors.not_found("ProductNotExist", f"product {pid} does not exist", "product_id") from None
+        raise errors.PRODUCT_NOT_EXIST(f"product {pid} does not exist", "product_id") from None
 
 
 def create(body: dict[str, Any]) -> dict[str, Any]:

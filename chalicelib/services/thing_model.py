@@ -199,7 +199,7 @@ def _clip(text: str, limit: int = 40) -> str:
 
 def _fail(path: str, rule: str) -> errors.FleetboxError:
     """The one error shape: the message starts with the path, ``field`` is the path."""
-    return errors.invalid(errors.MODEL_DEFINE_INVALID, f"{path} {rule}", field=path)
+    return errors.MODEL_DEFINE_INVALID(f"{path} {rule}", field=path)
 
 
 def validate_model(doc: Any, product_id: str | None = None) -> dict:

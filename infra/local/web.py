@@ -20,6 +20,7 @@ from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer
 
+from chalicelib.core import errors
 from infra.local import downloads
 
 log = logging.getLogger("infra.local.http")
@@ -67,7 +68,7 @@ class RequestHandler(ChaliceRequestHandler):
             if self.command in ("GET", "HEAD") and downloads.is_download(self.path):
                 downloads.serve(self)  # root-level firmware/resource links (SPEC §6.6)
             elif not self._has_route():
-                self._envelope(404, "ResourceNotFound.Route", f"no route serves {self._path_only()[:200]}")
+                self._envelope(errors.ROUTE_NOT_FOUND, f"no route serves {self._path_only()[:200]}")
             elif self._body_refused():
                 pass
             else:
@@ -105,27 +106,28 @@ class RequestHandler(ChaliceRequestHandler):
             if length < 0:
                 raise ValueError
         except ValueError:
-            self._envelope(400, "InvalidParameterValue.InvalidRequest", "Content-Length is not a byte count")
+            self._envelope(errors.INVALID_REQUEST, "Content-Length is not a byte count")
             return True
         if length > MAX_BODY_BYTES:
-            self._envelope(413, "RequestTooLarge.Body",
+            self._envelope(errors.BODY_TOO_LARGE,
                            f"the request body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
             return True
         return False
 
-    def _envelope(self, status: int, code: str, message: str) -> None:
+    def _envelope(self, code: errors.ErrorCode, message: str, status: int | None = None) -> None:
         """Answer the API's error envelope directly and close the connection (any request body is
-        left unread)."""
+        left unread).  The status is the code's unless the protocol refusal carries its own."""
         self.close_connection = True
         self._request_id = str(uuid.uuid4())
-        body = json.dumps({"error": {"code": code, "message": message}, "request_id": self._request_id}).encode()
-        self.send_response(status)
+        err = errors.FleetboxError(code, message, status=status)
+        body = json.dumps(err.body(self._request_id)).encode()
+        self.send_response(err.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header(REQUEST_ID_HEADER, self._request_id)
         self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD" and status >= 200:
+        if self.command != "HEAD" and err.status >= 200:
             self.wfile.write(body)
 
     def handle_one_request(self) -> None:
@@ -139,10 +141,10 @@ class RequestHandler(ChaliceRequestHandler):
         API's JSON error envelope instead of BaseHTTPRequestHandler's HTML page.  An unknown
         method is a 405, as API Gateway never routes one (the stdlib would say 501)."""
         status = 405 if code == 501 else code
-        error = "MethodNotAllowed" if status == 405 else "InvalidParameterValue.InvalidRequest"
+        error = errors.METHOD_NOT_ALLOWED if status == 405 else errors.INVALID_REQUEST
         self._status = None
         try:
-            self._envelope(status, error, message or explain or "request refused")
+            self._envelope(error, message or explain or "request refused", status)
         except OSError:
             return
         log.info("%s %s %s 0.0ms x-request-id=%s", self.command or "-", self._path_only() if self.path else "-",

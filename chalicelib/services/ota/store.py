@@ -376,7 +376,7 @@ def maybe_abort(task_id: str) -> bool:
 def require_job(task_id: str, dn: str) -> dict[str, Any]:
     job = read_job(task_id, dn) if DEVICE_NAME_RE.fullmatch(dn or "") else None
     if job is None:
-        raise errors.not_found(errors.DEVICE_NOT_EXIST, f"device {dn} is not part of task {task_id}", "device_name")
+        raise errors.DEVICE_NOT_EXIST(f"device {dn} is not part of task {task_id}", "device_name")
     return job
 
 

@@ -38,9 +38,8 @@ def _parse_names(body: dict[str, Any]) -> list[str]:
     seen: set[str] = set()
     unique = [n for n in names if not (n in seen or seen.add(n))]  # type: ignore[func-returns-value]
     if len(unique) > store.MAX_DEVICES:
-        raise errors.FleetboxError("LimitExceeded.DeviceListExceedLimit",
-                                   f"the device list holds {len(unique)} names; at most {store.MAX_DEVICES}",
-                                   "devices_csv" if text else "device_names")
+        raise errors.DEVICE_LIST_EXCEED_LIMIT(f"the device list holds {len(unique)} names; at most {store.MAX_DEVICES}",
+                                              "devices_csv" if text else "device_names")
     return unique
 
 
@@ -57,8 +56,8 @@ def create_task(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     """An upgrade task (SPEC §8.2); answers 202-style: the targets are resolved by queued steps."""
     fw = firmware.get_item(body["firmware_id"], FIRMWARE_KIND)
     if fw["status"] != "ready":
-        raise errors.conflict("FailedOperation.FirmwareNotReady",
-                              "the firmware's file is not registered yet (upload it, then …/complete)", "firmware_id")
+        raise errors.FIRMWARE_NOT_READY(
+            "the firmware's file is not registered yet (upload it, then …/complete)", "firmware_id")
     method, mode, confirm = body["method"], body.get("mode") or "static", body.get("confirm") or "silent"
     versions: list[str] = []
     scope = body.get("scope") or "all"
@@ -69,25 +68,25 @@ def create_task(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
             raise errors.missing("source_versions")
         for i, v in enumerate(versions):
             if not store.VERSION_RE.fullmatch(v):
-                raise errors.invalid("SourceVersionInvalid", "source versions are 1-32 characters of A-Z a-z 0-9 . _ -",
-                                     f"source_versions[{i}]")
+                raise errors.SOURCE_VERSION_INVALID("source versions are 1-32 characters of A-Z a-z 0-9 . _ -",
+                                                    f"source_versions[{i}]")
         if fw["version"] in versions:
-            raise errors.invalid("SourceVersionInvalid",
-                                 f"the firmware's own version {fw['version']} cannot be a source version",
-                                 "source_versions")
+            raise errors.SOURCE_VERSION_INVALID(
+                f"the firmware's own version {fw['version']} cannot be a source version",
+                "source_versions")
         if scope == "selected":
             names = _parse_names(body)
             if not names:
                 raise errors.missing("device_names")
             if mode == "dynamic":
-                raise errors.invalid("ModeInvalid", "dynamic tasks target all devices of the source versions "
-                                                    "(scope all)", "mode")
+                raise errors.MODE_INVALID("dynamic tasks target all devices of the source versions "
+                                                         "(scope all)", "mode")
     else:
         names = _parse_names(body)
         if not names:
             raise errors.missing("devices_csv")
         if mode == "dynamic":
-            raise errors.invalid("ModeInvalid", "a by-device task is static: dynamic needs method by_version", "mode")
+            raise errors.MODE_INVALID("a by-device task is static: dynamic needs method by_version", "mode")
         scope = "selected"
     task = {"kind": FIRMWARE_KIND, "firmware_id": fw["firmware_id"], "product_id": fw["product_id"],
             "method": method, "source_versions": versions or None, "scope": scope, "mode": mode,
@@ -100,8 +99,8 @@ def create_resource_task(body: dict[str, Any], created_by: str | None) -> dict[s
     """Send a resource to one device or a device list (SPEC §8.6)."""
     res = firmware.get_item(body["resource_id"], RESOURCE_KIND)
     if res["status"] != "ready":
-        raise errors.conflict("FailedOperation.ResourceNotReady",
-                              "the resource's file is not registered yet (upload it, then …/complete)", "resource_id")
+        raise errors.RESOURCE_NOT_READY(
+            "the resource's file is not registered yet (upload it, then …/complete)", "resource_id")
     if body.get("device_name"):
         body = {**body, "device_names": [body["device_name"], *(body.get("device_names") or [])]}
     names = _parse_names(body)
@@ -131,8 +130,8 @@ def _start(task: dict[str, Any], fw: dict[str, Any], names: list[str], created_b
 def get_task(task_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
     task = store.read_task(task_id) if isinstance(task_id, str) and re.fullmatch(r"[a-z0-9]{4,40}", task_id) else None
     if task is None or task.get("kind") != kind:
-        what = "OtaTask" if kind == FIRMWARE_KIND else "ResourceTask"
-        raise errors.not_found(f"{what}NotExist", f"task {task_id} does not exist", "task_id")
+        absent = errors.OTA_TASK_NOT_EXIST if kind == FIRMWARE_KIND else errors.RESOURCE_TASK_NOT_EXIST
+        raise absent(f"task {task_id} does not exist", "task_id")
     return task
 
 
@@ -298,9 +297,8 @@ def cancel_task(task_id: str, kind: str = FIRMWARE_KIND) -> dict[str, Any]:
                                  ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            raise errors.conflict("FailedOperation.TaskNotRunning",
-                                  f"task {task_id} is {task['status']}; only a running task can be cancelled",
-                                  "task_id") from None
+            raise errors.TASK_NOT_RUNNING(f"task {task_id} is {task['status']}; only a running task can be cancelled",
+                                          "task_id") from None
         raise
     store.forget_live()
     jobs.enqueue("ota.close", {"task_id": task_id, "reason": "cancelled"})
@@ -312,8 +310,7 @@ def cancel_device(task_id: str, dn: str, kind: str = FIRMWARE_KIND) -> dict[str,
 
     def decide(job: dict[str, Any]) -> Any:
         if job["state"] not in store.ACTIVE:
-            raise errors.conflict("FailedOperation.DeviceUpgradeFinished",
-                                  f"device {dn} is already {job['state']}", "device_name")
+            raise errors.DEVICE_UPGRADE_FINISHED(f"device {dn} is already {job['state']}", "device_name")
         return store.move(job, store.FAILED, sets={"reason": "cancelled", "detail": None}) or False
 
     store.apply(task_id, dn, decide, first=store.require_job(task_id, dn))
@@ -326,14 +323,13 @@ def retry_device(task_id: str, dn: str, kind: str = FIRMWARE_KIND) -> dict[str, 
     if task["status"] == "done":
         store.reopen(task_id)
     elif task["status"] != "created":
-        raise errors.conflict("FailedOperation.TaskNotRunning",
-                              f"task {task_id} is {task['status']}; devices can be retried only in a running "
-                              "or done task", "task_id")
+        raise errors.TASK_NOT_RUNNING(f"task {task_id} is {task['status']}; devices can be retried only in a running "
+                                      "or done task", "task_id")
 
     def decide(job: dict[str, Any]) -> Any:
         if job["state"] != store.FAILED:
-            raise errors.conflict("FailedOperation.DeviceNotFailed",
-                                  f"device {dn} is {job['state']}; only a failed device can be retried", "device_name")
+            raise errors.DEVICE_NOT_FAILED(
+                f"device {dn} is {job['state']}; only a failed device can be retried", "device_name")
         ok = store.move(job, store.PENDING, sets={"reason": None, "detail": None, "percent": None, "result_code": None,
                                        "result_msg": None, "attempts": 0,
                                        "active_device": f"{job['product_id']}/{dn}"})
@@ -348,12 +344,12 @@ def confirm_device(task_id: str, dn: str) -> dict[str, Any]:
     """The app's approval of a user-confirm upgrade for one device."""
     task = get_task(task_id, FIRMWARE_KIND)
     if task["status"] != "created":
-        raise errors.conflict("FailedOperation.TaskNotRunning", f"task {task_id} is {task['status']}", "task_id")
+        raise errors.TASK_NOT_RUNNING(f"task {task_id} is {task['status']}", "task_id")
 
     def decide(job: dict[str, Any]) -> Any:
         if not str(job.get("state_key", "")).startswith(store.WAITING):
-            raise errors.conflict("FailedOperation.DeviceNotAwaitingConfirmation",
-                                  f"device {dn} is {job['state']} and not awaiting confirmation", "device_name")
+            raise errors.DEVICE_NOT_AWAITING_CONFIRMATION(
+                f"device {dn} is {job['state']} and not awaiting confirmation", "device_name")
         return store.move(job, store.PENDING, sets={"confirmed_at": clock.now_s()}) or False
 
     store.apply(task_id, dn, decide, first=store.require_job(task_id, dn))
