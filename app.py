@@ -1,14 +1,25 @@
 """Fleetbox: the Chalice app.  Registration only — behaviour lives in chalicelib/."""
 from chalice import Chalice
 
-from chalicelib.handlers import access, devices, meta, middleware, products
-from chalicelib.handlers import authorizer, registration
-from chalicelib.handlers import device_data, iot, stats
-from chalicelib.handlers import workers
-from chalicelib.handlers import batches
-from chalicelib.handlers import ota
-from chalicelib.handlers import forward, rules, streams
-from chalicelib.handlers import api
+from chalicelib.handlers import (
+    access,
+    api,
+    authorizer,
+    batches,
+    device_data,
+    devices,
+    forward,
+    iot,
+    meta,
+    middleware,
+    ota,
+    products,
+    registration,
+    rules,
+    stats,
+    streams,
+    workers,
+)
 
 app = Chalice(app_name="fleetbox")
 

@@ -25,7 +25,7 @@ def start_stack(home: Path, **env_overrides: str) -> tuple[subprocess.Popen, dic
     for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_STAGE"):
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=REPO, env=env,
-                            stdout=open(home / "stack.log", "wb"), stderr=subprocess.STDOUT)
+                            stdout=open(home / "stack.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child owns it
     info_path = home / ".fleetbox" / "local.json"
     deadline = time.time() + 90
     while not info_path.exists():

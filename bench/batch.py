@@ -38,7 +38,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._stack import dynamodb_calls, start_stack  # noqa: E402
+from bench._stack import dynamodb_calls, start_stack
 
 WRITE_OPS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 PRODUCT = {"category": "custom", "device_type": "device", "comm_method": "wifi", "auth_type": "key",

@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._stack import free_port  # noqa: E402
+from bench._stack import free_port
 
 
 def dynamodb_total() -> int:
@@ -95,8 +95,8 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
 
     from chalicelib.core import clock
     from chalicelib.core.config import settings
-    from chalicelib.services.ota import store as ota_store
     from chalicelib.models.txn import connection
+    from chalicelib.services.ota import store as ota_store
     from infra.local.broker import LocalBroker
     from infra.local.simulate import DeviceCredentials, Simulator
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("FLEETBOX_ALLOW_LOOPBACK", "true")
 os.environ.setdefault("FLEETBOX_LOG_LEVEL", "ERROR")
 
-from chalicelib.services import rules_sql  # noqa: E402
+from chalicelib.services import rules_sql
 
 SQL = ("SELECT room1.temperature AS temp, room1.humidity AS hum, upper(house) AS house FROM '/+/data' "
        "WHERE topic(2) = 'device00' AND room1.temperature > 30")

@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._stack import dynamodb_calls, start_stack  # noqa: E402
-from infra.local.broker import LocalBroker  # noqa: E402
-from infra.local.simulate import Api, Simulator, load_devices  # noqa: E402
+from bench._stack import dynamodb_calls, start_stack
+from infra.local.broker import LocalBroker
+from infra.local.simulate import Api, Simulator, load_devices
 
 MODEL = {"version": "1.0", "properties": [
     {"id": "power_switch", "name": "Power", "mode": "rw", "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},

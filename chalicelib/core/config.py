@@ -7,9 +7,9 @@ This is the only module that reads ``os.environ``: everything else asks
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Mapping
 
 #: logical names of the DynamoDB tables (same names as in infra/aws/resources.yaml)
 TABLES = (
@@ -123,7 +123,7 @@ class Settings:
         return f"{self.resource_prefix}{logical}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Settings":
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
         stage = env.get("FLEETBOX_STAGE", "local")
         prefix = env.get("FLEETBOX_RESOURCE_PREFIX") or f"fleetbox-{stage}-"
         return cls(

@@ -9,10 +9,11 @@ first use, so a stage that disables them never pays their import on cold start.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger  # noqa: TID253 - every entry point logs from its first line
 
 from .config import settings
 

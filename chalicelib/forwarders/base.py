@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import errors
-from .webhook import Outcome
 from ..core.config import settings
+from .webhook import Outcome
 
 RETRY_S: tuple[float, ...] = (1.0, 3.0, 10.0)
 _VAR = re.compile(r"\$\{([^}]*)\}")

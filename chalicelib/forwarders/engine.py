@@ -32,20 +32,20 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..core import clock
 from ..core.config import settings
 from ..core.observability import logger
-from ..protocol import diagnostics
-from .base import RETRY_S, Delivery, MissingField
-from .webhook import Outcome
 from ..models.rules import DeadLetterRecord, DeliveryRecord
+from ..protocol import diagnostics
 from . import webhook
-from .base import forget_clients
+from .base import RETRY_S, Delivery, MissingField, forget_clients
+from .webhook import Outcome
 
 #: action type -> forwarder module (one per kind)
 KINDS = {
@@ -143,7 +143,7 @@ def enqueue(jobs: list[dict[str, Any]], *, delay_s: float | list[float] = 0, str
         chunk: list[int] = []
         size = 0
 
-        def flush(chunk: list[int]) -> None:
+        def flush(chunk: list[int], retry: list[int] = retry) -> None:
             try:
                 reply = _sqs().send_message_batch(QueueUrl=queue_url(), Entries=[
                     {"Id": str(n), "MessageBody": bodies[i], "DelaySeconds": delays[i]} for n, i in enumerate(chunk)])

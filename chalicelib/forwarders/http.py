@@ -10,7 +10,7 @@ from typing import Any
 from ..core import errors
 from ..protocol import diagnostics
 from . import webhook
-from .base import Delivery, RETRY_S, text_field
+from .base import RETRY_S, Delivery, text_field
 
 CODE = diagnostics.FORWARD_THIRD_SYSTEM_ERR
 __all__ = ["CODE", "RETRY_S", "validate", "send", "verify"]

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import errors
-from ..protocol import publisher
-from ..protocol import diagnostics
+from ..protocol import diagnostics, publisher
 from .base import Delivery, template_ok, text_field
 from .webhook import Outcome
 

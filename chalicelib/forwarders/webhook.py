@@ -34,8 +34,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..core import errors
@@ -65,7 +66,7 @@ class Target:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, value: "Target | Mapping[str, Any]") -> "Target":
+    def of(cls, value: Target | Mapping[str, Any]) -> Target:
         if isinstance(value, Target):
             return value
         return cls(url=value["url"], token=value.get("token") or None, secret=value.get("secret") or None,
@@ -117,7 +118,7 @@ def masked(settings_: Mapping[str, Any], reveal: frozenset[str] | set[str] = fro
     return out
 
 
-def kept_secret(new: Mapping[str, Any], previous: list[Mapping[str, Any]] | None, field_: str) -> Any:
+def kept_secret(new: Mapping[str, Any], previous: Sequence[Mapping[str, Any]] | None, field_: str) -> Any:
     """On an edit, a secret field the request leaves out keeps its value for the same URL (the
     caller only ever saw ``<field>_set``); an explicit null or "" removes it."""
     if field_ in new:

@@ -15,15 +15,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from urllib.parse import unquote
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
+from urllib.parse import unquote
 
 from chalice import Blueprint, Response
 
-from ..core import errors, ids
+from ..core import errors, ids, observability
 from ..core.auth import Principal, qualify
-from ..core import observability
 from ..core.observability import logger
 from ..core.schema import MISSING, Field, Model
 from ..services import access, audit
@@ -190,7 +190,7 @@ def _audit(spec: RouteSpec, ctx_principal: Principal | None, resource: str, stat
         audit.record(principal_id=ctx_principal.principal_id, key_id=ctx_principal.key_id,
                      action=qualify(spec.action or ""), resource=resource, status=status,
                      result=code or "Success", request_id=request_id, source_ip=source_ip)
-    except Exception:  # the audit must not turn a done change into a failure; log loudly
+    except Exception:  # noqa: BLE001 - the audit must not turn a done change into a failure; log loudly
         logger.exception("audit write failed", extra={"request_id": request_id, "action": spec.action})
 
 
@@ -253,7 +253,7 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         if status >= 500:
             logger.error("request failed", extra={"code": err.code})
         return error_response(err, request_id)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the last line: a stable INTERNAL_ERROR, never a stack trace
         logger.exception("unhandled error")
         err = errors.internal()
         status, code = err.status, err.code

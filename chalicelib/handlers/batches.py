@@ -6,8 +6,8 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from ..core import errors
-from ..media import qr
 from ..core.schema import Array, Boolean, Enum, Integer, Model, String, page_of
+from ..media import qr
 from ..services import batches, binding, production, serials
 from ..services import products as product_rules
 from . import schemas as s

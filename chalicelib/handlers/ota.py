@@ -6,7 +6,7 @@ from typing import Any
 from chalice import Blueprint, Response
 
 from ..core import errors
-from ..core.schema import (Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of)
+from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of
 from ..services import firmware
 from ..services.firmware import FIRMWARE_KIND, RESOURCE_KIND
 from ..services.ota import tasks as ota

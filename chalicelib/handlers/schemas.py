@@ -7,7 +7,7 @@ names) live in the services and are referenced here, so each rule is written onc
 from __future__ import annotations
 
 from ..core import errors
-from ..core.schema import (Array, Boolean, Enum, Integer, IntEnum, Json, Map, Model, String, page_of)
+from ..core.schema import Array, Boolean, Enum, Integer, IntEnum, Json, Map, Model, String, page_of
 from ..services import devices as device_rules
 from ..services import products as product_rules
 

@@ -93,11 +93,11 @@ def _seconds(value: int | None, default_s: int) -> int:
 def overview(ctx: Ctx) -> dict[str, Any]:
     pids = [p for p, _ in _products(ctx)]
     start, end = ctx.query.get("start"), ctx.query.get("end")
-    end_day = dt.datetime.fromtimestamp(_seconds(end, 0), tz=dt.timezone.utc).date() if end is not None else None
-    start_day = dt.datetime.fromtimestamp(_seconds(start, 0), tz=dt.timezone.utc).date() \
+    end_day = dt.datetime.fromtimestamp(_seconds(end, 0), tz=dt.UTC).date() if end is not None else None
+    start_day = dt.datetime.fromtimestamp(_seconds(start, 0), tz=dt.UTC).date() \
         if start is not None else None
     if start_day is not None and end_day is None:
-        end_day = dt.datetime.now(tz=dt.timezone.utc).date()
+        end_day = dt.datetime.now(tz=dt.UTC).date()
     return analytics.overview(pids, start_day, end_day)
 
 

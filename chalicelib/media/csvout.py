@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 _TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 

@@ -23,8 +23,8 @@ MASK = 2
 
 def matrix(content: str, *, mask: int | None = MASK) -> list[list[bool]]:
     """The module matrix (True = dark) of ``content`` at error-correction level M."""
-    import qrcode  # noqa: PLC0415 - lazy: heavy, and only batches and QR routes need it
-    from qrcode.constants import ERROR_CORRECT_M  # noqa: PLC0415
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_M
 
     code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, box_size=BOX, border=0, mask_pattern=mask)
     code.add_data(content.encode("utf-8"))

@@ -48,7 +48,7 @@ class ApplicationRecord(Model):
     application_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
     remark = UnicodeAttribute(default="")
-    products = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[var-annotated]
+    products = ListAttribute[str](of=UnicodeAttribute, default=list)
     principal_id = UnicodeAttribute()
     created_at = NumberAttribute()
     updated_at = NumberAttribute()

@@ -1,8 +1,7 @@
 """The devices table: pk product, sk device name; GSIs for status and firmware version."""
 from __future__ import annotations
 
-from pynamodb.attributes import (BooleanAttribute, ListAttribute, MapAttribute, NumberAttribute,
-                                 UnicodeAttribute)
+from pynamodb.attributes import BooleanAttribute, ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -37,7 +36,7 @@ class DeviceRecord(Model):
     enabled = BooleanAttribute(default=True)
     tags = MapAttribute(default=dict)  # type: ignore[var-annotated]
     #: exact "key=value" tag terms (list `contains` = exact tag match)
-    search_terms = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[var-annotated]
+    search_terms = ListAttribute[str](of=UnicodeAttribute, default=list)
     #: lower-cased name and tags, one per line
     search_text = UnicodeAttribute(default="")
     firmware_version = UnicodeAttribute(null=True)

@@ -7,7 +7,6 @@ from pynamodb.models import Model
 
 from .base import JSONText, meta
 
-
 ACCOUNT = "main"
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import TransactWriteError
@@ -33,7 +34,7 @@ class Transaction:
         self._tx = TransactWrite(connection=connection())
         self._tags: dict[str, list[str]] = {k: [] for k in self._KINDS}
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         self._tx.__enter__()
         return self
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class UplinkMessage:
                 "timestamp": self.timestamp_ms, "qos": self.qos, "sourceip": self.source_ip}
 
     @classmethod
-    def from_record(cls, data: bytes | str | dict[str, Any]) -> "UplinkMessage":
+    def from_record(cls, data: bytes | str | dict[str, Any]) -> UplinkMessage:
         doc = data if isinstance(data, dict) else json.loads(data)
         return cls(topic=doc["topic"], payload=base64.b64decode(doc.get("payload") or ""),
                    client_id=doc.get("clientid") or "", timestamp_ms=int(doc.get("timestamp") or 0),

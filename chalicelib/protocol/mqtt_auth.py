@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 from . import topics
@@ -154,8 +155,6 @@ def credentials(product_id: str, device_name: str, secret_b64: str, *, algorithm
 
     Default expiry: now + 1 hour in seconds (pass a millisecond value to mimic the Python SDK).
     """
-    import time
-
     connid = connid or "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
                                for _ in range(5))
     if expiry is None:

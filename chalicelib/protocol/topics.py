@@ -23,8 +23,8 @@ Public API (engineers B and C depend on it; keep it stable):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 PRODUCT_ID_RE = re.compile(r"[A-Z0-9]{10}")
 DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
@@ -220,7 +220,7 @@ def custom_topic_matches(pattern: str, topic: str) -> bool:
     p_levels, t_levels = pattern.split("/"), topic.split("/")
     if len(p_levels) != len(t_levels):
         return False
-    return all((p == "+" and t != "" and t not in ("+", "#")) or p == t for p, t in zip(p_levels, t_levels))
+    return all((p == "+" and t != "" and t not in ("+", "#")) or p == t for p, t in zip(p_levels, t_levels, strict=True))
 
 
 def custom_permission(custom_topics: Iterable[Mapping[str, str]] | None, name: str) -> str | None:

@@ -8,8 +8,8 @@ from pynamodb.exceptions import DoesNotExist, PutError
 
 from ..core import auth, clock, errors, ids
 from ..core.auth import Principal
-from .paging import checked_start, expect_key
 from ..models.access import ApiKeyRecord, ApplicationRecord, PrincipalRecord
+from .paging import checked_start, expect_key
 from .products import get_product
 
 ROOT_ID = "root"
@@ -53,7 +53,7 @@ def authenticate(token: str) -> Principal:
 
 
 def _to_principal(rec: PrincipalRecord, key_id: str | None) -> Principal:
-    products = None
+    products: frozenset[str] | None = None
     policy = rec.policy
     if rec.kind == "application":
         # an application's access is defined here, not by what was stored when it was made: a

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from ..core import clock, errors
 from ..core.observability import logger
 from ..models.counters import CounterRecord
-from ..models.txn import connection
 from ..models.products import ACCOUNT, ProductRecord
+from ..models.txn import connection
 
 MESSAGE_METRICS = ("uplink", "downlink", "uplink_fail", "downlink_fail", "rule_hits", "rule_forwards")
 DAY_METRICS = ("activations", "active")
@@ -54,7 +55,7 @@ def totals_pk(pid: str) -> str:
 
 def _utc(ts_ms: int | None) -> dt.datetime:
     ms = clock.now_ms() if ts_ms is None else int(ts_ms)
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
 def day_of(ts_ms: int | None = None) -> str:
@@ -107,7 +108,7 @@ class Tally:
                     "TableName": _table(), "Key": {"pk": {"S": day_pk(pid)}, "sk": {"S": day}},
                     "UpdateExpression": "ADD " + ", ".join(parts),
                     "ExpressionAttributeNames": names, "ExpressionAttributeValues": values})
-            except Exception:
+            except Exception:  # noqa: BLE001 - counters never fail the traffic they count
                 logger.exception("analytics counters lost", extra={"product_id": pid, "day": day, "counts": adds})
         return requests
 
@@ -134,7 +135,7 @@ def adjust_totals(pid: str, changes: dict[str, int]) -> dict[str, int]:
             "TableName": _table(), "Key": {"pk": {"S": totals_pk(pid)}, "sk": {"S": TOTALS_SK}},
             "UpdateExpression": "ADD " + ", ".join(parts), "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values, "ReturnValues": "UPDATED_NEW"})
-    except Exception:
+    except Exception:  # noqa: BLE001 - gauges never fail the change they measure
         logger.exception("analytics gauges lost", extra={"product_id": pid, "changes": changes})
         return {}
     return {k: int(v["N"]) for k, v in (out.get("Attributes") or {}).items() if "N" in v}
@@ -147,7 +148,7 @@ def note_online_peak(pid: str, online: int, ts_ms: int | None = None) -> None:
             "TableName": _table(), "Key": {"pk": {"S": day_pk(pid)}, "sk": {"S": day_of(ts_ms)}},
             "UpdateExpression": "SET #p = :v", "ConditionExpression": "attribute_not_exists(#p) OR #p < :v",
             "ExpressionAttributeNames": {"#p": "online_peak"}, "ExpressionAttributeValues": {":v": {"N": str(online)}}})
-    except Exception as exc:  # the usual outcome: the peak is already higher
+    except Exception as exc:  # noqa: BLE001 - the usual outcome: the peak is already higher
         if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             logger.exception("online peak lost", extra={"product_id": pid})
 
@@ -293,8 +294,8 @@ def messages(pids: list[str], granularity: str, start_s: int, end_s: int) -> dic
     """Message counters per hour or per day between two Unix times (UTC buckets, oldest first)."""
     if start_s > end_s:
         raise errors.TIME_RANGE_INVALID("start must not be after end", "start")
-    start = dt.datetime.fromtimestamp(start_s, tz=dt.timezone.utc)
-    end = dt.datetime.fromtimestamp(end_s, tz=dt.timezone.utc)
+    start = dt.datetime.fromtimestamp(start_s, tz=dt.UTC)
+    end = dt.datetime.fromtimestamp(end_s, tz=dt.UTC)
     if granularity == "hour":
         if end_s - start_s > MAX_HOUR_RANGE_S:
             raise errors.TIME_RANGE_INVALID("an hourly range may span at most 31 days", "start")
@@ -309,13 +310,13 @@ def messages(pids: list[str], granularity: str, start_s: int, end_s: int) -> dic
         if (last_day - first_day).days + 1 > MAX_DAY_RANGE_DAYS:
             raise errors.TIME_RANGE_INVALID(f"a daily range may span at most {MAX_DAY_RANGE_DAYS} days",
                                             "start")
-        buckets = [dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc) for d in _days(first_day, last_day)]
+        buckets = [dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) for d in _days(first_day, last_day)]
     days = sorted({b.strftime("%Y%m%d") for b in buckets})
     items = _batch_get([(day_pk(p), d) for p in pids for d in days])
     out = []
     for b in buckets:
         ymd = b.strftime("%Y%m%d")
-        row = {"time": int(b.timestamp()), "iso": b.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        row: dict[str, Any] = {"time": int(b.timestamp()), "iso": b.strftime("%Y-%m-%dT%H:%M:%SZ")}
         for m in MESSAGE_METRICS:
             attr = f"h{b.hour:02d}_{m}" if granularity == "hour" else m
             row[m] = sum(items.get((day_pk(p), ymd), {}).get(attr, 0) for p in pids)

@@ -27,7 +27,7 @@ from ..media import qr
 from ..models.batches import BatchRecord
 from ..models.products import ProductRecord
 from . import devices, jobs, production
-from .production import HUB_TIMEOUT, auto_name, KIND_DEVICES, MAX_ATTEMPTS, MAX_QUANTITY, SUCCESS, Outcome  # noqa: F401
+from .production import HUB_TIMEOUT, KIND_DEVICES, MAX_ATTEMPTS, MAX_QUANTITY, SUCCESS, Outcome, auto_name  # noqa: F401
 from .products import get_product
 
 BURN_METHODS = ("per_device_secret", "per_product_secret")

@@ -19,7 +19,8 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, UpdateError
 
@@ -165,7 +166,7 @@ def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[
         rec = BindingRecord(device=key, binding_id=f"{pid}{dn}.{ids.short_id('', 12)}", product_id=pid,
                             device_name=dn, user_id=user, family_id=family, via=via, bound_at=clock.now_s(),
                             bound_by=principal.principal_id if principal else None)
-        cond = BindingRecord.device.does_not_exist()
+        cond: Any = BindingRecord.device.does_not_exist()
         if current is not None:  # preemptive: take over exactly the binding we saw
             cond = BindingRecord.binding_id == current.binding_id
         try:

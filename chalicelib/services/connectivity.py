@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
@@ -29,9 +31,8 @@ from ..core.config import settings
 from ..core.observability import logger
 from ..models.devices import DeviceRecord
 from ..models.products import ACCOUNT, ProductRecord
-from ..protocol import mqtt_auth, topics
+from ..protocol import diagnostics, mqtt_auth, topics
 from . import device_logs
-from ..protocol import diagnostics
 
 # reasons beyond the username/password ones of protocol.mqtt_auth
 NOT_MQTT = "not_mqtt"
@@ -64,8 +65,6 @@ def _principal(product_id: str, device_name: str) -> str:
     candidate = f"{product_id}{device_name}"
     if _PRINCIPAL_RE.fullmatch(candidate):
         return candidate
-    import hashlib
-
     return f"{product_id}h{hashlib.sha256(device_name.encode()).hexdigest()[:40]}"
 
 
@@ -269,7 +268,7 @@ def authorize(event: Mapping[str, Any]) -> dict[str, Any]:
         if device is not None:
             _diagnose(device[0], device[1], reason, message, client_id, source_ip)
         return _refusal(reason, _principal(*device) if device else "refused")
-    except Exception:
+    except Exception:  # noqa: BLE001 - the authorizer answers every CONNECT, refusing on its own faults
         reason, message = SYSTEM_ERROR, "internal error"
         logger.exception("mqtt authorizer failed", extra={"client_id": client_id, "connection_id": conn_id})
         if device is not None:

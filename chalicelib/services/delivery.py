@@ -23,14 +23,17 @@ its :class:`Hooks` (:func:`use_rule_hooks`) and every owner of targets its resol
 from __future__ import annotations
 
 import base64
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
 
 from ..core import clock, errors
+from ..core.observability import logger
 from ..forwarders import engine, webhook
 from ..models.rules import DeadLetterRecord, DeliveryRecord
 from . import analytics, device_logs
 from .paging import checked_start, expect_key, fill_page
-from ..core.observability import logger
 
 ACCOUNT = engine.ACCOUNT
 Hooks = engine.Hooks
@@ -102,7 +105,7 @@ def hooks() -> Hooks:
 
 def validate_action(action: dict[str, Any], path: str) -> dict[str, Any]:
     """A rule action's settings checked by its kind's forwarder (raises naming ``path.<field>``)."""
-    return engine.kind_module(action["type"]).validate(action, path)  # type: ignore[no-any-return]
+    return engine.kind_module(action["type"]).validate(action, path)
 
 
 def verify_action(action: dict[str, Any], path: str) -> None:
@@ -216,8 +219,6 @@ def list_letters(*, visible: Callable[[str], bool], status: str | None, rule: st
 
 def replay(letter_id: str) -> dict[str, Any]:
     """Queue a dead letter again (same webhook-id); refused while a replay is in flight."""
-    from pynamodb.exceptions import UpdateError
-
     rec = _get_letter(letter_id, consistent=True)
     now = clock.now_s()
     try:

@@ -31,14 +31,14 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from ..core import clock, errors
 from ..core.config import settings
+from ..models import dynamo
 from ..models.devices import DeviceRecord
-from ..models.telemetry import CallRecord, HistoryRecord
 from ..models.dynamo import plain, to_av
+from ..models.telemetry import CallRecord, HistoryRecord
 from . import catalog, device_logs, downlink, thing_model
 from .devices import get_device
 from .paging import checked_start
 from .uplink_view import history_key
-from ..models import dynamo
 
 MS_THRESHOLD = 100_000_000_000
 DEFAULT_RANGE_MS = 7 * 86400 * 1000

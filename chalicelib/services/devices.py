@@ -4,22 +4,23 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.expressions.update import Action
 
 from ..core import clock, errors, ids
 from ..core.config import settings
+from ..models import txn
 from ..models.counters import QUOTA_AV_DEVICES, QUOTA_DEVICES, QUOTA_PK, CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
-from .products import get_product
-from ..protocol import publisher
-from . import certificates
-from .paging import checked_start, expect_key
-from ..models import txn
 from ..models.txn import Transaction
-from . import analytics
+from ..protocol import publisher
+from . import analytics, certificates
+from .paging import checked_start, expect_key
+from .products import get_product
 
 DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
 TAG_KEY_RE = re.compile(r"[A-Za-z0-9_\-.]{1,32}")
@@ -312,7 +313,7 @@ def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple
         while todo:
             group = todo
 
-            def build(tx: Transaction) -> None:
+            def build(tx: Transaction, group: list[DeviceRecord] = group) -> None:
                 for rec in group:
                     tx.save(rec.device_name, rec, condition=DeviceRecord.device_name.does_not_exist())
                 tx.update(_PRODUCT_TAG, ProductRecord(product_id), actions=[ProductRecord.device_count.add(len(group))],
@@ -343,7 +344,7 @@ def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple
 
 def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[str, Any]:
     rec = get_device(product_id, device_name)
-    actions = []
+    actions: list[Action] = []
     if "enabled" in fields:
         actions.append(DeviceRecord.enabled.set(fields["enabled"]))
     if "tags" in fields:

@@ -32,8 +32,9 @@ from __future__ import annotations
 import importlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..core import clock
 from ..core.observability import logger
@@ -65,7 +66,7 @@ class DomainEvent:
                 "event_id": self.event_id}
 
     @classmethod
-    def of(cls, doc: dict[str, Any]) -> "DomainEvent":
+    def of(cls, doc: dict[str, Any]) -> DomainEvent:
         return cls(doc["kind"], doc["product_id"], dict(doc.get("data") or {}), int(doc["at_ms"]), doc["event_id"])
 
 
@@ -123,7 +124,7 @@ def _record(event: DomainEvent, durable: list[str]) -> None:
 
 def _subscriber(name: str) -> Subscriber:
     module, _, attr = SUBSCRIBERS[name][1].partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)
 
 
 def dispatch_step(body: dict[str, Any]) -> None:

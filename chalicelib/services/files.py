@@ -26,6 +26,9 @@ import hmac
 from typing import Any
 from urllib.parse import quote
 
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
 from ..core import clock
 from ..core.config import settings
 
@@ -37,7 +40,6 @@ def s3() -> Any:
     client = _clients.get("s3")
     if client is None:
         import boto3
-        from botocore.config import Config
 
         client = _clients["s3"] = boto3.client("s3", region_name=settings().region,
                                               config=Config(signature_version="s3v4"))
@@ -54,7 +56,7 @@ def put_object(key: str, body: bytes | Any, content_type: str) -> None:
 
 
 def get_object(key: str) -> bytes:
-    return s3().get_object(Bucket=settings().bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+    return s3().get_object(Bucket=settings().bucket, Key=key)["Body"].read()
 
 
 def delete_object(key: str) -> None:
@@ -75,7 +77,7 @@ def attachment_url(key: str, file_name: str, ttl_s: int | None = None) -> str:
         sig = link_signature(f"{key}\n{file_name}", expires, settings().download_key or "")
         return (f"{base.rstrip('/')}{ATTACHMENT_PATH}{quote(key, safe='/')}"
                 f"?e={expires}&n={quote(file_name, safe='')}&s={sig}")
-    return s3().generate_presigned_url(  # type: ignore[no-any-return]
+    return s3().generate_presigned_url(
         "get_object", ExpiresIn=ttl_s or settings().download_ttl_s,
         Params={"Bucket": settings().bucket, "Key": key,
                 "ResponseContentDisposition": f'attachment; filename="{file_name}"'})
@@ -88,8 +90,6 @@ def upload_url(key: str, expires_s: int = 3600) -> str:
 
 def head(key: str) -> int | None:
     """The object's size, or None when it does not exist."""
-    from botocore.exceptions import ClientError
-
     try:
         return int(s3().head_object(Bucket=settings().bucket, Key=key)["ContentLength"])
     except ClientError as exc:
@@ -164,7 +164,6 @@ def download_url(key: str, ttl_s: int | None = None) -> str:
         sig = link_signature(key, expires, settings().download_key or "")
         return f"{base.rstrip('/')}/{quote(key, safe='')}?e={expires}&s={sig}"
     import boto3
-    from botocore.config import Config
 
     client = _clients.get("s3v")
     if client is None:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable, Any
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..core import clock, errors, ids
 from ..core.config import settings
+from ..models import dynamo
 from ..models.ota import FIRMWARE_KIND, RESOURCE_KIND
 from . import files
 from .products import get_product
-from ..models import dynamo
 
 #: SPEC §8.1
 FIRMWARE_EXTENSIONS = (".bin", ".dav", ".tar", ".gz", ".zip", ".gzip", ".apk", ".xz", ".pack")
@@ -96,8 +97,8 @@ def _check_file(file_name: str, file_size: int, extensions: tuple[str, ...] | No
 
 
 def view(item: dict[str, Any], *, with_upload: bool = False) -> dict[str, Any]:
-    out = {k: item[k] for k in ("product_id", "name", "file_name", "status", "created_at", "updated_at")
-           if k in item}
+    out: dict[str, Any] = {k: item[k] for k in ("product_id", "name", "file_name", "status", "created_at",
+                                               "updated_at") if k in item}
     out["id"] = item["firmware_id"]
     out["description"] = item.get("description", "")
     out["file_size"] = item.get("size") if item.get("size") is not None else item.get("file_size")

@@ -36,13 +36,12 @@ from ..core import clock, errors
 from ..core.observability import logger
 from ..models.devices import DeviceRecord
 from ..models.telemetry import TopologyRecord
-from ..protocol import gateway_sig
 from ..models.txn import Transaction
+from ..protocol import diagnostics, gateway_sig
 from . import catalog, device_logs, presence
+from .devices import get_device
 from .paging import checked_start
 from .uplink_view import DeviceView, Received
-from ..protocol import diagnostics
-from .devices import get_device
 
 RESULT_OK, RESULT_MALFORMED, RESULT_SIGNATURE, RESULT_FORBIDDEN, RESULT_NOT_FOUND, RESULT_CONFLICT = \
     0, 400, 401, 403, 404, 409

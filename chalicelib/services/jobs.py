@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..core.config import settings
 from ..core.observability import logger

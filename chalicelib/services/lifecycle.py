@@ -13,7 +13,8 @@ A hand-off that fails is logged; the device's own status is already right.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..core import clock
 from ..core.observability import logger

@@ -27,8 +27,8 @@ from botocore.exceptions import ClientError
 
 from ..core import clock
 from ..core.observability import logger
-from ..models.devices import DeviceRecord
 from ..models import dynamo
+from ..models.devices import DeviceRecord
 from . import analytics, device_logs
 
 KEEPALIVE_TIMEOUT = "MQTT_KEEP_ALIVE_TIMEOUT"

@@ -24,6 +24,7 @@ modules build on this one without this one importing them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import importlib
@@ -33,9 +34,11 @@ import os
 import re
 import tempfile
 import zipfile
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.expressions.update import Action
 
 from ..core import clock, errors, ids
 from ..core.config import settings
@@ -292,7 +295,7 @@ def _checkpoint(rec: BatchRecord, chunk: int, out: Outcome) -> None:
     last = chunk + 1 >= int(rec.chunks)
     failures = list(rec.failures or [])
     failures += out.failures[:max(0, FAILURE_PREVIEW - len(failures))]
-    actions = [BatchRecord.next_chunk.set(chunk + 1), BatchRecord.attempts.set(0),
+    actions: list[Action] = [BatchRecord.next_chunk.set(chunk + 1), BatchRecord.attempts.set(0),
                BatchRecord.processed.add(len(out.rows)), BatchRecord.success_count.add(out.success),
                BatchRecord.failure_count.add(len(out.failures)), BatchRecord.updated_at.set(clock.now_s()),
                BatchRecord.failures.set(failures)]
@@ -392,7 +395,7 @@ def run_finish(body: dict[str, Any]) -> None:
            csv_key, zip_key)
     for chunk in range(int(rec.chunks)):
         for ext in ("csv", "zip"):
-            _quietly(lambda: files.delete_object(_part_key(rec.batch_id, chunk, ext)))
+            _quietly(functools.partial(files.delete_object, _part_key(rec.batch_id, chunk, ext)))
 
 
 def _quietly(action: Callable[[], Any]) -> None:
@@ -449,6 +452,6 @@ CHUNK_STEPS = {
 }
 
 
-def _kind_step(kind: str) -> Callable[..., "Outcome"]:
+def _kind_step(kind: str) -> Callable[..., Outcome]:
     module, _, attr = CHUNK_STEPS[kind].partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)

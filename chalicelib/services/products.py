@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, TransactWriteError, UpdateError
+from pynamodb.expressions.update import Action
 
 from ..core import clock, errors, ids
 from ..models.counters import PRODUCT_NAME_PK, CounterRecord
 from ..models.products import ACCOUNT, ProductRecord
+from ..models.txn import Transaction
 from . import thing_model
 from .paging import checked_start, expect_key
-from ..models.txn import Transaction
 
 DEVICE_TYPES = ("device", "gateway", "subdevice")
 SUBDEVICE_PROTOCOLS = ("zigbee", "ble", "433", "custom")
@@ -288,7 +290,7 @@ def get_registration(product_id: str, include_secret: bool = False) -> dict[str,
 def put_registration(product_id: str, register_type: int, register_limit: int | None) -> dict[str, Any]:
     rec = get_product(product_id)
     _refuse_if_released(rec, "dynamic-registration settings")
-    actions = [ProductRecord.register_type.set(register_type), ProductRecord.updated_at.set(clock.now_s())]
+    actions: list[Action] = [ProductRecord.register_type.set(register_type), ProductRecord.updated_at.set(clock.now_s())]
     if register_limit is not None:
         actions.append(ProductRecord.register_limit.set(register_limit))
     made = register_type != 0 and not rec.product_secret

@@ -22,7 +22,8 @@ exists, a ``Dev_Register_Failed`` diagnostic in its log.  Nothing here ever logs
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
@@ -32,11 +33,11 @@ from ..core.observability import logger
 from ..models.counters import CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
+from ..protocol import diagnostics
 from ..protocol import registration as proto
 from ..protocol.registration import Refusal, SignedRequest, refuse
 from ..protocol.topics import DEVICE_NAME_RE, PRODUCT_ID_RE
 from . import certificates, device_logs, devices
-from ..protocol import diagnostics
 
 NONCE_PK = "nonce/{}"
 
@@ -227,7 +228,7 @@ def handle(protocol: str, parse: Callable[[], SignedRequest], request_id: str) -
     except Refusal as refusal:
         outcome, code = "refused", refusal.code
         return error(refusal, request_id)
-    except Exception:
+    except Exception:  # noqa: BLE001 - the SDK gets the protocol's own error, never a 5xx
         outcome, code = "failed", errors.INTERNAL_ERROR.code
         logger.exception("dynamic registration failed", extra={"request_id": request_id})
         if pid and dn:
@@ -235,7 +236,7 @@ def handle(protocol: str, parse: Callable[[], SignedRequest], request_id: str) -
                 if _device(pid, dn) is not None:
                     device_logs.diagnostic(pid, dn, diagnostics.DEV_REGISTER_FAILED,
                                            "dynamic registration failed: internal error")
-            except Exception:  # the answer matters more than the diagnostic
+            except Exception:  # noqa: BLE001 - the answer matters more than the diagnostic
                 logger.exception("diagnostic write failed", extra={"request_id": request_id})
         return error(refuse("internal"), request_id)
     finally:

@@ -25,8 +25,11 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
+
+from pynamodb.exceptions import PutError
 
 from ..core import clock, errors
 from ..core.config import settings
@@ -34,10 +37,9 @@ from ..core.observability import logger
 from ..models import dynamo
 from ..models.rules import RuleRecord
 from ..protocol import topics
-from . import rules_sql
-from .uplink_view import Accepted
-from . import analytics, delivery, device_logs
+from . import analytics, delivery, device_logs, rules_sql
 from .paging import checked_start, expect_key, fill_page
+from .uplink_view import Accepted
 
 ACCOUNT = "main"
 NAME_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
@@ -143,8 +145,6 @@ def _get(name: str, consistent: bool = True) -> RuleRecord:
 
 
 def create(body: dict[str, Any]) -> dict[str, Any]:
-    from pynamodb.exceptions import PutError
-
     name = body["name"]
     compile_sql(body["sql"])
     actions = _actions(body.get("actions"), "actions")

@@ -37,8 +37,9 @@ import json
 import random
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 MAX_SQL = 300
 

@@ -19,10 +19,10 @@ from pynamodb.exceptions import PynamoDBException, TransactWriteError, UpdateErr
 from ..core import clock, errors
 from ..core.config import settings
 from ..media import qr
+from ..models import txn
 from ..models.batches import BatchRecord, SerialNumberRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
-from ..models import txn
 from ..models.txn import Transaction
 from . import devices, jobs, production
 from .products import get_product
@@ -71,7 +71,7 @@ def run_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, st
         while todo:
             group = todo
 
-            def build(tx: Transaction) -> None:
+            def build(tx: Transaction, group: list[SerialNumberRecord] = group) -> None:
                 for r in group:
                     tx.save(r.sn, r, condition=SerialNumberRecord.sn.does_not_exist())
 
@@ -97,7 +97,7 @@ def run_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, st
                 break
             outcome.update({r.sn: production.SUCCESS for r in group})
             todo = []
-    for (row, _, _), r in zip(rows, records):
+    for (row, _, _), r in zip(rows, records, strict=True):
         status = outcome[r.sn]
         if status != production.SUCCESS:
             out.fail(row, r.sn, status)

@@ -20,17 +20,18 @@ import re
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..core import clock, errors, ids
 from ..core.config import settings
 from ..core.observability import logger
-from ..models.rules import StreamRecord
-from . import catalog, delivery
-from .uplink_view import Accepted
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
+from ..models.rules import StreamRecord
+from . import catalog, delivery
 from .paging import checked_start, expect_key, fill_page
+from .uplink_view import Accepted
 
 ACCOUNT = "main"
 OPS = ("=", "!=", ">", ">=", "<", "<=", "contains")

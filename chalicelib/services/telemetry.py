@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
 
 from ..core import clock
 from ..core.observability import logger
@@ -29,8 +31,21 @@ from ..models.dynamo import transient
 from ..models.telemetry import CallRecord
 from ..protocol import diagnostics
 from . import analytics, thing_model
-from .uplink_view import (CODE_INVALID, CODE_NOT_FOUND, CODE_OK, MAX_STATUS_CHARS, DeviceView, Received,
-                          history_key, history_row, message_seq, reply_payload, status_text, time_ms, token_of)
+from .uplink_view import (
+    CODE_INVALID,
+    CODE_NOT_FOUND,
+    CODE_OK,
+    MAX_STATUS_CHARS,
+    DeviceView,
+    Received,
+    history_key,
+    history_row,
+    message_seq,
+    reply_payload,
+    status_text,
+    time_ms,
+    token_of,
+)
 
 MAX_EVENTS_PER_MESSAGE = 100
 FW_VER_RE = re.compile(r"[A-Za-z0-9._\-]{1,32}")
@@ -116,7 +131,8 @@ def _report_info(dev: DeviceView, m: Received, body: dict) -> None:
             info[name] = value
         else:
             problems.append(f"{name} must be a string of at most 128 characters")
-    lat, lon = params.get("lat"), params.get("lon")
+    lat: Any = params.get("lat")
+    lon: Any = params.get("lon")
     if lat is not None or lon is not None:
         try:
             la, lo = float(lat), float(lon)
@@ -172,7 +188,7 @@ def on_event(dev: DeviceView, m: Received) -> None:
         if not isinstance(event, dict):
             first = first or (CODE_INVALID, f"events[{i}] is not an object")
             continue
-        event_id = event.get("eventId")
+        event_id: Any = event.get("eventId")
         accepted, problems = dev.product.model.check_event(event_id, event.get("params"))
         if problems and problems[0].code == thing_model.PROBLEM_NOT_DEFINED and \
                 dev.product.model.event_type(event_id) is None:
@@ -216,7 +232,7 @@ def _call_reply(dev: DeviceView, m: Received, kind: str) -> None:
     if not token or len(token) > 128:
         dev.failure(diagnostics.PAYLOAD_NO_FIELD, f"{kind}_reply without a usable clientToken", m)
         return
-    actions = [CallRecord.status.set("replied"), CallRecord.reply.set(reply), CallRecord.replied_at.set(clock.now_s())]
+    actions: list[Action] = [CallRecord.status.set("replied"), CallRecord.reply.set(reply), CallRecord.replied_at.set(clock.now_s())]
     actions.append(CallRecord.code.set(code) if code is not None else CallRecord.code.remove())
     rec = CallRecord(key=f"{dev.pid}/{dev.dn}", token=token)
     try:

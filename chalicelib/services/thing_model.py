@@ -63,9 +63,10 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, TypeVar
 
 from chalicelib.core import errors
 
@@ -125,6 +126,16 @@ _MAX_NUMBER_TEXT = 64
 # --------------------------------------------------------------------------- number parsing
 # Shared by the define validator and the value checks, so that "a number" means
 # the same thing in a model and in a device report.
+
+
+T = TypeVar("T")
+
+
+def _known(value: T | None) -> T:
+    """A number of a define that was validated before (compiling checks only validated models)."""
+    if value is None:
+        raise ValueError("a validated thing-model define lost a number")
+    return value
 
 def _parse_int(value: Any) -> int | None:
     """``value`` as an int, or None: ints, integral floats, integer strings; never bools."""
@@ -401,15 +412,15 @@ def _number_field(define: dict, key: str, path: str, *, integer: bool, required:
         if not INT64_MIN <= number <= INT64_MAX:
             raise _fail(where, "is outside the 64-bit integer range")
         return number
-    number = _parse_float(value)
-    if number is None:
+    real = _parse_float(value)
+    if real is None:
         raise _fail(where, f"{_show(value)} must be a finite number (a number or a numeric string)")
-    return number
+    return real
 
 
 def _validate_numeric(define: dict, path: str, integer: bool) -> None:
-    low = _number_field(define, "min", path, integer=integer, required=True)
-    high = _number_field(define, "max", path, integer=integer, required=True)
+    low = _known(_number_field(define, "min", path, integer=integer, required=True))
+    high = _known(_number_field(define, "max", path, integer=integer, required=True))
     step = _number_field(define, "step", path, integer=integer, required=False)
     start = _number_field(define, "start", path, integer=integer, required=False)
     if high < low:
@@ -563,8 +574,8 @@ def _compile_bool(define: dict) -> Checker:
 
 
 def _compile_int(define: dict) -> Checker:
-    low = _parse_int(define["min"])
-    high = _parse_int(define["max"])
+    low = _known(_parse_int(define["min"]))
+    high = _known(_parse_int(define["max"]))
 
     def check(value: Any) -> int:
         number = value if type(value) is int else _parse_int(value)
@@ -579,8 +590,8 @@ def _compile_int(define: dict) -> Checker:
 
 
 def _compile_float(define: dict) -> Checker:
-    low = _parse_float(define["min"])
-    high = _parse_float(define["max"])
+    low = _known(_parse_float(define["min"]))
+    high = _known(_parse_float(define["max"]))
 
     def check(value: Any) -> float:
         number = _parse_float(value)
@@ -595,8 +606,8 @@ def _compile_float(define: dict) -> Checker:
 
 
 def _compile_string(define: dict) -> Checker:
-    low = _parse_int(define["min"]) if define.get("min") is not None else 0
-    high = _parse_int(define["max"]) if define.get("max") is not None else MAX_STRING_LENGTH
+    low = _known(_parse_int(define["min"])) if define.get("min") is not None else 0
+    high = _known(_parse_int(define["max"])) if define.get("max") is not None else MAX_STRING_LENGTH
 
     def check(value: Any) -> str:
         if type(value) is not str:
@@ -678,7 +689,7 @@ def _compile_struct(define: dict) -> Checker:
 def _compile_array(define: dict) -> Checker:
     element = _compile_define(define["arrayInfo"])
     limit = define.get("maxItems")
-    limit = DEFAULT_ARRAY_ITEMS if limit is None else _parse_int(limit)
+    limit = DEFAULT_ARRAY_ITEMS if limit is None else _known(_parse_int(limit))
 
     def check(value: Any) -> list:
         if type(value) is not list:

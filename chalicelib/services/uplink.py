@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -318,12 +319,12 @@ def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -
                     dev.rec = None
                     drop(dev, tally)
                     return
-                old = DeviceRecord.from_raw_data(item)
-                if not old.enabled:
-                    dev.rec = old
+                stored = DeviceRecord.from_raw_data(item)
+                if not stored.enabled:
+                    dev.rec = stored
                     drop(dev, tally)
                     return
-                _keep_newer(dev, old)
+                _keep_newer(dev, stored)
                 continue
             if code == "ValidationException":
                 if not ensured:

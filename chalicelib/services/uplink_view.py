@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from ..core import clock
 from ..core.config import settings
@@ -191,7 +192,7 @@ class DeviceView:
     def desired(self) -> dict[str, dict[str, Any]]:
         if self.clear_desired or self.rec is None or self.rec.desired is None:
             return {}
-        return plain(self.rec.desired)  # type: ignore[no-any-return]
+        return plain(self.rec.desired)
 
     def stored_time(self, prop: str) -> int | None:
         if prop in self.updates:

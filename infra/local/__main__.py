@@ -57,7 +57,7 @@ def main() -> int:
     except StackError as exc:
         log.error("%s", exc)
         code = 1
-    except Exception:  # noqa: BLE001 - report, clean up, exit non-zero
+    except Exception:
         log.exception("the local stack failed to start")
         code = 1
     finally:

@@ -34,7 +34,7 @@ def install(path: Path, interval_s: float = 0.5) -> None:
         return
     from botocore.client import BaseClient
 
-    original = BaseClient._make_api_call
+    original = BaseClient._make_api_call  # noqa: SLF001 - counting is the point: every client call passes here
 
     def counted(self: Any, operation_name: str, api_params: Any) -> Any:
         key = (self.meta.service_model.service_name, operation_name)
@@ -42,7 +42,7 @@ def install(path: Path, interval_s: float = 0.5) -> None:
             _counts[key] += 1
         return original(self, operation_name, api_params)
 
-    BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    BaseClient._make_api_call = counted  # type: ignore[method-assign]  # noqa: SLF001
     _installed = True
 
     def dump() -> None:

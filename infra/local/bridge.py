@@ -39,8 +39,9 @@ import time
 import traceback
 import zlib
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 log = logging.getLogger("infra.local.bridge")
 
@@ -293,7 +294,7 @@ class UplinkBridge:
         while True:
             try:
                 batch = self._next_batch(shard)
-            except Exception:  # noqa: BLE001 - a shard thread must never die silently
+            except Exception:
                 log.exception("uplink bridge shard %d failed to take a batch", shard.index)
                 time.sleep(0.1)
                 continue
@@ -303,7 +304,7 @@ class UplinkBridge:
                 self.deliver(batch)
                 with self._stats_lock:
                     self.stats.delivered += len(batch)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("uplink bridge shard %d failed to deliver a batch", shard.index)
             finally:
                 with shard.cond:
@@ -357,7 +358,7 @@ class UplinkBridge:
     def _partial_failures(result: Any, event: dict, batch: list[Any]) -> list[Any]:
         if not isinstance(result, dict) or not result.get("batchItemFailures"):
             return []
-        by_seq = {rec["kinesis"]["sequenceNumber"]: msg for rec, msg in zip(event["Records"], batch)}
+        by_seq = {rec["kinesis"]["sequenceNumber"]: msg for rec, msg in zip(event["Records"], batch, strict=True)}
         failures = result["batchItemFailures"]
         if not isinstance(failures, list):
             return list(batch)
@@ -385,5 +386,5 @@ class UplinkBridge:
             return
         try:
             self.on_failed(messages, reason)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not record %d failed uplink message(s)", len(messages))

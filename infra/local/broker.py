@@ -73,8 +73,8 @@ towards devices (granted QoS is at most 1; QoS 2 publishes from devices are acce
 from __future__ import annotations
 
 import asyncio
-import json
 import itertools
+import json
 import logging
 import math
 import queue
@@ -83,9 +83,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from amqtt.adapters import BufferReader
 from amqtt.broker import Broker
@@ -97,8 +98,8 @@ from amqtt.mqtt.subscribe import SubscribePacket
 from amqtt.mqtt.unsuback import UnsubackPacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 
-from infra.local.bridge import LambdaInvoker, UplinkBridge, find_uplink_source
 from chalicelib.protocol import diagnostics
+from infra.local.bridge import LambdaInvoker, UplinkBridge, find_uplink_source
 
 log = logging.getLogger("infra.local.mqtt")
 
@@ -338,7 +339,7 @@ class AppHooks:
 
     @classmethod
     def from_app(cls, app: Any, *, region: str = "us-east-1", account_id: str = "123456789012",
-                 stage: str = "local") -> "AppHooks":
+                 stage: str = "local") -> AppHooks:
         """The hooks of the Chalice app: its ``mqtt_authorizer`` and ``presence`` Lambdas (invoked
         as Lambda would), connectivity's policy evaluation and device_logs' diagnostics."""
         from chalicelib.services import connectivity, device_logs
@@ -393,7 +394,7 @@ class _KeyedWorkers:
             try:
                 if not self._abandon:
                     fn(*args, **kwargs)
-            except Exception:  # noqa: BLE001 - a worker never dies
+            except Exception:
                 if not self._abandon:  # after the stop, failures are the stack going away
                     log.exception("%s failed", getattr(fn, "__name__", fn))
             finally:
@@ -439,7 +440,7 @@ class Connection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, broker: "FleetboxBroker", reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, broker: FleetboxBroker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.broker = broker
         self.number = next(self._ids)
         self.reader = reader
@@ -527,7 +528,7 @@ class Connection:
         if hit is None:
             try:
                 hit = bool(self.broker.hooks.policy_allows(self.policy, action, topic))
-            except Exception:  # noqa: BLE001 - a broken policy denies
+            except Exception:
                 log.exception("evaluating the policy of %s failed; denying %s on %s", self.label, action, topic)
                 hit = False
             if len(self.acl) < 512:
@@ -623,7 +624,7 @@ class FleetboxBroker(Broker):
         try:
             if await self._handshake(conn):
                 await self._read_loop(conn)
-        except Exception as exc:  # noqa: BLE001 - logged, diagnosed, closed: never silent
+        except Exception as exc:
             log.exception("broker error on %s; closing it", conn.label)
             conn.reason = conn.reason or SERVER_ERROR
             self.diagnose(conn, DEV_CONN_SYSTEM_ERR,
@@ -631,7 +632,7 @@ class FleetboxBroker(Broker):
         finally:
             try:
                 await self._finish(conn)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cleaning up %s failed", conn.label)
             finally:
                 self.live.discard(conn)
@@ -679,7 +680,7 @@ class FleetboxBroker(Broker):
         try:
             packet_type, flags, body = await asyncio.wait_for(
                 self._read_packet(conn, max_length=MAX_CONTROL_PACKET), CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("%s sent no CONNECT within %.0f s; closed", conn.label, CONNECT_TIMEOUT_S)
             return False
         except _Closed:
@@ -737,7 +738,7 @@ class FleetboxBroker(Broker):
             old.close(DUPLICATE_CLIENTID)
             try:
                 await asyncio.wait_for(old.done.wait(), 5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s: the previous connection did not close within 5 s", conn.client_id)
                 self.connections.pop(conn.client_id, None)
         if conn.closing:
@@ -772,7 +773,7 @@ class FleetboxBroker(Broker):
         event = authorizer_event(conn.client_id, conn.username, conn.password, source_ip=conn.ip)
         try:
             answer = await self._loop.run_in_executor(self.executor, self.hooks.authorize, event)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("the MQTT authorizer failed for %s", conn.client_id)
             self.diagnose(conn, DEV_CONN_SYSTEM_ERR, "MQTT connect failed: the authorizer raised an error")
             return None
@@ -791,7 +792,7 @@ class FleetboxBroker(Broker):
         assert self.hooks is not None
         try:
             may_connect = self.hooks.policy_allows(docs, CONNECT_ACTION, conn.client_id or "")
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("evaluating the policy of %s failed", conn.client_id)
             may_connect = False
         if not may_connect:
@@ -1075,7 +1076,7 @@ class FleetboxBroker(Broker):
                 will_topic, will_payload, will_qos, will_retain = conn.will
                 try:
                     await self.route_publish(conn, will_topic, will_payload, will_qos, will_retain, will=True)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("publishing the will of %s failed", conn.client_id)
         await self._close_socket(conn)
         if conn.accepted:
@@ -1090,7 +1091,7 @@ class FleetboxBroker(Broker):
             if not writer.is_closing():
                 writer.close()
             await asyncio.wait_for(writer.wait_closed(), 2.0)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
+        except (TimeoutError, ConnectionError, OSError):
             transport = writer.transport
             if transport is not None:
                 transport.abort()
@@ -1188,7 +1189,7 @@ class LocalBroker:
     @classmethod
     def for_app(cls, app: Any, host: str, port: int, *, region: str = "us-east-1",
                 account_id: str = "123456789012", stage: str = "local", reauth_s: float = 60.0,
-                limits: BrokerLimits = BrokerLimits(), shards: int = 4, max_wait_s: float = 0.03) -> "LocalBroker":
+                limits: BrokerLimits = BrokerLimits(), shards: int = 4, max_wait_s: float = 0.03) -> LocalBroker:
         """The broker of the local stack: the app's authorizer, presence and uplink handlers."""
         from chalicelib.core.config import settings
 
@@ -1206,7 +1207,7 @@ class LocalBroker:
         return cls(host, port, hooks=hooks, bridge=bridge, limits=limits, reauth_s=reauth_s)
 
     @classmethod
-    def bare(cls, host: str = "127.0.0.1", port: int = 0) -> "LocalBroker":
+    def bare(cls, host: str = "127.0.0.1", port: int = 0) -> LocalBroker:
         """The same broker without the app: every client accepted, every topic allowed."""
         return cls(host, port)
 
@@ -1282,7 +1283,7 @@ class LocalBroker:
 
             try:
                 asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(max(0.5, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - shutdown goes on
+            except Exception:
                 log.exception("the MQTT broker did not shut down cleanly")
         uplinks_left = events_left = 0
         if self.bridge is not None:

@@ -22,7 +22,8 @@ import hmac
 import threading
 import time
 from calendar import timegm
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 TOKEN_HEADER = "X-Fleetbox-Moto-Token"
@@ -98,8 +99,8 @@ def expected_signature(secret_key: str, method: str, host: str, path: str, query
     own canonicalisation (S3 paths as sent; other services double-encoded, as botocore signs)."""
     from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
     from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
     from botocore.compat import HTTPHeaders
+    from botocore.credentials import Credentials
 
     access_key, date, region, service, _ = (credential.split("/") + ["", "", "", "", ""])[:5]
     if presigned:

@@ -16,8 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ class MotoServer:
     def _moto_api(self, action: str, *, timeout: float) -> bytes:
         from infra.local.moto_auth import TOKEN_HEADER
 
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{action}", data=b"", method="POST",
-                                         headers={TOKEN_HEADER: self.secret_key})
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own child
+        url = f"{self.endpoint}/moto-api/recorder/{action}"  # our own child's http:// endpoint
+        request = urllib.request.Request(url, data=b"", method="POST", headers={TOKEN_HEADER: self.secret_key})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.read()
 
     # -- recorder

@@ -39,10 +39,11 @@ import string
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 log = logging.getLogger("infra.local.simulate")
 
@@ -126,7 +127,7 @@ class ThingModel:
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any] | None) -> "ThingModel":
+    def from_document(cls, doc: dict[str, Any] | None) -> ThingModel:
         doc = doc or {}
         props = [p for p in doc.get("properties") or [] if isinstance(p, dict) and p.get("id")]
         actions = {a["id"]: a for a in doc.get("actions") or [] if isinstance(a, dict) and a.get("id")}
@@ -187,7 +188,7 @@ class SimStats:
 class _Device:
     """One paho client; every call on it happens on its network-loop thread."""
 
-    def __init__(self, sim: "Simulator", creds: DeviceCredentials, loop: "_NetLoop") -> None:
+    def __init__(self, sim: Simulator, creds: DeviceCredentials, loop: _NetLoop) -> None:
         import paho.mqtt.client as mqtt
 
         self.sim = sim
@@ -412,7 +413,7 @@ class _Device:
 class _NetLoop(threading.Thread):
     """One selector over many paho clients (paho's external-loop API), plus a timer heap."""
 
-    def __init__(self, sim: "Simulator", index: int) -> None:
+    def __init__(self, sim: Simulator, index: int) -> None:
         super().__init__(name=f"sim-net-{index}", daemon=True)
         self.sim = sim
         self.selector = selectors.DefaultSelector()
@@ -503,7 +504,7 @@ class _NetLoop(threading.Thread):
     def _safely(action: Callable[[], None]) -> None:
         try:
             action()
-        except Exception:  # noqa: BLE001 - one device's failure never stops the loop
+        except Exception:
             log.exception("simulated device action failed")
 
 

@@ -23,9 +23,10 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import boto3
@@ -78,7 +79,7 @@ class StackSettings:
     mqtt_reauth_s: float = 60.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "StackSettings":
+    def from_env(cls, env: Mapping[str, str]) -> StackSettings:
         def path(name: str) -> Path | None:
             value = env.get(name, "").strip()
             return Path(value).expanduser().resolve() if value else None
@@ -135,7 +136,7 @@ class LocalStack:
         self._owns_info_file = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "LocalStack":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LocalStack:
         return cls(StackSettings.from_env(env))
 
     # ------------------------------------------------------------ start
@@ -271,7 +272,7 @@ class LocalStack:
 
         try:
             resumed = production.resume_stalled(stale_s=0)
-        except Exception:  # noqa: BLE001 - the sweep tick tries again within a minute
+        except Exception:
             log.exception("could not resume running batches; the minute sweep will")
             return
         if resumed:
@@ -396,7 +397,7 @@ class LocalStack:
     def _quietly(what: str, action: Callable[[], Any]) -> None:
         try:
             action()
-        except Exception:  # noqa: BLE001 - shutdown goes on
+        except Exception:
             log.exception("could not %s", what)
 
 

@@ -8,10 +8,10 @@ Headers and bodies are never logged.
 """
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
-import json
 import time
 import uuid
 from typing import Any
@@ -38,7 +38,7 @@ def _route_matches(route: str, path: str) -> bool:
     """chalice local's matching (same level count, ``{param}`` matches one level)."""
     want, have = route.split("/"), path.split("/")
     return len(want) == len(have) and all(w == h or (w.startswith("{") and w.endswith("}"))
-                                          for w, h in zip(want, have))
+                                          for w, h in zip(want, have, strict=True))
 
 
 class RequestHandler(ChaliceRequestHandler):
@@ -75,7 +75,7 @@ class RequestHandler(ChaliceRequestHandler):
                 super()._generic_handle()
         except _GONE:
             self.close_connection = True  # the client went away mid-response; nothing to answer
-        except Exception:  # noqa: BLE001 - an error outside the app (gateway emulation)
+        except Exception:
             log.exception("local gateway failed on %s %s", self.command, self._path_only())
             if self._status is None:
                 self._send_http_response(500, {}, '{"message": "Internal server error"}')

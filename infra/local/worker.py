@@ -20,12 +20,13 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice.app import Chalice, ScheduledEventConfig, ScheduleExpression, KinesisEventConfig, SQSEventConfig
+from chalice.app import Chalice, KinesisEventConfig, ScheduledEventConfig, ScheduleExpression, SQSEventConfig
 from chalice.local import LambdaContext
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Cron:
     years: set[int] | None
 
     @classmethod
-    def parse(cls, expression: str) -> "Cron":
+    def parse(cls, expression: str) -> Cron:
         match = re.match(r"^cron\((.*)\)$", expression.strip(), re.IGNORECASE)
         if not match:
             raise ScheduleError(f"{expression}: not a cron(...) expression")
@@ -150,7 +151,7 @@ class Cron:
                     and self._ok(self.days, day.day) and self._ok(self.weekdays, weekday)):
                 for hour in hours:
                     for minute in minutes:
-                        candidate = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.timezone.utc)
+                        candidate = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
                         if candidate >= start:
                             return candidate
             day += dt.timedelta(days=1)
@@ -165,7 +166,7 @@ def expression_text(expression: str | ScheduleExpression) -> str:
 
 
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def sqs_record(message: dict, queue_arn: str, region: str) -> dict:
@@ -241,7 +242,7 @@ def failed_message_ids(result: Any, batch_ids: Iterable[str]) -> set[str]:
 class _Function:
     """A handler plus what Lambda would pass it as context."""
 
-    def __init__(self, loop: "WorkerLoop", name: str) -> None:
+    def __init__(self, loop: WorkerLoop, name: str) -> None:
         self.name = name
         self.handler: Callable[[dict, Any], Any] = loop.app.handler_map[name]
         self.memory_mb, self.timeout_s = loop.function_settings(name)
@@ -353,7 +354,7 @@ class WorkerLoop:
         def run() -> None:
             try:
                 runner()
-            except Exception:  # noqa: BLE001 - a thread must never die silently
+            except Exception:
                 log.exception("worker %s crashed", name)
 
         return run
@@ -411,7 +412,7 @@ class WorkerLoop:
         ids = [m["MessageId"] for m in messages]
         try:
             result = function.invoke(event)
-        except Exception:  # noqa: BLE001 - the batch stays; the message comes back later
+        except Exception:
             log.exception("handler %s failed on %d message(s); they return after the visibility timeout",
                           function.name, len(messages))
             self._remember_failed(url, messages)
@@ -459,7 +460,7 @@ class WorkerLoop:
         def fire() -> None:
             try:
                 function.invoke(scheduled_event(rule_arn, self.account_id, self.region))
-            except Exception:  # noqa: BLE001 - the next firing still happens
+            except Exception:
                 log.exception("scheduled handler %s failed", function.name)
 
         def run_rate() -> None:

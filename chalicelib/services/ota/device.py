@@ -21,10 +21,8 @@ from ...models import dynamo
 from ...models.ota import FIRMWARE_KIND, RESOURCE_KIND
 from ...protocol import diagnostics
 from .. import files, jobs
-
 from ..uplink_view import DeviceView, Received
 from . import store
-
 
 PROGRESS_CODES = {"0": "success", "-1": "download timeout", "-2": "file missing", "-3": "authentication failed",
                   "-4": "MD5 mismatch", "-5": "burn failed"}
@@ -47,7 +45,7 @@ def on_ota_report(dev: DeviceView, m: Received) -> None:
     if body is None:
         return
     kind = body.get("type")
-    report = body.get("report") if isinstance(body.get("report"), dict) else {}
+    report: dict[str, Any] = body["report"] if isinstance(body.get("report"), dict) else {}
     if kind == "report_version":
         _report_version(dev, m, report)
     elif kind == "report_progress":
@@ -64,7 +62,7 @@ def on_resource_report(dev: DeviceView, m: Received) -> None:
     if body.get("type") != "report_download_progress":
         dev.failure(diagnostics.PAYLOAD_NO_FIELD, "resource/up/service supports type report_download_progress", m)
         return
-    report = body.get("report") if isinstance(body.get("report"), dict) else body
+    report: dict[str, Any] = body["report"] if isinstance(body.get("report"), dict) else body
     _report_progress(dev, m, report, RESOURCE_KIND)
 
 
@@ -149,7 +147,7 @@ def _text_number(value: Any) -> int | None:
 
 
 def _report_progress(dev: DeviceView, m: Received, report: dict[str, Any], kind: str) -> None:
-    progress = report.get("progress")
+    progress: Any = report.get("progress")
     state = progress.get("state") if isinstance(progress, dict) else None
     allowed = ("downloading", "burning", "done", "fail") if kind == FIRMWARE_KIND else ("downloading", "done", "fail")
     if state not in allowed:

@@ -25,9 +25,7 @@ from ...core import clock
 from ...core.config import settings
 from ...models import dynamo
 from .. import events, files, jobs
-
 from . import store
-
 
 MAX_REJECTED_LISTED = 100
 
@@ -101,7 +99,7 @@ def _known_devices(task: dict[str, Any], names: list[str]) -> tuple[list[dict[st
     table = settings().table("devices")
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(valid), 100):
-        pending: dict[str, Any] = {table: {
+        pending: dict[str, Any] | None = {table: {
             "Keys": [{"product_id": {"S": task["product_id"]}, "device_name": {"S": n}} for n in valid[start:start + 100]],
             "ProjectionExpression": "#p, #dn, #fw, #en, #dl",
             "ExpressionAttributeNames": {"#p": "product_id", "#dn": "device_name", "#fw": "firmware_version",
@@ -109,8 +107,8 @@ def _known_devices(task: dict[str, Any], names: list[str]) -> tuple[list[dict[st
         for attempt in range(8):
             out = dynamo.client().batch_get_item(RequestItems=pending)
             for raw in (out.get("Responses") or {}).get(table, []):
-                dev = dynamo.item(raw)
-                found[dev["device_name"]] = dev
+                row = dynamo.item(raw)
+                found[row["device_name"]] = row
             pending = out.get("UnprocessedKeys") or {}
             if not pending:
                 break
@@ -177,7 +175,7 @@ def dispatch_step(body: dict[str, Any]) -> None:
     now = clock.now()
     limit = settings().ota_chunk
     rate = int(task.get("rate_per_minute") or 0)
-    window = int(now // store.minute()) if rate else None
+    window = int(now // store.minute()) if rate else 0
     used = 0
     if rate:
         used = int(task.get("window_count") or 0) if task.get("window") == window else 0

@@ -18,7 +18,9 @@ import math
 import re
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -275,14 +277,12 @@ def publish(task: dict[str, Any], pushes: list[tuple[dict[str, Any], dict[str, A
     if len(sends) > PARALLEL_PUBLISH_OVER:
         # IoT Core's data plane is one HTTPS request per message: a chunk of 500 in parallel
         # stays seconds, not minutes, inside the worker's time limit
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
             results = list(pool.map(lambda s: downlink.deliver(s[1], s[2], 1), sends))
     else:
         results = [downlink.deliver(topic, message, 1) for _, topic, message in sends]
     ok_by_job: dict[str, bool] = {}
-    for (job, topic, message), ok in zip(sends, results):
+    for (job, topic, message), ok in zip(sends, results, strict=True):
         ok_by_job[job["device_name"]] = ok_by_job.get(job["device_name"], False) or ok
         rows.append(device_logs.entry(job["product_id"], job["device_name"], "content", direction="down",
                                       topic=topic, payload=message))

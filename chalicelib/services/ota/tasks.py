@@ -8,7 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -16,7 +17,6 @@ from ...core import clock, errors, ids
 from ...models import dynamo
 from ...models.ota import FIRMWARE_KIND, RESOURCE_KIND
 from .. import files, firmware, jobs
-
 from . import store
 from .store import DEVICE_LIST_TEMPLATE, MAX_DEVICES, RESOURCE_STATES, STATES, TASK_STATUSES  # noqa: F401 - the API's vocabulary
 
