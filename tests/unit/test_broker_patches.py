@@ -21,19 +21,11 @@ from chalicelib.protocol.events import UplinkMessage
 from infra.local import broker as broker_mod
 from infra.local.bridge import UplinkBridge
 from infra.local.broker import AppHooks, BrokerLimits, BrokerPublisher, LocalBroker
+from tests.helpers import wait_until
 
 P = "ABCDEFGHIJ"
 LONG_DN = "d" * 43                    # {pid}{dn} = 53 characters, as the Tencent SDK sends
 DEVICE = f"{P}{LONG_DN}"
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ------------------------------------------------------------------ the fake app
