@@ -2,24 +2,21 @@
 subdevice's report through the gateway landing on the subdevice, topology, offline."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import random
 import time
 from typing import Any
 
 import pytest
 
-from tests.e2e.fleet import Api, Device, wait_until
+from tests.e2e.fleet import Api, Device
+from tests.helpers import sign_gateway_bind, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def bind_entry(sub_pid: str, sub_dn: str, sub_secret: str) -> dict[str, Any]:
     nonce, ts = random.randint(1, 2**31), int(time.time())
-    text = f"{sub_pid}{sub_dn};{nonce};{ts}".encode()
-    signature = base64.b64encode(hmac.new(sub_secret.encode(), text, hashlib.sha256).digest()).decode()
+    signature = sign_gateway_bind(sub_pid, sub_dn, sub_secret, nonce, ts)
     return {"product_id": sub_pid, "device_name": sub_dn, "signature": signature, "random": nonce,
             "timestamp": ts, "signmethod": "hmacsha256"}
 

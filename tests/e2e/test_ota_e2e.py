@@ -16,7 +16,9 @@ import requests
 
 from infra.local.simulate import Api as SimApi
 from infra.local.simulate import Simulator, load_devices
-from tests.e2e.fleet import Api, wait_until
+from tests.e2e.fleet import Api
+from tests.e2e.stack import start_stack
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +29,6 @@ CUSTOM = '{"channel":"stable","notes":"fixes"}'
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    from tests.e2e.conftest import start_stack
-
     proc = start_stack(tmp_path_factory.mktemp("ota-home"), FLEETBOX_OTA_MINUTE_S="1",
                        FLEETBOX_SCHEDULE_SPEEDUP="30", FLEETBOX_DEVICE_QUOTA="1000")
     try:

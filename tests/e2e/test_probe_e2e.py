@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.fleet import Api, Device, wait_until
+from tests.e2e.fleet import Api, Device
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 

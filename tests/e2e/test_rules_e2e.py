@@ -11,8 +11,9 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import free_port
-from tests.e2e.fleet import Device, wait_until
+from tests.e2e.fleet import Device
+from tests.e2e.stack import free_port
+from tests.helpers import wait_until
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from infra.local.simulate import DeviceCredentials, Simulator
-from tests.e2e.fleet import LAMP_MODEL, Device, wait_until
+from tests.e2e.fleet import LAMP_MODEL, Device
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
