@@ -67,7 +67,11 @@ def test_gateway_binds_brings_online_and_reports_for_a_subdevice(stack_factory, 
         # A subdevice the gateway is not bound to gets nothing stored
         gateway.publish(gateway.topic("thing/up/property", pid=sub_pid, dn=stranger),
                         {"method": "report", "clientToken": "sub-2", "params": {"brightness": 1}})
-        time.sleep(1.0)
+        # the uplink refuses it in its handling stage and logs Dev_Pub_Unauthorized on the
+        # stranger with the batch's rows, after the batch's device writes: once that entry is
+        # there, anything the report could have stored would be there too
+        assert wait_until(lambda: any(e["code"] == "Dev_Pub_Unauthorized"
+                                      for e in api.logs(sub_pid, stranger, "diagnostic")))
         assert api.reported(sub_pid, stranger) == {}
     finally:
         gateway.close()
