@@ -3,8 +3,16 @@
 Set before anything imports chalicelib (settings and table names are read once).
 `mock_aws` ignores custom endpoints, so AWS_ENDPOINT_URL must be unset here;
 e2e tests start the local stack in a subprocess with its own environment.
+
+The helper modules (shared code, never test modules) get pytest's assertion rewriting too, so a
+failed check inside a helper reports its values as one in a test does.
 """
 import os
+
+import pytest
+
+pytest.register_assert_rewrite("tests.helpers", "tests.receiver", "tests.integration.helpers", "tests.e2e.fleet",
+                               "tests.e2e.stack")
 
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.update({

@@ -1,10 +1,8 @@
-"""Helpers for the MQTT e2e tests: the HTTP API, devices, and paho clients built the way a
-Tencent-SDK device builds its credentials (computed here, independently of the product's code)."""
+"""Helpers for the e2e tests: the HTTP API, devices, and paho clients built the way a
+Tencent-SDK device builds its credentials (computed here, independently of the product's code),
+and the stack's own AWS services (moto) read directly."""
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -13,6 +11,8 @@ from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 import requests
+
+from tests.helpers import mqtt_password, wait_until
 
 LAMP_MODEL: dict[str, Any] = {
     "properties": [
@@ -35,16 +35,9 @@ LAMP_MODEL: dict[str, Any] = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 class Api:
+    """An HTTP client of a local stack, as its admin."""
+
     def __init__(self, info: dict[str, Any]) -> None:
         self.base = info["api_url"]
         self.session = requests.Session()
@@ -90,9 +83,7 @@ def credentials(pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256"
     """(client id, username, password) of SPEC §6.2; expiry defaults to the start time in ms (the SDK's)."""
     expiry = expiry if expiry is not None else int(time.time() * 1000)
     username = f"{pid}{dn};12010126;{uuid.uuid4().hex[:5]};{expiry}"
-    digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1}[algorithm]
-    mac = hmac.new(base64.b64decode(secret), username.encode(), digest).hexdigest()
-    return f"{pid}{dn}", username, f"{mac};{algorithm}"
+    return f"{pid}{dn}", username, mqtt_password(username, secret, algorithm)
 
 
 class Device:
@@ -169,3 +160,12 @@ class Device:
     def reply_to(self, token: str, method: str | None = None, timeout: float = 10.0) -> tuple[str, Any] | None:
         return self.wait_message(lambda t, b: isinstance(b, dict) and b.get("clientToken") == token
                                  and (method is None or b.get("method") == method), timeout)
+
+
+def aws_client(info: dict[str, Any], service: str) -> Any:
+    """A boto3 client of the stack's own moto server, signed with the stack's key (local.json)."""
+    import boto3
+
+    return boto3.client(service, endpoint_url=info["s3_endpoint"], region_name="us-east-1",
+                        aws_access_key_id=info["aws_access_key_id"],
+                        aws_secret_access_key=info["aws_secret_access_key"])

@@ -5,9 +5,6 @@ The stacks here run with a 20,000-device quota (the suite's default is 50).
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import hmac
 import io
 import json
 import random
@@ -16,18 +13,16 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import StackProcess, start_stack
-from tests.e2e.fleet import Api, Device, credentials, wait_until
-from tests.qrscan import scan
+from tests.e2e.fleet import Api, Device, aws_client, credentials
+from tests.e2e.stack import StackProcess, start_stack
+from tests.helpers import queue_counts, read_batch_csv, scan, sign_qr, wait_until
 
 pytestmark = pytest.mark.e2e
 
 BIG = 10_000
-HEADER = ["ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status", "QRCode"]
 STACK_ENV = {"FLEETBOX_DEVICE_QUOTA": "20000"}
 
 
@@ -73,16 +68,6 @@ def wait_done(api: Api, batch_id: str, timeout: float) -> dict[str, Any]:
     return seen
 
 
-def unescape(cell: str) -> str:
-    return cell[1:] if cell.startswith("'") and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
-
-
-def read_csv(data: bytes) -> list[dict[str, str]]:
-    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
-    assert rows[0] == HEADER
-    return [dict(zip(HEADER, [unescape(c) for c in r])) for r in rows[1:]]
-
-
 def download(url: str) -> bytes:
     assert "/files/" in url and "e=" in url and "s=" in url  # the stack's own time-limited, signed link
     resp = requests.get(url, timeout=120)
@@ -92,8 +77,7 @@ def download(url: str) -> bytes:
 
 def stored_devices(info: dict[str, Any], pid: str) -> dict[str, dict[str, Any]]:
     """The product's device items as the stack stored them (moto's DynamoDB, read directly)."""
-    ddb = boto3.client("dynamodb", endpoint_url=info["s3_endpoint"], region_name="us-east-1",
-                       aws_access_key_id=info["aws_access_key_id"], aws_secret_access_key=info["aws_secret_access_key"])
+    ddb = aws_client(info, "dynamodb")
     out: dict[str, dict[str, Any]] = {}
     for page in ddb.get_paginator("query").paginate(
             TableName="fleetbox-local-devices", KeyConditionExpression="product_id = :p",
@@ -132,7 +116,7 @@ def big(api: Api, stack: StackProcess) -> dict[str, Any]:
 def test_a_10000_device_batch_with_qr_codes_completes_with_valid_outputs(api, stack, big):
     pid, job = big["pid"], big["job"]
     assert (job["status"], job["progress"], job["success_count"], job["failure_count"]) == ("done", 100, BIG, 0)
-    rows = read_csv(download(job["csv_url"]))
+    rows = read_batch_csv(download(job["csv_url"]))
     assert len(rows) == BIG and len({r["DeviceName"] for r in rows}) == BIG
     stored = stored_devices(stack.info, pid)
     assert len(stored) == BIG
@@ -143,12 +127,11 @@ def test_a_10000_device_batch_with_qr_codes_completes_with_valid_outputs(api, st
     names = archive.namelist()
     assert len(names) == BIG + 1 and sorted(n for n in names if n.endswith(".png")) == sorted(
         f"{r['DeviceName']}.png" for r in rows)
-    assert read_csv(archive.read("devices.csv")) == rows
+    assert read_batch_csv(archive.read("devices.csv")) == rows
     for r in random.sample(rows, 40):
         doc = json.loads(scan(archive.read(f"{r['DeviceName']}.png")))
         assert doc["ProductId"] == pid and doc["DeviceName"] == r["DeviceName"]
-        assert doc["Signature"] == hmac.new(r["DevicePsk"].encode(), (pid + r["DeviceName"]).encode(),
-                                            hashlib.sha256).hexdigest()
+        assert doc["Signature"] == sign_qr(r["DevicePsk"], pid, r["DeviceName"])
     # a few of them connect for real through the broker
     for r in rows[:3]:
         device = Device(stack.info, pid, r["DeviceName"], r["DevicePsk"]).connect()
@@ -159,17 +142,15 @@ def test_a_10000_device_batch_with_qr_codes_completes_with_valid_outputs(api, st
 
 def test_redelivered_steps_of_a_finished_batch_create_nothing(api, stack, big):
     pid, job = big["pid"], big["job"]
-    sqs = boto3.client("sqs", endpoint_url=stack.info["s3_endpoint"], region_name="us-east-1",
-                       aws_access_key_id=stack.info["aws_access_key_id"],
-                       aws_secret_access_key=stack.info["aws_secret_access_key"])
+    sqs = aws_client(stack.info, "sqs")
     url = sqs.get_queue_url(QueueName="fleetbox-local-jobs")["QueueUrl"]
     for body in ({"kind": "batch.chunk", "body": {"batch_id": job["id"], "chunk": 0}},
                  {"kind": "batch.chunk", "body": {"batch_id": job["id"], "chunk": 0}},
                  {"kind": "batch.finish", "body": {"batch_id": job["id"]}}):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
-    assert wait_until(lambda: int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
-        "ApproximateNumberOfMessages"]) == 0, 20)
-    time.sleep(1.0)
+    # the worker loop deletes a message once its handler returned: none visible and none in
+    # flight means all three steps ran to the end (and any step they queued ran too)
+    assert wait_until(lambda: queue_counts(sqs, url) == (0, 0), 20), queue_counts(sqs, url)
     again = api.call("GET", f"/v1/batches/{job['id']}?include_secret=true", 200).json()
     assert (again["status"], again["success_count"], again["processed"]) == ("done", BIG, BIG)
     assert api.call("GET", f"/v1/products/{pid}", 200).json()["device_count"] == BIG
@@ -184,7 +165,7 @@ def test_upload_rows_existing_invalid_duplicate_are_reported_and_nothing_is_over
     assert (job["status"], job["success_count"], job["failure_count"]) == ("done", 2, 3)
     assert {f["row"]: f["device_name"] for f in job["failures"]} == {
         3: "unit-2", 4: "no spaces allowed", 5: "unit-1"}
-    rows = read_csv(download(job["download_url"]))
+    rows = read_batch_csv(download(job["download_url"]))
     assert [(r["DeviceName"], r["Status"] == "success") for r in rows] == [
         ("unit-1", True), ("unit-2", False), ("no spaces allowed", False), ("unit-1", False), ("unit-3", True)]
     secret = api.call("GET", f"/v1/products/{pid}/devices/unit-2", 200, params={"include_secret": "true"}).json()
@@ -208,7 +189,7 @@ def test_over_quota_fails_first_and_unreleased_products_are_refused(api, big):
 def test_binding_a_scanned_device_code(api, big):
     job = big["job"]
     archive = zipfile.ZipFile(io.BytesIO(download(job["download_url"])))
-    name = read_csv(archive.read("devices.csv"))[7]["DeviceName"]
+    name = read_batch_csv(archive.read("devices.csv"))[7]["DeviceName"]
     code = scan(archive.read(f"{name}.png"))
     first = api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "alice"}).json()
     assert api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "alice"}).json()["id"] == first["id"]
@@ -260,7 +241,7 @@ def test_a_killed_stack_resumes_the_batch_to_the_same_result(tmp_path: Path):
         done = wait_done(api, job["id"], 120)
         assert (done["status"], done["success_count"], done["failure_count"], done["processed"]) == (
             "done", n, 0, n)
-        rows = read_csv(download(done["csv_url"]))
+        rows = read_batch_csv(download(done["csv_url"]))
         assert len(rows) == n and len({r["DeviceName"] for r in rows}) == n
         stored = stored_devices(second.info, pid)
         assert set(stored) == {r["DeviceName"] for r in rows}  # no device twice, none missing

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -12,7 +11,8 @@ import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import StackProcess, process_gone
+from tests.e2e.stack import StackProcess, process_gone
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,12 +35,8 @@ def accepts_connections(url: str) -> bool:
 
 def wait_for_log_line(stack: StackProcess, pattern: str, timeout: float = 5.0) -> list[str]:
     """Lines of the stack's output matching ``pattern`` (waits for at least one)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [line for line in stack.log_text().splitlines() if re.search(pattern, line)]
-        if lines or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+    return wait_until(lambda: [line for line in stack.log_text().splitlines() if re.search(pattern, line)],
+                      timeout)
 
 
 def test_local_json_describes_the_running_stack(local_stack):
@@ -123,10 +119,7 @@ def test_sigterm_stops_everything_and_leaves_no_child_process(stack_factory):
 
     # Then it exits 0, its children are gone, nothing listens, and local.json is removed
     assert code == 0, stack.log_text()[-4000:]
-    deadline = time.monotonic() + 5
-    while not all(process_gone(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert all(process_gone(pid) for pid in children), children
+    assert wait_until(lambda: all(process_gone(pid) for pid in children), 5, 0.1), children
     assert not accepts_connections(moto_url)
     assert not accepts_connections(stack.info["api_url"])
     assert not stack.info_path.exists()

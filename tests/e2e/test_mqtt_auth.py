@@ -10,7 +10,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.e2e.fleet import Api, Device, wait_until
+from tests.e2e.fleet import Api, Device
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 

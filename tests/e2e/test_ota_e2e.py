@@ -8,7 +8,6 @@ The stack runs with a one-second OTA "minute" and ticks every two seconds, so ti
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import pytest
@@ -16,7 +15,9 @@ import requests
 
 from infra.local.simulate import Api as SimApi
 from infra.local.simulate import Simulator, load_devices
-from tests.e2e.fleet import Api, wait_until
+from tests.e2e.fleet import Api, aws_client
+from tests.e2e.stack import start_stack
+from tests.helpers import queue_counts, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +28,6 @@ CUSTOM = '{"channel":"stable","notes":"fixes"}'
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    from tests.e2e.conftest import start_stack
-
     proc = start_stack(tmp_path_factory.mktemp("ota-home"), FLEETBOX_OTA_MINUTE_S="1",
                        FLEETBOX_SCHEDULE_SPEEDUP="30", FLEETBOX_DEVICE_QUOTA="1000")
     try:
@@ -177,7 +176,16 @@ def test_a_user_confirm_task_waits_for_confirmation(stack, client):
         task_id = task(client, {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"],
                                 "confirm": "user_confirm"})
         assert wait_until(lambda: devices(client, task_id).get("conf00000"), timeout=20)
-        time.sleep(3)
+        # markers instead of a pause: the planning step that starts the task ("created") queues
+        # the first dispatch step before its own message is deleted, so an empty jobs queue (none
+        # visible, none in flight) after that means the dispatch ran and held the notification
+        sqs = aws_client(stack, "sqs")
+        jobs_queue = sqs.get_queue_url(QueueName="fleetbox-local-jobs")["QueueUrl"]
+        assert wait_until(lambda: view(client, task_id)["status"] == "created", timeout=20), view(client, task_id)
+        assert wait_until(lambda: queue_counts(sqs, jobs_queue) == (0, 0), timeout=20), queue_counts(sqs, jobs_queue)
+        # and a control published after it reaches the device after anything the dispatch sent
+        client.call("POST", f"/v1/products/{pid}/devices/conf00000/control", 200, json={"params": {"color": 1}})
+        assert wait_until(lambda: sim.stats()["controls_answered"] >= 1, timeout=10), sim.stats()
         assert sim.stats()["ota_notifications"] == 0
         assert devices(client, task_id)["conf00000"]["awaiting_confirmation"] is True
         client.call("POST", f"/v1/ota-tasks/{task_id}/devices/conf00000/confirm", 200)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.fleet import Api, Device, wait_until
+from tests.e2e.fleet import Api, Device
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -7,14 +7,17 @@ serves nobody but the stack; an oversized MQTT report is answered, not silently 
 """
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.e2e.fleet import Api, Device, wait_until
+from tests.e2e.fleet import Api, Device
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -63,18 +66,50 @@ def test_a_body_over_10_mb_is_refused_before_it_is_read(local_stack):
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
+def _server_socket_inode(server_port: int, client_port: int) -> int:
+    """The inode of the server's end of a loopback TCP connection (0 until it is accepted)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return int(fields[9])
+    return 0
+
+
+def _open_sockets(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` holds open."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
 def test_a_client_that_leaves_early_costs_no_traceback(local_stack, local_stack_process):
     host = local_stack["api_url"].rsplit("//", 1)[1]
+    port = int(host.split(":")[1])
     before = local_stack_process.log_text().count("Traceback")
+    abandoned: set[int] = set()
     for request in (b"POST /v1/products HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Length: 5000\r\n\r\n{\"na",
                     b"GET /v1/prod", b"POST /v1/products HTTP/1.1\r\nHost: x\r\nContent-Le"):
-        with socket.create_connection(tuple(host.split(":")[:1]) + (int(host.split(":")[1]),), timeout=5) as sock:
+        with socket.create_connection(tuple(host.split(":")[:1]) + (port,), timeout=5) as sock:
             sock.sendall(request)
+            client_port = sock.getsockname()[1]
+            inode = wait_until(lambda: _server_socket_inode(port, client_port), 5)
+            assert inode, "the stack did not accept the connection"
+            abandoned.add(inode)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
     # the stack still answers, and wrote no traceback for any of them
     api = Api(local_stack)
     assert wait_until(lambda: api.call("GET", "/v1/quota").status_code == 200, 10)
-    time.sleep(0.5)  # the abandoned handlers finish on their own threads
+    # the abandoned handlers finish on their own threads; closing the connection is the last
+    # thing each does (socketserver closes it after any error report), so once none of their
+    # sockets is open in the stack, any traceback they would write is written
+    assert wait_until(lambda: not abandoned & _open_sockets(local_stack_process.process.pid), 10)
     assert local_stack_process.log_text().count("Traceback") == before, local_stack_process.log_text()[-3000:]
 
 

@@ -4,8 +4,6 @@ payload with an AES implementation independent of the product's (pycryptodome, n
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -13,30 +11,21 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from Crypto.Cipher import AES
 
 from tests.e2e.fleet import Api, Device
+from tests.helpers import decrypt, sign_register_legacy, sign_register_v2
 
 pytestmark = pytest.mark.e2e
-
-
-def decrypt(payload_b64: str, product_secret: str, length: int) -> dict:
-    cipher = AES.new(product_secret[:16].encode(), AES.MODE_CBC, iv=b"0" * 16)
-    plain = cipher.decrypt(base64.b64decode(payload_b64))
-    assert plain[length:] == b"\x00" * (len(plain) - length)  # zero-byte padding
-    return json.loads(plain[:length])
 
 
 def register_v2(api_url: str, pid: str, dn: str, product_secret: str) -> dict:
     body = json.dumps({"ProductId": pid, "DeviceName": dn}).encode()
     ts, nonce = str(int(time.time())), str(secrets.randbelow(2**31))
     host = urlparse(api_url).hostname
-    to_sign = "\n".join(["POST", host, "/device/register", "", "hmacsha256", ts, nonce,
-                         hashlib.sha256(body).hexdigest()])
-    signature = base64.b64encode(hmac.new(product_secret.encode(), to_sign.encode(), hashlib.sha256).digest())
+    signature = sign_register_v2(product_secret, host, "/device/register", "hmacsha256", ts, nonce, body)
     # title-cased header names, as the Python SDK sends them
     headers = {"Content-Type": "application/json; charset=utf-8", "X-Tc-Algorithm": "hmacsha256",
-               "X-Tc-Timestamp": ts, "X-Tc-Nonce": nonce, "X-Tc-Signature": signature.decode()}
+               "X-Tc-Timestamp": ts, "X-Tc-Nonce": nonce, "X-Tc-Signature": signature}
     resp = requests.post(f"{api_url}/device/register", data=body, headers=headers, timeout=10)
     assert resp.status_code == 200
     return resp.json()["Response"]
@@ -44,9 +33,8 @@ def register_v2(api_url: str, pid: str, dn: str, product_secret: str) -> dict:
 
 def register_legacy(api_url: str, pid: str, dn: str, product_secret: str) -> dict:
     ts, nonce = int(time.time()), secrets.randbelow(2**31)
-    text = f"deviceName={dn}&nonce={nonce}&productId={pid}&timestamp={ts}"
-    signature = base64.b64encode(hmac.new(product_secret.encode(), text.encode(), hashlib.sha1).hexdigest().encode())
-    body = {"deviceName": dn, "nonce": nonce, "productId": pid, "timestamp": ts, "signature": signature.decode()}
+    signature = sign_register_legacy(product_secret, dn, str(nonce), pid, str(ts))
+    body = {"deviceName": dn, "nonce": nonce, "productId": pid, "timestamp": ts, "signature": signature}
     resp = requests.post(f"{api_url}/register/dev", data=json.dumps(body), timeout=10,
                          headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 200
@@ -68,7 +56,7 @@ def test_a_registered_secret_decrypts_and_authenticates_over_mqtt(local_stack, p
         answer = register_legacy(local_stack["api_url"], pid, dn, reg["product_secret"])
         assert answer["code"] == 0, answer
         payload, length = answer["payload"], answer["len"]
-    plain = decrypt(payload, reg["product_secret"], length)
+    plain = decrypt(reg["product_secret"], payload, length)
     assert plain["encryptionType"] == 2 and len(base64.b64decode(plain["psk"])) == 16
     # the device was created by registration, and the secret works over MQTT
     assert api.describe(pid, dn)["status"] == "inactive"

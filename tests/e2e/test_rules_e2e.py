@@ -11,8 +11,9 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import free_port
-from tests.e2e.fleet import Device, wait_until
+from tests.e2e.fleet import Device
+from tests.e2e.stack import free_port
+from tests.helpers import wait_until
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -64,10 +65,19 @@ def test_a_device_message_is_forwarded_signed_and_republished(api, custom_pid, d
         assert hit.body["timemills"] >= before_ms - 1000 and hit.body["timestamp"] == hit.body["timemills"] // 1000
         republished = device00.wait_message(lambda t, p: t.endswith("/control"), timeout=10)
         assert republished is not None and republished[1] == {"temp": 31.5, "hum": 40}
-        assert wait_until(lambda: api.call("GET", f"/v1/rules/{created['name']}", 200).json()["stats"]
-                          == {"hits": 1, "forwards_ok": 2, "failures": 0, "dead_letters": 0}, timeout=10)
-        time.sleep(1.0)
-        assert len(receiver.hits) == 1  # the second message did not match
+        def stats():
+            return api.call("GET", f"/v1/rules/{created['name']}", 200).json()["stats"]
+
+        assert wait_until(lambda: stats() == {"hits": 1, "forwards_ok": 2, "failures": 0, "dead_letters": 0},
+                          timeout=10)
+        # a third message that matches, as a marker: the uplink hands one device's messages to the
+        # rule engine in order, so once the marker's two forwards are done the second message was
+        # evaluated long before (and its hit would be counted)
+        marker = {"temp": 40, "hum": 1}
+        device00.publish(f"{custom_pid}/device00/data", {"room1": {"temperature": 40, "humidity": 1}})
+        assert wait_until(lambda: stats() == {"hits": 2, "forwards_ok": 4, "failures": 0, "dead_letters": 0},
+                          timeout=20), stats()
+        assert len([h for h in receiver.hits if h.body["payload"] != marker]) == 1  # the second message did not match
         api.call("DELETE", f"/v1/rules/{created['name']}", 204)
     finally:
         receiver.stop()
@@ -112,7 +122,9 @@ def test_receiver_down_retries_then_error_action_then_dead_letter_then_replay(ap
         assert wait_until(lambda: back.ok_hits(), timeout=15)
         assert wait_until(lambda: api.call("GET", "/v1/dead-letters", 200, params={"rule": name}).json()[
             "items"][0]["status"] == "replayed", timeout=10)
-        time.sleep(1.0)
+        # the forward worker counts a batch's deliveries when the whole batch is done (after its
+        # follow-ups are queued): the count proves the replay's batch is over
+        assert wait_until(lambda: stats()["forwards_ok"] == 1, timeout=10), stats()
         hit, = back.hits
         assert hit.headers["webhook-id"] == attempts[0]["webhook_id"] and hit.standard_valid and hit.sha1_valid
         assert hit.body["payload"] == {"n": 7}

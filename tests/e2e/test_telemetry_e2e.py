@@ -9,7 +9,8 @@ import time
 import pytest
 
 from infra.local.simulate import DeviceCredentials, Simulator
-from tests.e2e.fleet import LAMP_MODEL, Device, wait_until
+from tests.e2e.fleet import LAMP_MODEL, Device
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -104,9 +105,9 @@ def test_the_simulator_drives_a_fleet_through_the_stack(local_stack, api, pid):
     sim = Simulator(creds, local_stack["mqtt_host"], local_stack["mqtt_port"], model=LAMP_MODEL, rate=2,
                     dollar=True, mqtt31=True)
     try:
-        # When they connect and report for a few seconds
+        # When they connect and report for a while (until 40 reports are out: a second at 2/s each)
         assert sim.start(timeout=30), sim.refusals
-        time.sleep(3)
+        assert wait_until(lambda: sim.stats()["reports_sent"] >= 40, timeout=30), sim.stats()
         # and one of them gets a control and a sync action through the API
         target = creds[0].device_name
         api.call("POST", f"/v1/products/{pid}/devices/{target}/control", 200, json={"params": {"color": 2}})

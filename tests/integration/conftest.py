@@ -1,11 +1,15 @@
-"""Integration fixtures: moto's mock_aws with the stage's real tables, and the Chalice test client."""
+"""Integration fixtures: moto's mock_aws with the stage's real tables, the Chalice test client, and
+the fakes several modules share (the device publisher's recorder, a loopback webhook receiver).
+The plain helpers they use are in ``tests/integration/helpers.py``."""
 from __future__ import annotations
 
-import json
 from typing import Any, Iterator
 
 import pytest
 from moto import mock_aws
+
+from tests.integration.helpers import CHUNK, PRODUCT, Api, Recorder, make_device, make_product
+from tests.receiver import Receiver
 
 
 @pytest.fixture()
@@ -15,44 +19,6 @@ def aws() -> Iterator[None]:
     with mock_aws():
         bootstrap("test")
         yield
-
-
-class Api:
-    """A thin JSON wrapper over chalice.test.Client (what a user's HTTP client would see)."""
-
-    def __init__(self, client: Any, key: str | None):
-        self.client = client
-        self.key = key
-
-    def call(self, method: str, path: str, body: Any = None, key: str | None = "default",
-             headers: dict[str, str] | None = None, raw: str | bytes | None = None) -> Any:
-        hdrs = {"Content-Type": "application/json"}
-        use = self.key if key == "default" else key
-        if use:
-            hdrs["Authorization"] = f"Bearer {use}"
-        hdrs.update(headers or {})
-        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        resp = getattr(self.client.http, method.lower())(path, headers=hdrs, body=payload)
-        resp.json = json.loads(resp.body) if resp.body else None
-        return resp
-
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.call("GET", path, **kw)
-
-    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.call("POST", path, body, **kw)
-
-    def put(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.call("PUT", path, body, **kw)
-
-    def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.call("PATCH", path, body, **kw)
-
-    def delete(self, path: str, **kw: Any) -> Any:
-        return self.call("DELETE", path, **kw)
-
-    def as_key(self, key: str | None) -> "Api":
-        return Api(self.client, key)
 
 
 @pytest.fixture()
@@ -67,12 +33,78 @@ def api(aws: None) -> Iterator[Api]:
         yield Api(client, key)
 
 
-PRODUCT = {"name": "Lamp", "category": "smart-life/lighting/lamp", "device_type": "device", "comm_method": "wifi",
-           "auth_type": "key", "data_protocol": "thing_model"}
-
-
 @pytest.fixture()
 def product(api: Api) -> dict[str, Any]:
     resp = api.post("/v1/products", PRODUCT)
     assert resp.status_code == 201, resp.body
     return resp.json
+
+
+@pytest.fixture()
+def recorder(aws: None) -> Iterator[Recorder]:
+    """The device publisher, recording; the product and gateway caches start empty."""
+    from chalicelib.protocol import publisher
+    from chalicelib.services import catalog, gateways
+
+    rec = Recorder()
+    publisher.use(rec)
+    catalog.forget_products()
+    gateways.forget_cache()
+    yield rec
+    publisher.use(None)
+    catalog.forget_products()
+    gateways.forget_cache()
+
+
+@pytest.fixture()
+def lamp(api: Api, recorder: Recorder) -> str:
+    """A thing-model product (helpers.MODEL) with one device, ``dev1``; its ProductId."""
+    pid = make_product(api)
+    make_device(api, pid, "dev1")
+    return pid
+
+
+@pytest.fixture()
+def loopback(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[None]:
+    """Webhooks may target loopback (the test receiver), and rules are never cached."""
+    from chalicelib.core.config import reload_settings
+    from chalicelib.forwarders import engine
+    from chalicelib.services import rules
+
+    monkeypatch.setenv("FLEETBOX_ALLOW_LOOPBACK", "true")
+    monkeypatch.setenv("FLEETBOX_RULES_CACHE_S", "0")
+    reload_settings()
+    engine.forget()
+    rules.forget()
+    yield
+    monkeypatch.delenv("FLEETBOX_ALLOW_LOOPBACK")
+    monkeypatch.delenv("FLEETBOX_RULES_CACHE_S")
+    reload_settings()
+    engine.forget()
+    rules.forget()
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback whose SHA1 token is ``tok123``."""
+    r = Receiver(token="tok123").start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture()
+def small_chunks(monkeypatch: pytest.MonkeyPatch):
+    """Batch jobs in chunks of :data:`CHUNK` rows, and the files bucket bootstrap creates."""
+    from chalicelib.core.config import reload_settings
+    from chalicelib.services import files, jobs
+
+    monkeypatch.setenv("FLEETBOX_BATCH_CHUNK_SIZE", str(CHUNK))
+    monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")  # what bootstrap creates
+    reload_settings()
+    jobs.forget()
+    files.forget()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+    jobs.forget()
+    files.forget()

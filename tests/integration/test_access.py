@@ -9,8 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.integration.conftest import PRODUCT
-from tests.integration.helpers import expect_error
+from tests.integration.helpers import PRODUCT, expect_error, make_device, make_product
 
 ALLOW_ALL = {"effect": "allow", "action": ["*"], "resource": ["*"]}
 
@@ -44,22 +43,10 @@ def client_for(api: Any, pol: dict[str, Any] | None) -> Any:
     return api.as_key(new_key(api, p["principal_id"])["api_key"])
 
 
-def make_product(api: Any, name: str) -> str:
-    resp = api.post("/v1/products", {**PRODUCT, "name": name})
-    assert resp.status_code == 201, resp.body
-    return resp.json["product_id"]
-
-
-def make_device(api: Any, pid: str, name: str, **extra: Any) -> dict[str, Any]:
-    resp = api.post(f"/v1/products/{pid}/devices", {"device_name": name, **extra})
-    assert resp.status_code == 201, resp.body
-    return resp.json
-
-
 @pytest.fixture()
 def two(api):
     """Products A and B with one device each."""
-    a, b = make_product(api, "Product A"), make_product(api, "Product B")
+    a, b = make_product(api, "Product A", model=None), make_product(api, "Product B", model=None)
     make_device(api, a, "dev-a")
     make_device(api, b, "dev-b")
     return a, b
@@ -470,7 +457,7 @@ def audit_items(api: Any, **query: Any) -> tuple[list[dict[str, Any]], str]:
 
 
 def test_every_mutating_call_is_audited(api):
-    pid = make_product(api, "Audited")
+    pid = make_product(api, "Audited", model=None)
     supplied = base64.b64encode(bytes(range(100, 116))).decode()
     calls: list[tuple[Any, str, str, str, int, str]] = []  # resp, principal, action, resource, status, result
 
@@ -552,7 +539,7 @@ def test_audit_includes_product_lifecycle_calls(api):
 
 
 def test_audit_is_newest_first_and_filters(api):
-    pid = make_product(api, "Filters")
+    pid = make_product(api, "Filters", model=None)
     p = principal(api, policy({"effect": "allow", "action": ["iotexplorer:CreateDevice"], "resource": ["*"]}))
     client = api.as_key(new_key(api, p["principal_id"])["api_key"])
     first = api.post(f"/v1/products/{pid}/devices", {"device_name": "r1"})
@@ -573,7 +560,7 @@ def test_audit_is_newest_first_and_filters(api):
 
 def test_audit_action_filter_accepts_unqualified_names(api):
     """Actions are named after the operations: `CreateDevice` and `iotexplorer:CreateDevice` are the same."""
-    pid = make_product(api, "Unqualified")
+    pid = make_product(api, "Unqualified", model=None)
     made = api.post(f"/v1/products/{pid}/devices", {"device_name": "u1"})
     assert made.status_code == 201
     items, _ = audit_items(api, action="CreateDevice")
@@ -581,7 +568,7 @@ def test_audit_action_filter_accepts_unqualified_names(api):
 
 
 def test_audit_names_the_target_even_when_the_body_is_malformed(api):
-    pid = make_product(api, "Malformed")
+    pid = make_product(api, "Malformed", model=None)
     resp = api.post(f"/v1/products/{pid}/devices", raw="{not json")
     expect_error(resp, 400, "InvalidParameterValue.InvalidJson", "body")
     items, _ = audit_items(api)

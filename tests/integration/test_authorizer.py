@@ -9,17 +9,11 @@ from typing import Any
 import pytest
 
 from chalicelib.core import clock
+from chalicelib.protocol import diagnostics as codes
 from chalicelib.protocol import mqtt_auth
 from chalicelib.protocol.events import authorizer_event
-from chalicelib.services import connectivity, device_logs
-from tests.integration.conftest import PRODUCT
-from chalicelib.protocol import diagnostics as codes
-
-
-def make_device(api: Any, pid: str, name: str) -> str:
-    resp = api.post(f"/v1/products/{pid}/devices", {"device_name": name})
-    assert resp.status_code == 201, resp.body
-    return resp.json["secret"]
+from chalicelib.services import connectivity
+from tests.integration.helpers import PRODUCT, diagnostics, make_device
 
 
 def connect_event(pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256", expiry: int | None = None,
@@ -34,15 +28,10 @@ def policy(answer: dict[str, Any]) -> list[str]:
     return answer["policyDocuments"]
 
 
-def diagnostics(pid: str, dn: str) -> list[dict[str, Any]]:
-    items, _ = device_logs.query(pid, dn, "diagnostic", 0, clock.now_ms() + 1000, 50, None)
-    return items
-
-
 @pytest.fixture()
 def device(api, product) -> tuple[str, str, str]:
     pid = product["product_id"]
-    return pid, "lamp_1", make_device(api, pid, "lamp_1")
+    return pid, "lamp_1", make_device(api, pid, "lamp_1")["secret"]
 
 
 # ------------------------------------------------------------------ who may connect
@@ -226,7 +215,7 @@ def test_custom_products_get_their_custom_topics_per_permission(api):
     resp = api.post("/v1/products", {**PRODUCT, "name": "Meter", "data_protocol": "custom"})
     pid = resp.json["product_id"]
     assert api.post(f"/v1/products/{pid}/topics", {"name": "zone/+", "permission": "pub"}).status_code in (200, 201)
-    secret = make_device(api, pid, "m1")
+    secret = make_device(api, pid, "m1")["secret"]
     docs = policy(connectivity.authorize(connect_event(pid, "m1", secret)))
     allows = connectivity.policy_allows
     # the defaults: control (sub), data (pubsub), event (pub)
@@ -251,7 +240,7 @@ def test_a_gateway_may_use_its_subdevice_products_topics(api):
                                     "subdevice_protocol": "zigbee"}).json["product_id"]
     other = api.post("/v1/products", {**PRODUCT, "name": "Plug"}).json["product_id"]
     connectivity._subdevice_cache = None
-    secret = make_device(api, gw, "hub1")
+    secret = make_device(api, gw, "hub1")["secret"]
     docs = policy(connectivity.authorize(connect_event(gw, "hub1", secret)))
     allows = connectivity.policy_allows
     assert allows(docs, "iot:Publish", f"$thing/up/property/{sub}/bulb9")
@@ -262,7 +251,7 @@ def test_a_gateway_may_use_its_subdevice_products_topics(api):
 
 def test_device_names_outside_alphanumerics_get_a_valid_principal(api, product):
     pid = product["product_id"]
-    secret = make_device(api, pid, "a:b-c")
+    secret = make_device(api, pid, "a:b-c")["secret"]
     answer = connectivity.authorize(connect_event(pid, "a:b-c", secret))
     assert answer["isAuthenticated"] and answer["principalId"].isalnum()
 
@@ -312,7 +301,7 @@ def test_authorize_is_fast_enough_for_connect_storms(api, device):
 
 def test_a_gateway_with_very_many_subdevice_products_still_connects(api, monkeypatch):
     gw = api.post("/v1/products", {**PRODUCT, "name": "Hub", "device_type": "gateway"}).json["product_id"]
-    secret = make_device(api, gw, "hub1")
+    secret = make_device(api, gw, "hub1")["secret"]
     many = tuple(f"SUB{i:07d}" for i in range(40))
     monkeypatch.setattr(connectivity, "_subdevice_products", lambda: many)
     answer = connectivity.authorize(connect_event(gw, "hub1", secret))

@@ -5,82 +5,21 @@ Chunks of 10 rows (FLEETBOX_BATCH_CHUNK_SIZE) so a few dozen devices cross sever
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import json
 import zipfile
 from typing import Any
 
-import boto3
 import pytest
-import requests
 
-from tests.integration.conftest import PRODUCT
-from tests.integration.helpers import expect_error
-from tests.qrscan import scan
+from tests.helpers import decrypt, read_batch_csv, scan, sign_qr
+from tests.integration.helpers import (CHUNK, PRODUCT, drain_jobs, expect_error, fetch, finished, mqtt_connects,
+                                       queued, released, v2_request)
 
-CHUNK = 10
-HEADER = ["ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status", "QRCode"]
-
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch: pytest.MonkeyPatch):
-    from chalicelib.core.config import reload_settings
-    from chalicelib.services import files, jobs
-
-    monkeypatch.setenv("FLEETBOX_BATCH_CHUNK_SIZE", str(CHUNK))
-    monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")  # what bootstrap creates
-    reload_settings()
-    jobs.forget()
-    files.forget()
-    yield
-    monkeypatch.undo()
-    reload_settings()
-    jobs.forget()
-    files.forget()
+pytestmark = pytest.mark.usefixtures("small_chunks")
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def queued() -> list[dict[str, Any]]:
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    url = sqs.get_queue_url(QueueName="fleetbox-test-jobs")["QueueUrl"]
-    out = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  VisibilityTimeout=0).get("Messages", [])
-        if not got:
-            return out
-        for m in got:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        out += got
-
-
-def drain(limit: int = 500) -> int:
-    """Run queued job steps (the worker's job) until the queue is empty; returns how many ran."""
-    from chalicelib.services import jobs
-
-    ran = 0
-    while ran < limit:
-        messages = queued()
-        if not messages:
-            return ran
-        for m in messages:
-            jobs.run(m["Body"])
-            ran += 1
-    raise AssertionError("the jobs never settled")
-
-
-def released(api: Any, developing: bool = False, **extra: Any) -> str:
-    resp = api.post("/v1/products", {**PRODUCT, **extra})
-    assert resp.status_code == 201, resp.body
-    pid = resp.json["product_id"]
-    if developing:
-        return pid
-    assert api.post(f"/v1/products/{pid}/publish").status_code == 200
-    return pid
 
 
 def start(api: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -88,32 +27,6 @@ def start(api: Any, body: dict[str, Any]) -> dict[str, Any]:
     assert resp.status_code == 202, resp.body
     assert resp.json["status"] == "created" and resp.json["progress"] == 0
     return resp.json
-
-
-def finished(api: Any, batch_id: str) -> dict[str, Any]:
-    drain()
-    resp = api.get(f"/v1/batches/{batch_id}?include_secret=true")
-    assert resp.status_code == 200, resp.body
-    assert resp.json["status"] in ("done", "failed"), resp.json
-    return resp.json
-
-
-def fetch(url: str) -> bytes:
-    """Download through the presigned URL (moto's mock answers it), as a user's browser would."""
-    assert "X-Amz-Expires=" in url and "X-Amz-Signature=" in url, url[:80]
-    resp = requests.get(url, timeout=10)
-    assert resp.status_code == 200, resp.text[:300]
-    return resp.content
-
-
-def unescape(cell: str) -> str:
-    return cell[1:] if cell.startswith("'") and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
-
-
-def read_csv(data: bytes) -> list[dict[str, str]]:
-    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
-    assert rows[0] == HEADER
-    return [dict(zip(HEADER, [unescape(c) for c in r])) for r in rows[1:]]
 
 
 def secret_of(api: Any, pid: str, name: str) -> str:
@@ -133,7 +46,6 @@ def authenticates(pid: str, name: str, psk: str) -> bool:
         return False
 
 
-
 # ------------------------------------------------------------------ acceptance
 
 
@@ -147,12 +59,12 @@ def test_auto_batch_with_qr_codes_makes_every_device_its_row_and_png(api):
     # Then it is done with every row a success, and its outputs are behind time-limited URLs
     assert (done["status"], done["progress"], done["success_count"], done["failure_count"]) == ("done", 100, 25, 0)
     assert done["download_url"] != done["csv_url"] and done["download_expires_at"] > done["created_at"]
-    rows = read_csv(fetch(done["csv_url"]))
+    rows = read_batch_csv(fetch(done["csv_url"]))
     assert len(rows) == 25 and len({r["DeviceName"] for r in rows}) == 25
     archive = zipfile.ZipFile(io.BytesIO(fetch(done["download_url"])))
     pngs = sorted(n for n in archive.namelist() if n.endswith(".png"))
     assert pngs == sorted(f"{r['DeviceName']}.png" for r in rows)
-    assert read_csv(archive.read("devices.csv")) == rows
+    assert read_batch_csv(archive.read("devices.csv")) == rows
     for r in rows:
         # every DevicePsk is the device's secret and passes the MQTT password check
         assert r["ProductId"] == pid and r["Status"] == "success" and r["ProductSecret"] == ""
@@ -164,8 +76,7 @@ def test_auto_batch_with_qr_codes_makes_every_device_its_row_and_png(api):
         assert content == r["QRCode"]
         doc = json.loads(content)
         assert list(doc) == ["ProductId", "DeviceName", "Signature"] and " " not in content
-        assert doc["Signature"] == hmac.new(r["DevicePsk"].encode(), (pid + r["DeviceName"]).encode(),
-                                            hashlib.sha256).hexdigest()
+        assert doc["Signature"] == sign_qr(r["DevicePsk"], pid, r["DeviceName"])
     assert api.get("/v1/quota").json["registered"] == 25
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 25
     listed = api.get(f"/v1/products/{pid}/batches").json
@@ -188,7 +99,7 @@ def test_upload_reports_existing_invalid_and_duplicate_rows_and_never_overwrites
     assert done["last_failure_reason"]
     raw = fetch(done["download_url"])
     assert b"'=cmd" in raw  # the formula cell is neutralised in the file itself
-    rows = read_csv(raw)
+    rows = read_batch_csv(raw)
     assert [r["DeviceName"] for r in rows] == names[1:]
     assert [r["Status"] == "success" for r in rows] == [True, True, False, False, False, False, True]
     # the existing device kept its secret; quota counts exactly the devices that exist
@@ -207,7 +118,7 @@ def test_a_batch_over_the_quota_fails_before_anything_is_written(api):
     assert "license limit" in resp.json["error"]["message"]
     assert api.get("/v1/quota").json == before
     assert api.get(f"/v1/products/{pid}/batches").json["items"] == []
-    assert drain() == 0
+    assert drain_jobs() == 0
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 1
 
 
@@ -240,7 +151,7 @@ def test_unreleased_products_and_bad_requests_are_refused(api):
                  "InvalidParameterValue.GenerationInvalid", "generation")
     expect_error(api.get("/v1/batches/batnosuchbatch000"), 404, "ResourceNotFound.BatchNotExist", "batch_id")
     expect_error(api.get("/v1/batches/batnosuchbatch0000001"), 404, "ResourceNotFound.BatchNotExist", "batch_id")
-    assert drain() == 0
+    assert drain_jobs() == 0
 
 
 def test_one_type_one_secret_batch_carries_the_product_secret(api):
@@ -250,13 +161,11 @@ def test_one_type_one_secret_batch_carries_the_product_secret(api):
     job = start(api, {"product_id": pid, "burn_method": "per_product_secret", "generation": "upload",
                       "names_csv": "s-1\ns-2\n", "qr_code": True})
     done = finished(api, job["id"])
-    rows = read_csv(fetch(done["csv_url"]))
+    rows = read_batch_csv(fetch(done["csv_url"]))
     assert [(r["ProductSecret"], r["DevicePsk"], r["Status"]) for r in rows] == [(reg["product_secret"], "", "success")] * 2
     sig = json.loads(rows[0]["QRCode"])["Signature"]
-    assert sig == hmac.new(reg["product_secret"].encode(), f"{pid}s-1".encode(), hashlib.sha256).hexdigest()
+    assert sig == sign_qr(reg["product_secret"], pid, "s-1")
     assert secret_of(api, pid, "s-1") is None  # it fetches its secret at first boot (§6.3)
-    from tests.integration.test_registration import decrypt, mqtt_connects, v2_request
-
     answer = v2_request(api, pid, "s-1", reg["product_secret"]).json["Response"]
     psk = decrypt(reg["product_secret"], answer["Payload"], answer["Len"])["psk"]
     assert mqtt_connects(pid, "s-1", psk) and secret_of(api, pid, "s-1") == psk
@@ -277,7 +186,7 @@ def test_the_same_chunk_delivered_twice_creates_nothing_twice(api):
     jobs.run(first[0]["Body"])  # re-delivered
     done = finished(api, job["id"])
     assert (done["success_count"], done["failure_count"], done["processed"]) == (15, 0, 15)
-    assert len(read_csv(fetch(done["csv_url"]))) == 15
+    assert len(read_batch_csv(fetch(done["csv_url"]))) == 15
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 15
     assert api.get("/v1/quota").json["registered"] == 15
 
@@ -302,7 +211,7 @@ def test_a_chunk_that_crashed_after_writing_devices_resumes_to_the_same_result(a
     jobs.run(message["Body"])  # the message comes back
     done = finished(api, job["id"])
     assert (done["status"], done["success_count"], done["failure_count"]) == ("done", 20, 0)
-    rows = read_csv(fetch(done["csv_url"]))
+    rows = read_batch_csv(fetch(done["csv_url"]))
     for r in rows:  # the re-run reused the secrets it had stored: still the devices' own
         assert authenticates(pid, r["DeviceName"], r["DevicePsk"]) and r["DevicePsk"] == secret_of(
             api, pid, r["DeviceName"])
@@ -408,7 +317,7 @@ def test_platform_errors_retry_then_report_hub_timeout_rows_and_a_done_event(api
     done = finished(api, job["id"])
     assert (done["status"], done["success_count"], done["failure_count"]) == ("failed", 0, 3)
     assert done["last_failure_reason"] == "hub create device timeout"
-    assert {r["Status"] for r in read_csv(fetch(done["csv_url"]))} == {"hub create device timeout"}
+    assert {r["Status"] for r in read_batch_csv(fetch(done["csv_url"]))} == {"hub create device timeout"}
     assert api.get("/v1/quota").json["registered"] == 0
     events.unsubscribe(hook)
     assert [(e.kind, e.data["batch_id"], e.data["failure_count"]) for e in seen] == [("batch.failed", job["id"], 3)]
@@ -444,4 +353,4 @@ def test_a_principal_limited_to_one_product_sees_only_its_batches(api):
     assert partner.get(f"/v1/batches/{job_a['id']}").status_code == 200
     expect_error(partner.get(f"/v1/batches/{job_b['id']}"), 403, "UnauthorizedOperation", None)
     expect_error(partner.post("/v1/batches", {**body, "product_id": b}), 403, "UnauthorizedOperation", None)
-    drain()
+    drain_jobs()

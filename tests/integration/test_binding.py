@@ -1,8 +1,6 @@
 """Binding by QR (SPEC §7.3), the product QR code (§3), serial numbers and IMEIs (§7.2)."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import json
 import zipfile
@@ -10,28 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import PRODUCT
-from tests.integration.helpers import expect_error
-from tests.integration.test_batches import fetch, finished, small_chunks  # noqa: F401 - autouse fixture
-from tests.qrscan import scan
+from tests.helpers import scan, sign_qr
+from tests.integration.helpers import expect_error, fetch, finished, make_device, released
 
-
-def product(api: Any, release: bool = True, **extra: Any) -> str:
-    pid = api.post("/v1/products", {**PRODUCT, **extra}).json["product_id"]
-    if release:
-        assert api.post(f"/v1/products/{pid}/publish").status_code == 200
-    return pid
+pytestmark = pytest.mark.usefixtures("small_chunks")
 
 
 def device_code(pid: str, name: str, secret: str) -> str:
-    sig = hmac.new(secret.encode(), (pid + name).encode(), hashlib.sha256).hexdigest()
-    return json.dumps({"ProductId": pid, "DeviceName": name, "Signature": sig}, separators=(",", ":"))
-
-
-def device(api: Any, pid: str, name: str) -> str:
-    resp = api.post(f"/v1/products/{pid}/devices", {"device_name": name})
-    assert resp.status_code == 201, resp.body
-    return resp.json["secret"]
+    return json.dumps({"ProductId": pid, "DeviceName": name, "Signature": sign_qr(secret, pid, name)},
+                      separators=(",", ":"))
 
 
 def bind(api: Any, code: str, user: str, **extra: Any) -> Any:
@@ -49,8 +34,8 @@ def raw_get(api: Any, path: str, accept: str = "*/*") -> Any:
 
 
 def test_a_scanned_device_code_binds_once_and_a_forged_one_is_refused(api):
-    pid = product(api)
-    code = device_code(pid, "lamp-1", device(api, pid, "lamp-1"))
+    pid = released(api)
+    code = device_code(pid, "lamp-1", make_device(api, pid, "lamp-1")["secret"])
     first = bind(api, code, "alice", family_id="home-1")
     assert first.status_code == 201, first.body
     assert first.json["user_id"] == "alice" and first.json["via"] == "device" and first.json["family_id"] == "home-1"
@@ -68,8 +53,8 @@ def test_a_scanned_device_code_binds_once_and_a_forged_one_is_refused(api):
 
 
 def test_exclusive_refuses_a_second_user_until_the_owner_unbinds(api):
-    pid = product(api, binding_strategy="exclusive")
-    code = device_code(pid, "lock-1", device(api, pid, "lock-1"))
+    pid = released(api, binding_strategy="exclusive")
+    code = device_code(pid, "lock-1", make_device(api, pid, "lock-1")["secret"])
     owner = bind(api, code, "alice").json
     expect_error(bind(api, code, "bob"), 409, "FailedOperation.DeviceAlreadyBound", "code")
     assert user_devices(api, "bob") == []
@@ -81,8 +66,8 @@ def test_exclusive_refuses_a_second_user_until_the_owner_unbinds(api):
 
 
 def test_preemptive_moves_the_device_to_the_new_scanner(api):
-    pid = product(api)  # preemptive is the default
-    code = device_code(pid, "cam-1", device(api, pid, "cam-1"))
+    pid = released(api)  # preemptive is the default
+    code = device_code(pid, "cam-1", make_device(api, pid, "cam-1")["secret"])
     old = bind(api, code, "alice").json
     new = bind(api, code, "bob")
     assert new.status_code == 201 and new.json["user_id"] == "bob"
@@ -93,8 +78,8 @@ def test_preemptive_moves_the_device_to_the_new_scanner(api):
 
 
 def test_unreleased_products_bind_only_with_developer_credentials(api):
-    pid = product(api, release=False)
-    code = device_code(pid, "dev-1", device(api, pid, "dev-1"))
+    pid = released(api, developing=True)
+    code = device_code(pid, "dev-1", make_device(api, pid, "dev-1")["secret"])
     app_key = api.post("/v1/principals", {"name": "app", "policy": {"version": "2.0", "statement": [
         {"effect": "allow", "action": ["iotexplorer:BindDevice", "iotexplorer:DescribeUserDevices"],
          "resource": ["*"]}]}}).json
@@ -107,8 +92,8 @@ def test_unreleased_products_bind_only_with_developer_credentials(api):
 
 
 def test_the_product_code_scans_and_binds_with_the_paired_device_name(api):
-    pid = product(api)
-    device(api, pid, "plug-1")
+    pid = released(api)
+    make_device(api, pid, "plug-1")
     png = raw_get(api, f"/v1/products/{pid}/qrcode", accept="image/png")  # binary: API Gateway needs the Accept
     assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
     content = scan(png.body)
@@ -127,10 +112,10 @@ def test_the_product_code_scans_and_binds_with_the_paired_device_name(api):
 
 
 def test_serial_numbers_imei_import_and_binding_by_sn(api):
-    wifi = product(api)
+    wifi = released(api)
     expect_error(api.post(f"/v1/products/{wifi}/serial-numbers", {"quantity": 3}), 409,
                  "UnsupportedOperation.ProductNotCellular", "product_id")
-    pid = product(api, name="Tracker", comm_method="cellular")
+    pid = released(api, name="Tracker", comm_method="cellular")
     job = api.post(f"/v1/products/{pid}/serial-numbers", {"quantity": 12})
     assert job.status_code == 202, job.body
     done = finished(api, job.json["id"])

@@ -8,8 +8,7 @@ import pytest
 
 from chalicelib.core import clock
 from chalicelib.handlers.api import ROUTES
-from tests.integration.helpers import expect_error
-from tests.integration.test_telemetry import connect, lamp, recorder, report, run, up  # noqa: F401
+from tests.integration.helpers import connect, expect_error, report, run, up
 
 DEV = "/v1/products/{pid}/devices/dev1"
 
@@ -20,7 +19,7 @@ def conforms(method: str, path_template: str, body) -> None:
     spec.response.validate(body, "")
 
 
-def test_history_ranges_and_paging(api, lamp, recorder):  # noqa: F811
+def test_history_ranges_and_paging(api, lamp, recorder):
     base = clock.now_ms() - 10_000
     for i in range(5):
         run(up(lamp, "dev1", "thing/up/property", {"method": "report", "clientToken": str(i),
@@ -48,7 +47,7 @@ def test_history_ranges_and_paging(api, lamp, recorder):  # noqa: F811
                  "ResourceNotFound.PropertyNotExist", "property_id")
 
 
-def test_properties_answer_and_unknown_devices(api, lamp, recorder):  # noqa: F811
+def test_properties_answer_and_unknown_devices(api, lamp, recorder):
     run(report(lamp, "dev1", {"brightness": 12, "GPS_Info": {"latitude": 48.85, "longitude": 2.35}}))
     r = api.get(DEV.format(pid=lamp) + "/properties")
     conforms("GET", "/v1/products/{product_id}/devices/{device_name}/properties", r.json)
@@ -67,13 +66,13 @@ def test_properties_answer_and_unknown_devices(api, lamp, recorder):  # noqa: F8
     ({"color": 1}, 400, "InvalidParameterValue.PropertyNotDefined", "params.color"),
     ({}, 400, "InvalidParameterValue.ParamsInvalid", "params"),
 ])
-def test_control_validates_against_the_thing_model(api, lamp, recorder, params, status, code, field):  # noqa: F811
+def test_control_validates_against_the_thing_model(api, lamp, recorder, params, status, code, field):
     err = expect_error(api.post(DEV.format(pid=lamp) + "/control", {"params": params}), status, code, field)
     assert err["message"]
     assert recorder.sent == []
 
 
-def test_control_and_actions_refuse_what_cannot_work(api, lamp, recorder):  # noqa: F811
+def test_control_and_actions_refuse_what_cannot_work(api, lamp, recorder):
     path = DEV.format(pid=lamp)
     expect_error(api.post(path + "/control", {"params": "x"}), 400, "InvalidParameterValue.ParamsInvalid", "params")
     expect_error(api.post(path + "/control", {"params": {"brightness": 1}, "timeout": 99}), 400,
@@ -93,7 +92,7 @@ def test_control_and_actions_refuse_what_cannot_work(api, lamp, recorder):  # no
     expect_error(api.get(path + "/calls/clientToken-nope"), 404, "ResourceNotFound.CallNotExist", "client_token")
 
 
-def test_async_action_and_control_answers_match_their_models(api, lamp, recorder):  # noqa: F811
+def test_async_action_and_control_answers_match_their_models(api, lamp, recorder):
     connect(lamp, "dev1")
     path = DEV.format(pid=lamp)
     r = api.post(path + "/actions/unlock", {"params": {"order_id": "x"}, "mode": "async"})
@@ -104,7 +103,7 @@ def test_async_action_and_control_answers_match_their_models(api, lamp, recorder
     conforms("POST", "/v1/products/{product_id}/devices/{device_name}/control", r.json)
 
 
-def test_logs_and_events_filters(api, lamp, recorder):  # noqa: F811
+def test_logs_and_events_filters(api, lamp, recorder):
     run(report(lamp, "dev1", {"brightness": 500}),
         up(lamp, "dev1", "thing/up/event", {"method": "event_post", "clientToken": "e", "eventId": "boot",
                                             "type": "info", "timestamp": 0, "params": {}}))

@@ -13,8 +13,7 @@ import pytest
 from pynamodb.exceptions import CancellationReason, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from tests.integration.conftest import PRODUCT
-from tests.integration.helpers import expect_error
+from tests.integration.helpers import Recorder, expect_error, make_device, make_product
 
 QUOTA = 50
 
@@ -22,22 +21,8 @@ QUOTA = 50
 # ------------------------------------------------------------------ helpers
 
 
-
-
 def dev_path(pid: str, name: str = "") -> str:
     return f"/v1/products/{pid}/devices" + (f"/{name}" if name else "")
-
-
-def create(api: Any, pid: str, name: str, **extra: Any) -> dict[str, Any]:
-    resp = api.post(dev_path(pid), {"device_name": name, **extra})
-    assert resp.status_code == 201, resp.body
-    return resp.json
-
-
-def other_product(api: Any, name: str = "Fan") -> str:
-    resp = api.post("/v1/products", {**PRODUCT, "name": name})
-    assert resp.status_code == 201, resp.body
-    return resp.json["product_id"]
 
 
 def quota(api: Any) -> dict[str, Any]:
@@ -91,14 +76,14 @@ def test_create_device(api, product):
 
 
 def test_generated_secrets_are_random(api, product):
-    secrets = {create(api, product["product_id"], f"d{i}")["secret"] for i in range(5)}
+    secrets = {make_device(api, product["product_id"], f"d{i}")["secret"] for i in range(5)}
     assert len(secrets) == 5
     assert all(decodes_to_16_bytes(s) for s in secrets)
 
 
 @pytest.mark.parametrize("name", ["a", "A" * 48, "Ab_9:x-" + "z" * 41, "00:1A:2B:3C:4D:5E", "-", "_:_"])
 def test_device_names_accepted(api, product, name):
-    d = create(api, product["product_id"], name)
+    d = make_device(api, product["product_id"], name)
     assert d["device_name"] == name
     assert api.get(dev_path(product["product_id"], name)).json["device_name"] == name
 
@@ -125,7 +110,7 @@ def test_device_name_wrong_type_and_missing(api, product):
 
 def test_duplicate_device_name_refused(api, product):
     pid = product["product_id"]
-    first = create(api, pid, "dup")
+    first = make_device(api, pid, "dup")
     expect_error(api.post(dev_path(pid), {"device_name": "dup"}), 409, "ResourceInUse.DeviceAlreadyExists",
                  "device_name")
     # nothing changed: same secret, one device, one licence used
@@ -136,16 +121,16 @@ def test_duplicate_device_name_refused(api, product):
 
 
 def test_same_device_name_in_two_products(api, product):
-    other = other_product(api)
-    create(api, product["product_id"], "shared")
-    create(api, other, "shared")
+    other = make_product(api, "Fan", model=None)
+    make_device(api, product["product_id"], "shared")
+    make_device(api, other, "shared")
     assert quota(api)["registered"] == 2
 
 
 def test_supplied_secret_kept(api, product):
     pid = product["product_id"]
     secret = base64.b64encode(bytes(range(16))).decode()
-    d = create(api, pid, "given", secret=secret)
+    d = make_device(api, pid, "given", secret=secret)
     assert d["secret"] == secret
     assert api.get(dev_path(pid, "given") + "?include_secret=true").json["secret"] == secret
 
@@ -178,7 +163,7 @@ def test_create_in_unknown_product(api):
 
 def test_get_hides_secret_unless_asked(api, product):
     pid = product["product_id"]
-    made = create(api, pid, "quiet")
+    made = make_device(api, pid, "quiet")
     plain = api.get(dev_path(pid, "quiet"))
     assert plain.status_code == 200
     assert "secret" not in plain.json
@@ -195,14 +180,14 @@ def test_get_hides_secret_unless_asked(api, product):
 
 def test_include_secret_must_be_boolean(api, product):
     pid = product["product_id"]
-    create(api, pid, "d1")
+    make_device(api, pid, "d1")
     expect_error(api.get(dev_path(pid, "d1") + "?include_secret=maybe"), 400,
                  "InvalidParameterValue.IncludeSecretInvalid", "include_secret")
 
 
 def test_include_secret_needs_describe_device_secret(api, product):
     pid = product["product_id"]
-    made = create(api, pid, "guarded")
+    made = make_device(api, pid, "guarded")
     reader = api.as_key(key_for(api, {"version": "2.0", "statement": [
         {"effect": "allow", "action": ["iotexplorer:DescribeDevice", "iotexplorer:GetDeviceList"],
          "resource": ["*"]}]}))
@@ -233,8 +218,8 @@ def test_unknown_device_is_404(api, product):
 
 
 def test_device_of_another_product_is_not_visible(api, product):
-    other = other_product(api)
-    create(api, other, "mine")
+    other = make_product(api, "Fan", model=None)
+    make_device(api, other, "mine")
     expect_error(api.get(dev_path(product["product_id"], "mine")), 404, "ResourceNotFound.DeviceNotExist",
                  "device_name")
 
@@ -244,7 +229,7 @@ def test_device_of_another_product_is_not_visible(api, product):
 
 def test_disable_and_enable(api, product):
     pid = product["product_id"]
-    create(api, pid, "sw")
+    make_device(api, pid, "sw")
     resp = api.patch(dev_path(pid, "sw"), {"enabled": False})
     assert resp.status_code == 200, resp.body
     assert resp.json["enabled"] is False
@@ -256,7 +241,7 @@ def test_disable_and_enable(api, product):
 
 def test_tags_replace(api, product):
     pid = product["product_id"]
-    create(api, pid, "t1")
+    make_device(api, pid, "t1")
     resp = api.patch(dev_path(pid, "t1"), {"tags": {"color": "red", "floor": "2", "a.b-c_d": "x y"}})
     assert resp.status_code == 200, resp.body
     assert resp.json["tags"] == {"color": "red", "floor": "2", "a.b-c_d": "x y"}
@@ -270,7 +255,7 @@ def test_tags_replace(api, product):
 
 def test_twenty_tags_accepted_twenty_one_refused(api, product):
     pid = product["product_id"]
-    create(api, pid, "many")
+    make_device(api, pid, "many")
     twenty = {f"k{i}": f"v{i}" for i in range(20)}
     resp = api.patch(dev_path(pid, "many"), {"tags": twenty})
     assert resp.status_code == 200, resp.body
@@ -293,7 +278,7 @@ def test_twenty_tags_accepted_twenty_one_refused(api, product):
 ])
 def test_tag_rules(api, product, tags, code, field):
     pid = product["product_id"]
-    create(api, pid, "tg")
+    make_device(api, pid, "tg")
     assert api.patch(dev_path(pid, "tg"), {"tags": {"keep": "me"}}).status_code == 200
     expect_error(api.patch(dev_path(pid, "tg"), {"tags": tags}), 400, f"InvalidParameterValue.{code}", field)
     assert api.get(dev_path(pid, "tg")).json["tags"] == {"keep": "me"}
@@ -301,7 +286,7 @@ def test_tag_rules(api, product, tags, code, field):
 
 def test_tag_value_with_lone_surrogate_is_a_400(api, product):
     pid = product["product_id"]
-    create(api, pid, "sur")
+    make_device(api, pid, "sur")
     resp = api.patch(dev_path(pid, "sur"), raw='{"tags": {"k": "x\\ud800"}}')
     expect_error(resp, 400, "InvalidParameterValue.InvalidJson", "body")
     assert api.get(dev_path(pid, "sur")).json["tags"] == {}
@@ -309,7 +294,7 @@ def test_tag_value_with_lone_surrogate_is_a_400(api, product):
 
 def test_patch_validation(api, product):
     pid = product["product_id"]
-    create(api, pid, "pv")
+    make_device(api, pid, "pv")
     expect_error(api.patch(dev_path(pid, "pv"), {"enabled": "no"}), 400, "InvalidParameterValue.EnabledInvalid",
                  "enabled")
     expect_error(api.patch(dev_path(pid, "pv"), {"enabled": 0}), 400, "InvalidParameterValue.EnabledInvalid",
@@ -324,7 +309,7 @@ def test_patch_validation(api, product):
 
 def test_list_pages_over_seven_devices(api, product):
     pid = product["product_id"]
-    made = {create(api, pid, f"dev-{i}")["device_name"] for i in range(7)}
+    made = {make_device(api, pid, f"dev-{i}")["device_name"] for i in range(7)}
     pages, token = [], None
     for _ in range(10):
         q: dict[str, Any] = {"limit": 3}
@@ -343,7 +328,7 @@ def test_list_pages_over_seven_devices(api, product):
 def test_list_envelope_and_total(api, product):
     pid = product["product_id"]
     for i in range(3):
-        create(api, pid, f"d{i}")
+        make_device(api, pid, f"d{i}")
     page = listing(api, pid)
     assert set(page) == {"items", "total", "next"}
     assert page["total"] == 3 and page["next"] is None
@@ -353,7 +338,7 @@ def test_list_envelope_and_total(api, product):
 def test_list_filters(api, product):
     pid = product["product_id"]
     for name in ("lamp-kitchen", "lamp-hall", "fan-hall", "heater"):
-        create(api, pid, name)
+        make_device(api, pid, name)
     assert api.patch(dev_path(pid, "lamp-hall"), {"tags": {"floor": "1", "room": "hall"}}).status_code == 200
     assert api.patch(dev_path(pid, "fan-hall"), {"tags": {"floor": "2", "room": "hall"}}).status_code == 200
     assert api.patch(dev_path(pid, "heater"), {"enabled": False, "tags": {"color": "Red"}}).status_code == 200
@@ -388,9 +373,9 @@ def test_list_query_validation(api, product, query, code, field):
 
 
 def test_list_only_this_products_devices(api, product):
-    other = other_product(api)
-    create(api, product["product_id"], "a1")
-    create(api, other, "b1")
+    other = make_product(api, "Fan", model=None)
+    make_device(api, product["product_id"], "a1")
+    make_device(api, other, "b1")
     assert names_of(listing(api, product["product_id"])) == ["a1"]
     assert names_of(listing(api, other)) == ["b1"]
 
@@ -400,8 +385,8 @@ def test_list_only_this_products_devices(api, product):
 
 def test_delete_device(api, product):
     pid = product["product_id"]
-    create(api, pid, "gone")
-    create(api, pid, "stays")
+    make_device(api, pid, "gone")
+    make_device(api, pid, "stays")
     assert quota(api)["registered"] == 2
     resp = api.delete(dev_path(pid, "gone"))
     assert resp.status_code == 204, resp.body
@@ -413,7 +398,7 @@ def test_delete_device(api, product):
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 1
     assert names_of(listing(api, pid)) == ["stays"]
     # the name can be registered again, with a new secret
-    again = create(api, pid, "gone")
+    again = make_device(api, pid, "gone")
     assert decodes_to_16_bytes(again["secret"])
 
 
@@ -430,11 +415,11 @@ def test_quota_shape(api):
 
 def test_quota_exhaustion_writes_nothing(api, product):
     pid_a = product["product_id"]
-    pid_b = other_product(api)
+    pid_b = make_product(api, "Fan", model=None)
     for i in range(30):
-        create(api, pid_a, f"a{i}")
+        make_device(api, pid_a, f"a{i}")
     for i in range(20):
-        create(api, pid_b, f"b{i}")
+        make_device(api, pid_b, f"b{i}")
     q = quota(api)
     assert (q["device_quota"], q["registered"], q["remaining"]) == (QUOTA, QUOTA, 0)
 
@@ -452,7 +437,7 @@ def test_quota_exhaustion_writes_nothing(api, product):
     # freeing one licence lets exactly one more device in
     assert api.delete(dev_path(pid_a, "a0")).status_code == 204
     assert quota(api)["remaining"] == 1
-    create(api, pid_b, "last")
+    make_device(api, pid_b, "last")
     assert quota(api)["remaining"] == 0
     expect_error(api.post(dev_path(pid_b), {"device_name": "after-last"}), 409,
                  "LimitExceeded.DeviceExceedLimit", "device_name")
@@ -505,17 +490,6 @@ def test_a_create_that_keeps_losing_races_is_a_409_and_writes_nothing(api, produ
 
 def test_disabling_or_deleting_a_device_cuts_its_session_through_the_publisher_port(api, product):
     from chalicelib.protocol import publisher
-
-    class Recorder:
-        def __init__(self):
-            self.cut = []
-
-        def publish(self, topic, payload, qos=0):
-            return True
-
-        def disconnect(self, client_id):
-            self.cut.append(client_id)
-            return True
 
     rec = Recorder()
     publisher.use(rec)

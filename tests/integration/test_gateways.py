@@ -9,12 +9,11 @@ import pytest
 from chalicelib.core import clock
 from chalicelib.protocol import gateway_sig
 from chalicelib.services import gateways
-from tests.integration.test_telemetry import (MODEL, connect, logs, make_device, make_product, props,  # noqa: F401
-                                              recorder, report, run, up)
+from tests.integration.helpers import MODEL, connect, logs, make_device, make_product, props, report, run, up
 
 
 @pytest.fixture()
-def topo(api, recorder):  # noqa: F811
+def topo(api, recorder):
     gw_pid = make_product(api, "Gateway", model=MODEL, device_type="gateway")
     sub_pid = make_product(api, "Sensor", model=MODEL, device_type="subdevice", subdevice_protocol="zigbee")
     make_device(api, gw_pid, "gw1")
@@ -28,7 +27,7 @@ def op(gw_pid: str, body: dict, dollar: bool = False):
     run(up(gw_pid, "gw1", "gateway/operation", body, dollar=dollar))
 
 
-def answer(recorder, gw_pid: str, dollar: bool = False):  # noqa: F811
+def answer(recorder, gw_pid: str, dollar: bool = False):
     return recorder.last(("$" if dollar else "") + f"gateway/operation/result/{gw_pid}/gw1")
 
 
@@ -40,7 +39,7 @@ def bind_entry(sub_pid: str, dn: str, secret: str, method: str = "hmacsha256", *
     return entry
 
 
-def test_bind_online_report_on_behalf_topology_offline_unbind(api, topo, recorder):  # noqa: F811
+def test_bind_online_report_on_behalf_topology_offline_unbind(api, topo, recorder):
     gw, sub, secret = topo["gw"], topo["sub"], topo["secret"]
     # Given a gateway that binds its subdevice with a valid signature (SHA-1 this time)
     op(gw, {"type": "bind", "payload": {"devices": [bind_entry(sub, "s1", secret, "hmacsha1")]}}, dollar=True)
@@ -75,7 +74,7 @@ def test_bind_online_report_on_behalf_topology_offline_unbind(api, topo, recorde
     assert lines == [f"Device disconnect via gateway {gw}/gw1", f"Device connect via gateway {gw}/gw1"]
 
 
-def test_a_forged_or_stale_signature_is_refused(api, topo, recorder):  # noqa: F811
+def test_a_forged_or_stale_signature_is_refused(api, topo, recorder):
     gw, sub, secret = topo["gw"], topo["sub"], topo["secret"]
     forged = bind_entry(sub, "s1", "AAAAAAAAAAAAAAAAAAAAAA==")
     stale = bind_entry(sub, "s2", topo["secret2"], timestamp=clock.now_s() - 3600)
@@ -93,7 +92,7 @@ def test_a_forged_or_stale_signature_is_refused(api, topo, recorder):  # noqa: F
     assert "Dev_Pub_Unauthorized" in [d["code"] for d in logs(api, sub, "s1", "diagnostic")]
 
 
-def test_only_subdevice_products_bind_and_only_gateways_operate(api, topo, recorder):  # noqa: F811
+def test_only_subdevice_products_bind_and_only_gateways_operate(api, topo, recorder):
     gw, sub = topo["gw"], topo["sub"]
     plain = make_product(api, "Plain", model=MODEL)
     other = make_device(api, plain, "p1")
@@ -106,7 +105,7 @@ def test_only_subdevice_products_bind_and_only_gateways_operate(api, topo, recor
     assert recorder.last(f"gateway/operation/result/{plain}/p1")["payload"]["devices"][0]["result"] == 403
 
 
-def test_a_gateway_going_offline_takes_its_subdevices_with_it(api, topo, recorder):  # noqa: F811
+def test_a_gateway_going_offline_takes_its_subdevices_with_it(api, topo, recorder):
     from chalicelib.protocol.events import presence_event
     from chalicelib.services import lifecycle
 

@@ -15,7 +15,6 @@ whose products are [A]:
 """
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Callable, Iterator
 
@@ -23,7 +22,7 @@ import pytest
 import requests
 
 from chalicelib.handlers.api import ROUTES, RouteSpec
-from tests.integration.conftest import PRODUCT, Api
+from tests.integration.helpers import PRODUCT, Api, FakeQueue, ok
 
 TOKENS = {"ra": "tokenRuleA", "rb": "tokenRuleB", "rall": "tokenRuleAll", "sa": "tokenStreamA", "sb": "tokenStreamB"}
 HOOK = "http://127.0.0.1:9/hook"
@@ -37,48 +36,21 @@ WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=]{8,}")
 def inline_jobs(monkeypatch: pytest.MonkeyPatch, aws: None) -> Callable[[], None]:
     """Job steps queued in memory and run to the end by the returned ``drain``."""
     from chalicelib.core.config import reload_settings
-    from chalicelib.services import files, jobs
+    from chalicelib.services import files
 
     monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")
     monkeypatch.setenv("FLEETBOX_ALLOW_LOOPBACK", "true")
     reload_settings()
     files.forget()
-    queued: list[tuple[str, dict[str, Any]]] = []
-
-    def enqueue(kind: str, body: dict[str, Any], *, delay_s: int = 0) -> str:
-        queued.append((kind, body))
-        return str(len(queued))
-
-    def enqueue_many(steps: Any, *, delay_s: int = 0) -> int:
-        steps = list(steps)
-        queued.extend(steps)
-        return len(steps)
-
-    monkeypatch.setattr(jobs, "enqueue", enqueue)
-    monkeypatch.setattr(jobs, "enqueue_many", enqueue_many)
-
-    def drain() -> None:
-        for _ in range(500):
-            if not queued:
-                return
-            kind, body = queued.pop(0)
-            jobs.run(json.dumps({"kind": kind, "body": body}))
-        raise AssertionError("the job steps did not settle")
-
-    yield drain
+    yield FakeQueue(honour_delays=False).install(monkeypatch).drain
     monkeypatch.undo()
     reload_settings()
     files.forget()
 
 
-def _ok(resp: Any, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.body
-    return resp.json
-
-
 def _key_for(api: Api, policy: dict[str, Any], name: str) -> str:
-    p = _ok(api.post("/v1/principals", {"name": name, "policy": policy}), 201)
-    return _ok(api.post("/v1/keys", {"principal_id": p["principal_id"], "name": name}), 201)["api_key"]
+    p = ok(api.post("/v1/principals", {"name": name, "policy": policy}), 201)
+    return ok(api.post("/v1/keys", {"principal_id": p["principal_id"], "name": name}), 201)["api_key"]
 
 
 @pytest.fixture()
@@ -90,11 +62,11 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
 
     w: dict[str, Any] = {"secrets": set()}
     for tag in ("A", "B"):
-        pid = _ok(api.post("/v1/products", {**PRODUCT, "name": f"Product {tag}"}), 201)["product_id"]
-        reg = _ok(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}))
+        pid = ok(api.post("/v1/products", {**PRODUCT, "name": f"Product {tag}"}), 201)["product_id"]
+        reg = ok(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}))
         w["secrets"].add(reg["product_secret"])
-        _ok(api.post(f"/v1/products/{pid}/publish"))
-        dev = _ok(api.post(f"/v1/products/{pid}/devices", {"device_name": f"dev{tag}"}), 201)
+        ok(api.post(f"/v1/products/{pid}/publish"))
+        dev = ok(api.post(f"/v1/products/{pid}/devices", {"device_name": f"dev{tag}"}), 201)
         w["secrets"].add(dev["secret"])
         w[tag] = {"pid": pid, "dn": f"dev{tag}", "secret": dev["secret"], "product_secret": reg["product_secret"]}
     a, b = w["A"]["pid"], w["B"]["pid"]
@@ -102,11 +74,11 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
     # rules: one per product, one over every product (an account-level resource)
     for name, filt in (("ra", f"thing/up/property/{a}/+"), ("rb", f"thing/up/property/{b}/+"),
                        ("rall", "thing/up/property/+/+")):
-        rule = _ok(api.post("/v1/rules", {"name": name, "sql": f"SELECT * FROM '{filt}'",
-                                          "actions": [{"type": "http", "url": HOOK, "token": TOKENS[name]}]}), 201)
+        rule = ok(api.post("/v1/rules", {"name": name, "sql": f"SELECT * FROM '{filt}'",
+                                         "actions": [{"type": "http", "url": HOOK, "token": TOKENS[name]}]}), 201)
         w["secrets"] |= {TOKENS[name], rule["actions"][0]["secret"]}
     for name, tag in (("sa", "A"), ("sb", "B")):
-        stream = _ok(api.post("/v1/streams", {"name": name, "product_id": w[tag]["pid"], "outputs": [
+        stream = ok(api.post("/v1/streams", {"name": name, "product_id": w[tag]["pid"], "outputs": [
             {"type": "custom_push", "url": HOOK, "token": TOKENS[name], "title": "t", "content": "c"}]}), 201)
         w[tag]["stream"] = stream["id"]
         w["secrets"] |= {TOKENS[name], stream["outputs"][0]["secret"]}
@@ -126,36 +98,36 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
 
     # firmware and an OTA task per product
     for tag in ("A", "B"):
-        fw = _ok(api.post("/v1/firmware", {"product_id": w[tag]["pid"], "name": "fw", "version": "2.0",
-                                           "file_name": "fw.bin", "file_size": 4}), 201)
+        fw = ok(api.post("/v1/firmware", {"product_id": w[tag]["pid"], "name": "fw", "version": "2.0",
+                                          "file_name": "fw.bin", "file_size": 4}), 201)
         assert requests.put(fw["upload_url"], data=b"\x00fw\x01", timeout=10).status_code == 200
-        _ok(api.post(f"/v1/firmware/{fw['id']}/complete"))
-        task = _ok(api.post("/v1/ota-tasks", {"firmware_id": fw["id"], "method": "by_version",
-                                              "source_versions": ["1.0"]}), 202)
-        res = _ok(api.post("/v1/resources", {"product_id": w[tag]["pid"], "name": "res", "file_name": "r.bin",
-                                             "file_size": 2}), 201)
+        ok(api.post(f"/v1/firmware/{fw['id']}/complete"))
+        task = ok(api.post("/v1/ota-tasks", {"firmware_id": fw["id"], "method": "by_version",
+                                             "source_versions": ["1.0"]}), 202)
+        res = ok(api.post("/v1/resources", {"product_id": w[tag]["pid"], "name": "res", "file_name": "r.bin",
+                                            "file_size": 2}), 201)
         assert requests.put(res["upload_url"], data=b"rs", timeout=10).status_code == 200
-        _ok(api.post(f"/v1/resources/{res['id']}/complete"))
-        rtask = _ok(api.post("/v1/resource-tasks", {"resource_id": res["id"], "device_name": w[tag]["dn"]}), 202)
+        ok(api.post(f"/v1/resources/{res['id']}/complete"))
+        rtask = ok(api.post("/v1/resource-tasks", {"resource_id": res["id"], "device_name": w[tag]["dn"]}), 202)
         w[tag].update(firmware=fw["id"], task=task["id"], resource=res["id"], resource_task=rtask["id"])
-        batch = _ok(api.post("/v1/batches", {"product_id": w[tag]["pid"], "burn_method": "per_device_secret",
-                                             "generation": "auto", "quantity": 2}), 202)
+        batch = ok(api.post("/v1/batches", {"product_id": w[tag]["pid"], "burn_method": "per_device_secret",
+                                            "generation": "auto", "quantity": 2}), 202)
         w[tag]["batch"] = batch["id"]
     inline_jobs()
     for tag in ("A", "B"):
-        done = _ok(api.get(f"/v1/batches/{w[tag]['batch']}?include_secret=true"))
+        done = ok(api.get(f"/v1/batches/{w[tag]['batch']}?include_secret=true"))
         assert done["status"] == "done", done
         csv_text = requests.get(done["csv_url"], timeout=10)
         w["secrets"] |= {row.split(",")[3] for row in csv_text.text.splitlines()[1:]}
         w[tag]["csv_url"] = done["csv_url"]
         # an end user binds both products' devices
         code = batch_rules.device_code(w[tag]["pid"], w[tag]["dn"], w[tag]["secret"])
-        _ok(api.post("/v1/bindings", {"code": code, "user_id": "u1"}), 201)
+        ok(api.post("/v1/bindings", {"code": code, "user_id": "u1"}), 201)
 
     # the callers
     w["partner_key"] = _key_for(api, {"version": "2.0", "statement": [
         {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}]}, "partner")
-    app = _ok(api.post("/v1/applications", {"name": "Lamp app", "products": [a]}), 201)
+    app = ok(api.post("/v1/applications", {"name": "Lamp app", "products": [a]}), 201)
     w["application"] = app["application_id"]
     w["app_key"] = app["keys"][0]["api_key"]
     w["root_key"] = api.key
@@ -253,7 +225,7 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
         for path in ("/v1/stats/overview", "/v1/stats/messages", "/v1/stats/distribution"):
             assert c.get(f"{path}?product_id={b['pid']}").status_code == 403
             mine = c.get(path)
-            assert mine.status_code == 200 and mine.json == _ok(api.get(f"{path}?product_id={a['pid']}")), path
+            assert mine.status_code == 200 and mine.json == ok(api.get(f"{path}?product_id={a['pid']}")), path
 
     check("/v1/products", products)
     check("/v1/products/{product_id}/devices", devices)
@@ -390,7 +362,7 @@ def test_mutating_routes_do_not_echo_stored_secrets(api, world):
         resp = root.call(method, path, body=body)
         assert resp.status_code < 500 and not _leaks(str(resp.body), secrets), (method, path, resp.body)
     # the kept token and secret still sign: the rule's stored action is unchanged
-    full = _ok(root.get("/v1/rules/ra?include_secret=true"))
+    full = ok(root.get("/v1/rules/ra?include_secret=true"))
     assert full["actions"][0]["token"] == TOKENS["ra"] and full["actions"][0]["secret"].startswith("whsec_")
     assert full["actions"][0]["secret"] in secrets
     # and every non-GET route, called by each scoped caller with an empty body (mostly refused or

@@ -83,6 +83,6 @@ def test_presigned_links_work_until_they_expire(moto, bucket):
     assert s3.get_object(Bucket=bucket, Key="uploads/fw.bin")["Body"].read() == b"firmware"
     short = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "batches/b1/out.csv"},
                                       ExpiresIn=1)
-    time.sleep(2.1)
+    time.sleep(2.1)  # the behaviour under test: a link signed for 1 s must have expired
     expired = requests.get(short, timeout=10)
     assert expired.status_code == 403 and b"expired" in expired.content

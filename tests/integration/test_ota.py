@@ -17,50 +17,13 @@ import requests
 
 from chalicelib.core import clock
 from chalicelib.core.config import reload_settings
-from chalicelib.services import events, jobs
+from chalicelib.services import events
 from chalicelib.services.ota import store as ota_store
 from chalicelib.services.ota import tasks as ota_tasks
-
-from .helpers import expect_error
-from .test_telemetry import Recorder, make_device, make_product, up  # noqa: F401 - fixtures' helpers
+from tests.integration.helpers import FakeQueue, Recorder, expect_error, make_device, make_product, up
 
 FILE = b"\x7fFIRMWARE" + bytes(range(256)) * 40
 MD5 = hashlib.md5(FILE).hexdigest()
-
-
-class FakeQueue:
-    """jobs.enqueue / enqueue_many into memory; :meth:`drain` runs due steps (test clock)."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[float, str, dict[str, Any]]] = []
-        self.ran: list[str] = []
-
-    def enqueue(self, kind: str, body: dict[str, Any], *, delay_s: int = 0) -> str:
-        assert kind in jobs.KINDS, kind
-        json.dumps(body)  # what SQS would carry
-        self.items.append((clock.now() + delay_s, kind, body))
-        return str(len(self.items))
-
-    def enqueue_many(self, steps: Any, *, delay_s: int = 0) -> int:
-        steps = list(steps)
-        for kind, body in steps:
-            self.enqueue(kind, body, delay_s=delay_s)
-        return len(steps)
-
-    def drain(self, max_steps: int = 2000) -> None:
-        for _ in range(max_steps):
-            ready = [i for i in self.items if i[0] <= clock.now()]
-            if not ready:
-                return
-            item = ready[0]
-            self.items.remove(item)
-            self.ran.append(item[1])
-            jobs.run(json.dumps({"kind": item[1], "body": item[2]}))
-        raise AssertionError("the steps did not settle")
-
-    def advance(self, seconds: float) -> None:
-        clock.shift(seconds)
-        self.drain()
 
 
 @pytest.fixture()
@@ -85,10 +48,8 @@ def env(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[None]:
 
 @pytest.fixture()
 def queue(monkeypatch: pytest.MonkeyPatch, env: None) -> FakeQueue:
-    q = FakeQueue()
-    monkeypatch.setattr(jobs, "enqueue", q.enqueue)
-    monkeypatch.setattr(jobs, "enqueue_many", q.enqueue_many)
-    return q
+    """Job steps in memory, their delays counted on the test clock."""
+    return FakeQueue().install(monkeypatch)
 
 
 @pytest.fixture()
@@ -101,17 +62,9 @@ def seen() -> Iterator[list[events.DomainEvent]]:
 
 
 @pytest.fixture()
-def rec(queue: FakeQueue) -> Iterator[Recorder]:
-    from chalicelib.protocol import publisher
-    from chalicelib.services import catalog, gateways
-
-    r = Recorder()
-    publisher.use(r)
-    catalog.forget_products()
-    gateways.forget_cache()
-    yield r
-    publisher.use(None)
-    catalog.forget_products()
+def rec(queue: FakeQueue, recorder: Recorder) -> Recorder:
+    """The device publisher's recorder, installed once the job queue is."""
+    return recorder
 
 
 def send(*messages: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalicelib.core import clock
 from chalicelib.protocol.events import presence_event
 from chalicelib.services import analytics, lifecycle
-from tests.integration.test_telemetry import lamp, logs, recorder  # noqa: F401 - fixtures
+from tests.integration.helpers import logs
 
 DEV = "/v1/products/{}/devices/dev1"
 
@@ -25,7 +25,7 @@ def online_gauge(api, pid):
     return api.get(f"/v1/stats/overview?product_id={pid}").json["online"]
 
 
-def test_connect_then_clean_disconnect(api, lamp):  # noqa: F811
+def test_connect_then_clean_disconnect(api, lamp):
     # Given a device that has never connected
     assert device(api, lamp)["status"] == "inactive"
     # When it connects
@@ -52,7 +52,7 @@ def test_connect_then_clean_disconnect(api, lamp):  # noqa: F811
     assert overview["activated"] == 1 and overview["online"] == 1
 
 
-def test_keepalive_timeout_is_logged_as_such(api, lamp):  # noqa: F811
+def test_keepalive_timeout_is_logged_as_such(api, lamp):
     event(lamp, True, "s1", ip="10.1.1.1", keepalive=60)
     event(lamp, False, "s1", reason="MQTT_KEEP_ALIVE_TIMEOUT")
     assert device(api, lamp)["status"] == "offline"
@@ -60,7 +60,7 @@ def test_keepalive_timeout_is_logged_as_such(api, lamp):  # noqa: F811
     assert entry["message"] == "Device keepalive timeout" and entry["code"] == "MQTT_KEEP_ALIVE_TIMEOUT"
 
 
-def test_a_stale_disconnect_of_an_older_session_is_ignored(api, lamp):  # noqa: F811
+def test_a_stale_disconnect_of_an_older_session_is_ignored(api, lamp):
     event(lamp, True, "old", ip="10.1.1.1")
     event(lamp, True, "new", ip="10.1.1.2")  # reconnected before IoT Core reported the old one gone
     assert event(lamp, False, "old", reason="DUPLICATE_CLIENTID")["applied"] is False
@@ -73,14 +73,14 @@ def test_a_stale_disconnect_of_an_older_session_is_ignored(api, lamp):  # noqa: 
     assert [e["message"] for e in logs(api, lamp, "dev1", "presence")].count("Device disconnect") == 1
 
 
-def test_unknown_client_ids_are_ignored(api, lamp):  # noqa: F811
+def test_unknown_client_ids_are_ignored(api, lamp):
     assert lifecycle.handle(presence_event("short", True, timestamp_ms=clock.now_ms()))["applied"] is False
     assert lifecycle.handle(presence_event(f"{lamp}ghost", True, timestamp_ms=clock.now_ms()))["applied"] is False
     assert lifecycle.handle({"clientId": f"{lamp}dev1", "eventType": "subscribed"})["applied"] is False
     assert device(api, lamp)["status"] == "inactive"
 
 
-def test_activations_and_active_devices_are_counted_per_day(api, lamp):  # noqa: F811
+def test_activations_and_active_devices_are_counted_per_day(api, lamp):
     event(lamp, True, "s1")
     event(lamp, False, "s1")
     event(lamp, True, "s2")

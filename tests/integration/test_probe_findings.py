@@ -20,44 +20,31 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import PRODUCT, Api
-from tests.integration.helpers import expect_error
+from tests.helpers import decrypt
+from tests.integration.helpers import PRODUCT, Api, FakeQueue, expect_error, ok, v2_request
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _ok(resp: Any, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.body
-    return resp.json
 
 
 @pytest.fixture()
 def drained(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[Any]:
     """Job steps run inline (``drain()``), the files bucket of the test stage."""
     from chalicelib.core.config import reload_settings
-    from chalicelib.services import files, jobs
+    from chalicelib.services import files
 
     monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")
     reload_settings()
     files.forget()
-    queued: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(jobs, "enqueue", lambda kind, body, delay_s=0: queued.append((kind, body)) or "1")
-
-    def drain() -> None:
-        while queued:
-            kind, body = queued.pop(0)
-            jobs.run(json.dumps({"kind": kind, "body": body}))
-
-    yield drain
+    yield FakeQueue(honour_delays=False).install(monkeypatch).drain
     monkeypatch.undo()
     reload_settings()
     files.forget()
 
 
 def _released_with_registration(api: Api, name: str = "Factory") -> tuple[str, str]:
-    pid = _ok(api.post("/v1/products", {**PRODUCT, "name": name}), 201)["product_id"]
-    secret = _ok(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}))["product_secret"]
-    _ok(api.post(f"/v1/products/{pid}/publish"))
+    pid = ok(api.post("/v1/products", {**PRODUCT, "name": name}), 201)["product_id"]
+    secret = ok(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}))["product_secret"]
+    ok(api.post(f"/v1/products/{pid}/publish"))
     return pid, secret
 
 
@@ -67,17 +54,17 @@ def _released_with_registration(api: Api, name: str = "Factory") -> tuple[str, s
 def test_an_application_key_gets_no_batch_link_and_no_product_secret(api, drained):
     # Given a released product with dynamic registration and a finished batch
     pid, _ = _released_with_registration(api)
-    job = _ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                                       "quantity": 3}), 202)
+    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
+                                      "quantity": 3}), 202)
     drained()
-    app = _ok(api.post("/v1/applications", {"name": "App", "products": [pid]}), 201)
+    app = ok(api.post("/v1/applications", {"name": "App", "products": [pid]}), 201)
     key = api.as_key(app["keys"][0]["api_key"])
     # When the application key reads the batch and the registration settings
-    batch = _ok(key.get(f"/v1/batches/{job['id']}"))
+    batch = ok(key.get(f"/v1/batches/{job['id']}"))
     # Then it sees the job but no link to the CSV that holds every device secret
     assert batch["status"] == "done" and batch["download_url"] is None and batch["csv_url"] is None
     expect_error(key.get(f"/v1/batches/{job['id']}?include_secret=true"), 403, "UnauthorizedOperation", None)
-    reg = _ok(key.get(f"/v1/products/{pid}/dynamic-registration"))
+    reg = ok(key.get(f"/v1/products/{pid}/dynamic-registration"))
     assert reg["secret_set"] is True and "product_secret" not in reg
     expect_error(key.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true"), 403,
                  "UnauthorizedOperation", None)
@@ -89,37 +76,33 @@ def test_an_application_key_gets_no_batch_link_and_no_product_secret(api, draine
 
 def test_registration_never_replaces_a_batch_devices_secret(api, drained):
     # Given devices made by a one-device-one-secret batch (secrets burned at the factory)
-    from tests.integration.test_registration import decrypt, v2_request
-
     pid, psecret = _released_with_registration(api, "Burned")
-    job = _ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
-                                       "names_csv": "DeviceName\nshipped-1\n"}), 202)
+    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
+                                      "names_csv": "DeviceName\nshipped-1\n"}), 202)
     drained()
-    link = _ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))["csv_url"]
+    link = ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))["csv_url"]
     burned = list(csv.DictReader(io.StringIO(requests.get(link, timeout=10).text)))[0]["DevicePsk"]
     # When someone holding the product secret registers the device before it first connects
     first = v2_request(api, pid, "shipped-1", psecret).json["Response"]
     # Then the answer is the burned secret, and the device record still holds it
     assert decrypt(psecret, first["Payload"], first["Len"])["psk"] == burned
-    assert _ok(api.get(f"/v1/products/{pid}/devices/shipped-1?include_secret=true"))["secret"] == burned
+    assert ok(api.get(f"/v1/products/{pid}/devices/shipped-1?include_secret=true"))["secret"] == burned
 
 
 def test_a_keyless_device_gets_one_secret_and_keeps_it(api, drained):
     # Given a one-type-one-secret batch device (made without a secret)
-    from tests.integration.test_registration import decrypt, v2_request
-
     pid, psecret = _released_with_registration(api, "Keyless")
-    _ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_product_secret", "generation": "upload",
-                                 "names_csv": "DeviceName\nbox-1\n"}), 202)
+    ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_product_secret", "generation": "upload",
+                                "names_csv": "DeviceName\nbox-1\n"}), 202)
     drained()
-    assert _ok(api.get(f"/v1/products/{pid}/devices/box-1"))["secret_set"] is False
+    assert ok(api.get(f"/v1/products/{pid}/devices/box-1"))["secret_set"] is False
     # When it registers twice
     one = v2_request(api, pid, "box-1", psecret).json["Response"]
     two = v2_request(api, pid, "box-1", psecret).json["Response"]
     # Then both answers carry the same, now stored, secret
     psk = decrypt(psecret, one["Payload"], one["Len"])["psk"]
     assert decrypt(psecret, two["Payload"], two["Len"])["psk"] == psk
-    assert _ok(api.get(f"/v1/products/{pid}/devices/box-1?include_secret=true"))["secret"] == psk
+    assert ok(api.get(f"/v1/products/{pid}/devices/box-1?include_secret=true"))["secret"] == psk
 
 
 # ------------------------------------------------------------------ finding 3
@@ -259,26 +242,26 @@ def test_every_secret_in_a_batch_csv_decodes(api, drained):
     from chalicelib.core.config import reload_settings
 
     pid, _ = _released_with_registration(api, "Big")
-    job = _ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                                       "quantity": 40}), 202)
+    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
+                                      "quantity": 40}), 202)
     drained()
     reload_settings()
-    link = _ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))["csv_url"]
+    link = ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))["csv_url"]
     rows = list(csv.DictReader(io.StringIO(requests.get(link, timeout=10).text)))
     # Then every DevicePsk cell is the device's secret, exactly, and decodes to 16 bytes
     assert len(rows) == 40
     for row in rows:
         assert len(base64.b64decode(row["DevicePsk"], validate=True)) == 16
-        stored = _ok(api.get(f"/v1/products/{pid}/devices/{row['DeviceName']}?include_secret=true"))["secret"]
+        stored = ok(api.get(f"/v1/products/{pid}/devices/{row['DeviceName']}?include_secret=true"))["secret"]
         assert row["DevicePsk"] == stored
 
 
 def test_a_batch_name_a_spreadsheet_would_run_is_reported_not_written(api, drained):
     pid, _ = _released_with_registration(api, "Names")
-    job = _ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
-                                       "names_csv": "DeviceName\n-12\nok-1\n=cmd|' /C calc'!A0\n"}), 202)
+    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
+                                      "names_csv": "DeviceName\n-12\nok-1\n=cmd|' /C calc'!A0\n"}), 202)
     drained()
-    done = _ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))
+    done = ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))
     assert (done["success_count"], done["failure_count"]) == (1, 2)
     assert "spreadsheet" in done["failures"][0]["reason"]
     text = requests.get(done["csv_url"], timeout=10).text
@@ -318,7 +301,7 @@ def test_an_unreadable_forward_job_is_logged_without_its_body(capsys, caplog):
 
 def test_names_are_unicode_normalised(api):
     # "café" typed decomposed (e + combining accent) is the same name as precomposed
-    nfd = _ok(api.post("/v1/products", {**PRODUCT, "name": "Cafe\u0301 lamp"}), 201)
+    nfd = ok(api.post("/v1/products", {**PRODUCT, "name": "Cafe\u0301 lamp"}), 201)
     assert nfd["name"] == "Caf\u00e9 lamp"
     expect_error(api.post("/v1/products", {**PRODUCT, "name": "Caf\u00e9 lamp"}), 409,
                  "ResourceInUse.ProductNameExists", "name")
@@ -327,13 +310,13 @@ def test_names_are_unicode_normalised(api):
 def test_a_tag_filter_without_a_value_is_refused(api, product):
     pid = product["product_id"]
     expect_error(api.get(f"/v1/products/{pid}/devices?tag=noequals"), 400, "InvalidParameterValue.TagInvalid", "tag")
-    assert _ok(api.get(f"/v1/products/{pid}/devices?tag=room=kitchen"))["items"] == []
+    assert ok(api.get(f"/v1/products/{pid}/devices?tag=room=kitchen"))["items"] == []
 
 
 def test_a_principal_can_be_deleted_and_its_keys_stop_working(api):
-    p = _ok(api.post("/v1/principals", {"name": "staff", "policy": {"version": "2.0", "statement": [
+    p = ok(api.post("/v1/principals", {"name": "staff", "policy": {"version": "2.0", "statement": [
         {"effect": "allow", "action": ["*"], "resource": ["*"]}]}}), 201)
-    key = _ok(api.post("/v1/keys", {"principal_id": p["principal_id"], "name": "k"}), 201)["api_key"]
+    key = ok(api.post("/v1/keys", {"principal_id": p["principal_id"], "name": "k"}), 201)["api_key"]
     assert api.as_key(key).get("/v1/products").status_code == 200
     assert api.delete(f"/v1/principals/{p['principal_id']}").status_code == 204
     expect_error(api.as_key(key).get("/v1/products"), 401, "AuthFailure.InvalidCredential", None)
@@ -344,9 +327,9 @@ def test_a_principal_can_be_deleted_and_its_keys_stop_working(api):
 
 def test_rule_debug_names_the_device_of_a_thing_topic(api, product):
     pid = product["product_id"]
-    _ok(api.post("/v1/rules", {"name": "who", "sql": "SELECT deviceName() AS dn, productId() AS pid FROM "
-                                                     "'thing/up/property/+/+'"}), 201)
-    out = _ok(api.post("/v1/rules/who/debug", {"topic": f"thing/up/property/{pid}/lamp-7", "payload": {}}))
+    ok(api.post("/v1/rules", {"name": "who", "sql": "SELECT deviceName() AS dn, productId() AS pid FROM "
+                                                    "'thing/up/property/+/+'"}), 201)
+    out = ok(api.post("/v1/rules/who/debug", {"topic": f"thing/up/property/{pid}/lamp-7", "payload": {}}))
     assert out["output"] == {"dn": "lamp-7", "pid": pid}
-    out = _ok(api.post("/v1/rules/who/debug", {"topic": f"$thing/up/property/{pid}/lamp-8", "payload": {}}))
+    out = ok(api.post("/v1/rules/who/debug", {"topic": f"$thing/up/property/{pid}/lamp-8", "payload": {}}))
     assert out["output"] == {"dn": "lamp-8", "pid": pid}

@@ -13,8 +13,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from tests.integration.conftest import PRODUCT
-from tests.integration.helpers import expect_error
+from tests.integration.helpers import PRODUCT, expect_error, make_device
 
 CUSTOM = {"name": "Pipe", "category": "custom", "device_type": "device", "comm_method": "ethernet",
           "auth_type": "key", "data_protocol": "custom"}
@@ -32,12 +31,6 @@ def make(api: Any, **overrides: Any) -> Any:
 
 def created(api: Any, **overrides: Any) -> dict[str, Any]:
     resp = make(api, **overrides)
-    assert resp.status_code == 201, resp.body
-    return resp.json
-
-
-def add_device(api: Any, pid: str, name: str) -> dict[str, Any]:
-    resp = api.post(f"/v1/products/{pid}/devices", {"device_name": name})
     assert resp.status_code == 201, resp.body
     return resp.json
 
@@ -315,7 +308,7 @@ def test_patch_structural_fields_without_devices(api, product):
 
 def test_patch_structural_refused_while_devices_exist(api, product):
     pid = product["product_id"]
-    add_device(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     expect_error(api.patch(f"/v1/products/{pid}", {"comm_method": "cellular"}), 409,
                  "UnsupportedOperation.DevicesExistUnderProduct", "comm_method")
     expect_error(api.patch(f"/v1/products/{pid}", {"auth_type": "certificate"}), 409,
@@ -352,8 +345,8 @@ def test_patch_to_same_name_is_fine(api, product):
 
 def test_delete_refused_with_devices_then_allowed(api, product):
     pid = product["product_id"]
-    add_device(api, pid, "d1")
-    add_device(api, pid, "d2")
+    make_device(api, pid, "d1")
+    make_device(api, pid, "d2")
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 2
     expect_error(api.delete(f"/v1/products/{pid}"), 409, "UnsupportedOperation.DevicesExistUnderProduct",
                  "product_id")

@@ -5,76 +5,22 @@ product's — and the decrypted secret must then authenticate an MQTT connect.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 import json
 import secrets
 from typing import Any
 
 import pytest
-from Crypto.Cipher import AES
 
 from chalicelib.core import clock
 from chalicelib.core.config import settings
 from chalicelib.models.devices import DeviceRecord
-from chalicelib.protocol import mqtt_auth
-from chalicelib.protocol.events import authorizer_event
-from chalicelib.services import connectivity, device_logs
-from tests.integration.conftest import PRODUCT
 from chalicelib.protocol import diagnostics as codes
+from tests.helpers import decrypt
+from tests.integration.helpers import (PRODUCT, REGISTER_HOST, diagnostics, legacy_request, make_device,
+                                       mqtt_connects, registration_answer, v2_request)
 
-HOST = "register.fleetbox.test"
-
-
-# ------------------------------------------------------------------ a device, written from the spec
-
-
-def v2_request(api: Any, pid: str, dn: str, product_secret: str, *, ts: int | None = None,
-               nonce: str | None = None, host: str = HOST + ":443", uri: str = "/device/register",
-               title_case: bool = True, algorithm: str = "hmacsha256", sign_with: str | None = None,
-               body: bytes | None = None, signature: str | None = None) -> Any:
-    """What Tencent's SDK sends: title-cased X-Tc-* headers, the raw body hashed as sent."""
-    body = body if body is not None else json.dumps({"ProductId": pid, "DeviceName": dn}).encode()
-    ts = clock.now_s() if ts is None else ts
-    nonce = nonce or str(secrets.randbelow(2**31))
-    text = "\n".join(["POST", host.split(":")[0], uri, "", algorithm, str(ts), nonce,
-                      hashlib.sha256(body).hexdigest()])
-    sig = signature or base64.b64encode(hmac.new((sign_with or product_secret).encode(), text.encode(),
-                                                 hashlib.sha256).digest()).decode()
-    prefix = "X-Tc-" if title_case else "x-tc-"
-    headers = {"Host": host, "Content-Type": "application/json; charset=UTF-8",
-               "Accept": "text/xml,application/json;*/*",
-               f"{prefix}Algorithm": algorithm, f"{prefix}Timestamp": str(ts), f"{prefix}Nonce": nonce,
-               f"{prefix}Signature": sig}
-    return answer(api.client.http.post("/device/register", headers=headers, body=body))
-
-
-def legacy_request(api: Any, pid: str, dn: str, product_secret: str, *, ts: int | None = None,
-                   nonce: int | None = None, sign_with: str | None = None,
-                   content_type: str = "application/x-www-form-urlencoded") -> Any:
-    ts = clock.now_s() if ts is None else ts
-    nonce = secrets.randbelow(2**31) if nonce is None else nonce
-    text = f"deviceName={dn}&nonce={nonce}&productId={pid}&timestamp={ts}"
-    hexmac = hmac.new((sign_with or product_secret).encode(), text.encode(), hashlib.sha1).hexdigest()
-    body = json.dumps({"deviceName": dn, "nonce": nonce, "productId": pid, "timestamp": ts,
-                       "signature": base64.b64encode(hexmac.encode()).decode()})
-    return answer(api.client.http.post("/register/dev", headers={"Content-Type": content_type}, body=body))
-
-
-def answer(resp: Any) -> Any:
-    # Every answer, refusals included, is HTTP 200 with exactly application/json (SPEC §6.6)
-    assert resp.status_code == 200, resp.body
-    assert resp.headers["Content-Type"] == "application/json"
-    resp.json = json.loads(resp.body)
-    return resp
-
-
-def decrypt(product_secret: str, payload: str, length: int) -> dict[str, Any]:
-    raw = AES.new(product_secret[:16].encode(), AES.MODE_CBC, iv=b"0" * 16).decrypt(base64.b64decode(payload))
-    assert set(raw[length:]) <= {0}, "zero-byte padding"
-    return json.loads(raw[:length])
+# ------------------------------------------------------------------ helpers
 
 
 def v2_error(resp: Any) -> dict[str, str]:
@@ -83,15 +29,6 @@ def v2_error(resp: Any) -> dict[str, str]:
     assert body["RequestId"] == resp.headers["x-request-id"]
     assert body["Error"]["Message"]
     return body["Error"]
-
-
-def mqtt_connects(pid: str, dn: str, secret: str) -> bool:
-    cid, user, pw = mqtt_auth.credentials(pid, dn, secret)
-    return connectivity.authorize(authorizer_event(cid, user, pw.encode()))["isAuthenticated"]
-
-
-def diagnostics(pid: str, dn: str) -> list[dict[str, Any]]:
-    return device_logs.query(pid, dn, "diagnostic", 0, clock.now_ms() + 1000, 50, None)[0]
 
 
 def dynreg_product(api: Any, register_type: int, limit: int | None = None, **fields: Any) -> tuple[str, str]:
@@ -106,12 +43,6 @@ def dynreg_product(api: Any, register_type: int, limit: int | None = None, **fie
     return pid, reg.json["product_secret"]
 
 
-def precreate(api: Any, pid: str, dn: str) -> str:
-    resp = api.post(f"/v1/products/{pid}/devices", {"device_name": dn})
-    assert resp.status_code == 201, resp.body
-    return resp.json["secret"]
-
-
 def mark_connected(pid: str, dn: str) -> None:
     rec = DeviceRecord.get(pid, dn)
     rec.update(actions=[DeviceRecord.status.set("online"), DeviceRecord.activated_at.set(clock.now_s())])
@@ -123,7 +54,7 @@ def mark_connected(pid: str, dn: str) -> None:
 def test_v2_gives_a_precreated_device_its_own_secret_and_never_replaces_it(api):
     # Given a type-1 product with a pre-created device (its secret burned in at the factory)
     pid, psecret = dynreg_product(api, 1)
-    burned = precreate(api, pid, "dev1")
+    burned = make_device(api, pid, "dev1")["secret"]
     # When the device registers as Tencent's SDK does
     resp = v2_request(api, pid, "dev1", psecret)
     # Then the payload decrypts (independent AES) to the device's own secret, not a new one
@@ -141,14 +72,14 @@ def test_v2_gives_a_precreated_device_its_own_secret_and_never_replaces_it(api):
 
 def test_v2_accepts_lower_case_headers_any_algorithm_case_and_a_host_without_port(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
-    resp = v2_request(api, pid, "dev1", psecret, title_case=False, algorithm="HmacSha256", host=HOST)
+    make_device(api, pid, "dev1")
+    resp = v2_request(api, pid, "dev1", psecret, title_case=False, algorithm="HmacSha256", host=REGISTER_HOST)
     assert "Payload" in resp.json["Response"], resp.json
 
 
 def test_v2_hashes_the_raw_body(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     raw = ('{ "ProductId" : "%s",\n "DeviceName" : "dev1" }' % pid).encode()
     assert "Payload" in v2_request(api, pid, "dev1", psecret, body=raw).json["Response"]
 
@@ -196,7 +127,7 @@ def test_type_1_refuses_unknown_devices(api):
 def test_type_0_refuses(api):
     # Given a product whose dynamic registration was turned off after use
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     assert api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 0}).status_code == 200
     err = v2_error(v2_request(api, pid, "dev1", psecret))
     assert err["Code"] == "UnsupportedOperation.DynamicRegisterDisabled"
@@ -217,7 +148,7 @@ def test_an_unknown_product_is_refused(api):
 
 def test_a_bad_signature_is_refused_and_diagnosed(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     err = v2_error(v2_request(api, pid, "dev1", psecret, sign_with="W" * 24))
     assert err == {"Code": "AuthFailure.SignatureFailure", "Message": "Check signature failed"}
     diag = diagnostics(pid, "dev1")
@@ -229,33 +160,33 @@ def test_a_bad_signature_is_refused_and_diagnosed(api):
 @pytest.mark.parametrize("skew", [-301, 301, -10**6])
 def test_a_stale_timestamp_is_refused(api, skew):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     err = v2_error(v2_request(api, pid, "dev1", psecret, ts=clock.now_s() + skew))
     assert err["Code"] == "AuthFailure.SignatureExpire" and "5 minutes" in err["Message"]
 
 
 def test_a_timestamp_within_five_minutes_passes(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     assert "Payload" in v2_request(api, pid, "dev1", psecret, ts=clock.now_s() - 290).json["Response"]
 
 
 def test_a_replayed_nonce_is_refused(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     ts = clock.now_s()
     assert "Payload" in v2_request(api, pid, "dev1", psecret, ts=ts, nonce="424242").json["Response"]
     # the very same signed request again
     err = v2_error(v2_request(api, pid, "dev1", psecret, ts=ts, nonce="424242"))
     assert err["Code"] == "AuthFailure.NonceReused" and "424242" in err["Message"]
     # the same nonce from another device is not a replay
-    precreate(api, pid, "dev2")
+    make_device(api, pid, "dev2")
     assert "Payload" in v2_request(api, pid, "dev2", psecret, ts=ts, nonce="424242").json["Response"]
 
 
 def test_a_nonce_may_be_used_again_after_the_window(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     assert "Payload" in v2_request(api, pid, "dev1", psecret, nonce="77").json["Response"]
     clock.shift(11 * 60)
     try:
@@ -266,7 +197,7 @@ def test_a_nonce_may_be_used_again_after_the_window(api):
 
 def test_a_device_that_has_connected_is_refused_until_deleted(api):
     pid, psecret = dynreg_product(api, 2, limit=5)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     mark_connected(pid, "dev1")
     err = v2_error(v2_request(api, pid, "dev1", psecret))
     assert err["Code"] == "UnsupportedOperation.DeviceAlreadyActivated" and "delete" in err["Message"]
@@ -278,7 +209,7 @@ def test_a_device_that_has_connected_is_refused_until_deleted(api):
 
 def test_a_disabled_device_is_refused(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     assert api.patch(f"/v1/products/{pid}/devices/dev1", {"enabled": False}).status_code == 200
     assert v2_error(v2_request(api, pid, "dev1", psecret))["Code"] == "UnsupportedOperation.DeviceDisabled"
 
@@ -309,7 +240,7 @@ def test_an_invalid_device_name_for_creation_is_refused(api):
     (b"[" * 5000, {}),
 ])
 def test_malformed_v2_requests_get_a_200_error_envelope(api, body, headers):
-    resp = answer(api.client.http.post("/device/register", headers=headers, body=body))
+    resp = registration_answer(api.client.http.post("/device/register", headers=headers, body=body))
     assert v2_error(resp)["Code"] in ("InvalidParameterValue", "MissingParameter")
 
 
@@ -328,7 +259,7 @@ def test_legacy_registers_with_a_json_body_labelled_form_encoded(api):
 
 def test_legacy_bad_signature_is_1010(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     body = legacy_request(api, pid, "dev1", psecret, sign_with="W" * 24).json
     assert body["code"] == 1010 and body["message"] == "Check signature failed"
     assert body["requestId"]
@@ -336,7 +267,7 @@ def test_legacy_bad_signature_is_1010(api):
 
 def test_legacy_refusals_carry_their_reasons(api):
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
     body = legacy_request(api, pid, "ghost", psecret).json
     assert body["code"] != 0 and body["message"].startswith("Pre create mode: device not exists")
     assert legacy_request(api, pid, "dev1", psecret, ts=clock.now_s() - 3600).json["code"] == 1011
@@ -348,7 +279,7 @@ def test_legacy_refusals_carry_their_reasons(api):
 @pytest.mark.parametrize("body", [b"", b"junk", b"{}", b'{"deviceName":"d"}', b'{"deviceName":["x"],"nonce":1,'
                                   b'"productId":"ABCDEFGHIJ","timestamp":1,"signature":"s"}'])
 def test_malformed_legacy_requests_get_a_200_error(api, body):
-    resp = answer(api.client.http.post("/register/dev", headers={"Content-Type": "application/json"}, body=body))
+    resp = registration_answer(api.client.http.post("/register/dev", headers={"Content-Type": "application/json"}, body=body))
     assert resp.json["code"] == 1001 and resp.json["message"] and resp.json["requestId"]
 
 
@@ -356,7 +287,7 @@ def test_an_internal_failure_is_still_a_200_envelope(api, monkeypatch):
     from chalicelib.services import registration
 
     pid, psecret = dynreg_product(api, 1)
-    precreate(api, pid, "dev1")
+    make_device(api, pid, "dev1")
 
     def boom(*a: Any, **k: Any) -> Any:
         raise RuntimeError("dynamodb is down")

@@ -2,51 +2,26 @@
 uplink hook, every action kind, the signed webhook engine with a real loopback receiver,
 retries, error actions, dead letters and their replay.
 
-The forward queue is drained in-process by :func:`drain`, which does what the ``forward`` worker's
-event source does: receive a batch, run it (``delivery.run_batch``), delete what succeeded.
+The forward queue is drained in-process by ``drain_forwards`` (tests/integration/helpers.py), which
+does what the ``forward`` worker's event source does: receive a batch, run it
+(``delivery.run_batch``), delete what succeeded.
 """
 from __future__ import annotations
 
 import base64
 import json
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
 
-from chalicelib.core.config import reload_settings
 from chalicelib.protocol.events import UplinkMessage
-from tests.integration.helpers import expect_error
+from tests.integration.helpers import Recorder, drain_forwards, expect_error
 from tests.receiver import Receiver
 
 SQL = ("SELECT room1.temperature AS temp, room1.humidity AS hum FROM '/+/data' "
        "WHERE topic(2) = 'device00' AND room1.temperature > 30")
-
-
-@pytest.fixture()
-def loopback(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[None]:
-    from chalicelib.forwarders import engine
-    from chalicelib.services import rules
-
-    monkeypatch.setenv("FLEETBOX_ALLOW_LOOPBACK", "true")
-    monkeypatch.setenv("FLEETBOX_RULES_CACHE_S", "0")
-    reload_settings()
-    engine.forget()
-    rules.forget()
-    yield
-    monkeypatch.delenv("FLEETBOX_ALLOW_LOOPBACK")
-    monkeypatch.delenv("FLEETBOX_RULES_CACHE_S")
-    reload_settings()
-    engine.forget()
-    rules.forget()
-
-
-@pytest.fixture()
-def receiver() -> Iterator[Receiver]:
-    r = Receiver(token="tok123").start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture()
@@ -64,27 +39,6 @@ def uplink(pid: str, dn: str, payload: Any, name: str = "data", qos: int = 1) ->
     msg = UplinkMessage(topic=f"{pid}/{dn}/{name}", payload=raw, client_id=f"{pid}{dn}",
                         timestamp_ms=int(time.time() * 1000), qos=qos)
     return uplink.process_batch([msg])
-
-
-def drain(until: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Run the forward worker in-process until ``until()`` holds."""
-    from chalicelib.forwarders import engine
-    from chalicelib.services import delivery
-
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    url = engine.queue_url()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        if msgs:
-            failed = set(delivery.run_batch([(m["MessageId"], m["Body"]) for m in msgs]))
-            done = [m for m in msgs if m["MessageId"] not in failed]
-            if done:
-                sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
-        elif until():
-            return
-    raise AssertionError("the forward queue did not settle in time")
 
 
 def make_rule(api: Any, name: str, actions: list[dict[str, Any]], *, sql: str = SQL, enabled: bool = True,
@@ -175,18 +129,9 @@ def test_loopback_is_allowed_only_where_configured(api: Any, loopback: None) -> 
 
 
 def test_http_forward_signed_envelope_and_every_action_kind(api: Any, loopback: None, receiver: Receiver,
-                                                           device: tuple[str, str]) -> None:
-    from chalicelib.protocol import publisher
-
+                                                           device: tuple[str, str], recorder: Recorder) -> None:
     pid, dn = device
-    sent: list[tuple[str, bytes, int]] = []
-
-    class Pub:
-        def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
-            sent.append((topic, payload, qos))
-            return True
-
-    publisher.use(Pub())
+    sent = recorder.raw
     sqs, sns, kin, ddb, s3 = (boto3.client(s, region_name="us-east-1") for s in ("sqs", "sns", "kinesis", "dynamodb", "s3"))
     qurl = sqs.create_queue(QueueName="sink")["QueueUrl"]
     topic_arn = sns.create_topic(Name="sink")["TopicArn"]
@@ -218,7 +163,7 @@ def test_http_forward_signed_envelope_and_every_action_kind(api: Any, loopback: 
     result = uplink(pid, dn, payload)
     assert result.failed == [] and result.processed == 1
     uplink(pid, dn, {"house": "h1", "room1": {"temperature": 20, "humidity": 40}})  # no match
-    drain(lambda: api.get("/v1/rules/room").json["stats"]["forwards_ok"] == 7)
+    drain_forwards(lambda: api.get("/v1/rules/room").json["stats"]["forwards_ok"] == 7)
 
     out = {"house": "h1", "temp": 31.5, "hum": 40}
     hit, = receiver.ok_hits()
@@ -271,7 +216,7 @@ def test_lambda_action_invokes_with_the_queue_envelope(api: Any, loopback: None,
         stub.add_response("invoke", {"StatusCode": 202},
                           {"FunctionName": "consumer", "InvocationType": "Event", "Payload": ANY})
         uplink(pid, dn, {"a": 1})
-        drain(lambda: api.get("/v1/rules/fn").json["stats"]["forwards_ok"] == 1)
+        drain_forwards(lambda: api.get("/v1/rules/fn").json["stats"]["forwards_ok"] == 1)
         stub.assert_no_pending_responses()
 
 
@@ -280,7 +225,7 @@ def test_binary_payload_is_forwarded_only_by_select_star(api: Any, loopback: Non
     pid, dn = device
     make_rule(api, "bin", [{"type": "http", "url": receiver.url, "token": "tok123"}], sql="SELECT * FROM '+/+/data'")
     uplink(pid, dn, b"\x00\x01\xfe")
-    drain(lambda: len(receiver.ok_hits()) == 1)
+    drain_forwards(lambda: len(receiver.ok_hits()) == 1)
     assert receiver.ok_hits()[0].body["payload"] == base64.b64encode(b"\x00\x01\xfe").decode()
 
 
@@ -289,7 +234,7 @@ def test_missing_republish_field_is_a_payload_no_field_diagnostic(api: Any, loop
     pid, dn = device
     make_rule(api, "rp", [{"type": "republish", "topic": "out/${nothere}"}], sql="SELECT a FROM '+/+/data'")
     uplink(pid, dn, {"a": 1})
-    drain(lambda: api.get("/v1/rules/rp").json["stats"]["dead_letters"] == 1)
+    drain_forwards(lambda: api.get("/v1/rules/rp").json["stats"]["dead_letters"] == 1)
     now = int(time.time() * 1000)
     logs = api.get(f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]
     assert [entry["code"] for entry in logs] == ["Payload_No_Field"]
@@ -308,7 +253,7 @@ def test_retries_error_action_dead_letter_and_replay(api: Any, loopback: None, r
                      sql="SELECT * FROM '+/+/data'")
     receiver.stop()
     uplink(pid, dn, {"a": 1})
-    drain(lambda: api.get("/v1/rules/down").json["stats"]["dead_letters"] == 1, timeout=40)
+    drain_forwards(lambda: api.get("/v1/rules/down").json["stats"]["dead_letters"] == 1, timeout=40)
     attempts = sorted(api.get("/v1/deliveries?target=rule/down/0").json["items"], key=lambda e: e["time"])
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4] and not any(a["ok"] for a in attempts)
     assert len({a["webhook_id"] for a in attempts}) == 1
@@ -332,7 +277,7 @@ def test_retries_error_action_dead_letter_and_replay(api: Any, loopback: None, r
         assert resp.status_code == 202 and resp.json["status"] == "replaying"
         expect_error(api.post(f"/v1/dead-letters/{letter['id']}/replay"), 409,
                      "FailedOperation.DeadLetterNotReplayable", "letter_id")
-        drain(lambda: api.get("/v1/dead-letters").json["items"][0]["status"] == "replayed")
+        drain_forwards(lambda: api.get("/v1/dead-letters").json["items"][0]["status"] == "replayed")
         hit, = back.hits
         assert hit.status == 200 and hit.sha1_valid and hit.standard_valid
         assert hit.headers["webhook-id"] == attempts[0]["webhook_id"]
@@ -347,12 +292,12 @@ def test_410_stops_the_target_and_429_honours_retry_after(api: Any, loopback: No
     receiver.fail_rate, receiver.status_on_fail = 1.0, 410
     make_rule(api, "gone", [{"type": "http", "url": receiver.url, "token": "tok123"}], sql="SELECT * FROM '+/+/data'")
     uplink(pid, dn, {"a": 1})
-    drain(lambda: api.get("/v1/rules/gone").json["stats"]["dead_letters"] == 1)
+    drain_forwards(lambda: api.get("/v1/rules/gone").json["stats"]["dead_letters"] == 1)
     rule = api.get("/v1/rules/gone").json
     assert "410" in rule["actions"][0]["disabled"] and "410" in rule["note"]
     assert len(receiver.hits) == 1  # no retry after 410
     uplink(pid, dn, {"a": 2})       # the stopped target gets nothing more
-    drain(lambda: True, timeout=3)
+    drain_forwards(lambda: True, timeout=3)
     assert len(receiver.hits) == 1
 
 
@@ -379,7 +324,7 @@ def test_a_burst_with_half_failing_counts_in_equal_delivered_plus_dead(
         s = api.get("/v1/rules/burst").json["stats"]
         return s["forwards_ok"] + s["dead_letters"] == BURST
 
-    drain(settled, timeout=60)
+    drain_forwards(settled, timeout=60)
     stats = api.get("/v1/rules/burst").json["stats"]
     delivered = receiver.delivered_ids()
     assert stats["hits"] == BURST and stats["forwards_ok"] == len(delivered)
@@ -420,7 +365,7 @@ def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback
     now = int(time.time() * 1000)
     lifecycle.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=now, ip="10.0.0.9", session_id="s1"))
     lifecycle.handle(presence_event(f"{pid}{dn}", False, timestamp_ms=now + 1000, session_id="s1"))
-    drain(lambda: api.get("/v1/rules/status").json["stats"]["forwards_ok"] == 2)
+    drain_forwards(lambda: api.get("/v1/rules/status").json["stats"]["forwards_ok"] == 2)
     bodies = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=qurl, MaxNumberOfMessages=10)["Messages"]]
     assert sorted(b["Event"] for b in bodies) == ["Offline", "Online"]
     for b in bodies:
@@ -430,21 +375,13 @@ def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback
 
 
 def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopback: None,
-                                                               device: tuple[str, str]) -> None:
-    from chalicelib.protocol import publisher
-
+                                                               device: tuple[str, str], recorder: Recorder) -> None:
     pid, dn = device
-    tries: list[float] = []
-
-    class Deaf:
-        def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
-            tries.append(time.time())
-            return False
-
-    publisher.use(Deaf())
+    recorder.listening = False  # nobody subscribes: every QoS 1 attempt fails
+    tries = recorder.times
     make_rule(api, "repub", [{"type": "republish", "topic": f"{pid}/{dn}/control"}], sql="SELECT a FROM '+/+/data'")
     uplink(pid, dn, {"a": 1}, qos=1)
-    drain(lambda: api.get("/v1/rules/repub").json["stats"]["dead_letters"] == 1, timeout=30)
+    drain_forwards(lambda: api.get("/v1/rules/repub").json["stats"]["dead_letters"] == 1, timeout=30)
     offsets = [t - tries[0] for t in tries]
     assert len(tries) == 4, offsets
     for got, want in zip(offsets[1:], (3, 6, 9)):
@@ -455,7 +392,7 @@ def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopbac
     assert codes == ["Rule_Repub_System_Err"]
     tries.clear()
     uplink(pid, dn, {"a": 2}, qos=0)  # QoS 0: one attempt, nobody listening is not a failure
-    drain(lambda: api.get("/v1/rules/repub").json["stats"]["forwards_ok"] == 1)
+    drain_forwards(lambda: api.get("/v1/rules/repub").json["stats"]["forwards_ok"] == 1)
     assert len(tries) == 1
 
 

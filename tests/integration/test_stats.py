@@ -6,9 +6,8 @@ import datetime as dt
 
 from chalicelib.core import clock
 from chalicelib.services import analytics
-from tests.integration.helpers import expect_error
-from tests.integration.test_telemetry import (DynamoCounter, connect, lamp, make_device, make_product,  # noqa: F401
-                                              recorder, report, run, up)
+from tests.integration.helpers import (DynamoCounter, connect, expect_error, make_device, make_product, report, run,
+                                       up)
 
 
 def _hour_row(items, now_s):
@@ -16,7 +15,7 @@ def _hour_row(items, now_s):
     return next(i for i in items if i["time"] == start)
 
 
-def test_message_counters_per_hour_and_day(api, lamp, recorder):  # noqa: F811
+def test_message_counters_per_hour_and_day(api, lamp, recorder):
     make_device(api, lamp, "dev2")
     run(report(lamp, "dev1", {"brightness": 1}), report(lamp, "dev2", {"brightness": 999}),
         up(lamp, "dev1", "thing/up/property", b"not json"))
@@ -36,7 +35,7 @@ def test_message_counters_per_hour_and_day(api, lamp, recorder):  # noqa: F811
     assert row["downlink"] == 3
 
 
-def test_counters_are_one_request_per_product_per_batch(api, lamp, recorder):  # noqa: F811
+def test_counters_are_one_request_per_product_per_batch(api, lamp, recorder):
     for i in range(5):
         make_device(api, lamp, f"n{i}")
     run(report(lamp, "n0", {"brightness": 0}))
@@ -47,7 +46,7 @@ def test_counters_are_one_request_per_product_per_batch(api, lamp, recorder):  #
     assert len(counter_updates) == 5 + 1  # five device shadows, one counter item
 
 
-def test_overview_for_one_product_and_for_all(api, lamp, recorder):  # noqa: F811
+def test_overview_for_one_product_and_for_all(api, lamp, recorder):
     other = make_product(api, "Fan")
     make_device(api, other, "f1")
     make_device(api, lamp, "dev2")
@@ -74,7 +73,7 @@ def test_overview_for_one_product_and_for_all(api, lamp, recorder):  # noqa: F81
                  "InvalidParameterValue.TimeRangeInvalid", "start")
 
 
-def test_a_principal_sees_only_its_products_figures(api, lamp, recorder):  # noqa: F811
+def test_a_principal_sees_only_its_products_figures(api, lamp, recorder):
     other = make_product(api, "Fan")
     make_device(api, other, "f1")
     connect(lamp, "dev1")
@@ -87,7 +86,7 @@ def test_a_principal_sees_only_its_products_figures(api, lamp, recorder):  # noq
     assert limited.get(f"/v1/stats/overview?product_id={other}").status_code == 403
 
 
-def test_distribution_by_label_and_by_position(api, lamp, recorder):  # noqa: F811
+def test_distribution_by_label_and_by_position(api, lamp, recorder):
     for dn in ("dev2", "dev3", "dev4"):
         make_device(api, lamp, dn)
     # a device label wins; a report_info position and a GPS report map to continents
@@ -116,7 +115,7 @@ def test_region_boxes():
     assert analytics.region_of(95, 0) is None
 
 
-def test_deleting_an_online_device_releases_its_gauges(api, lamp, recorder):  # noqa: F811
+def test_deleting_an_online_device_releases_its_gauges(api, lamp, recorder):
     # Given two activated devices, one of them online
     make_device(api, lamp, "dev2")
     connect(lamp, "dev1")

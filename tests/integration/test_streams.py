@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 
 from chalicelib.protocol.events import UplinkMessage
-from tests.integration.helpers import expect_error
-from tests.integration.test_rules import drain, loopback, receiver  # noqa: F401 - fixtures
-from tests.integration.test_telemetry import MODEL, recorder  # noqa: F401 - fixtures
+from tests.integration.helpers import MODEL, drain_forwards, expect_error
 from tests.receiver import Receiver
 
 
 @pytest.fixture()
-def lamp(api: Any, product: dict[str, Any], recorder: Any) -> tuple[str, str]:  # noqa: F811
+def lamp(api: Any, product: dict[str, Any], recorder: Any) -> tuple[str, str]:
+    """This module's lamp: a device ``lamp1`` with the alias Kitchen (instead of conftest's ``dev1``)."""
     pid = product["product_id"]
     assert api.put(f"/v1/products/{pid}/thing-model", MODEL).status_code == 200
     assert api.post(f"/v1/products/{pid}/devices", {"device_name": "lamp1"}).status_code == 201
@@ -44,7 +43,7 @@ def stream(api: Any, pid: str, url: str, match: str, **extra: Any) -> dict[str, 
     return resp.json
 
 
-def test_stream_validation(api: Any, loopback: None, receiver: Receiver, lamp: tuple[str, str]) -> None:  # noqa: F811
+def test_stream_validation(api: Any, loopback: None, receiver: Receiver, lamp: tuple[str, str]) -> None:
     pid, _ = lamp
     base = {"name": "s", "product_id": pid, "outputs": [{"type": "chat", "channel": "x"}]}
     expect_error(api.post("/v1/streams", base), 409, "UnsupportedOperation.ChatOutput", "outputs[0].type")
@@ -64,16 +63,16 @@ def test_stream_validation(api: Any, loopback: None, receiver: Receiver, lamp: t
     expect_error(api.get(f"/v1/streams/{created['id']}"), 404, "ResourceNotFound.StreamNotExist", "stream_id")
 
 
-def test_all_and_all_or_filters_and_the_signed_push(api: Any, loopback: None, receiver: Receiver,  # noqa: F811
+def test_all_and_all_or_filters_and_the_signed_push(api: Any, loopback: None, receiver: Receiver,
                                                     lamp: tuple[str, str]) -> None:
     pid, dn = lamp
     and_stream = stream(api, pid, receiver.url, "all")
     or_stream = stream(api, pid, receiver.url.replace("/hook", "/or"), "any")
     receiver.secret = None
     report(pid, dn, {"temperature": 35.5, "brightness": 50})      # OR passes, AND does not
-    drain(lambda: len(receiver.ok_hits()) >= 1)
-    time.sleep(0.5)
-    drain(lambda: True, timeout=3)
+    # report() returns once the uplink's hand-off queued every push, and drain_forwards() returns
+    # only on an empty forward queue: an AND push would have been delivered by then
+    drain_forwards(lambda: len(receiver.ok_hits()) >= 1)
     hit, = receiver.ok_hits()
     assert hit.sha1_valid is True
     assert set(hit.body) == {"RequestId", "ProductId", "DeviceName", "MsgTitle", "MsgContent"}
@@ -86,11 +85,11 @@ def test_all_and_all_or_filters_and_the_signed_push(api: Any, loopback: None, re
     assert len(log) == 1 and log[0]["ok"]
 
     report(pid, dn, {"temperature": 31, "brightness": 80})         # both pass
-    drain(lambda: len(receiver.ok_hits()) == 3)
+    drain_forwards(lambda: len(receiver.ok_hits()) == 3)
     report(pid, dn, {"brightness": 10})                             # neither: temperature absent
     report(pid, dn, {"temperature": 500, "brightness": 10})         # 500 is refused by the thing model
     assert api.post(f"/v1/streams/{and_stream['id']}/disable").json["enabled"] is False
     assert api.post(f"/v1/streams/{or_stream['id']}/disable").json["enabled"] is False
     report(pid, dn, {"temperature": 99, "brightness": 99})          # disabled: nothing
-    drain(lambda: True, timeout=3)
+    drain_forwards(lambda: True, timeout=3)                         # the queue is empty: nothing was pushed
     assert len(receiver.ok_hits()) == 3

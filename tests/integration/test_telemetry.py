@@ -8,170 +8,13 @@ import base64
 import json
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from chalicelib.core import clock
-from chalicelib.protocol.events import UplinkMessage, kinesis_event, presence_event
-
-# ------------------------------------------------------------------ shared kit (other test modules import it)
-
-MODEL = {
-    "version": "1.0",
-    "properties": [
-        {"id": "brightness", "name": "Brightness", "mode": "rw",
-         "define": {"type": "int", "min": "0", "max": "100", "start": "0", "step": "1", "unit": "%"}},
-        {"id": "power_switch", "name": "Power", "mode": "rw",
-         "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},
-        {"id": "temperature", "name": "Temperature", "mode": "r",
-         "define": {"type": "float", "min": "-40", "max": "120", "step": "0.1", "unit": "C"}},
-        {"id": "GPS_Info", "name": "GPS", "mode": "r", "define": {"type": "struct", "specs": [
-            {"id": "latitude", "name": "Lat", "dataType": {"type": "float", "min": "-90", "max": "90"}},
-            {"id": "longitude", "name": "Lon", "dataType": {"type": "float", "min": "-180", "max": "180"}}]}},
-    ],
-    "events": [{"id": "low_voltage", "name": "LowVoltage", "type": "alert",
-                "params": [{"id": "voltage", "name": "Voltage",
-                            "define": {"type": "float", "min": "0.0", "max": "24.0", "step": "1", "unit": "V"}}]},
-               {"id": "boot", "name": "Boot", "type": "info", "params": []}],
-    "actions": [{"id": "unlock", "name": "Unlock",
-                 "input": [{"id": "order_id", "name": "Order", "define": {"type": "string", "min": "1", "max": "64"}}],
-                 "output": [{"id": "code", "name": "Code", "define": {"type": "int", "min": "0", "max": "100"}}]}],
-}
-
-
-class Recorder:
-    """A device publisher that records what the cloud sends; ``deaf`` topics have no subscriber."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any, int]] = []
-        self.deaf: set[str] = set()
-        self.lock = threading.Lock()
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
-        with self.lock:
-            self.sent.append((topic, json.loads(payload), qos))
-        return topic not in self.deaf
-
-    def on(self, topic: str) -> list[Any]:
-        with self.lock:
-            return [p for t, p, _ in self.sent if t == topic]
-
-    def last(self, topic: str) -> Any:
-        found = self.on(topic)
-        assert found, (topic, self.sent)
-        return found[-1]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.sent.clear()
-
-
-@pytest.fixture()
-def recorder(aws: None) -> Iterator[Recorder]:
-    from chalicelib.protocol import publisher
-    from chalicelib.services import catalog, gateways
-
-    rec = Recorder()
-    publisher.use(rec)
-    catalog.forget_products()
-    gateways.forget_cache()
-    yield rec
-    publisher.use(None)
-    catalog.forget_products()
-    gateways.forget_cache()
-
-
-def make_product(api: Any, name: str = "Lamp", model: dict | None = MODEL, **fields: Any) -> str:
-    body = {"name": name, "category": "smart-life/lighting/lamp", "device_type": "device", "comm_method": "wifi",
-            "auth_type": "key", "data_protocol": "thing_model", **fields}
-    r = api.post("/v1/products", body)
-    assert r.status_code == 201, r.body
-    pid = r.json["product_id"]
-    if model is not None and body["data_protocol"] == "thing_model":
-        r = api.put(f"/v1/products/{pid}/thing-model", model)
-        assert r.status_code == 200, r.body
-    return pid
-
-
-def make_device(api: Any, pid: str, dn: str = "dev1") -> dict[str, Any]:
-    r = api.post(f"/v1/products/{pid}/devices", {"device_name": dn})
-    assert r.status_code == 201, r.body
-    return r.json
-
-
-@pytest.fixture()
-def lamp(api: Any, recorder: Recorder) -> str:
-    pid = make_product(api)
-    make_device(api, pid, "dev1")
-    return pid
-
-
-def up(pid: str, dn: str, family: str, body: Any, *, dollar: bool = False, client_id: str | None = None,
-       ts_ms: int | None = None) -> UplinkMessage:
-    prefix = "$" if dollar else ""
-    topic = f"{prefix}{family}/{pid}/{dn}" if not family.startswith(pid) else family
-    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return UplinkMessage(topic=topic, payload=payload, client_id=client_id if client_id is not None else f"{pid}{dn}",
-                         timestamp_ms=ts_ms or clock.now_ms(), qos=0, source_ip="10.0.0.9")
-
-
-def run(*messages: UplinkMessage) -> Any:
-    from chalicelib.services import uplink
-
-    result = uplink.process_batch(list(messages))
-    assert not result.failed, result
-    return result
-
-
-def report(pid: str, dn: str, params: dict, token: str = "t-1", **kw: Any) -> UplinkMessage:
-    return up(pid, dn, "thing/up/property", {"method": "report", "clientToken": token, "params": params}, **kw)
-
-
-def connect(pid: str, dn: str, session: str = "s-1", **kw: Any) -> dict[str, Any]:
-    from chalicelib.services import lifecycle
-
-    return lifecycle.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=clock.now_ms(), ip="10.0.0.9",
-                                          session_id=session, keepalive=60, **kw))
-
-
-def logs(api: Any, pid: str, dn: str, kind: str) -> list[dict[str, Any]]:
-    r = api.get(f"/v1/products/{pid}/devices/{dn}/logs?kind={kind}&limit=100")
-    assert r.status_code == 200, r.body
-    return r.json["items"]
-
-
-def props(api: Any, pid: str, dn: str = "dev1") -> dict[str, Any]:
-    r = api.get(f"/v1/products/{pid}/devices/{dn}/properties")
-    assert r.status_code == 200, r.body
-    return r.json
-
-
-class DynamoCounter:
-    """Counts DynamoDB API calls made through botocore (PynamoDB and raw clients alike)."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    @contextmanager
-    def counting(self) -> Iterator["DynamoCounter"]:
-        import botocore.client
-
-        original = botocore.client.BaseClient._make_api_call
-        calls = self.calls
-
-        def counted(client: Any, operation: str, params: Any) -> Any:
-            if client.meta.service_model.service_name == "dynamodb":
-                calls.append(operation)
-            return original(client, operation, params)
-
-        botocore.client.BaseClient._make_api_call = counted
-        try:
-            yield self
-        finally:
-            botocore.client.BaseClient._make_api_call = original
-
+from chalicelib.protocol.events import kinesis_event, presence_event
+from tests.helpers import wait_until
+from tests.integration.helpers import (DynamoCounter, Recorder, connect, logs, make_device, make_product, props,
+                                       report, run, up)
 
 # ------------------------------------------------------------------ reports
 
@@ -381,13 +224,9 @@ def _reply_when_published(recorder: Recorder, topic: str, answer: Any) -> thread
     from chalicelib.services import uplink
 
     def device() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            found = recorder.on(topic)
-            if found:
-                uplink.process_batch([answer(found[-1])])
-                return
-            time.sleep(0.01)
+        found = wait_until(lambda: recorder.on(topic), timeout=10, interval=0.01)
+        if found:
+            uplink.process_batch([answer(found[-1])])
 
     thread = threading.Thread(target=device, daemon=True)
     thread.start()

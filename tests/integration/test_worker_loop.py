@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 import pytest
@@ -18,6 +17,7 @@ from moto import mock_aws
 
 from infra.local.bootstrap import bootstrap
 from infra.local.worker import ScheduleError, WorkerLoop
+from tests.helpers import queue_counts, wait_until
 
 JOBS_QUEUE = "fleetbox-test-jobs"
 
@@ -60,22 +60,6 @@ def run_loop():
         loop.stop()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
-def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
-    """(visible, in flight) messages of a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
-
-
 class Recorder:
     """What a handler saw, safe to read from the test thread."""
 
@@ -114,8 +98,10 @@ def test_each_message_is_delivered_once_as_a_lambda_event_and_deleted(sqs, jobs_
 
     # When the worker loop runs
     run_loop(app)
-    wait_until(lambda: len(seen.bodies()) == 3)
-    time.sleep(1.5)  # a further poll would show any duplicate
+    assert wait_until(lambda: len(seen.bodies()) == 3)
+    # the loop deletes a message once its handler returned: none visible and none in flight
+    # means all three are gone, so nothing is left that could be delivered again
+    assert wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 0)), queue_counts(sqs, jobs_url)
 
     # Then each message reached the handler exactly once, as Lambda shapes it, and is gone
     assert sorted(json.loads(b)["n"] for b in seen.bodies()) == [0, 1, 2]
@@ -151,8 +137,8 @@ def test_partial_batch_failure_keeps_exactly_the_failed_message(sqs, jobs_url, r
 
     # When the loop has handled all three
     run_loop(app)
-    wait_until(lambda: len(seen.bodies()) == 3)
-    wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
+    assert wait_until(lambda: len(seen.bodies()) == 3)
+    assert wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
 
     # Then only the failed message is left, waiting out its visibility timeout
     assert sorted(seen.bodies()) == ["ok-1", "ok-2", "poison"]
@@ -177,15 +163,15 @@ def test_a_raising_handler_deletes_nothing_and_the_loop_goes_on(sqs, jobs_url, r
     caplog.set_level(logging.INFO, logger="infra.local")
     sqs.send_message(QueueUrl=jobs_url, MessageBody="first")
     run_loop(app)
-    wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
+    assert wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
 
     # When another message arrives
     sqs.send_message(QueueUrl=jobs_url, MessageBody="second")
-    wait_until(lambda: seen.bodies() == ["second"])
+    assert wait_until(lambda: seen.bodies() == ["second"])
 
     # Then the failed batch is still in the queue (in flight), the error was logged with its
     # traceback, and the loop kept serving
-    wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
+    assert wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors and errors[0].exc_info and "boom in the handler" in str(errors[0].exc_info[1])
 
@@ -200,7 +186,7 @@ def test_failed_messages_can_be_released_for_a_shutdown_snapshot(sqs, jobs_url, 
 
     sqs.send_message(QueueUrl=jobs_url, MessageBody="retry me")
     loop = run_loop(app)
-    wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
+    assert wait_until(lambda: queue_counts(sqs, jobs_url) == (0, 1))
 
     # When the stopped loop releases the messages it failed on
     loop.stop()
@@ -227,7 +213,7 @@ def test_a_poison_message_ends_in_the_dead_letter_queue(sqs, aws, jobs_url, run_
 
     # When the loop keeps retrying it
     run_loop(app)
-    wait_until(lambda: queue_counts(sqs, dlq_url)[0] == 1, timeout=20)
+    assert wait_until(lambda: queue_counts(sqs, dlq_url)[0] == 1, timeout=20)
 
     # Then after maxReceiveCount (5) attempts the redrive policy moved it to the DLQ
     assert attempts == ["1", "2", "3", "4", "5"]
@@ -271,7 +257,7 @@ def test_schedules_fire_on_their_rate_scaled_by_the_speedup(aws, run_loop, caplo
 
     # When the loop runs 600× faster (a minute every 0.1 s) for a moment
     run_loop(app, speedup=600)
-    wait_until(lambda: len(every_minute.events) >= 3 and len(broken.events) >= 3)
+    assert wait_until(lambda: len(every_minute.events) >= 3 and len(broken.events) >= 3)
 
     # Then each fired on its interval with a CloudWatch scheduled event; a failure does not
     # stop its schedule

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 
 import pytest
@@ -14,7 +12,7 @@ from PIL import Image
 from chalicelib.media import csvout, qr
 from chalicelib.services.batches import auto_name, device_code, qr_signature
 from chalicelib.services.devices import device_name_ok
-from tests.qrscan import scan
+from tests.helpers import scan, sign_qr
 
 
 
@@ -36,7 +34,7 @@ def test_svg_draws_the_same_modules() -> None:
 
 
 def test_device_code_is_compact_json_with_the_hmac_signature() -> None:
-    expected = hmac.new(b"secret", b"ABCDEFGHIJlamp-1", hashlib.sha256).hexdigest()
+    expected = sign_qr("secret", "ABCDEFGHIJ", "lamp-1")
     assert qr_signature("secret", "ABCDEFGHIJ", "lamp-1") == expected
     assert device_code("ABCDEFGHIJ", "lamp-1", "secret") == (
         '{"ProductId":"ABCDEFGHIJ","DeviceName":"lamp-1","Signature":"' + expected + '"}')

@@ -21,19 +21,11 @@ from chalicelib.protocol.events import UplinkMessage
 from infra.local import broker as broker_mod
 from infra.local.bridge import UplinkBridge
 from infra.local.broker import AppHooks, BrokerLimits, BrokerPublisher, LocalBroker
+from tests.helpers import wait_until
 
 P = "ABCDEFGHIJ"
 LONG_DN = "d" * 43                    # {pid}{dn} = 53 characters, as the Tencent SDK sends
 DEVICE = f"{P}{LONG_DN}"
-
-
-def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # ------------------------------------------------------------------ the fake app
@@ -326,8 +318,9 @@ def test_downlink_publishes_by_a_device_do_not_reach_the_uplink_handler(broker, 
     device = devices(broker.port).connect()
     device.client.publish(f"thing/down/property/{P}/{LONG_DN}", b"{}", qos=1)
     device.client.publish(f"thing/up/event/{P}/{LONG_DN}", b"{}", qos=1)
-    assert wait_until(lambda: app.uplinks)
-    time.sleep(0.1)
+    # the event is the marker: the broker reads one connection's packets in order and the bridge
+    # keeps one device's order, so the downlink publish would have reached the handler first
+    assert wait_until(lambda: any(m.topic == f"thing/up/event/{P}/{LONG_DN}" for m in app.uplinks))
     assert [m.topic for m in app.uplinks] == [f"thing/up/event/{P}/{LONG_DN}"]
 
 
@@ -379,7 +372,7 @@ def test_pings_keep_a_session_alive(broker):
     sock = raw_connect(broker.port, keepalive=1)
     assert read_packet(sock) == (0x20, b"\x00\x00")
     for _ in range(5):
-        time.sleep(0.5)
+        time.sleep(0.5)  # the behaviour under test: a PINGREQ every 0.5 s, inside the 1.5 s grace of a 1 s keep-alive
         sock.sendall(b"\xc0\x00")
         assert read_packet(sock) == (0xD0, b"")
 
@@ -487,7 +480,9 @@ def test_a_refused_reauthorisation_disconnects(make_broker, devices, app):
 def test_a_successful_reauthorisation_keeps_the_session(make_broker, devices, app):
     b = make_broker(reauth_s=0.2)
     device = devices(b.port).connect()
-    time.sleep(1.0)
+    # a refresh is spawned only for a session that is still open: the fourth authorizer call
+    # (the third refresh) is the marker that the first two refreshes kept the session
+    assert wait_until(lambda: len(app.auth_events) >= 4, timeout=5)
     assert len(app.auth_events) >= 3
     assert not device.disconnected.is_set()
 
@@ -530,7 +525,13 @@ def test_the_publish_rate_is_limited_per_connection(make_broker, devices, app):
     for i in range(20):
         device.client.publish(f"thing/up/property/{P}/{LONG_DN}", str(i), qos=0)
     assert wait_until(lambda: "Dev_Pub_Reach_Max_Limit" in app.codes())
-    time.sleep(0.2)
+    # markers instead of a pause: the broker reads one connection's packets in order, so the
+    # SUBACK of a refused subscription sent after the 20 publishes means all of them were
+    # routed; its Subscribe_Topic_Unauthorized diagnostic is recorded after theirs (one queue per
+    # device), and the bridge hands over everything it took
+    assert device.subscribe(f"thing/down/property/{P}/someone_else", 0)[0].value == 0x80
+    assert wait_until(lambda: "Subscribe_Topic_Unauthorized" in app.codes())
+    assert b.bridge.drain(5)
     assert 4 <= len(app.uplinks) <= 7
     assert app.codes().count("Dev_Pub_Reach_Max_Limit") == 1   # diagnostics are throttled
 

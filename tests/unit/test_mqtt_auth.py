@@ -9,23 +9,18 @@ import pytest
 
 from chalicelib.protocol import mqtt_auth
 from chalicelib.protocol.mqtt_auth import Refused
+from tests.helpers import mqtt_password
 
 P, D = "ABCDEFGHIJ", "lamp_01"
 SECRET = base64.b64encode(bytes(range(16))).decode()
 NOW = 1_760_000_000
 
 
-def independent_password(username: str, secret: str, algo: str) -> str:
-    """Written from the spec, not from the module: hex HMAC keyed with the DECODED secret."""
-    digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1}[algo]
-    return hmac.new(base64.b64decode(secret), username.encode(), digest).hexdigest() + ";" + algo
-
-
 @pytest.mark.parametrize("algo", ["hmacsha256", "hmacsha1"])
 def test_both_password_forms_authenticate(algo):
     # Given a device's Tencent-style credentials
     username = f"{P}{D};12010126;AbC12;{NOW + 60}"
-    pw = independent_password(username, SECRET, algo)
+    pw = mqtt_password(username, SECRET, algo)
     # When it authenticates, Then the device is identified
     user = mqtt_auth.authenticate(P + D, username, pw, SECRET, NOW)
     assert (user.product_id, user.device_name, user.connid, user.expiry) == (P, D, "AbC12", NOW + 60)
@@ -44,7 +39,7 @@ def test_the_key_is_the_decoded_secret_not_its_text():
 def test_a_millisecond_expiry_always_passes_and_is_no_replay_check():
     # Tencent's Python SDK sends its start time in ms and re-sends it on every reconnect
     username = f"{P}{D};12010126;xyz12;{(NOW - 86400 * 30) * 1000}"
-    pw = independent_password(username, SECRET, "hmacsha256")
+    pw = mqtt_password(username, SECRET, "hmacsha256")
     for _ in range(3):
         assert mqtt_auth.authenticate(P + D, username, pw, SECRET, NOW).device_name == D
 
@@ -52,7 +47,7 @@ def test_a_millisecond_expiry_always_passes_and_is_no_replay_check():
 @pytest.mark.parametrize("expiry", [NOW, NOW - 1, 0])
 def test_an_expired_username_is_refused(expiry):
     username = f"{P}{D};12010126;xyz12;{expiry}"
-    pw = independent_password(username, SECRET, "hmacsha256")
+    pw = mqtt_password(username, SECRET, "hmacsha256")
     with pytest.raises(Refused) as exc:
         mqtt_auth.authenticate(P + D, username, pw, SECRET, NOW)
     assert exc.value.reason == mqtt_auth.EXPIRED
@@ -61,7 +56,7 @@ def test_an_expired_username_is_refused(expiry):
 def test_the_expiry_is_64_bit():
     top = 2**63 - 1
     username = f"{P}{D};1;xyz12;{top}"
-    assert mqtt_auth.authenticate(P + D, username, independent_password(username, SECRET, "hmacsha1"),
+    assert mqtt_auth.authenticate(P + D, username, mqtt_password(username, SECRET, "hmacsha1"),
                                   SECRET, NOW).expiry == top
     with pytest.raises(Refused) as exc:
         mqtt_auth.parse_username(f"{P}{D};1;xyz12;{top + 1}")
@@ -87,7 +82,7 @@ def test_a_wrong_password_is_refused_with_its_reason(given, reason):
 
 def test_a_password_of_another_algorithm_label_is_refused():
     username = f"{P}{D};12010126;xyz12;{NOW + 60}"
-    sha1_hex = independent_password(username, SECRET, "hmacsha1").split(";")[0]
+    sha1_hex = mqtt_password(username, SECRET, "hmacsha1").split(";")[0]
     with pytest.raises(Refused) as exc:
         mqtt_auth.verify_password(username, sha1_hex + ";hmacsha256", SECRET)
     assert exc.value.reason == mqtt_auth.SIGNATURE_MISMATCH
@@ -95,7 +90,7 @@ def test_a_password_of_another_algorithm_label_is_refused():
 
 def test_uppercase_hex_and_label_are_tolerated():
     username = f"{P}{D};12010126;xyz12;{NOW + 60}"
-    hexmac, algo = independent_password(username, SECRET, "hmacsha256").split(";")
+    hexmac, algo = mqtt_password(username, SECRET, "hmacsha256").split(";")
     assert mqtt_auth.verify_password(username, f"{hexmac.upper()};HMACSHA256", SECRET) == "hmacsha256"
 
 
@@ -137,7 +132,7 @@ def test_device_names_with_colons_and_dashes_split_after_the_product_id():
 def test_the_client_id_must_match_the_username(client_id):
     username = f"{P}{D};12010126;xyz12;{NOW + 60}"
     with pytest.raises(Refused) as exc:
-        mqtt_auth.authenticate(client_id, username, independent_password(username, SECRET, "hmacsha256"),
+        mqtt_auth.authenticate(client_id, username, mqtt_password(username, SECRET, "hmacsha256"),
                                SECRET, NOW)
     assert exc.value.reason == mqtt_auth.CLIENT_ID_MISMATCH
 
@@ -154,5 +149,5 @@ def test_credentials_build_what_an_sdk_device_sends():
     cid, username, pw = mqtt_auth.credentials(P, D, SECRET, algorithm="hmacsha1", now_s=NOW)
     assert cid == P + D
     assert username.startswith(f"{P}{D};12010126;") and username.endswith(f";{NOW + 3600}")
-    assert pw == independent_password(username, SECRET, "hmacsha1")
+    assert pw == mqtt_password(username, SECRET, "hmacsha1")
     assert mqtt_auth.authenticate(cid, username, pw, SECRET, NOW).client_id == cid

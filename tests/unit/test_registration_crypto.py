@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 from urllib.parse import urlencode
 
 import pytest
-from Crypto.Cipher import AES
 
 from chalicelib.protocol import registration as proto
 from chalicelib.protocol.registration import Refusal
+from tests.helpers import aes_decrypt, sign_register_legacy, sign_register_v2
 
 SPEC_SECRET = "hzvf5LF9S0isvBhDSauWMaIk"
 SPEC_PLAINTEXT = '{"encryptionType":2,"psk":"lDZ6Uqt+I9E0wW7rvDUs7Q=="}'
 SPEC_PAYLOAD = "s6FB3a1BA/YYbcmSE12XpeDVmQNDcf1QgVD141RRbmmAnFwQfp1ECAu5O016mCOvYlJJ6V59yM4OqQSiWphfTg=="
-
-
-def independent_decrypt(secret: str, payload: str) -> bytes:
-    cipher = AES.new(secret[:16].encode(), AES.MODE_CBC, iv=b"0" * 16)
-    return cipher.decrypt(base64.b64decode(payload))
 
 
 def test_the_spec_vector_is_reproduced_byte_for_byte():
@@ -33,7 +27,7 @@ def test_the_spec_vector_is_reproduced_byte_for_byte():
     # Then the payload is the SPEC's, byte for byte
     assert payload == SPEC_PAYLOAD
     # and an independent AES decrypts it to the plaintext plus zero padding
-    assert independent_decrypt(SPEC_SECRET, payload) == SPEC_PLAINTEXT.encode() + b"\0" * 11
+    assert aes_decrypt(SPEC_SECRET, payload) == SPEC_PLAINTEXT.encode() + b"\0" * 11
     assert proto.decrypt_payload(SPEC_SECRET, payload) == SPEC_PLAINTEXT.encode()
     assert proto.decrypt_payload(SPEC_SECRET, payload, 53) == SPEC_PLAINTEXT.encode()
 
@@ -41,7 +35,7 @@ def test_the_spec_vector_is_reproduced_byte_for_byte():
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 32, 200])
 def test_zero_byte_padding_to_the_block(size):
     data = b"x" * size
-    raw = independent_decrypt(SPEC_SECRET, proto.encrypt_payload(SPEC_SECRET, data))
+    raw = aes_decrypt(SPEC_SECRET, proto.encrypt_payload(SPEC_SECRET, data))
     assert len(raw) % 16 == 0 and len(raw) - size < 16
     assert raw[:size] == data and set(raw[size:]) <= {0}
 
@@ -50,16 +44,6 @@ def test_certificate_plaintext_shape():
     doc = json.loads(proto.cert_plaintext("-----BEGIN CERTIFICATE-----\nX\n", "-----BEGIN PRIVATE KEY-----\nY\n"))
     assert doc == {"encryptionType": 1, "clientCert": "-----BEGIN CERTIFICATE-----\nX\n",
                    "clientKey": "-----BEGIN PRIVATE KEY-----\nY\n"}
-
-
-def v2_signature(secret: str, host: str, uri: str, algo: str, ts: str, nonce: str, body: bytes) -> str:
-    text = "\n".join(["POST", host, uri, "", algo, ts, nonce, hashlib.sha256(body).hexdigest()])
-    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()).decode()
-
-
-def legacy_signature(secret: str, dn: str, nonce: str, pid: str, ts: str) -> str:
-    text = f"deviceName={dn}&nonce={nonce}&productId={pid}&timestamp={ts}"
-    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).hexdigest().encode()).decode()
 
 
 class CI(dict):
@@ -82,7 +66,7 @@ def test_v2_string_to_sign_has_eight_lines():
 def test_v2_request_verifies_with_the_raw_body_host_without_port_and_either_uri(uri):
     # Given a body with spacing an SDK might send (hashed RAW, never re-serialised)
     body = b'{"ProductId": "ABCDEFGHIJ",  "DeviceName": "dev1"}'
-    sig = v2_signature(SPEC_SECRET, "iot.example.com", uri, "HmacSha256", "1700000000", "123", body)
+    sig = sign_register_v2(SPEC_SECRET, "iot.example.com", uri, "HmacSha256", "1700000000", "123", body)
     headers = CI({"X-Tc-Algorithm": "HmacSha256", "X-Tc-Timestamp": "1700000000", "X-Tc-Nonce": "123",
                   "X-Tc-Signature": sig})
     # When it is parsed with the received path
@@ -112,7 +96,7 @@ def test_v2_refusals_name_the_missing_or_bad_part():
 
 
 def test_legacy_signature_is_base64_of_the_hex_text():
-    sig = legacy_signature(SPEC_SECRET, "dev1", "77", "ABCDEFGHIJ", "1700000000")
+    sig = sign_register_legacy(SPEC_SECRET, "dev1", "77", "ABCDEFGHIJ", "1700000000")
     assert len(base64.b64decode(sig)) == 40  # 20-byte SHA-1 as 40 hex characters
     body = json.dumps({"deviceName": "dev1", "nonce": 77, "productId": "ABCDEFGHIJ", "timestamp": 1700000000,
                        "signature": sig}).encode()
@@ -122,7 +106,7 @@ def test_legacy_signature_is_base64_of_the_hex_text():
 
 
 def test_legacy_accepts_a_form_encoded_body_too():
-    sig = legacy_signature(SPEC_SECRET, "dev1", "5", "ABCDEFGHIJ", "1700000000")
+    sig = sign_register_legacy(SPEC_SECRET, "dev1", "5", "ABCDEFGHIJ", "1700000000")
     body = urlencode({"deviceName": "dev1", "nonce": "5", "productId": "ABCDEFGHIJ", "timestamp": "1700000000",
                       "signature": sig})
     req = proto.parse_legacy(body.encode())

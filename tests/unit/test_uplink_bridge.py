@@ -32,7 +32,7 @@ class Recorder:
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay)  # a handler slower than the producer: what the ordering test needs
         with self.lock:
             self.events.append(event)
             self.batches.append(decode(event))

@@ -1,0 +1,140 @@
+"""Helpers shared by every test level (unit, integration, e2e): waiting, scanning QR codes,
+what a device signs and decrypts, and reading what the platform writes (batch CSVs, queues).
+
+Everything here is written from the spec (SPEC §6.2, §6.3, §6.5, §7.1), never from the
+product's code, so a test that checks the product with it stays an independent check.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+import time
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+# ------------------------------------------------------------------ waiting
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Call ``predicate`` until it returns something truthy or ``timeout`` seconds have passed;
+    returns its last answer (so ``assert wait_until(...)`` fails with what it last saw).
+
+    The one polling helper of the suite: for a condition the system will make true.  To show
+    that something did *not* happen, wait for a marker that proves the system got past the
+    point where it would have (never a fixed pause).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------ QR codes
+
+
+def scan(png: bytes) -> str:
+    """The text of the one QR code in ``png``, read with an independent decoder (zxing-cpp), as a
+    phone's scanner would.
+
+    Only QR codes are looked for, as a QR scanner app does: with every format enabled, zxing-cpp
+    sometimes also reports a spurious 4-digit ITF (1D) code inside the QR pattern (about 1 image
+    in 500 here), which says nothing about the QR code itself.
+    """
+    import zxingcpp
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    assert len(found) == 1, f"{len(found)} QR codes found"
+    return found[0].text
+
+
+def sign_qr(secret: str, pid: str, dn: str) -> str:
+    """The ``Signature`` of a device's QR code (SPEC §7.2): hex HMAC-SHA256 of ``{pid}{dn}``
+    keyed with the secret's text."""
+    return hmac.new(secret.encode(), (pid + dn).encode(), hashlib.sha256).hexdigest()
+
+
+# ------------------------------------------------------------------ MQTT credentials (SPEC §6.2)
+
+
+def mqtt_password(username: str, secret: str, algorithm: str) -> str:
+    """``{hex hmac};{algorithm}``, the HMAC keyed with the DECODED (base64) device secret."""
+    digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1}[algorithm]
+    return hmac.new(base64.b64decode(secret), username.encode(), digest).hexdigest() + ";" + algorithm
+
+
+# ------------------------------------------------------------------ dynamic registration (SPEC §6.3)
+
+
+def sign_register_v2(secret: str, host: str, uri: str, algorithm: str, ts: str, nonce: str, body: bytes) -> str:
+    """The v2 endpoint's X-TC-Signature: base64 HMAC-SHA256 of the eight-line text, over the raw body."""
+    text = "\n".join(["POST", host, uri, "", algorithm, ts, nonce, hashlib.sha256(body).hexdigest()])
+    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha256).digest()).decode()
+
+
+def sign_register_legacy(secret: str, dn: str, nonce: str, pid: str, ts: str) -> str:
+    """The legacy endpoint's signature: base64 of the HMAC-SHA1's hex text."""
+    text = f"deviceName={dn}&nonce={nonce}&productId={pid}&timestamp={ts}"
+    return base64.b64encode(hmac.new(secret.encode(), text.encode(), hashlib.sha1).hexdigest().encode()).decode()
+
+
+def aes_decrypt(product_secret: str, payload: str) -> bytes:
+    """A registration payload decrypted with pycryptodome (not the product's `cryptography`):
+    AES-128-CBC, key = the secret's first 16 characters, IV = sixteen "0" characters; the
+    zero-byte padding is left in place."""
+    from Crypto.Cipher import AES
+
+    return AES.new(product_secret[:16].encode(), AES.MODE_CBC, iv=b"0" * 16).decrypt(base64.b64decode(payload))
+
+
+def decrypt(product_secret: str, payload: str, length: int) -> dict[str, Any]:
+    """The JSON a registration answer carries (its first ``length`` bytes); the rest must be
+    zero-byte padding."""
+    raw = aes_decrypt(product_secret, payload)
+    assert set(raw[length:]) <= {0}, "zero-byte padding"
+    return json.loads(raw[:length])
+
+
+# ------------------------------------------------------------------ gateways (SPEC §6.5)
+
+
+def sign_gateway_bind(sub_pid: str, sub_dn: str, sub_secret: str, nonce: int | str, ts: int | str,
+                      algorithm: str = "hmacsha256") -> str:
+    """A gateway's bind signature for its subdevice: base64 HMAC of ``{pid}{dn};{random};{ts}``
+    keyed with the subdevice secret's text."""
+    digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1}[algorithm.lower()]
+    text = f"{sub_pid}{sub_dn};{nonce};{ts}".encode()
+    return base64.b64encode(hmac.new(sub_secret.encode("ascii"), text, digest).digest()).decode()
+
+
+# ------------------------------------------------------------------ what the platform writes
+
+BATCH_CSV_HEADER = ["ProductId", "DeviceName", "ProductSecret", "DevicePsk", "Status", "QRCode"]
+
+
+def _unescape(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def read_batch_csv(data: bytes) -> list[dict[str, str]]:
+    """The rows of a batch job's CSV (SPEC §7.1), cells un-escaped as a spreadsheet shows them."""
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert rows[0] == BATCH_CSV_HEADER
+    return [dict(zip(BATCH_CSV_HEADER, [_unescape(c) for c in r])) for r in rows[1:]]
+
+
+def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of an SQS queue."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
