@@ -13,7 +13,8 @@ import hmac
 import io
 import json
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -129,7 +130,7 @@ def read_batch_csv(data: bytes) -> list[dict[str, str]]:
     """The rows of a batch job's CSV (SPEC §7.1), cells un-escaped as a spreadsheet shows them."""
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     assert rows[0] == BATCH_CSV_HEADER
-    return [dict(zip(BATCH_CSV_HEADER, [_unescape(c) for c in r])) for r in rows[1:]]
+    return [dict(zip(BATCH_CSV_HEADER, [_unescape(c) for c in r], strict=True)) for r in rows[1:]]
 
 
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:

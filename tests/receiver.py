@@ -58,7 +58,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,7 +84,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 headers = {k: v for k, v in self.headers.items()}
                 with receiver._lock:
                     receiver.gets.append(headers)
@@ -94,7 +94,7 @@ class Receiver:
                     return
                 self._answer(200, echostr.encode() if receiver.echo else b"hello")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items()}
                 sha1_valid = sha1_ok(receiver.token, self.headers) if receiver.token else None

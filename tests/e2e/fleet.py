@@ -7,7 +7,8 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import requests
@@ -117,7 +118,7 @@ class Device:
 
     # -- connection
 
-    def connect(self, expect_ok: bool = True) -> "Device":
+    def connect(self, expect_ok: bool = True) -> Device:
         self.client.connect(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         assert wait_until(lambda: self.connack, 10), "no CONNACK"

@@ -45,7 +45,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(stack_factory, tmp_pa
     env = dict(os.environ, SCHEMATHESIS_HOOKS="", NO_COLOR="1")
     results: dict[str, tuple[int, str]] = {}
     pending = dict(GROUPS)
-    for attempt in range(2):
+    for _attempt in range(2):
         running = {name: subprocess.Popen(_command(local_stack["api_url"], local_stack["admin_api_key"], group),
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                           cwd=tmp_path)

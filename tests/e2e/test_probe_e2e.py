@@ -32,7 +32,7 @@ def _raw_http(info: dict[str, Any], request: bytes, read: bool = True, timeout: 
         while True:
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not data:
                 break
@@ -99,7 +99,7 @@ def test_a_client_that_leaves_early_costs_no_traceback(local_stack, local_stack_
         with socket.create_connection(tuple(host.split(":")[:1]) + (port,), timeout=5) as sock:
             sock.sendall(request)
             client_port = sock.getsockname()[1]
-            inode = wait_until(lambda: _server_socket_inode(port, client_port), 5)
+            inode = wait_until(lambda client_port=client_port: _server_socket_inode(port, client_port), 5)
             assert inode, "the stack did not accept the connection"
             abandoned.add(inode)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST

@@ -105,7 +105,7 @@ def test_receiver_down_retries_then_error_action_then_dead_letter_then_replay(ap
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4] and not any(a["ok"] for a in attempts)
     offsets = [round((a["time"] - attempts[0]["time"]) / 1000, 2) for a in attempts]
     print("attempt offsets (s):", offsets)
-    for got, want in zip(offsets[1:], (1, 3, 10)):
+    for got, want in zip(offsets[1:], (1, 3, 10), strict=True):
         assert want - 0.05 <= got <= want + 1.5, offsets
     errors = api.call("GET", "/v1/deliveries", 200, params={"target": f"rule/{name}/error/0"}).json()["items"]
     assert len(errors) == 1 and errors[0]["time"] > attempts[-1]["time"]

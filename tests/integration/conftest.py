@@ -3,7 +3,8 @@ the fakes several modules share (the device publisher's recorder, a loopback web
 The plain helpers they use are in ``tests/integration/helpers.py``."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from moto import mock_aws

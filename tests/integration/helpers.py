@@ -10,8 +10,9 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import requests
@@ -57,7 +58,7 @@ class Api:
     def delete(self, path: str, **kw: Any) -> Any:
         return self.call("DELETE", path, **kw)
 
-    def as_key(self, key: str | None) -> "Api":
+    def as_key(self, key: str | None) -> Api:
         return Api(self.client, key)
 
 
@@ -255,7 +256,7 @@ class DynamoCounter:
         self.calls: list[str] = []
 
     @contextmanager
-    def counting(self) -> Iterator["DynamoCounter"]:
+    def counting(self) -> Iterator[DynamoCounter]:
         import botocore.client
 
         original = botocore.client.BaseClient._make_api_call
@@ -378,7 +379,7 @@ class FakeQueue:
         self.items: list[tuple[float, str, dict[str, Any]]] = []
         self.ran: list[str] = []
 
-    def install(self, monkeypatch: Any) -> "FakeQueue":
+    def install(self, monkeypatch: Any) -> FakeQueue:
         from chalicelib.services import jobs
 
         monkeypatch.setattr(jobs, "enqueue", self.enqueue)

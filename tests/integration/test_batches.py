@@ -13,8 +13,18 @@ from typing import Any
 import pytest
 
 from tests.helpers import decrypt, read_batch_csv, scan, sign_qr
-from tests.integration.helpers import (CHUNK, PRODUCT, drain_jobs, expect_error, fetch, finished, mqtt_connects,
-                                       queued, released, v2_request)
+from tests.integration.helpers import (
+    CHUNK,
+    PRODUCT,
+    drain_jobs,
+    expect_error,
+    fetch,
+    finished,
+    mqtt_connects,
+    queued,
+    released,
+    v2_request,
+)
 
 pytestmark = pytest.mark.usefixtures("small_chunks")
 

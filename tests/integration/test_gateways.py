@@ -75,7 +75,7 @@ def test_bind_online_report_on_behalf_topology_offline_unbind(api, topo, recorde
 
 
 def test_a_forged_or_stale_signature_is_refused(api, topo, recorder):
-    gw, sub, secret = topo["gw"], topo["sub"], topo["secret"]
+    gw, sub = topo["gw"], topo["sub"]
     forged = bind_entry(sub, "s1", "AAAAAAAAAAAAAAAAAAAAAA==")
     stale = bind_entry(sub, "s2", topo["secret2"], timestamp=clock.now_s() - 3600)
     stale["signature"] = gateway_sig.sign(sub, "s2", topo["secret2"], stale["random"], stale["timestamp"])

@@ -16,7 +16,8 @@ whose products are [A]:
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -55,10 +56,10 @@ def _key_for(api: Api, policy: dict[str, Any], name: str) -> str:
 
 @pytest.fixture()
 def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
+    from chalicelib.core import clock
     from chalicelib.forwarders import engine
     from chalicelib.models.rules import DeliveryRecord
     from chalicelib.services import batches as batch_rules
-    from chalicelib.core import clock
 
     w: dict[str, Any] = {"secrets": set()}
     for tag in ("A", "B"):
@@ -334,7 +335,7 @@ def test_no_response_carries_a_secret_unless_a_secret_action_asked_for_it(api, w
                 assert allowed or not _leaks(requests.get(url, timeout=10).text, secrets), (who, path, url)
     # and every include_secret route refuses the application outright, whatever its products
     app = api.as_key(world["app_key"])
-    for (method, route), _ in SECRET_ROUTES.items():
+    for (_method, route), _ in SECRET_ROUTES.items():
         resp = app.get(_fill(route, world, "A") + "?include_secret=true")
         assert resp.status_code in (403, 200) and not _leaks(str(resp.body), secrets), route
         if route != "/v1/products/{product_id}/devices/{device_name}" or resp.status_code != 200:

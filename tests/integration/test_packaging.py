@@ -16,8 +16,8 @@ import struct
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -146,7 +146,7 @@ def _references(value, logical_id: str) -> bool:
             return True
         sub = value.get("Fn::Sub")
         text = sub[0] if isinstance(sub, list) else sub
-        if isinstance(text, str) and re.search(r"\$\{%s(\.[^}]*)?\}" % re.escape(logical_id), text):
+        if isinstance(text, str) and re.search(r"\$\{" + re.escape(logical_id) + r"(\.[^}]*)?\}", text):
             return True
         return any(_references(v, logical_id) for v in value.values())
     if isinstance(value, list):

@@ -13,9 +13,10 @@ import io
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -114,7 +115,7 @@ class _Answer(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
@@ -174,9 +175,9 @@ def test_the_loopback_switch_off_refuses_loopback_targets(monkeypatch, loopback_
 
 
 def test_the_local_stack_keeps_the_users_loopback_choice(monkeypatch, tmp_path):
-    from infra.local.stack import LocalStack, StackSettings
-
     import os
+
+    from infra.local.stack import LocalStack, StackSettings
 
     saved = dict(os.environ)
     try:

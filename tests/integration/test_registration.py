@@ -17,8 +17,16 @@ from chalicelib.core.config import settings
 from chalicelib.models.devices import DeviceRecord
 from chalicelib.protocol import diagnostics as codes
 from tests.helpers import decrypt
-from tests.integration.helpers import (PRODUCT, REGISTER_HOST, diagnostics, legacy_request, make_device,
-                                       mqtt_connects, registration_answer, v2_request)
+from tests.integration.helpers import (
+    PRODUCT,
+    REGISTER_HOST,
+    diagnostics,
+    legacy_request,
+    make_device,
+    mqtt_connects,
+    registration_answer,
+    v2_request,
+)
 
 # ------------------------------------------------------------------ helpers
 
@@ -80,7 +88,7 @@ def test_v2_accepts_lower_case_headers_any_algorithm_case_and_a_host_without_por
 def test_v2_hashes_the_raw_body(api):
     pid, psecret = dynreg_product(api, 1)
     make_device(api, pid, "dev1")
-    raw = ('{ "ProductId" : "%s",\n "DeviceName" : "dev1" }' % pid).encode()
+    raw = f'{{ "ProductId" : "{pid}",\n "DeviceName" : "dev1" }}'.encode()
     assert "Payload" in v2_request(api, pid, "dev1", psecret, body=raw).json["Response"]
 
 

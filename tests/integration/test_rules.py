@@ -258,7 +258,7 @@ def test_retries_error_action_dead_letter_and_replay(api: Any, loopback: None, r
     assert [a["attempt"] for a in attempts] == [1, 2, 3, 4] and not any(a["ok"] for a in attempts)
     assert len({a["webhook_id"] for a in attempts}) == 1
     offsets = [(a["time"] - attempts[0]["time"]) / 1000 for a in attempts]
-    for got, want in zip(offsets[1:], (1, 3, 10)):
+    for got, want in zip(offsets[1:], (1, 3, 10), strict=True):
         assert want - 0.05 <= got <= want + 2.5, offsets
     err_log = api.get("/v1/deliveries?target=rule/down/error/0").json["items"]
     assert len(err_log) == 1 and err_log[0]["time"] >= attempts[-1]["time"]
@@ -384,7 +384,7 @@ def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopbac
     drain_forwards(lambda: api.get("/v1/rules/repub").json["stats"]["dead_letters"] == 1, timeout=30)
     offsets = [t - tries[0] for t in tries]
     assert len(tries) == 4, offsets
-    for got, want in zip(offsets[1:], (3, 6, 9)):
+    for got, want in zip(offsets[1:], (3, 6, 9), strict=True):
         assert want - 0.1 <= got <= want + 2.5, offsets
     now = int(time.time() * 1000)
     codes = [e["code"] for e in api.get(

@@ -6,8 +6,7 @@ import datetime as dt
 
 from chalicelib.core import clock
 from chalicelib.services import analytics
-from tests.integration.helpers import (DynamoCounter, connect, expect_error, make_device, make_product, report, run,
-                                       up)
+from tests.integration.helpers import DynamoCounter, connect, expect_error, make_device, make_product, report, run, up
 
 
 def _hour_row(items, now_s):
@@ -57,7 +56,7 @@ def test_overview_for_one_product_and_for_all(api, lamp, recorder):
     assert (one["products"], one["activated"], one["online"]) == (1, 2, 2)
     assert one["last_7_days"]["activations"] == 2 and one["previous_7_days"]["activations"] == 0
     assert one["last_7_days"]["online_peak"] == 2
-    assert [d["date"] for d in one["daily"]][-1] == dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert [d["date"] for d in one["daily"]][-1] == dt.datetime.now(dt.UTC).date().isoformat()
     assert len(one["daily"]) == 7
     every = api.get("/v1/stats/overview").json
     assert (every["products"], every["activated"], every["online"]) == (2, 3, 3)

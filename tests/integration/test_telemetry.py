@@ -13,8 +13,18 @@ from typing import Any
 from chalicelib.core import clock
 from chalicelib.protocol.events import kinesis_event, presence_event
 from tests.helpers import wait_until
-from tests.integration.helpers import (DynamoCounter, Recorder, connect, logs, make_device, make_product, props,
-                                       report, run, up)
+from tests.integration.helpers import (
+    DynamoCounter,
+    Recorder,
+    connect,
+    logs,
+    make_device,
+    make_product,
+    props,
+    report,
+    run,
+    up,
+)
 
 # ------------------------------------------------------------------ reports
 

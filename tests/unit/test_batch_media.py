@@ -15,7 +15,6 @@ from chalicelib.services.devices import device_name_ok
 from tests.helpers import scan, sign_qr
 
 
-
 @pytest.mark.parametrize("content", [
     device_code("ABCDEFGHIJ", "a" * 48, "lDZ6Uqt+I9E0wW7rvDUs7Q=="),
     device_code("ABCDEFGHIJ", "x", "k"),
@@ -53,7 +52,7 @@ def test_no_cell_can_start_a_formula_and_every_cell_reads_back(rows: list[list[s
     text = csvout.render(rows)
     back = list(csv.reader(io.StringIO(text, newline="")))
     assert len(back) == len(rows)
-    for original, parsed in zip(rows, back):
+    for original, parsed in zip(rows, back, strict=True):
         assert [csvout.unescape_cell(c) for c in parsed] == original
         assert not any(c[:1] in ("=", "+", "-", "@", "\t", "\r") for c in parsed)
 

@@ -141,7 +141,7 @@ class Device:
         self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
         self.port, self.keepalive = port, keepalive
 
-    def connect(self) -> "Device":
+    def connect(self) -> Device:
         self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive)
         self.client.loop_start()
         assert wait_until(lambda: self.connack), "no CONNACK"
@@ -235,7 +235,7 @@ def closed_by_broker(sock: socket.socket, timeout: float = 5.0) -> bool:
                 return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

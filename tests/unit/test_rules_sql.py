@@ -8,7 +8,9 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from chalicelib.forwarders.base import Delivery, MissingField
 from chalicelib.services import rules_sql as rs

@@ -36,7 +36,8 @@ def event(ident: str = "e", params: list | None = None, **fields) -> dict:
     return item
 
 
-def action(ident: str = "a", input: list | None = None, output: list | None = None, **fields) -> dict:
+def action(ident: str = "a", input: list | None = None,  # noqa: A002 - the model's own field name
+           output: list | None = None, **fields) -> dict:
     item = {"id": ident, "name": "Action", "input": input or [], "output": output or []}
     item.update(fields)
     return item

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from chalicelib.core.config import reload_settings
 from chalicelib.forwarders import webhook
@@ -27,7 +28,7 @@ def test_signed_headers_verify_with_the_standardwebhooks_package() -> None:
     assert headers["webhook-id"] == "msg_1"
     assert headers["Signature"] == webhook.sha1_signature("tok", headers["Timestamp"], headers["Nonce"])
     assert len(headers["Nonce"]) == 16
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(body + b" ", headers)
     assert "Signature" not in webhook.signed_headers(webhook.Target(url="https://e.com"), body, "m")
 
@@ -106,7 +107,7 @@ def test_a_connection_to_a_private_peer_is_cut_before_sending(monkeypatch: pytes
         def log_message(self, *a: Any) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             seen.append(self.path)
             self.send_response(200)
             self.end_headers()
