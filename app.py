@@ -1,4 +1,5 @@
 """Fleetbox: the Chalice app.  Registration only — behaviour lives in chalicelib/."""
+
 from chalice import Chalice
 
 from chalicelib.handlers import (
@@ -28,15 +29,15 @@ app.register_blueprint(meta.bp)
 app.register_blueprint(access.bp)
 app.register_blueprint(products.bp)
 app.register_blueprint(devices.bp)
-app.register_blueprint(authorizer.bp)      # Lambda mqtt_authorizer (IoT Core custom authorizer)
-app.register_blueprint(registration.bp)    # POST /device/register, POST /register/dev
-app.register_blueprint(iot.bp)             # Kinesis `uplink` (batched telemetry), Lambda `presence`
-app.register_blueprint(device_data.bp)     # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
-app.register_blueprint(stats.bp)           # /v1/stats/*
-app.register_blueprint(workers.bp)         # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
-app.register_blueprint(batches.bp)         # /v1/batches, serial numbers, /v1/bindings, product QR (SPEC §7)
-app.register_blueprint(ota.bp)             # /v1/firmware, /v1/ota-tasks, /v1/resources, /v1/resource-tasks
-app.register_blueprint(rules.bp)           # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
-app.register_blueprint(streams.bp)         # /v1/streams: message push data streams (SPEC §9.3)
-app.register_blueprint(forward.bp)         # SQS `forward` worker: rule actions and webhooks
-api.install_fallbacks(app)                 # 404/405 in the error envelope for anything unmatched (last)
+app.register_blueprint(authorizer.bp)  # Lambda mqtt_authorizer (IoT Core custom authorizer)
+app.register_blueprint(registration.bp)  # POST /device/register, POST /register/dev
+app.register_blueprint(iot.bp)  # Kinesis `uplink` (batched telemetry), Lambda `presence`
+app.register_blueprint(device_data.bp)  # /v1/products/{pid}/devices/{dn}/properties|control|actions|…
+app.register_blueprint(stats.bp)  # /v1/stats/*
+app.register_blueprint(workers.bp)  # SQS `jobs` worker, `ticks` schedule (services/jobs.py)
+app.register_blueprint(batches.bp)  # /v1/batches, serial numbers, /v1/bindings, product QR (SPEC §7)
+app.register_blueprint(ota.bp)  # /v1/firmware, /v1/ota-tasks, /v1/resources, /v1/resource-tasks
+app.register_blueprint(rules.bp)  # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
+app.register_blueprint(streams.bp)  # /v1/streams: message push data streams (SPEC §9.3)
+app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
+api.install_fallbacks(app)  # 404/405 in the error envelope for anything unmatched (last)

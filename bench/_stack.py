@@ -1,4 +1,5 @@
 """What the benchmarks share: free ports, a local stack in a subprocess, its DynamoDB call count."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,20 @@ def free_port() -> int:
 
 def start_stack(home: Path, **env_overrides: str) -> tuple[subprocess.Popen, dict]:
     """``python -m infra.local`` in ``home`` counting its AWS calls; returns once it is ready."""
-    env = dict(os.environ, FLEETBOX_HOME=str(home), FLEETBOX_HTTP_PORT=str(free_port()),
-               FLEETBOX_MQTT_PORT=str(free_port()), FLEETBOX_COUNT_AWS_CALLS="1", **env_overrides)
+    env = dict(
+        os.environ,
+        FLEETBOX_HOME=str(home),
+        FLEETBOX_HTTP_PORT=str(free_port()),
+        FLEETBOX_MQTT_PORT=str(free_port()),
+        FLEETBOX_COUNT_AWS_CALLS="1",
+        **env_overrides,
+    )
     for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_STAGE"):
         env.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=REPO, env=env,
-                            stdout=open(home / "stack.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115 - the child owns it
+    log = open(home / "stack.log", "wb")  # noqa: SIM115 - the child writes it for its whole life
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infra.local"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     info_path = home / ".fleetbox" / "local.json"
     deadline = time.time() + 90
     while not info_path.exists():

@@ -18,6 +18,7 @@ Prints, from one run on one machine:
 The stack's DynamoDB and S3 are moto, Python servers on this same 2-core machine: wall times say
 more about moto than about AWS; the request counts carry over.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,13 @@ sys.path.insert(0, str(REPO))
 from bench._stack import dynamodb_calls, start_stack
 
 WRITE_OPS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
-PRODUCT = {"category": "custom", "device_type": "device", "comm_method": "wifi", "auth_type": "key",
-           "data_protocol": "thing_model"}
+PRODUCT = {
+    "category": "custom",
+    "device_type": "device",
+    "comm_method": "wifi",
+    "auth_type": "key",
+    "data_protocol": "thing_model",
+}
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -74,9 +80,15 @@ def qr_times(contents: list[str]) -> tuple[float, float]:
 
 def baseline(info: dict, pid: str, names: list[str]) -> float:
     """Create the same devices one conditional PutItem each (what a naive loop does); seconds."""
-    os.environ.update({"AWS_ENDPOINT_URL": info["s3_endpoint"], "AWS_ACCESS_KEY_ID": info["aws_access_key_id"],
-                       "AWS_SECRET_ACCESS_KEY": info["aws_secret_access_key"], "AWS_REGION": "us-east-1",
-                       "FLEETBOX_STAGE": "local"})
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": info["s3_endpoint"],
+            "AWS_ACCESS_KEY_ID": info["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": info["aws_secret_access_key"],
+            "AWS_REGION": "us-east-1",
+            "FLEETBOX_STAGE": "local",
+        }
+    )
     os.environ.pop("FLEETBOX_RESOURCE_PREFIX", None)
     from chalicelib.core.config import reload_settings
 
@@ -103,8 +115,9 @@ def main() -> int:
     qr_code = not args.no_qr
 
     home = Path(tempfile.mkdtemp(prefix="fleetbox-bench-"))
-    proc, info = start_stack(home, FLEETBOX_DEVICE_QUOTA=str(2 * args.devices + 100),
-                             FLEETBOX_BATCH_CHUNK_SIZE=str(args.chunk))
+    proc, info = start_stack(
+        home, FLEETBOX_DEVICE_QUOTA=str(2 * args.devices + 100), FLEETBOX_BATCH_CHUNK_SIZE=str(args.chunk)
+    )
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {info['admin_api_key']}"
     base = info["api_url"]
@@ -126,8 +139,17 @@ def main() -> int:
 
         # --- the batch, end to end
         t0 = time.monotonic()
-        job = call("POST", "/v1/batches", json={"product_id": products[0], "burn_method": "per_device_secret",
-                                                "generation": "auto", "quantity": args.devices, "qr_code": qr_code})
+        job = call(
+            "POST",
+            "/v1/batches",
+            json={
+                "product_id": products[0],
+                "burn_method": "per_device_secret",
+                "generation": "auto",
+                "quantity": args.devices,
+                "qr_code": qr_code,
+            },
+        )
         while True:
             job = call("GET", f"/v1/batches/{job['id']}?include_secret=true")
             if job["status"] in ("done", "failed"):
@@ -146,28 +168,43 @@ def main() -> int:
         if qr_code:
             with zipfile.ZipFile(io.BytesIO(archive)) as zf:
                 pngs = sum(1 for n in zf.namelist() if n.endswith(".png"))
-            contents = [json.dumps({"ProductId": products[0], "DeviceName": n, "Signature": "0" * 64},
-                                   separators=(",", ":")) for n in names[:args.qr_sample]]
+            contents = [
+                json.dumps({"ProductId": products[0], "DeviceName": n, "Signature": "0" * 64}, separators=(",", ":"))
+                for n in names[: args.qr_sample]
+            ]
         qr_ms, qr_base_ms = qr_times(contents) if contents else (0.0, 0.0)
 
         # --- the baseline: the same devices, one conditional PutItem at a time
         base_s = baseline(info, products[1], names)
 
-        print(f"\nbatch benchmark: {args.devices} devices, QR codes {'on' if qr_code else 'off'}, "
-              f"chunks of {args.chunk}")
-        print(f"  status {job['status']}: {job['success_count']} created, {job['failure_count']} failed; "
-              f"CSV rows {len(rows)}" + (f"; ZIP {len(archive) / 1e6:.1f} MB, {pngs} PNGs" if qr_code else ""))
-        print(f"  wall time end to end (POST → done, outputs on S3):  {wall:8.1f} s   "
-              f"({args.devices / wall:.0f} devices/s)")
-        print(f"  DynamoDB write requests:                            {writes:8d}   "
-              f"({', '.join(f'{op} {n}' for op, n in sorted(by_op.items()))}; plus {reads} reads)")
+        print(
+            f"\nbatch benchmark: {args.devices} devices, QR codes {'on' if qr_code else 'off'}, chunks of {args.chunk}"
+        )
+        print(
+            f"  status {job['status']}: {job['success_count']} created, {job['failure_count']} failed; "
+            f"CSV rows {len(rows)}" + (f"; ZIP {len(archive) / 1e6:.1f} MB, {pngs} PNGs" if qr_code else "")
+        )
+        print(
+            f"  wall time end to end (POST → done, outputs on S3):  {wall:8.1f} s   "
+            f"({args.devices / wall:.0f} devices/s)"
+        )
+        print(
+            f"  DynamoDB write requests:                            {writes:8d}   "
+            f"({', '.join(f'{op} {n}' for op, n in sorted(by_op.items()))}; plus {reads} reads)"
+        )
         if qr_code:
-            print(f"  QR time per code (median of {len(contents)}):               {qr_ms:8.2f} ms "
-                  f"(qrcode.make defaults: {qr_base_ms:.2f} ms; ratio {qr_base_ms / max(qr_ms, 1e-9):.1f}x)")
-        print(f"  worker peak memory (stack process VmHWM):           {mem1['VmHWM'] / 1024:8.1f} MB "
-              f"(RSS before the batch {mem0['VmRSS'] / 1024:.1f} MB)")
-        print(f"  baseline, one conditional PutItem per device:       {base_s:8.1f} s   "
-              f"({args.devices} write requests, devices only: no QR, no outputs)")
+            print(
+                f"  QR time per code (median of {len(contents)}):               {qr_ms:8.2f} ms "
+                f"(qrcode.make defaults: {qr_base_ms:.2f} ms; ratio {qr_base_ms / max(qr_ms, 1e-9):.1f}x)"
+            )
+        print(
+            f"  worker peak memory (stack process VmHWM):           {mem1['VmHWM'] / 1024:8.1f} MB "
+            f"(RSS before the batch {mem0['VmRSS'] / 1024:.1f} MB)"
+        )
+        print(
+            f"  baseline, one conditional PutItem per device:       {base_s:8.1f} s   "
+            f"({args.devices} write requests, devices only: no QR, no outputs)"
+        )
         print(f"  ratio baseline/batch wall time:                     {base_s / wall:8.2f}")
         print(f"  ratio write requests baseline/batch:                {args.devices / max(writes, 1):8.1f}")
         return 0 if job["status"] == "done" and len(rows) == args.devices else 1

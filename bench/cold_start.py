@@ -9,6 +9,7 @@ regression can be traced to the import that caused it.
 
 Run: .venv/bin/python bench/cold_start.py [rounds]   (make bench runs it too)
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,7 @@ def lambda_like_env() -> dict[str, str]:
 
 def run_once(code: str, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"`python -c {code!r}` failed:\n{proc.stderr[-3000:]}")
@@ -58,13 +58,14 @@ def run_once(code: str, env: dict[str, str]) -> float:
 
 def top_imports(env: dict[str, str], count: int = 10) -> list[tuple[int, int, str]]:
     """(cumulative µs, self µs, module) of the costliest imports under `import app`."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app"],
-                          cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import app"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     rows = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        own, cumulative, module = line[len("import time:"):].split("|", 2)
+        own, cumulative, module = line[len("import time:") :].split("|", 2)
         rows.append((int(cumulative), int(own), module.rstrip()))
     return sorted(rows, reverse=True)[:count]
 
@@ -83,17 +84,17 @@ def main() -> int:
     median = {name: statistics.median(values) for name, values in samples.items()}
     floor = median["floor"]
     net = {name: median[name] - floor for name in ("app", "boto3")}
-    print(f"cold start: median of {ROUNDS} fresh processes each, interleaved "
-          f"(Python {sys.version.split()[0]})")
+    print(f"cold start: median of {ROUNDS} fresh processes each, interleaved (Python {sys.version.split()[0]})")
     print(f"  {'command':<26}{'median':>10}{'min':>10}{'max':>10}{'net':>10}")
     for name, code in COMMANDS.items():
         values = samples[name]
         net_text = f"{net[name]:8.1f}ms" if name in net else ""
-        print(f"  {'python -c ' + repr(code):<26}{median[name]:8.1f}ms"
-              f"{min(values):8.1f}ms{max(values):8.1f}ms{net_text:>10}")
+        print(
+            f"  {'python -c ' + repr(code):<26}{median[name]:8.1f}ms"
+            f"{min(values):8.1f}ms{max(values):8.1f}ms{net_text:>10}"
+        )
     ratio = net["app"] / net["boto3"] if net["boto3"] > 0 else float("nan")
-    print(f"  ratio app/boto3 (net of the floor): {ratio:.2f}x"
-          f"   (gross: {median['app'] / median['boto3']:.2f}x)")
+    print(f"  ratio app/boto3 (net of the floor): {ratio:.2f}x   (gross: {median['app'] / median['boto3']:.2f}x)")
 
     print("\ntop 10 imports by cumulative time under `import app` (-X importtime, one run):")
     print(f"  {'cumulative':>12}{'self':>10}  module")

@@ -25,6 +25,7 @@ others are offline: their publishes find no subscriber, as for an offline fleet.
 moto is a Python server on this same 2-core machine: the absolute times say more about moto
 than about DynamoDB; the requests-per-device figure carries over to AWS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,9 @@ def main() -> int:
     subscribers = min(args.subscribers, args.devices)
 
     home = Path(tempfile.mkdtemp(prefix="fleetbox-bench-ota-"))
-    os.environ.update(FLEETBOX_COUNT_AWS_CALLS="1", FLEETBOX_DEVICE_QUOTA=str(args.devices + 100),
-                      FLEETBOX_LOG_LEVEL="ERROR")
+    os.environ.update(
+        FLEETBOX_COUNT_AWS_CALLS="1", FLEETBOX_DEVICE_QUOTA=str(args.devices + 100), FLEETBOX_LOG_LEVEL="ERROR"
+    )
     for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_STAGE"):
         os.environ.pop(name, None)
     import logging
@@ -110,9 +112,19 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
             raise SystemExit(f"{method} {path}: {resp.status_code} {resp.text[:300]}")
         return resp.json()
 
-    pid = call("POST", "/v1/products", 201, json={
-        "name": "OTA bench", "category": "custom", "device_type": "device", "comm_method": "wifi",
-        "auth_type": "key", "data_protocol": "thing_model"})["product_id"]
+    pid = call(
+        "POST",
+        "/v1/products",
+        201,
+        json={
+            "name": "OTA bench",
+            "category": "custom",
+            "device_type": "device",
+            "comm_method": "wifi",
+            "auth_type": "key",
+            "data_protocol": "thing_model",
+        },
+    )["product_id"]
 
     # --- 10,000 devices on version 1.0, written directly (25 per BatchWriteItem)
     started = time.monotonic()
@@ -125,12 +137,24 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
         dn = f"bench{i:05d}"
         secret = base64.b64encode(secrets.token_bytes(16)).decode()
         creds.append(DeviceCredentials(pid, dn, secret))
-        items.append({"product_id": {"S": pid}, "device_name": {"S": dn}, "secret": {"S": secret},
-                      "status": {"S": "inactive"}, "enabled": {"BOOL": True}, "firmware_version": {"S": "1.0"},
-                      "dollar": {"BOOL": False}, "created_at": {"N": str(now)}, "updated_at": {"N": str(now)},
-                      "origin": {"S": "bench"}, "reported": {"M": {}}, "desired": {"M": {}}})
+        items.append(
+            {
+                "product_id": {"S": pid},
+                "device_name": {"S": dn},
+                "secret": {"S": secret},
+                "status": {"S": "inactive"},
+                "enabled": {"BOOL": True},
+                "firmware_version": {"S": "1.0"},
+                "dollar": {"BOOL": False},
+                "created_at": {"N": str(now)},
+                "updated_at": {"N": str(now)},
+                "origin": {"S": "bench"},
+                "reported": {"M": {}},
+                "desired": {"M": {}},
+            }
+        )
     for start in range(0, len(items), 25):
-        request = {table: [{"PutRequest": {"Item": it}} for it in items[start:start + 25]]}
+        request = {table: [{"PutRequest": {"Item": it}} for it in items[start : start + 25]]}
         while request:
             request = ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
     print(f"{count} devices written in {time.monotonic() - started:.1f} s", flush=True)
@@ -147,9 +171,19 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
     # --- firmware
     settle()
     data = secrets.token_bytes(64 * 1024)
-    fw = call("POST", "/v1/firmware", 201, json={"product_id": pid, "name": "bench", "version": "2.0",
-                                                 "file_name": "bench.bin", "file_size": len(data),
-                                                 "custom_info": json.dumps({"bench": True})})
+    fw = call(
+        "POST",
+        "/v1/firmware",
+        201,
+        json={
+            "product_id": pid,
+            "name": "bench",
+            "version": "2.0",
+            "file_name": "bench.bin",
+            "file_size": len(data),
+            "custom_info": json.dumps({"bench": True}),
+        },
+    )
     if requests.put(fw["upload_url"], data=data, timeout=60).status_code != 200:
         raise SystemExit("firmware upload failed")
     call("POST", f"/v1/firmware/{fw['id']}/complete", 200)
@@ -158,8 +192,9 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
     before = dynamodb_total()
     polls = 0
     t0 = time.monotonic()
-    task_id = call("POST", "/v1/ota-tasks", 202, json={"firmware_id": fw["id"], "method": "by_version",
-                                                       "source_versions": ["1.0"]})["id"]
+    task_id = call(
+        "POST", "/v1/ota-tasks", 202, json={"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"]}
+    )["id"]
     t_created = t_pushed = None
     deadline = t0 + timeout
     while time.monotonic() < deadline:
@@ -210,16 +245,23 @@ def run(stack, info: dict, count: int, subscribers: int, timeout: float) -> int:
     print()
     print(f"OTA task over {count} devices ({subscribers} connected, silent), local stack, one run")
     print(f"  planning (targets → {count} pending jobs):                 {plan_s:8.2f} s")
-    print(f"  dispatch (every notification through the publisher):    {dispatch_s:8.2f} s   "
-          f"({rate:.0f} notifications/s)")
+    print(
+        f"  dispatch (every notification through the publisher):    {dispatch_s:8.2f} s   ({rate:.0f} notifications/s)"
+    )
     print(f"  task created → all {count} pushed:                        {total_s:8.2f} s")
-    print(f"  connected subscribers that received theirs:             {received:8d} / {subscribers} "
-          f"({t_received - t0:.2f} s after creation)")
-    print(f"  DynamoDB requests per device (whole task):              {requests_made / count:8.3f}   "
-          f"({requests_made} requests)")
-    print(f"  baseline, same broker bare, {count} publishes from one thread: {bare_s:8.2f} s   "
-          f"({bare_rate:.0f} publishes/s; {bare_received}/{subscribers} subscribers received theirs; "
-          f"the publish calls returned after {b_published - b0:.2f} s)")
+    print(
+        f"  connected subscribers that received theirs:             {received:8d} / {subscribers} "
+        f"({t_received - t0:.2f} s after creation)"
+    )
+    print(
+        f"  DynamoDB requests per device (whole task):              {requests_made / count:8.3f}   "
+        f"({requests_made} requests)"
+    )
+    print(
+        f"  baseline, same broker bare, {count} publishes from one thread: {bare_s:8.2f} s   "
+        f"({bare_rate:.0f} publishes/s; {bare_received}/{subscribers} subscribers received theirs; "
+        f"the publish calls returned after {b_published - b0:.2f} s)"
+    )
     print(f"  ratio dispatch/bare (notifications per second):         {rate / bare_rate:8.4f}")
     print(f"  notification size: {len(payload)} bytes; md5 of the firmware {hashlib.md5(data).hexdigest()}")
     return 0

@@ -13,6 +13,7 @@ baseline measured in the same run.
 
     .venv/bin/python bench/rules.py [--messages 200000] [--deliveries 2000] [--runs 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,18 @@ os.environ.setdefault("FLEETBOX_LOG_LEVEL", "ERROR")
 
 from chalicelib.services import rules_sql
 
-SQL = ("SELECT room1.temperature AS temp, room1.humidity AS hum, upper(house) AS house FROM '/+/data' "
-       "WHERE topic(2) = 'device00' AND room1.temperature > 30")
-PAYLOAD = json.dumps({"room1": {"temperature": 31.5, "humidity": 40, "co2": 612}, "room2": {"temperature": 22.0},
-                      "house": "h1", "ts": 1700000000123}).encode()
+SQL = (
+    "SELECT room1.temperature AS temp, room1.humidity AS hum, upper(house) AS house FROM '/+/data' "
+    "WHERE topic(2) = 'device00' AND room1.temperature > 30"
+)
+PAYLOAD = json.dumps(
+    {
+        "room1": {"temperature": 31.5, "humidity": 40, "co2": 612},
+        "room2": {"temperature": 22.0},
+        "house": "h1",
+        "ts": 1700000000123,
+    }
+).encode()
 TOPIC = "ABCDEFGHIJ/device00/data"
 
 RECEIVER = r"""
@@ -85,8 +94,10 @@ def bench_evaluator(n: int, runs: int) -> None:
     print(f"evaluator  payload: {len(PAYLOAD)} bytes, {n} messages x {runs} runs (medians)")
     print(f"evaluator  rule evaluation:        {ev:12,.0f} msg/s  ({1e6 / ev:.2f} us/msg)")
     print(f"baseline   json.loads of payload:  {js:12,.0f} msg/s  ({1e6 / js:.2f} us/msg)")
-    print(f"ratio      evaluation / json.loads throughput: {ev / js:.2f}x "
-          f"({'meets' if ev >= js else 'misses'} the goal: evaluation costs no more than parsing)")
+    print(
+        f"ratio      evaluation / json.loads throughput: {ev / js:.2f}x "
+        f"({'meets' if ev >= js else 'misses'} the goal: evaluation costs no more than parsing)"
+    )
 
 
 def bench_webhooks(n: int, runs: int) -> None:
@@ -99,8 +110,15 @@ def bench_webhooks(n: int, runs: int) -> None:
         port = int(proc.stdout.readline())
         url = f"http://127.0.0.1:{port}/hook"
         target = webhook.Target(url=url, token="tok123", secret=webhook.new_secret())
-        body = {"devicename": "device00", "productid": "ABCDEFGHIJ", "payload": {"temp": 31.5}, "seq": 1,
-                "timestamp": 1700000000, "timemills": 1700000000123, "topic": TOPIC}
+        body = {
+            "devicename": "device00",
+            "productid": "ABCDEFGHIJ",
+            "payload": {"temp": 31.5},
+            "seq": 1,
+            "timestamp": 1700000000,
+            "timemills": 1700000000123,
+            "topic": TOPIC,
+        }
 
         def engine(count: int) -> None:
             for i in range(count):

@@ -15,6 +15,7 @@ Prints, from one run on one machine:
 The stack's DynamoDB is moto, a Python server on this same 2-core machine: the absolute rate says
 more about moto than about DynamoDB; the requests-per-report figure carries over to AWS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,36 @@ from bench._stack import dynamodb_calls, start_stack
 from infra.local.broker import LocalBroker
 from infra.local.simulate import Api, Simulator, load_devices
 
-MODEL = {"version": "1.0", "properties": [
-    {"id": "power_switch", "name": "Power", "mode": "rw", "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},
-    {"id": "brightness", "name": "Brightness", "mode": "rw", "define": {"type": "int", "min": "0", "max": "100", "step": "1"}},
-    {"id": "temperature", "name": "Temp", "mode": "r", "define": {"type": "float", "min": "-40", "max": "85", "step": "0.1"}}],
-    "events": [], "actions": []}
+MODEL = {
+    "version": "1.0",
+    "properties": [
+        {
+            "id": "power_switch",
+            "name": "Power",
+            "mode": "rw",
+            "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}},
+        },
+        {
+            "id": "brightness",
+            "name": "Brightness",
+            "mode": "rw",
+            "define": {"type": "int", "min": "0", "max": "100", "step": "1"},
+        },
+        {
+            "id": "temperature",
+            "name": "Temp",
+            "mode": "r",
+            "define": {"type": "float", "min": "-40", "max": "85", "step": "0.1"},
+        },
+    ],
+    "events": [],
+    "actions": [],
+}
 
 
-def measure(sim: Simulator, seconds: float, counter: str, before_window=None,
-            settle: float = 5.0) -> tuple[float, int, float]:
+def measure(
+    sim: Simulator, seconds: float, counter: str, before_window=None, settle: float = 5.0
+) -> tuple[float, int, float]:
     """Run ``seconds`` after ``settle`` seconds of warm-up; return (per second, count, elapsed)."""
     time.sleep(settle)  # warm-up: connections settle, queues fill
     start_count, t0 = sim.stats()[counter], time.monotonic()
@@ -55,12 +77,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.03, help="reports per device per second offered")
-    parser.add_argument("--bare-rate", type=float, default=5.0,
-                        help="reports per device per second offered to the bare broker (its capacity, not ours)")
+    parser.add_argument(
+        "--bare-rate",
+        type=float,
+        default=5.0,
+        help="reports per device per second offered to the bare broker (its capacity, not ours)",
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window per run")
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds between the last connect and the measured window, so the 1,000 "
-                             "connects' presence writes are drained and only the report path is counted")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="seconds between the last connect and the measured window, so the 1,000 "
+        "connects' presence writes are drained and only the report path is counted",
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="fleetbox-bench-"))
@@ -68,9 +98,18 @@ def main() -> int:
     proc, info = start_stack(home, FLEETBOX_DEVICE_QUOTA=str(args.devices + 100), FLEETBOX_MQTT_REAUTH_S="3600")
     try:
         api = Api(info["api_url"], info["admin_api_key"])
-        pid = api.call("POST", "/v1/products", json={
-            "name": f"Bench {int(time.time())}", "category": "custom", "device_type": "device",
-            "comm_method": "wifi", "auth_type": "key", "data_protocol": "thing_model"})["product_id"]
+        pid = api.call(
+            "POST",
+            "/v1/products",
+            json={
+                "name": f"Bench {int(time.time())}",
+                "category": "custom",
+                "device_type": "device",
+                "comm_method": "wifi",
+                "auth_type": "key",
+                "data_protocol": "thing_model",
+            },
+        )["product_id"]
         api.call("PUT", f"/v1/products/{pid}/thing-model", json=MODEL)
         t0 = time.monotonic()
         creds = load_devices(api, pid, args.devices, create=True, prefix="bench")
@@ -93,8 +132,13 @@ def main() -> int:
             raise SystemExit(f"stack: not every device connected: {sim.stats()}")
         connect_s = time.monotonic() - t0
         window: dict[str, dict[str, int]] = {}
-        rate, count, _ = measure(sim, args.seconds, "report_replies", settle=args.settle,
-                                 before_window=lambda: window.setdefault("calls", dynamodb_calls(home)))
+        rate, count, _ = measure(
+            sim,
+            args.seconds,
+            "report_replies",
+            settle=args.settle,
+            before_window=lambda: window.setdefault("calls", dynamodb_calls(home)),
+        )
         time.sleep(1.0)  # let the counter file catch up with the last replies
         after = dynamodb_calls(home)
         by_op = {op: n - window["calls"].get(op, 0) for op, n in after.items() if n - window["calls"].get(op, 0)}
@@ -103,17 +147,27 @@ def main() -> int:
         sim.stop()
 
         offered = args.devices * args.rate
-        print(f"\nuplink benchmark: {args.devices} devices, {args.rate}/s each ({offered:.0f} reports/s offered), "
-              f"{args.seconds:.0f} s windows")
+        print(
+            f"\nuplink benchmark: {args.devices} devices, {args.rate}/s each ({offered:.0f} reports/s offered), "
+            f"{args.seconds:.0f} s windows"
+        )
         print(f"  stack: connected {args.devices} devices in {connect_s:.1f} s (authorizer + presence per device)")
-        print(f"  processed reports/s end to end (report_reply received): {rate:8.1f}   ({count} in the window; "
-              f"report errors {stats['report_errors']}; reply latency {stats.get('reply_latency_ms')})")
-        print(f"  DynamoDB requests per processed report:                  {calls / max(count, 1):8.2f}   "
-              f"({calls} requests in the window: {', '.join(f'{op} {n}' for op, n in sorted(by_op.items()))})")
-        print(f"  baseline, same broker bare, publish→subscribe msgs/s:    {base_rate:8.1f}   ({base_count} in the window)")
+        print(
+            f"  processed reports/s end to end (report_reply received): {rate:8.1f}   ({count} in the window; "
+            f"report errors {stats['report_errors']}; reply latency {stats.get('reply_latency_ms')})"
+        )
+        print(
+            f"  DynamoDB requests per processed report:                  {calls / max(count, 1):8.2f}   "
+            f"({calls} requests in the window: {', '.join(f'{op} {n}' for op, n in sorted(by_op.items()))})"
+        )
+        print(
+            f"  baseline, same broker bare, publish→subscribe msgs/s:    {base_rate:8.1f}   ({base_count} in the window)"
+        )
         print(f"  ratio stack/bare:                                        {rate / max(base_rate, 1e-9):8.3f}")
-        print(f"  (bare broker offered {args.devices * args.bare_rate:.0f} msgs/s; on 2 shared cores the simulator "
-              "itself may be its limit, so the ratio is an upper bound on the stack's share)")
+        print(
+            f"  (bare broker offered {args.devices * args.bare_rate:.0f} msgs/s; on 2 shared cores the simulator "
+            "itself may be its limit, so the ratio is an upper bound on the stack's share)"
+        )
         return 0
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -7,23 +7,27 @@ e2e tests start the local stack in a subprocess with its own environment.
 The helper modules (shared code, never test modules) get pytest's assertion rewriting too, so a
 failed check inside a helper reports its values as one in a test does.
 """
+
 import os
 
 import pytest
 
-pytest.register_assert_rewrite("tests.helpers", "tests.receiver", "tests.integration.helpers", "tests.e2e.fleet",
-                               "tests.e2e.stack")
+pytest.register_assert_rewrite(
+    "tests.helpers", "tests.receiver", "tests.integration.helpers", "tests.e2e.fleet", "tests.e2e.stack"
+)
 
 os.environ.pop("AWS_ENDPOINT_URL", None)
-os.environ.update({
-    "FLEETBOX_STAGE": "test",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_DEV": "false",
-    "FLEETBOX_LOG_LEVEL": "WARNING",
-    "FLEETBOX_DEVICE_QUOTA": "50",
-})
+os.environ.update(
+    {
+        "FLEETBOX_STAGE": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_DEV": "false",
+        "FLEETBOX_LOG_LEVEL": "WARNING",
+        "FLEETBOX_DEVICE_QUOTA": "50",
+    }
+)

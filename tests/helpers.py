@@ -4,6 +4,7 @@ what a device signs and decrypts, and reading what the platform writes (batch CS
 Everything here is written from the spec (SPEC §6.2, §6.3, §6.5, §7.1), never from the
 product's code, so a test that checks the product with it stays an independent check.
 """
+
 from __future__ import annotations
 
 import base64
@@ -108,8 +109,9 @@ def decrypt(product_secret: str, payload: str, length: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ gateways (SPEC §6.5)
 
 
-def sign_gateway_bind(sub_pid: str, sub_dn: str, sub_secret: str, nonce: int | str, ts: int | str,
-                      algorithm: str = "hmacsha256") -> str:
+def sign_gateway_bind(
+    sub_pid: str, sub_dn: str, sub_secret: str, nonce: int | str, ts: int | str, algorithm: str = "hmacsha256"
+) -> str:
     """A gateway's bind signature for its subdevice: base64 HMAC of ``{pid}{dn};{random};{ts}``
     keyed with the subdevice secret's text."""
     digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1}[algorithm.lower()]
@@ -136,6 +138,7 @@ def read_batch_csv(data: bytes) -> list[dict[str, str]]:
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
     """(visible, in flight) messages of an SQS queue."""
     attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])

@@ -5,6 +5,7 @@ code (sorted token + Timestamp + Nonce), and the Standard Webhooks headers with 
 ``standardwebhooks`` package.  It answers the Echostr verification GET, and can fail a share
 of POSTs (``fail_rate``) or be stopped and restarted on the same port (receiver "down").
 """
+
 from __future__ import annotations
 
 import hashlib

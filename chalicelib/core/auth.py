@@ -12,6 +12,7 @@ Policy semantics, in the style of a cloud IAM policy:
 * an explicit ``deny`` wins over any ``allow``;
 * nothing allowed means denied.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,12 @@ from . import errors
 API_KEY_PREFIX = "fbk"
 #: actions whose routes return a secret after its creation (SPEC §2: secrets are write-only).
 #: Application credentials ship inside apps and never hold one of these, whatever a policy says.
-SECRET_ACTIONS = ("DescribeDeviceSecret", "DescribeProductSecret", "DescribeTopicRuleSecret",
-                  "DescribeDataStreamSecret")
+SECRET_ACTIONS = (
+    "DescribeDeviceSecret",
+    "DescribeProductSecret",
+    "DescribeTopicRuleSecret",
+    "DescribeDataStreamSecret",
+)
 _KEY_RE = re.compile(r"fbk_([a-z0-9]{16})\.([A-Za-z0-9_-]{43})")
 POLICY_VERSION = "2.0"
 SERVICE = "iotexplorer"
@@ -135,8 +140,7 @@ def _as_list(value: Any, path: str) -> list[str]:
         raise errors.POLICY_INVALID(f"{path} must be a non-empty list of strings", path)
     for i, v in enumerate(value):
         if not isinstance(v, str) or not v or len(v) > 256:
-            raise errors.POLICY_INVALID(f"{path}[{i}] must be a string of 1-256 characters",
-                                        f"{path}[{i}]")
+            raise errors.POLICY_INVALID(f"{path}[{i}] must be a string of 1-256 characters", f"{path}[{i}]")
     return value
 
 
@@ -150,6 +154,7 @@ def parse_policy(doc: Any, path: str = "policy") -> tuple[dict[str, Any], Policy
     ``path`` is where the document sits in the request ("policy" inside a principal,
     "" when the body is the policy), so errors name the field as the caller sent it.
     """
+
     def at(key: str) -> str:
         return f"{path}.{key}" if path else key
 
@@ -163,8 +168,7 @@ def parse_policy(doc: Any, path: str = "policy") -> tuple[dict[str, Any], Policy
         raise errors.POLICY_INVALID(f'{at("version")} must be "{POLICY_VERSION}"', at("version"))
     stmts = doc.get("statement")
     if not isinstance(stmts, list) or len(stmts) > 50:
-        raise errors.POLICY_INVALID(f"{at('statement')} must be a list of at most 50 statements",
-                                    at("statement"))
+        raise errors.POLICY_INVALID(f"{at('statement')} must be a list of at most 50 statements", at("statement"))
     norm, compiled = [], []
     for i, st in enumerate(stmts):
         sp = f"{at('statement')}[{i}]"
@@ -180,13 +184,17 @@ def parse_policy(doc: Any, path: str = "policy") -> tuple[dict[str, Any], Policy
         actions = _as_list(st.get("action"), f"{sp}.action")
         for j, a in enumerate(actions):
             if not _ACTION_RE.fullmatch(a):
-                raise errors.POLICY_INVALID(f'{sp}.action[{j}] must look like "iotexplorer:CreateDevice", '
-                                            '"iotexplorer:*" or "*"', f"{sp}.action[{j}]")
+                raise errors.POLICY_INVALID(
+                    f'{sp}.action[{j}] must look like "iotexplorer:CreateDevice", "iotexplorer:*" or "*"',
+                    f"{sp}.action[{j}]",
+                )
         resources = _as_list(st.get("resource"), f"{sp}.resource")
         for j, r in enumerate(resources):
             if not _RESOURCE_RE.fullmatch(r):
-                raise errors.POLICY_INVALID(f'{sp}.resource[{j}] must look like "product/ABCDEFGHIJ", '
-                                            '"product/ABCDEFGHIJ/*" or "*"', f"{sp}.resource[{j}]")
+                raise errors.POLICY_INVALID(
+                    f'{sp}.resource[{j}] must look like "product/ABCDEFGHIJ", "product/ABCDEFGHIJ/*" or "*"',
+                    f"{sp}.resource[{j}]",
+                )
         norm.append({"effect": effect, "action": list(actions), "resource": list(resources)})
         compiled.append(Statement(effect, tuple(actions), tuple(resources)))
     return {"version": POLICY_VERSION, "statement": norm}, Policy(tuple(compiled))
@@ -194,12 +202,15 @@ def parse_policy(doc: Any, path: str = "policy") -> tuple[dict[str, Any], Policy
 
 def compile_policy(doc: dict[str, Any]) -> Policy:
     """Compile a stored (already validated) policy document."""
-    return Policy(tuple(Statement(s["effect"], tuple(s["action"]), tuple(s["resource"]))
-                        for s in doc.get("statement", [])))
+    return Policy(
+        tuple(Statement(s["effect"], tuple(s["action"]), tuple(s["resource"])) for s in doc.get("statement", []))
+    )
 
 
-ADMIN_POLICY: dict[str, Any] = {"version": POLICY_VERSION,
-                                "statement": [{"effect": "allow", "action": ["*"], "resource": ["*"]}]}
+ADMIN_POLICY: dict[str, Any] = {
+    "version": POLICY_VERSION,
+    "statement": [{"effect": "allow", "action": ["*"], "resource": ["*"]}],
+}
 
 
 @dataclass(frozen=True)

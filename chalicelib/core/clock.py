@@ -1,4 +1,5 @@
 """The clock port: one place to read time, so tests can move it."""
+
 from __future__ import annotations
 
 import time

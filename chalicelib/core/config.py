@@ -4,6 +4,7 @@ This is the only module that reads ``os.environ``: everything else asks
 :func:`settings` so that tests can swap the configuration with
 :func:`reload_settings` and no setting is spelled twice.
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ declared once, below, as an :class:`ErrorCode` constant with its HTTP status
 so no handler ever chooses a status, nothing matches on message text, and a
 misspelt code is an ``AttributeError`` at import rather than a new wire code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,14 @@ class FleetboxError(Exception):
     programming error and raises :class:`ValueError`.  An explicit ``status`` overrides the
     registry's (the unmatched-route fallbacks answer the status API Gateway would)."""
 
-    def __init__(self, code: str | ErrorCode, message: str, field: str | None = None,
-                 status: int | None = None, details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        code: str | ErrorCode,
+        message: str,
+        field: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ):
         spec = code if isinstance(code, ErrorCode) else REGISTRY.get(code)
         if spec is None or REGISTRY.get(spec.code) is not spec:
             raise ValueError(f"{code!r} is not a registered error code (declare it in chalicelib/core/errors.py)")
@@ -93,8 +100,9 @@ class ErrorCode:
     status: int
     cloud: str
 
-    def __call__(self, message: str, field: str | None = None, *,
-                 details: dict[str, Any] | None = None) -> FleetboxError:
+    def __call__(
+        self, message: str, field: str | None = None, *, details: dict[str, Any] | None = None
+    ) -> FleetboxError:
         return FleetboxError(self, message, field, details=details)
 
 
@@ -324,6 +332,7 @@ INTERNAL_ERROR = _declare("InternalError")
 
 # ---- constructors for shapes whose code never varies ----
 
+
 def missing(field: str) -> FleetboxError:
     return MISSING_PARAMETER(f"{field} is required", field)
 
@@ -350,11 +359,17 @@ REGISTRATION: dict[str, tuple[ErrorCode, int, str]] = {
     "expired": (SIGNATURE_EXPIRE, 1011, "timestamp is more than 5 minutes away from server time"),
     "replayed": (NONCE_REUSED, 1012, "nonce already used within the last 5 minutes (replay)"),
     "product": (PRODUCT_NOT_EXIST, 1020, "product does not exist"),
-    "disabled": (DYNAMIC_REGISTER_DISABLED, 1021,
-                 "Not support dynamic device register: dynamic registration is off for this product"),
+    "disabled": (
+        DYNAMIC_REGISTER_DISABLED,
+        1021,
+        "Not support dynamic device register: dynamic registration is off for this product",
+    ),
     "not_exist": (DEVICE_NOT_EXIST, 1022, "Pre create mode: device not exists"),
-    "activated": (DEVICE_ALREADY_ACTIVATED, 1023,
-                  "device has already connected; delete it before registering it again"),
+    "activated": (
+        DEVICE_ALREADY_ACTIVATED,
+        1023,
+        "device has already connected; delete it before registering it again",
+    ),
     "device_disabled": (REGISTER_DEVICE_DISABLED, 1024, "device is disabled"),
     "limit": (DYNAMIC_REGISTER_LIMIT, 1025, "the product's dynamic registration limit is reached"),
     "quota": (DEVICE_EXCEED_LIMIT, 1026, "the account's device quota is exhausted"),

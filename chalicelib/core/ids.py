@@ -1,4 +1,5 @@
 """Identifier generation (SPEC §1)."""
+
 from __future__ import annotations
 
 import base64

@@ -6,6 +6,7 @@ tracing opens an X-Ray subsegment per request when the stage enables it.  The
 Metrics and Tracer objects (and aws_xray_sdk behind the tracer) are created on
 first use, so a stage that disables them never pays their import on cold start.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -6,6 +6,7 @@ cold start).  Each field knows how to validate a JSON value — raising a
 at fault and whose code is the field's own stable code — and how to describe
 itself as JSON Schema for ``/openapi.json``.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,17 @@ class Field:
 
     json_type: str | None = None
 
-    def __init__(self, *, required: bool = False, default: Any = _MISSING, nullable: bool = False,
-                 description: str = "", code: errors.ErrorCode | None = None, example: Any = _MISSING,
-                 read_only: bool = False):
+    def __init__(
+        self,
+        *,
+        required: bool = False,
+        default: Any = _MISSING,
+        nullable: bool = False,
+        description: str = "",
+        code: errors.ErrorCode | None = None,
+        example: Any = _MISSING,
+        read_only: bool = False,
+    ):
         if code is not None and not isinstance(code, errors.ErrorCode):
             raise TypeError(f"a field's code is an errors.ErrorCode, not {code!r}")
         self.required = required
@@ -81,9 +90,17 @@ class Field:
 class String(Field):
     json_type = "string"
 
-    def __init__(self, *, min_len: int = 0, max_len: int | None = None, pattern: str | None = None,
-                 rule: str | None = None, check: Callable[[str], bool] | None = None,
-                 schema_pattern: bool = True, **kw: Any):
+    def __init__(
+        self,
+        *,
+        min_len: int = 0,
+        max_len: int | None = None,
+        pattern: str | None = None,
+        rule: str | None = None,
+        check: Callable[[str], bool] | None = None,
+        schema_pattern: bool = True,
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.min_len = min_len
         self.max_len = max_len
@@ -216,8 +233,9 @@ class Boolean(Field):
 class Array(Field):
     json_type = "array"
 
-    def __init__(self, items: Field, *, min_items: int = 0, max_items: int | None = None,
-                 unique: bool = False, **kw: Any):
+    def __init__(
+        self, items: Field, *, min_items: int = 0, max_items: int | None = None, unique: bool = False, **kw: Any
+    ):
         super().__init__(**kw)
         self.items = items
         self.min_items = min_items
@@ -255,8 +273,7 @@ class Map(Field):
 
     json_type = "object"
 
-    def __init__(self, values: Field, *, keys: String | None = None, max_items: int | None = None,
-                 **kw: Any):
+    def __init__(self, values: Field, *, keys: String | None = None, max_items: int | None = None, **kw: Any):
         super().__init__(**kw)
         self.values = values
         self.keys = keys
@@ -302,8 +319,7 @@ class Model(Field):
 
     json_type = "object"
 
-    def __init__(self, name: str, fields: Mapping[str, Field], *, allow_extra: bool = False,
-                 **kw: Any):
+    def __init__(self, name: str, fields: Mapping[str, Field], *, allow_extra: bool = False, **kw: Any):
         super().__init__(**kw)
         self.name = name
         self.fields = dict(fields)
@@ -372,8 +388,11 @@ def collect_models(field: Field | None, found: dict[str, Model]) -> None:
 
 def page_of(item: Model) -> Model:
     """The list envelope of SPEC §16: {"items":[…],"total":n,"next":token|null}."""
-    return Model(f"{item.name}Page", {
-        "items": Array(item, required=True),
-        "total": Integer(nullable=True, required=True, description="total matching items when cheap to know"),
-        "next": String(nullable=True, required=True, description="opaque token for the next page"),
-    })
+    return Model(
+        f"{item.name}Page",
+        {
+            "items": Array(item, required=True),
+            "total": Integer(nullable=True, required=True, description="total matching items when cheap to know"),
+            "next": String(nullable=True, required=True, description="opaque token for the next page"),
+        },
+    )

@@ -9,6 +9,7 @@ A forwarder module (one per action kind) exposes:
 * ``RETRY_S`` — attempt offsets in seconds from the first attempt (default 1, 3, 10);
 * ``CODE`` — the diagnostic code of its failures (SPEC §5).
 """
+
 from __future__ import annotations
 
 import base64
@@ -51,23 +52,42 @@ def aws_failure(exc: BaseException, code: str) -> Outcome:
     err = response.get("Error", {}) if isinstance(response, dict) else {}
     name = str(err.get("Code") or type(exc).__name__)
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(response, dict) else None
-    permanent = name in ("AccessDenied", "AccessDeniedException", "ValidationException", "InvalidParameter",
-                         "InvalidParameterValue", "ResourceNotFoundException", "NoSuchBucket", "NotFound",
-                         "NonExistentQueue", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+    permanent = name in (
+        "AccessDenied",
+        "AccessDeniedException",
+        "ValidationException",
+        "InvalidParameter",
+        "InvalidParameterValue",
+        "ResourceNotFoundException",
+        "NoSuchBucket",
+        "NotFound",
+        "NonExistentQueue",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+    )
     text = str(err.get("Message") or exc)[:200]
     return Outcome(False, status=status, error=f"{name}: {text}", code=code, permanent=permanent)
 
 
-def text_field(action: dict, name: str, path: str, *, required: bool = True, max_len: int = 1024,
-               pattern: str | None = None, rule: str | None = None) -> str | None:
+def text_field(
+    action: dict,
+    name: str,
+    path: str,
+    *,
+    required: bool = True,
+    max_len: int = 1024,
+    pattern: str | None = None,
+    rule: str | None = None,
+) -> str | None:
     value = action.get(name)
     if value is None or value == "":
         if required:
             raise errors.missing(f"{path}.{name}")
         return None
     if not isinstance(value, str) or len(value) > max_len or (pattern and not re.fullmatch(pattern, value)):
-        raise errors.ACTION_INVALID(f"{path}.{name} {rule or f'must be a string of at most {max_len} characters'}",
-                                    f"{path}.{name}")
+        raise errors.ACTION_INVALID(
+            f"{path}.{name} {rule or f'must be a string of at most {max_len} characters'}", f"{path}.{name}"
+        )
     return value
 
 
@@ -77,14 +97,16 @@ def not_own(name: str, path: str) -> None:
     ``fleetbox-{stage}-sink-*`` (.chalice/policy-*.json), so name them that way."""
     prefix = settings().resource_prefix
     if name.startswith(prefix) and not name.startswith(prefix + "sink-"):
-        raise errors.ACTION_INVALID(f"{path}: Fleetbox's own resources cannot be rule targets; "
-                                    f"name targets {prefix}sink-…", path)
+        raise errors.ACTION_INVALID(
+            f"{path}: Fleetbox's own resources cannot be rule targets; name targets {prefix}sink-…", path
+        )
 
 
 def template_ok(text: str) -> bool:
     """Every ``${…}`` names a key (letters, digits, _ and . for nested keys)."""
     return all(re.fullmatch(r"[A-Za-z0-9_.\-]+", name) for name in _VAR.findall(text)) and text.count("${") == len(
-        _VAR.findall(text))
+        _VAR.findall(text)
+    )
 
 
 @dataclass
@@ -128,19 +150,29 @@ class Delivery:
     def http_envelope(self) -> dict[str, Any]:
         out = self.output
         ts_ms = int(self.msg.get("ts") or 0)
-        return {"devicename": self.device_name, "productid": self.product_id,
-                "payload": base64.b64encode(out).decode() if isinstance(out, (bytes, bytearray)) else out,
-                "seq": int(self.msg.get("seq") or 0), "timestamp": ts_ms // 1000, "timemills": ts_ms,
-                "topic": self.msg.get("topic", "")}
+        return {
+            "devicename": self.device_name,
+            "productid": self.product_id,
+            "payload": base64.b64encode(out).decode() if isinstance(out, (bytes, bytearray)) else out,
+            "seq": int(self.msg.get("seq") or 0),
+            "timestamp": ts_ms // 1000,
+            "timemills": ts_ms,
+            "topic": self.msg.get("topic", ""),
+        }
 
     def queue_envelope(self) -> dict[str, Any]:
         data = self.output_bytes()
         ts_ms = int(self.msg.get("ts") or 0)
-        env = {"MsgType": self.msg.get("mt") or "Publish", "Topic": self.msg.get("topic", ""),
-               "Seq": int(self.msg.get("seq") or 0), "PayloadLen": len(data),
-               "Payload": base64.b64encode(data).decode(), "ProductId": self.product_id,
-               "DeviceName": self.device_name,
-               "Time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000))}
+        env = {
+            "MsgType": self.msg.get("mt") or "Publish",
+            "Topic": self.msg.get("topic", ""),
+            "Seq": int(self.msg.get("seq") or 0),
+            "PayloadLen": len(data),
+            "Payload": base64.b64encode(data).decode(),
+            "ProductId": self.product_id,
+            "DeviceName": self.device_name,
+            "Time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms / 1000)),
+        }
         if self.msg.get("ev"):
             env["Event"] = self.msg["ev"]
         return env
@@ -150,8 +182,13 @@ class Delivery:
 
     # -- ${field} substitution
     def value_of(self, name: str) -> Any:
-        system = {"productId": self.product_id, "deviceName": self.device_name, "topic": self.msg.get("topic", ""),
-                  "timestamp": self.msg.get("ts"), "seq": self.msg.get("seq")}
+        system = {
+            "productId": self.product_id,
+            "deviceName": self.device_name,
+            "topic": self.msg.get("topic", ""),
+            "timestamp": self.msg.get("ts"),
+            "seq": self.msg.get("seq"),
+        }
         out = self.output
         if isinstance(out, dict):
             cur: Any = out

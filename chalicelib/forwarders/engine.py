@@ -23,6 +23,7 @@ Per job, one attempt, logged in the target's delivery log (``GET /v1/deliveries?
 The ``webhook-id`` (``msg_…``) is fixed when the job is created, so every attempt and replay of
 one message to one target carries the same id.
 """
+
 from __future__ import annotations
 
 import base64
@@ -145,8 +146,12 @@ def enqueue(jobs: list[dict[str, Any]], *, delay_s: float | list[float] = 0, str
 
         def flush(chunk: list[int], retry: list[int] = retry) -> None:
             try:
-                reply = _sqs().send_message_batch(QueueUrl=queue_url(), Entries=[
-                    {"Id": str(n), "MessageBody": bodies[i], "DelaySeconds": delays[i]} for n, i in enumerate(chunk)])
+                reply = _sqs().send_message_batch(
+                    QueueUrl=queue_url(),
+                    Entries=[
+                        {"Id": str(n), "MessageBody": bodies[i], "DelaySeconds": delays[i]} for n, i in enumerate(chunk)
+                    ],
+                )
             except Exception:  # noqa: BLE001 - the whole call failed: retry its entries
                 logger.exception("forward queue SendMessageBatch failed")
                 retry.extend(chunk)
@@ -200,7 +205,9 @@ class Stats:
         if not self.followups:
             return set()
         now = clock.now_ms()
-        refused = enqueue([j for _, j, _ in self.followups], delay_s=[(due - now) / 1000 for _, _, due in self.followups])
+        refused = enqueue(
+            [j for _, j, _ in self.followups], delay_s=[(due - now) / 1000 for _, _, due in self.followups]
+        )
         return {self.followups[i][0] for i in refused}
 
     def write_rows(self) -> None:
@@ -236,14 +243,22 @@ class Stats:
 # ===================================================================== delivery log, dead letters
 
 
-def log_attempt(stats: Stats, target_id: str, webhook_id: str, attempt: int, outcome: Outcome,
-                started_ms: int) -> None:
+def log_attempt(stats: Stats, target_id: str, webhook_id: str, attempt: int, outcome: Outcome, started_ms: int) -> None:
     """One delivery-log row (time = when the attempt started), written with the batch."""
-    stats.log(DeliveryRecord(target=target_id, ts=f"{started_ms:013d}#{secrets.token_hex(3)}", webhook_id=webhook_id,
-                             attempt=attempt, ok=outcome.ok, status=outcome.status, latency_ms=outcome.latency_ms,
-                             error=(outcome.error or None) and outcome.error[:300],
-                             snippet=(outcome.snippet or None) and outcome.snippet[:256],
-                             expires_at=started_ms // 1000 + settings().delivery_log_days * 86400))
+    stats.log(
+        DeliveryRecord(
+            target=target_id,
+            ts=f"{started_ms:013d}#{secrets.token_hex(3)}",
+            webhook_id=webhook_id,
+            attempt=attempt,
+            ok=outcome.ok,
+            status=outcome.status,
+            latency_ms=outcome.latency_ms,
+            error=(outcome.error or None) and outcome.error[:300],
+            snippet=(outcome.snippet or None) and outcome.snippet[:256],
+            expires_at=started_ms // 1000 + settings().delivery_log_days * 86400,
+        )
+    )
 
 
 def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: int) -> str:
@@ -253,16 +268,28 @@ def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: i
     msg = job.get("msg") or {}
     stored = {k: v for k, v in job.items() if k not in ("dl", "why", "e")}
     stored.update({"n": 0, "t0": None, "st": "a"})
-    rec = DeadLetterRecord(account=ACCOUNT, letter_id=letter_id, target=target_id, rule=job.get("r"),
-                           resource=job.get("own") or (f"rule/{job['r']}" if job.get("r") else None),
-                           product_id=msg.get("pid") or job.get("pid"), device_name=msg.get("dn") or job.get("dn"),
-                           reason=reason[:1000], attempts=attempts, status="dead", job=stored,
-                           webhook_id=job.get("id"), created_at=now // 1000, updated_at=now // 1000,
-                           replays=int(job.get("rp") or 0),
-                           expires_at=now // 1000 + settings().dead_letter_days * 86400)
+    rec = DeadLetterRecord(
+        account=ACCOUNT,
+        letter_id=letter_id,
+        target=target_id,
+        rule=job.get("r"),
+        resource=job.get("own") or (f"rule/{job['r']}" if job.get("r") else None),
+        product_id=msg.get("pid") or job.get("pid"),
+        device_name=msg.get("dn") or job.get("dn"),
+        reason=reason[:1000],
+        attempts=attempts,
+        status="dead",
+        job=stored,
+        webhook_id=job.get("id"),
+        created_at=now // 1000,
+        updated_at=now // 1000,
+        replays=int(job.get("rp") or 0),
+        expires_at=now // 1000 + settings().dead_letter_days * 86400,
+    )
     rec.save()
-    logger.warning("delivery dead-lettered", extra={"target": target_id, "letter_id": letter_id,
-                                                    "reason": reason[:200]})
+    logger.warning(
+        "delivery dead-lettered", extra={"target": target_id, "letter_id": letter_id, "reason": reason[:200]}
+    )
     return letter_id
 
 
@@ -270,7 +297,8 @@ def letter_delivered(letter_id: str) -> None:
     """A replayed dead letter got through: mark it ``replayed``."""
     try:
         DeadLetterRecord(account=ACCOUNT, letter_id=letter_id).update(
-            actions=[DeadLetterRecord.status.set("replayed"), DeadLetterRecord.updated_at.set(clock.now_s())])
+            actions=[DeadLetterRecord.status.set("replayed"), DeadLetterRecord.updated_at.set(clock.now_s())]
+        )
     except Exception:  # noqa: BLE001
         logger.exception("marking a replayed dead letter failed", extra={"letter_id": letter_id})
 
@@ -309,8 +337,9 @@ def _hook_plan(job: dict[str, Any]) -> _Plan:
     target = job["target"]
     body = base64.b64decode(job.get("body") or "")
     d = Delivery(job=job, action=target, rule=None, webhook_id=job["id"], target_id=job["tid"])
-    return _Plan(d, lambda d=d: webhook.attempt(target, body, d.webhook_id), RETRY_S,
-                 diagnostics.FORWARD_THIRD_SYSTEM_ERR)
+    return _Plan(
+        d, lambda d=d: webhook.attempt(target, body, d.webhook_id), RETRY_S, diagnostics.FORWARD_THIRD_SYSTEM_ERR
+    )
 
 
 def _rule_plan(job: dict[str, Any], rule: Any, index: int, error_stage: bool) -> _Plan | str:
@@ -329,8 +358,12 @@ def _attempt(plan: _Plan) -> Outcome:
     try:
         return plan.send()
     except MissingField as exc:
-        return Outcome(False, error=f"the rule output has no field {exc.args[0]!r}", code=diagnostics.PAYLOAD_NO_FIELD,
-                       permanent=True)
+        return Outcome(
+            False,
+            error=f"the rule output has no field {exc.args[0]!r}",
+            code=diagnostics.PAYLOAD_NO_FIELD,
+            permanent=True,
+        )
     except Exception as exc:  # noqa: BLE001 - a forwarder bug is this attempt's failure, with the reason
         logger.exception("forwarder raised", extra={"target": plan.delivery.target_id})
         return Outcome(False, error=f"{type(exc).__name__}: {str(exc)[:200]}", code=plan.code)
@@ -432,8 +465,12 @@ def _run_error_actions(job: dict[str, Any], rule: Any, stats: Stats) -> None:
         results.append("the rule has no error actions any more")
     if results:
         stats.add(rule.name, "dead_letters")
-        dead_letter(job, target_id=f"rule/{rule.name}/{job.get('a')}",
-                    reason=f"{why}; error actions failed: " + "; ".join(results), attempts=int(job.get("n") or 0))
+        dead_letter(
+            job,
+            target_id=f"rule/{rule.name}/{job.get('a')}",
+            reason=f"{why}; error actions failed: " + "; ".join(results),
+            attempts=int(job.get("n") or 0),
+        )
     elif job.get("dl"):
         letter_delivered(job["dl"])
 

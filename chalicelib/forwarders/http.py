@@ -3,6 +3,7 @@
 Settings: ``url`` (SSRF-checked), optional ``token`` (SHA1 signature headers, also used by the
 Echostr verification on enable), ``secret`` (Standard Webhooks; generated when absent).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,16 +19,22 @@ __all__ = ["CODE", "RETRY_S", "validate", "send", "verify"]
 
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
     url = webhook.check_url(action.get("url"), f"{path}.url")
-    token = text_field(action, "token", path, required=False, max_len=64,
-                       pattern=r"[A-Za-z0-9_\-]{1,64}", rule="must be 1-64 letters, digits, _ or -")
+    token = text_field(
+        action,
+        "token",
+        path,
+        required=False,
+        max_len=64,
+        pattern=r"[A-Za-z0-9_\-]{1,64}",
+        rule="must be 1-64 letters, digits, _ or -",
+    )
     secret = action.get("secret") or webhook.new_secret()
     if not isinstance(secret, str) or not secret.startswith("whsec_"):
         raise errors.ACTION_INVALID(f"{path}.secret must be whsec_ followed by base64", f"{path}.secret")
     try:
         webhook.standard_signature(secret, "x", 0, b"")
     except (ValueError, TypeError):
-        raise errors.ACTION_INVALID(f"{path}.secret must be whsec_ followed by base64",
-                                    f"{path}.secret") from None
+        raise errors.ACTION_INVALID(f"{path}.secret must be whsec_ followed by base64", f"{path}.secret") from None
     out = {"type": "http", "url": url, "secret": secret}
     if token:
         out["token"] = token

@@ -4,6 +4,7 @@
 original message's unless the action sets ``qos``; QoS 1 failures (no subscriber received it,
 or the publisher failed) retry after 3 s, 6 s and 9 s; a QoS 0 publish is attempted once.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,11 +20,16 @@ TOPIC_RE = r"[A-Za-z0-9_\-/${}.]{1,128}"
 
 
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
-    topic = text_field(action, "topic", path, max_len=128, pattern=TOPIC_RE,
-                       rule="must be 1-128 characters: letters, digits, _ - / and ${field} variables")
+    topic = text_field(
+        action,
+        "topic",
+        path,
+        max_len=128,
+        pattern=TOPIC_RE,
+        rule="must be 1-128 characters: letters, digits, _ - / and ${field} variables",
+    )
     if topic is None or not template_ok(topic) or "+" in topic or "#" in topic or topic.startswith("$"):
-        raise errors.ACTION_INVALID(f"{path}.topic must be a topic name; ${{…}} must name a key",
-                                    f"{path}.topic")
+        raise errors.ACTION_INVALID(f"{path}.topic must be a topic name; ${{…}} must name a key", f"{path}.topic")
     out: dict[str, Any] = {"type": "republish", "topic": topic}
     qos = action.get("qos")
     if qos is not None:

@@ -1,5 +1,6 @@
 """S3 action: the rule output (JSON, or the raw bytes of a binary payload) as one object of
 ``bucket`` at ``key`` (a template; default ``rules/${productId}/${deviceName}/${timestamp}-${seq}.json``)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,9 @@ __all__ = ["CODE", "RETRY_S", "validate", "send"]
 
 
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
-    bucket = text_field(action, "bucket", path, pattern=r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]",
-                        rule="must be an S3 bucket name")
+    bucket = text_field(
+        action, "bucket", path, pattern=r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", rule="must be an S3 bucket name"
+    )
     key = text_field(action, "key", path, required=False, max_len=512) or DEFAULT_KEY
     if not template_ok(key):
         raise errors.ACTION_INVALID(f"{path}.key: ${{…}} must name a key", f"{path}.key")

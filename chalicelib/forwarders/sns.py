@@ -1,4 +1,5 @@
 """SNS action: the queue envelope (SPEC §9.1) published to ``topic_arn``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,13 @@ __all__ = ["CODE", "RETRY_S", "validate", "send"]
 
 
 def validate(action: dict[str, Any], path: str) -> dict[str, Any]:
-    arn = text_field(action, "topic_arn", path, pattern=r"arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-.]{1,256}",
-                     rule="must be an SNS topic ARN")
+    arn = text_field(
+        action,
+        "topic_arn",
+        path,
+        pattern=r"arn:aws[a-z\-]*:sns:[a-z0-9\-]+:\d{12}:[A-Za-z0-9_\-.]{1,256}",
+        rule="must be an SNS topic ARN",
+    )
     not_own(arn.rsplit(":", 1)[-1], f"{path}.topic_arn")
     return {"type": "sns", "topic_arn": arn}
 

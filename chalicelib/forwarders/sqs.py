@@ -1,4 +1,5 @@
 """SQS action: the queue envelope (SPEC §9.1) as one message to ``queue_url``."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -22,6 +22,7 @@ address.  Connections come from one pooled ``requests.Session`` per process; eve
 attempt never outlives :data:`MAX_ATTEMPT_S` — far under the forward queue's visibility timeout.
 Redirects are not followed (a redirect could point anywhere, SSRF).
 """
+
 from __future__ import annotations
 
 import base64
@@ -47,8 +48,11 @@ from ..protocol import diagnostics
 USER_AGENT = "Fleetbox-Webhook/1.0"
 SNIPPET = 256
 _NONCE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
-             ipaddress.ip_address("100.100.100.200")}
+_METADATA = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("100.100.100.200"),
+}
 
 
 def max_attempt_s() -> float:
@@ -69,8 +73,13 @@ class Target:
     def of(cls, value: Target | Mapping[str, Any]) -> Target:
         if isinstance(value, Target):
             return value
-        return cls(url=value["url"], token=value.get("token") or None, secret=value.get("secret") or None,
-                   user_agent=value.get("user_agent") or None, headers=dict(value.get("headers") or {}))
+        return cls(
+            url=value["url"],
+            token=value.get("token") or None,
+            secret=value.get("secret") or None,
+            user_agent=value.get("user_agent") or None,
+            headers=dict(value.get("headers") or {}),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"url": self.url}
@@ -91,7 +100,7 @@ class Outcome:
     latency_ms: int = 0
     snippet: str | None = None
     error: str | None = None
-    code: str | None = None            # the SPEC §5 diagnostic code of a failure
+    code: str | None = None  # the SPEC §5 diagnostic code of a failure
     retry_after_s: float | None = None
     permanent: bool = False
     gone: bool = False
@@ -161,11 +170,15 @@ def signed_headers(target: Target, body: bytes, webhook_id: str, now_s: int | No
     headers.update(target.headers)
     if target.token:
         n = nonce()
-        headers.update({"Timestamp": str(now_s), "Nonce": n,
-                        "Signature": sha1_signature(target.token, str(now_s), n)})
+        headers.update({"Timestamp": str(now_s), "Nonce": n, "Signature": sha1_signature(target.token, str(now_s), n)})
     if target.secret:
-        headers.update({"webhook-id": webhook_id, "webhook-timestamp": str(now_s),
-                        "webhook-signature": standard_signature(target.secret, webhook_id, now_s, body)})
+        headers.update(
+            {
+                "webhook-id": webhook_id,
+                "webhook-timestamp": str(now_s),
+                "webhook-signature": standard_signature(target.secret, webhook_id, now_s, body),
+            }
+        )
     return headers
 
 
@@ -370,23 +383,42 @@ def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> O
         return Outcome(False, error=f"blocked: {exc}", code=diagnostics.FORWARD_THIRD_SYSTEM_ERR, permanent=True)
     s = settings()
     try:
-        resp = session().post(target.url, data=data, headers=signed_headers(target, data, webhook_id),
-                              timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
-                              allow_redirects=False, stream=True)
+        resp = session().post(
+            target.url,
+            data=data,
+            headers=signed_headers(target, data, webhook_id),
+            timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
+            allow_redirects=False,
+            stream=True,
+        )
     except Blocked as exc:
-        return Outcome(False, latency_ms=_ms(started), error=f"blocked: {exc}", code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
-                       permanent=True)
+        return Outcome(
+            False,
+            latency_ms=_ms(started),
+            error=f"blocked: {exc}",
+            code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
+            permanent=True,
+        )
     except requests.exceptions.ConnectTimeout:
-        return Outcome(False, latency_ms=_ms(started), error="connect timeout",
-                       code=diagnostics.FORWARD_THIRD_NOT_RESPONDING)
+        return Outcome(
+            False, latency_ms=_ms(started), error="connect timeout", code=diagnostics.FORWARD_THIRD_NOT_RESPONDING
+        )
     except requests.exceptions.ReadTimeout:
-        return Outcome(False, latency_ms=_ms(started), error="read timeout", code=diagnostics.FORWARD_THIRD_NOT_RESPONDING)
+        return Outcome(
+            False, latency_ms=_ms(started), error="read timeout", code=diagnostics.FORWARD_THIRD_NOT_RESPONDING
+        )
     except requests.exceptions.ConnectionError as exc:
-        return Outcome(False, latency_ms=_ms(started), error=_failure_kind(exc),
-                       code=diagnostics.FORWARD_THIRD_NOT_RESPONDING)
+        return Outcome(
+            False, latency_ms=_ms(started), error=_failure_kind(exc), code=diagnostics.FORWARD_THIRD_NOT_RESPONDING
+        )
     except requests.exceptions.RequestException as exc:
-        return Outcome(False, latency_ms=_ms(started), error=_failure_kind(exc),
-                       code=diagnostics.FORWARD_THIRD_SYSTEM_ERR, permanent=isinstance(exc, ValueError))
+        return Outcome(
+            False,
+            latency_ms=_ms(started),
+            error=_failure_kind(exc),
+            code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
+            permanent=isinstance(exc, ValueError),
+        )
     status = resp.status_code
     try:
         raw = _drain(resp, started + max_attempt_s())
@@ -397,11 +429,26 @@ def attempt(target: Target | Mapping[str, Any], body: Any, webhook_id: str) -> O
     if 200 <= status < 300:
         return Outcome(True, status, latency, snippet)
     if status == 410:
-        return Outcome(False, status, latency, snippet, error="410 Gone: the receiver asked to stop",
-                       code=diagnostics.FORWARD_THIRD_SYSTEM_ERR, permanent=True, gone=True)
+        return Outcome(
+            False,
+            status,
+            latency,
+            snippet,
+            error="410 Gone: the receiver asked to stop",
+            code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
+            permanent=True,
+            gone=True,
+        )
     retry_after = _retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
-    return Outcome(False, status, latency, snippet, error=f"HTTP {status}", code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
-                   retry_after_s=retry_after)
+    return Outcome(
+        False,
+        status,
+        latency,
+        snippet,
+        error=f"HTTP {status}",
+        code=diagnostics.FORWARD_THIRD_SYSTEM_ERR,
+        retry_after_s=retry_after,
+    )
 
 
 def _ms(started: float) -> int:
@@ -452,25 +499,34 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
     s = settings()
     started = time.monotonic()
     try:
-        resp = session().get(url, headers=headers, timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
-                             allow_redirects=False, stream=True)
+        resp = session().get(
+            url,
+            headers=headers,
+            timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
+            allow_redirects=False,
+            stream=True,
+        )
     except (requests.exceptions.RequestException, Blocked) as exc:
-        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification request failed: {_failure_kind(exc)}",
-                                          field) from None
+        raise errors.INVALID_CALLBACK_URL(
+            f"{field}: the verification request failed: {_failure_kind(exc)}", field
+        ) from None
     try:
         raw = _read_limited(resp, 1024, started + max_attempt_s())
         status = resp.status_code
     except requests.exceptions.RequestException as exc:
-        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification response failed: {_failure_kind(exc)}",
-                                          field) from None
+        raise errors.INVALID_CALLBACK_URL(
+            f"{field}: the verification response failed: {_failure_kind(exc)}", field
+        ) from None
     finally:
         resp.close()
     # what failed, never what the other side said: quoting its body would make this check a way
     # to read (or port-scan) services the caller cannot reach
     if status != 200:
-        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification GET answered HTTP {status}, not 200",
-                                          field)
+        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification GET answered HTTP {status}, not 200", field)
     if raw.decode("utf-8", errors="replace").strip() != echostr:
-        raise errors.INVALID_CALLBACK_URL(f"{field}: the verification GET must answer the Echostr header's "
-                                          "value as its body; it answered something else", field)
+        raise errors.INVALID_CALLBACK_URL(
+            f"{field}: the verification GET must answer the Echostr header's "
+            "value as its body; it answered something else",
+            field,
+        )
     logger.info("callback URL verified", extra={"host": urlsplit(url).hostname})

@@ -10,6 +10,7 @@ action is a required argument, no ``/v1`` route can exist without a policy
 check, and because the registry keeps every route's models, ``/openapi.json``
 is generated from the very models that validate requests.
 """
+
 from __future__ import annotations
 
 import base64
@@ -117,8 +118,11 @@ def _json_response(status: int, body: Any, request_id: str, extra: Mapping[str, 
     headers = {"Content-Type": _JSON, "x-request-id": request_id}
     if extra:
         headers.update(extra)
-    return Response(body=json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
-                    status_code=status, headers=headers)
+    return Response(
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
+        status_code=status,
+        headers=headers,
+    )
 
 
 def error_response(err: errors.FleetboxError, request_id: str) -> Response:
@@ -182,14 +186,28 @@ def _authenticate(request: Any) -> Principal:
     return access.authenticate(token.strip())
 
 
-def _audit(spec: RouteSpec, ctx_principal: Principal | None, resource: str, status: int,
-           code: str | None, request_id: str, source_ip: str | None) -> None:
+def _audit(
+    spec: RouteSpec,
+    ctx_principal: Principal | None,
+    resource: str,
+    status: int,
+    code: str | None,
+    request_id: str,
+    source_ip: str | None,
+) -> None:
     if ctx_principal is None or not spec.mutating:
         return
     try:
-        audit.record(principal_id=ctx_principal.principal_id, key_id=ctx_principal.key_id,
-                     action=qualify(spec.action or ""), resource=resource, status=status,
-                     result=code or "Success", request_id=request_id, source_ip=source_ip)
+        audit.record(
+            principal_id=ctx_principal.principal_id,
+            key_id=ctx_principal.key_id,
+            action=qualify(spec.action or ""),
+            resource=resource,
+            status=status,
+            result=code or "Success",
+            request_id=request_id,
+            source_ip=source_ip,
+        )
     except Exception:  # noqa: BLE001 - the audit must not turn a done change into a failure; log loudly
         logger.exception("audit write failed", extra={"request_id": request_id, "action": spec.action})
 
@@ -229,8 +247,7 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
             if raw_body is None and not request.raw_body:
                 raw_body = {}  # no body at all: every field takes its default (or is missing)
             if not isinstance(raw_body, dict):
-                raise errors.INVALID_BODY("the request body must be a JSON object",
-                                          "body")
+                raise errors.INVALID_BODY("the request body must be a JSON object", "body")
             body = spec.body.validate(raw_body, "")
         if principal is not None and spec.action and spec.owner is not None:
             # the item's own resource, read once the request is known to be well formed
@@ -262,17 +279,40 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         _audit(spec, principal, resource, status, code, request_id, source_ip)
         observability.request_done(qualify(spec.action or spec.path), status)
-        logger.info("request", extra={"method": spec.method, "path": spec.path, "status": status,
-                                      "code": code, "duration_ms": elapsed_ms,
-                                      "principal": principal.principal_id if principal else None})
+        logger.info(
+            "request",
+            extra={
+                "method": spec.method,
+                "path": spec.path,
+                "status": status,
+                "code": code,
+                "duration_ms": elapsed_ms,
+                "principal": principal.principal_id if principal else None,
+            },
+        )
         logger.thread_safe_clear_keys()
 
 
-def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource: Resource | str | None,
-          summary: str, tag: str, body: Model | None = None, query: Mapping[str, Field] | None = None,
-          response: Field | None = None, status: int = 200, listing: bool = False, item_action: str | None = None,
-          owner: Owner | None = None, public: bool = False, produces: str = _JSON,
-          errors_: tuple[int, ...] = ()) -> Callable[[Callable[[Ctx], Any]], Callable[[Ctx], Any]]:
+def route(
+    bp: Blueprint,
+    method: str,
+    path: str,
+    *,
+    action: str | None,
+    resource: Resource | str | None,
+    summary: str,
+    tag: str,
+    body: Model | None = None,
+    query: Mapping[str, Field] | None = None,
+    response: Field | None = None,
+    status: int = 200,
+    listing: bool = False,
+    item_action: str | None = None,
+    owner: Owner | None = None,
+    public: bool = False,
+    produces: str = _JSON,
+    errors_: tuple[int, ...] = (),
+) -> Callable[[Callable[[Ctx], Any]], Callable[[Ctx], Any]]:
     """Register a route.  ``action``/``resource`` are mandatory unless ``public``.
 
     ``listing`` marks a list: the kit checks the action is allowed somewhere and the handler
@@ -283,9 +323,24 @@ def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource
         raise ValueError(f"{method} {path}: a non-public route needs an action")
     if listing and owner is not None:
         raise ValueError(f"{method} {path}: a route is a list or an item route, not both")
-    spec = RouteSpec(method=method, path=path, action=action, resource=resource, summary=summary, tag=tag,
-                     body=body, query=dict(query or {}), response=response, status=status, listing=listing,
-                     item_action=item_action, owner=owner, public=public, produces=produces, errors=errors_)
+    spec = RouteSpec(
+        method=method,
+        path=path,
+        action=action,
+        resource=resource,
+        summary=summary,
+        tag=tag,
+        body=body,
+        query=dict(query or {}),
+        response=response,
+        status=status,
+        listing=listing,
+        item_action=item_action,
+        owner=owner,
+        public=public,
+        produces=produces,
+        errors=errors_,
+    )
 
     def decorate(handler: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:
         def view(**params: str) -> Response:
@@ -300,12 +355,26 @@ def route(bp: Blueprint, method: str, path: str, *, action: str | None, resource
     return decorate
 
 
-def document(method: str, path: str, *, summary: str, tag: str, body: Model | None, response: Field,
-             produces: str = _JSON) -> None:
+def document(
+    method: str, path: str, *, summary: str, tag: str, body: Model | None, response: Field, produces: str = _JSON
+) -> None:
     """List a public route that answers outside the kit (e.g. device registration, which signs with
     the ProductSecret and always answers 200) in /openapi.json, from its own models."""
-    ROUTES.append(RouteSpec(method=method, path=path, action=None, resource=None, summary=summary, tag=tag,
-                            body=body, response=response, status=200, public=True, produces=produces))
+    ROUTES.append(
+        RouteSpec(
+            method=method,
+            path=path,
+            action=None,
+            resource=None,
+            summary=summary,
+            tag=tag,
+            body=body,
+            response=response,
+            status=200,
+            public=True,
+            produces=produces,
+        )
+    )
 
 
 # ----------------------------------------------------------------- paging
@@ -327,9 +396,14 @@ def decode_token(token: str | None) -> dict[str, Any] | None:
         if not isinstance(value, dict) or not 0 < len(value) <= 4:
             raise ValueError("not a key")
         for attr, typed in value.items():
-            if (not isinstance(attr, str) or not isinstance(typed, dict) or len(typed) != 1
-                    or next(iter(typed)) not in ("S", "N") or not isinstance(next(iter(typed.values())), str)
-                    or not 0 < len(next(iter(typed.values()))) <= 1024):
+            if (
+                not isinstance(attr, str)
+                or not isinstance(typed, dict)
+                or len(typed) != 1
+                or next(iter(typed)) not in ("S", "N")
+                or not isinstance(next(iter(typed.values())), str)
+                or not 0 < len(next(iter(typed.values()))) <= 1024
+            ):
                 raise ValueError("not a key")
         return value
     except (ValueError, UnicodeDecodeError, TypeError):
@@ -354,9 +428,9 @@ def not_found_response(path: str) -> Response:
 
 def method_not_allowed_response(method: str, path: str, allowed: list[str]) -> Response:
     request_id = ids.request_id()
-    err = errors.FleetboxError(errors.METHOD_NOT_ALLOWED,
-                               f"{method} is not allowed on {path}; use {', '.join(allowed)}",
-                               None, status=405)
+    err = errors.FleetboxError(
+        errors.METHOD_NOT_ALLOWED, f"{method} is not allowed on {path}; use {', '.join(allowed)}", None, status=405
+    )
     response = error_response(err, request_id)
     response.headers["Allow"] = ", ".join(allowed)
     return response

@@ -4,6 +4,7 @@ Registered in app.py with ``app.register_blueprint(authorizer.bp)``; ``chalice p
 names the function ``fleetbox-<stage>-mqtt_authorizer`` (logical id ``MqttAuthorizer``),
 which infra/aws/resources.yaml wires to the AWS::IoT::Authorizer.
 """
+
 from __future__ import annotations
 
 from typing import Any

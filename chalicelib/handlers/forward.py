@@ -4,6 +4,7 @@ The jobs of one batch run concurrently, so a batch lasts about one attempt (≤ 
 failed attempt re-queues its job with a delay instead of failing the message, so a record is
 reported in the partial batch response only when its follow-up could not be queued.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@ only the messages whose writes failed are named, so the event source mapping (wi
 ``ReportBatchItemFailures``) redelivers from the first of them and one bad payload never
 blocks its neighbours.  ``presence`` receives IoT Core lifecycle events.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,12 +31,12 @@ def uplink(event: Any) -> dict[str, Any]:
             messages.append(UplinkMessage.from_record(record.data))
             sequence.append(record.sequence_number)
         except Exception:  # noqa: BLE001 - an unreadable record is dropped, never retried forever
-            logger.exception("unreadable uplink record dropped",
-                             extra={"sequence_number": getattr(record, "sequence_number", None)})
+            logger.exception(
+                "unreadable uplink record dropped", extra={"sequence_number": getattr(record, "sequence_number", None)}
+            )
     result = pipeline.process_batch(messages)
     if result.failed:
-        logger.warning("uplink messages to redeliver", extra={"failed": len(result.failed),
-                                                              "batch": len(messages)})
+        logger.warning("uplink messages to redeliver", extra={"failed": len(result.failed), "batch": len(messages)})
     return {"batchItemFailures": [{"itemIdentifier": sequence[i]} for i in result.failed]}
 
 

@@ -1,4 +1,5 @@
 """HTTP middleware: every response, even Chalice's own, carries x-request-id and our error envelope."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ Thin: each SQS record's body goes to ``services.jobs.run`` through Powertools'
 so only they are re-delivered (the event source mapping has ``ReportBatchItemFailures``,
 infra/aws/resources.yaml).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,12 +27,14 @@ def jobs_worker(event: Any) -> dict[str, Any]:
         try:
             jobs.run(record.body)
         except Exception:
-            logger.exception("job step failed; the message will be re-delivered",
-                             extra={"message_id": record.message_id})
+            logger.exception(
+                "job step failed; the message will be re-delivered", extra={"message_id": record.message_id}
+            )
             raise
 
-    return process_partial_response(event=event.to_dict(), record_handler=step,
-                                    processor=BatchProcessor(event_type=EventType.SQS))  # type: ignore[no-any-return]
+    return process_partial_response(
+        event=event.to_dict(), record_handler=step, processor=BatchProcessor(event_type=EventType.SQS)
+    )  # type: ignore[no-any-return]
 
 
 @bp.schedule(Rate(1, unit=Rate.MINUTES), name="ticks")

@@ -10,6 +10,7 @@ raw value back strip one leading ``'`` from cells where it precedes one of those
 (:func:`unescape_cell`); a cell that already starts with quotes before such a character gets one
 more, so the round trip is exact.
 """
+
 from __future__ import annotations
 
 import csv

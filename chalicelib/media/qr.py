@@ -10,6 +10,7 @@ which matters when a batch prints 10,000 of them on a shared CPU:
 The output is a plain greyscale PNG (bit depth 1), ``box`` pixels per module, a quiet zone of
 ``border`` modules, as scanners expect.
 """
+
 from __future__ import annotations
 
 import struct
@@ -52,8 +53,12 @@ def png_from_matrix(modules: list[list[Any]], box: int = BOX, border: int = BORD
         rows.extend([row] * box)
     rows.extend([quiet] * (border * box))
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(b"".join(rows), 6)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def png(content: str) -> bytes:
@@ -70,6 +75,8 @@ def svg(content: str, box: int = BOX, border: int = BORDER) -> str:
         for x, dark in enumerate(line):
             if dark:
                 parts.append(f"M{(x + border) * box},{(y + border) * box}h{box}v{box}h-{box}z")
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{side}" height="{side}" '
-            f'viewBox="0 0 {side} {side}" shape-rendering="crispEdges">'
-            f'<rect width="{side}" height="{side}" fill="#fff"/><path fill="#000" d="{"".join(parts)}"/></svg>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{side}" height="{side}" '
+        f'viewBox="0 0 {side} {side}" shape-rendering="crispEdges">'
+        f'<rect width="{side}" height="{side}" fill="#fff"/><path fill="#000" d="{"".join(parts)}"/></svg>'
+    )

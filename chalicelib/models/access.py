@@ -1,4 +1,5 @@
 """Principals, API keys and applications."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute

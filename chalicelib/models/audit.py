@@ -1,4 +1,5 @@
 """The audit log: pk = UTC day, sk = millisecond time + request id (newest-first queries)."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute

@@ -3,6 +3,7 @@
 Endpoints are never configured here: botocore honours ``AWS_ENDPOINT_URL``
 (the local stack points it at moto) and ``mock_aws`` intercepts in tests.
 """
+
 from __future__ import annotations
 
 import json

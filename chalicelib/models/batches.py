@@ -1,4 +1,5 @@
 """Mass production (SPEC §7): batch jobs, serial numbers, QR bindings."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute

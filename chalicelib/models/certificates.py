@@ -1,4 +1,5 @@
 """The account's device CA (pk "ca", sk "device") and other certificate material."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute

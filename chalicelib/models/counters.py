@@ -1,4 +1,5 @@
 """Atomic counters and uniqueness guards (pk/sk), e.g. the device quota and product names."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute

@@ -1,4 +1,5 @@
 """The devices table: pk product, sk device name; GSIs for status and firmware version."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import BooleanAttribute, ListAttribute, MapAttribute, NumberAttribute, UnicodeAttribute

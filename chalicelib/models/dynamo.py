@@ -8,6 +8,7 @@
 
 Every layer above ``models`` may use these (services, forwarders); nothing here knows a table.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,15 +19,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .txn import connection
 
-_RETRYABLE = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-              "InternalServerError", "ServiceUnavailable", "TransactionConflictException", "LimitExceededException"}
+_RETRYABLE = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+    "LimitExceededException",
+}
 
 
 def client() -> Any:
     """The botocore DynamoDB client PynamoDB uses."""
     return connection().client
-
-
 
 
 def to_av(value: Any) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def _number(text: str) -> int | float:
 
 
 def from_av(av: dict[str, Any]) -> Any:
-    (kind, v), = av.items()
+    ((kind, v),) = av.items()
     if kind == "N":
         return _number(v)
     if kind == "M":
@@ -79,9 +85,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
-
-
-
 
 
 def item(av_item: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ pk ``product_id`` (``-`` for account-wide events), sk ``{ms:013d}#{event_id}`` â
 events in a time range are one key query, newest first.  ``pending`` is set while durable
 subscribers have not all run; the sparse ``pending-index`` lets the re-dispatch tick find those.
 """
+
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute

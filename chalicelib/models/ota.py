@@ -13,6 +13,7 @@ indexes in one place and read items back.
   the sparse ``device-active-index`` (``active_device`` = "{pid}/{dn}" while unfinished) and the
   sparse ``due-index`` (task_id, ``due_at`` while pushed or upgrading).
 """
+
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute

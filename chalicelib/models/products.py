@@ -1,4 +1,5 @@
 """The products table: one item per product, thing model and custom topics inline."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute

@@ -3,6 +3,7 @@
 Per-rule statistics are atomic counters on the ``counters`` table (pk ``rule-stats``), so a
 rule edit (a whole-item save here) never races a counter update.
 """
+
 from __future__ import annotations
 
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
@@ -63,7 +64,7 @@ class DeadLetterRecord(Model):
     device_name = UnicodeAttribute(null=True)
     reason = UnicodeAttribute()
     attempts = NumberAttribute(default=0)
-    status = UnicodeAttribute(default="dead")      # dead | replaying | replayed
+    status = UnicodeAttribute(default="dead")  # dead | replaying | replayed
     job = JSONText()
     webhook_id = UnicodeAttribute(null=True)
     created_at = NumberAttribute()

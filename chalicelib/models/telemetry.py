@@ -1,4 +1,5 @@
 """Device data tables: property/event history, device logs, pending calls, gateway topology."""
+
 from __future__ import annotations
 
 from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
@@ -40,9 +41,9 @@ class CallRecord(Model):
 
     Meta = meta("calls")
 
-    key = UnicodeAttribute(hash_key=True)      # "{pid}/{dn}"
-    token = UnicodeAttribute(range_key=True)   # clientToken
-    kind = UnicodeAttribute()                  # control | action
+    key = UnicodeAttribute(hash_key=True)  # "{pid}/{dn}"
+    token = UnicodeAttribute(range_key=True)  # clientToken
+    kind = UnicodeAttribute()  # control | action
     action_id = UnicodeAttribute(null=True)
     params = JSONText(null=True)
     status = UnicodeAttribute(default="pending")  # pending | replied | timeout
@@ -59,6 +60,6 @@ class TopologyRecord(Model):
     Meta = meta("topology")
 
     gateway = UnicodeAttribute(hash_key=True)  # "{gw_pid}/{gw_dn}"
-    sub = UnicodeAttribute(range_key=True)     # "{pid}/{dn}"
+    sub = UnicodeAttribute(range_key=True)  # "{pid}/{dn}"
     bound_at = NumberAttribute()
     online = BooleanAttribute(default=False)

@@ -5,6 +5,7 @@ deletes, puts, updates), not in call order, so the cancellation reasons DynamoDB
 returns must be mapped back through that grouping.  :class:`Transaction` keeps a
 tag per operation and answers which tagged conditions failed.
 """
+
 from __future__ import annotations
 
 import random
@@ -61,8 +62,11 @@ class Transaction:
         """Tags of the operations whose condition failed."""
         order = [t for kind in self._KINDS for t in self._tags[kind]]
         reasons = getattr(exc, "cancellation_reasons", None) or []
-        return {order[i] for i, r in enumerate(reasons)
-                if r is not None and getattr(r, "code", None) == "ConditionalCheckFailed" and i < len(order)}
+        return {
+            order[i]
+            for i, r in enumerate(reasons)
+            if r is not None and getattr(r, "code", None) == "ConditionalCheckFailed" and i < len(order)
+        }
 
 
 def run(build: Callable[[Transaction], None], attempts: int = 6) -> None:
@@ -82,4 +86,4 @@ def run(build: Callable[[Transaction], None], attempts: int = 6) -> None:
             exc.failed_tags = tx.failed(exc)  # type: ignore[attr-defined]
             if exc.failed_tags or attempt == attempts - 1:  # type: ignore[attr-defined]
                 raise
-            time.sleep(min(0.5, 0.01 * 2 ** attempt) * (0.5 + random.random()))
+            time.sleep(min(0.5, 0.01 * 2**attempt) * (0.5 + random.random()))

@@ -4,6 +4,7 @@ The first block is the spec's list; then the failures the spec asks to be explai
 giving a code, and one code per rule-forwarder kind.  Every layer that writes a diagnostic
 (the broker, the uplink pipeline, the delivery engine) names its code from here.
 """
+
 from __future__ import annotations
 
 DEV_CONN_SYSTEM_ERR = "Dev_Conn_System_Err"

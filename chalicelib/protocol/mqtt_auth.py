@@ -13,6 +13,7 @@ Pure functions, no I/O.  Every refusal is a :class:`Refused` with a stable ``rea
 (for logs, diagnostics and the local broker) and a human ``message``; neither ever
 contains the password or the secret.
 """
+
 from __future__ import annotations
 
 import base64
@@ -133,8 +134,7 @@ def verify_password(username: str, given: str, secret_b64: str) -> str:
     return algorithm
 
 
-def authenticate(client_id: str | None, username: str, given_password: str, secret_b64: str,
-                 now_s: int) -> Username:
+def authenticate(client_id: str | None, username: str, given_password: str, secret_b64: str, now_s: int) -> Username:
     """The whole check once the device's secret is known: username shape, client id, expiry, password."""
     user = parse_username(username)
     check_client_id(user, client_id)
@@ -148,15 +148,24 @@ def check_client_id(user: Username, client_id: str | None) -> None:
         raise Refused(CLIENT_ID_MISMATCH, "the client id must be the username's {ProductId}{DeviceName}")
 
 
-def credentials(product_id: str, device_name: str, secret_b64: str, *, algorithm: str = "hmacsha256",
-                expiry: int | None = None, connid: str | None = None,
-                sdkappid: str = DEFAULT_SDKAPPID, now_s: int | None = None) -> tuple[str, str, str]:
+def credentials(
+    product_id: str,
+    device_name: str,
+    secret_b64: str,
+    *,
+    algorithm: str = "hmacsha256",
+    expiry: int | None = None,
+    connid: str | None = None,
+    sdkappid: str = DEFAULT_SDKAPPID,
+    now_s: int | None = None,
+) -> tuple[str, str, str]:
     """``(client_id, username, password)`` as a Tencent SDK device builds them (simulator, tests).
 
     Default expiry: now + 1 hour in seconds (pass a millisecond value to mimic the Python SDK).
     """
-    connid = connid or "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-                               for _ in range(5))
+    connid = connid or "".join(
+        secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") for _ in range(5)
+    )
     if expiry is None:
         expiry = int(now_s if now_s is not None else time.time()) + 3600
     username = f"{product_id}{device_name};{sdkappid};{connid};{expiry}"

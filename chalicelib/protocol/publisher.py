@@ -4,6 +4,7 @@ On AWS it is IoT Core's data-plane ``Publish``; in the local stack the embedded
 broker installs its own publisher at start-up (:func:`use`).  Domain code calls
 :func:`publish` and never knows which host it runs on.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,10 @@ def disconnect(client_id: str) -> bool:
     try:
         return bool(cut(client_id))
     except Exception as exc:  # noqa: BLE001 - the change that asked for it has already been made
-        logger.warning("could not disconnect the device's session now; re-authorisation will",
-                       extra={"client_id": client_id, "error": type(exc).__name__})
+        logger.warning(
+            "could not disconnect the device's session now; re-authorisation will",
+            extra={"client_id": client_id, "error": type(exc).__name__},
+        )
         return False
 
 

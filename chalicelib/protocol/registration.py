@@ -13,6 +13,7 @@
 
 Pure functions (``cryptography`` imported lazily for AES); no I/O.
 """
+
 from __future__ import annotations
 
 import base64
@@ -146,7 +147,7 @@ def legacy_error(refusal: Refusal, request_id: str) -> dict[str, Any]:
 class SignedRequest:
     """A parsed registration request, either protocol; ``signature_ok`` needs the ProductSecret."""
 
-    protocol: str          # "v2" | "legacy"
+    protocol: str  # "v2" | "legacy"
     product_id: str
     device_name: str
     timestamp: int
@@ -174,8 +175,12 @@ def _text_field(doc: Mapping[str, Any], name: str) -> str:
 
 def _int_text(value: str, name: str) -> int:
     if not _DIGITS.fullmatch(value.strip()):
-        raise refuse("invalid", f"{name} must be an integer (Unix seconds)" if name.lower().endswith("timestamp")
-                     else f"{name} must be an integer")
+        raise refuse(
+            "invalid",
+            f"{name} must be an integer (Unix seconds)"
+            if name.lower().endswith("timestamp")
+            else f"{name} must be an integer",
+        )
     return int(value.strip())
 
 
@@ -208,7 +213,7 @@ def parse_v2(headers: Mapping[str, str], raw_body: bytes, host: str | None, uris
         raise refuse("invalid", "the request body is too large")
     doc = _json_object(raw_body)
     if doc is None:
-        raise refuse("invalid", "the request body must be a JSON object {\"ProductId\",\"DeviceName\"}")
+        raise refuse("invalid", 'the request body must be a JSON object {"ProductId","DeviceName"}')
     pid, dn = _text_field(doc, "ProductId"), _text_field(doc, "DeviceName")
 
     def header(name: str) -> str:
@@ -224,8 +229,11 @@ def parse_v2(headers: Mapping[str, str], raw_body: bytes, host: str | None, uris
     timestamp = _int_text(ts_text, "X-TC-Timestamp")
     _nonce(nonce, "X-TC-Nonce")
     bare_host = host_without_port(host)
-    candidates = tuple(dict.fromkeys(string_to_sign_v2(bare_host, uri, algorithm, ts_text, nonce, raw_body)
-                                     for uri in (*uris, V2_PATH) if uri))
+    candidates = tuple(
+        dict.fromkeys(
+            string_to_sign_v2(bare_host, uri, algorithm, ts_text, nonce, raw_body) for uri in (*uris, V2_PATH) if uri
+        )
+    )
     return SignedRequest("v2", pid, dn, timestamp, nonce, signature, candidates)
 
 
@@ -248,6 +256,6 @@ def parse_legacy(raw_body: bytes) -> SignedRequest:
     signature = _text_field(doc, "signature")
     timestamp = _int_text(ts_text, "timestamp")
     _nonce(nonce, "nonce")
-    return SignedRequest("legacy", pid, dn, timestamp, nonce, signature,
-                         (string_to_sign_legacy(dn, nonce, pid, ts_text),))
-
+    return SignedRequest(
+        "legacy", pid, dn, timestamp, nonce, signature, (string_to_sign_legacy(dn, nonce, pid, ts_text),)
+    )

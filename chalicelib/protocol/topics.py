@@ -20,6 +20,7 @@ Public API (engineers B and C depend on it; keep it stable):
 * :func:`custom_topic_matches` — ``+`` whole-level matching of custom topic names
 * :func:`split_client_id` — ``{pid}{dn}`` → ``(pid, dn)``
 """
+
 from __future__ import annotations
 
 import re
@@ -68,12 +69,25 @@ REPLY_FAMILY: dict[str, str] = {
 }
 
 #: short names accepted by :func:`down` / :func:`up`
-_DOWN_ALIASES = {"property": "thing/down/property", "event": "thing/down/event", "action": "thing/down/action",
-                 "ota": "ota/update", "resource": "resource/down/service", "sys": "sys/operation/result",
-                 "gateway": "gateway/operation/result", "broadcast": "broadcast/rxd"}
-_UP_ALIASES = {"property": "thing/up/property", "event": "thing/up/event", "action": "thing/up/action",
-               "ota": "ota/report", "resource": "resource/up/service", "sys": "sys/operation",
-               "gateway": "gateway/operation"}
+_DOWN_ALIASES = {
+    "property": "thing/down/property",
+    "event": "thing/down/event",
+    "action": "thing/down/action",
+    "ota": "ota/update",
+    "resource": "resource/down/service",
+    "sys": "sys/operation/result",
+    "gateway": "gateway/operation/result",
+    "broadcast": "broadcast/rxd",
+}
+_UP_ALIASES = {
+    "property": "thing/up/property",
+    "event": "thing/up/event",
+    "action": "thing/up/action",
+    "ota": "ota/report",
+    "resource": "resource/up/service",
+    "sys": "sys/operation",
+    "gateway": "gateway/operation",
+}
 
 UP_FAMILIES = tuple(f for f, (_, d) in FAMILIES.items() if d == UP)
 DOWN_FAMILIES = tuple(f for f, (_, d) in FAMILIES.items() if d == DOWN)
@@ -220,7 +234,9 @@ def custom_topic_matches(pattern: str, topic: str) -> bool:
     p_levels, t_levels = pattern.split("/"), topic.split("/")
     if len(p_levels) != len(t_levels):
         return False
-    return all((p == "+" and t != "" and t not in ("+", "#")) or p == t for p, t in zip(p_levels, t_levels, strict=True))
+    return all(
+        (p == "+" and t != "" and t not in ("+", "#")) or p == t for p, t in zip(p_levels, t_levels, strict=True)
+    )
 
 
 def custom_permission(custom_topics: Iterable[Mapping[str, str]] | None, name: str) -> str | None:
@@ -241,14 +257,18 @@ class DeviceTopics:
     subscribe: tuple[str, ...]
 
 
-def device_topics(product_id: str, device_name: str,
-                  custom_topics: Iterable[Mapping[str, str]] | None = None,
-                  dollar_forms: bool = True) -> DeviceTopics:
+def device_topics(
+    product_id: str,
+    device_name: str,
+    custom_topics: Iterable[Mapping[str, str]] | None = None,
+    dollar_forms: bool = True,
+) -> DeviceTopics:
     """The topics device ``{pid}{dn}`` may publish to and subscribe to (its own, SPEC §6.1).
 
     ``custom_topics``: the product's declared ``[{"name", "permission"}]`` (custom products).
     ``dollar_forms=False`` lists only the bare forms (what an IoT Core policy can name).
     """
+
     def both(topic: str) -> list[str]:
         return [topic, "$" + topic] if dollar_forms else [topic]
 
@@ -307,8 +327,9 @@ def product_of_filter(levels: Iterable[str]) -> str | None:
     if head not in ("$status", "$events"):
         lv[0] = head.lstrip("$")
     # longest family first: sys/operation/result/{pid} before sys/operation/{pid}
-    prefixes = sorted([STATUS_FAMILY, EVENTS_FAMILY] + [levels_ for levels_, _ in FAMILIES.values()], key=len,
-                      reverse=True)
+    prefixes = sorted(
+        [STATUS_FAMILY, EVENTS_FAMILY] + [levels_ for levels_, _ in FAMILIES.values()], key=len, reverse=True
+    )
     for prefix in prefixes:
         n = len(prefix)
         if len(lv) > n and tuple(lv[:n]) == prefix and PRODUCT_ID_RE.fullmatch(lv[n]):

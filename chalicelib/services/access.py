@@ -1,4 +1,5 @@
 """Principals, API keys and applications (SPEC §2)."""
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,14 @@ def _to_principal(rec: PrincipalRecord, key_id: str | None) -> Principal:
                 products = frozenset(ApplicationRecord.get(rec.application_id, consistent_read=True).products or [])
             except DoesNotExist:
                 products = frozenset()
-    return Principal(principal_id=rec.principal_id, name=rec.name, kind=rec.kind,
-                     policy=auth.compile_policy(policy), key_id=key_id, products=products)
+    return Principal(
+        principal_id=rec.principal_id,
+        name=rec.name,
+        kind=rec.kind,
+        policy=auth.compile_policy(policy),
+        key_id=key_id,
+        products=products,
+    )
 
 
 # ------------------------------------------------------------------- seeding
@@ -82,19 +89,24 @@ def seed_root(api_key: str | None = None) -> str:
     try:
         PrincipalRecord.get(ROOT_ID)
     except DoesNotExist:
-        PrincipalRecord(principal_id=ROOT_ID, name="root", kind="root", policy=auth.ADMIN_POLICY,
-                        created_at=now, updated_at=now).save()
+        PrincipalRecord(
+            principal_id=ROOT_ID, name="root", kind="root", policy=auth.ADMIN_POLICY, created_at=now, updated_at=now
+        ).save()
     if api_key:
         parsed = auth.parse_api_key(api_key)
         if parsed is None:
             raise ValueError("FLEETBOX_ADMIN_API_KEY must look like fbk_<16 chars>.<43 chars>")
         key_id, secret = parsed
-        ApiKeyRecord(key_id=key_id, principal_id=ROOT_ID, secret_hash=auth.hash_secret(key_id, secret),
-                     name="admin (seeded)", created_at=now).save()
+        ApiKeyRecord(
+            key_id=key_id,
+            principal_id=ROOT_ID,
+            secret_hash=auth.hash_secret(key_id, secret),
+            name="admin (seeded)",
+            created_at=now,
+        ).save()
         return api_key
     key_id, text, digest = auth.new_api_key()
-    ApiKeyRecord(key_id=key_id, principal_id=ROOT_ID, secret_hash=digest, name="admin (seeded)",
-                 created_at=now).save()
+    ApiKeyRecord(key_id=key_id, principal_id=ROOT_ID, secret_hash=digest, name="admin (seeded)", created_at=now).save()
     return text
 
 
@@ -102,17 +114,23 @@ def seed_root(api_key: str | None = None) -> str:
 
 
 def principal_view(rec: PrincipalRecord) -> dict[str, Any]:
-    return {"principal_id": rec.principal_id, "name": rec.name, "kind": rec.kind, "policy": rec.policy,
-            "application_id": rec.application_id, "created_at": int(rec.created_at),
-            "updated_at": int(rec.updated_at)}
+    return {
+        "principal_id": rec.principal_id,
+        "name": rec.name,
+        "kind": rec.kind,
+        "policy": rec.policy,
+        "application_id": rec.application_id,
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+    }
 
 
 def create_principal(name: str, kind: str, policy: dict[str, Any] | None) -> dict[str, Any]:
-    doc, _ = auth.parse_policy(policy if policy is not None else {"version": auth.POLICY_VERSION,
-                                                                  "statement": []})
+    doc, _ = auth.parse_policy(policy if policy is not None else {"version": auth.POLICY_VERSION, "statement": []})
     now = clock.now_s()
-    rec = PrincipalRecord(principal_id=ids.short_id("p-"), name=name, kind=kind, policy=doc,
-                          created_at=now, updated_at=now)
+    rec = PrincipalRecord(
+        principal_id=ids.short_id("p-"), name=name, kind=kind, policy=doc, created_at=now, updated_at=now
+    )
     rec.save(condition=PrincipalRecord.principal_id.does_not_exist())
     return principal_view(rec)
 
@@ -128,8 +146,7 @@ def get_principal(principal_id: str) -> PrincipalRecord:
     try:
         return PrincipalRecord.get(principal_id)
     except DoesNotExist:
-        raise errors.PRINCIPAL_NOT_EXIST(f"principal {principal_id} does not exist",
-                                         "principal_id") from None
+        raise errors.PRINCIPAL_NOT_EXIST(f"principal {principal_id} does not exist", "principal_id") from None
 
 
 def delete_principal(principal_id: str) -> None:
@@ -138,11 +155,11 @@ def delete_principal(principal_id: str) -> None:
     goes with its application."""
     rec = get_principal(principal_id)
     if rec.kind == "root":
-        raise errors.ROOT_PRINCIPAL("the root principal cannot be deleted",
-                                    "principal_id")
+        raise errors.ROOT_PRINCIPAL("the root principal cannot be deleted", "principal_id")
     if rec.kind == "application":
-        raise errors.APPLICATION_PRINCIPAL("an application's principal is deleted with its application: "
-                                           "DELETE /v1/applications/{id}", "principal_id")
+        raise errors.APPLICATION_PRINCIPAL(
+            "an application's principal is deleted with its application: DELETE /v1/applications/{id}", "principal_id"
+        )
     rec.delete()
     _revoke_keys(principal_id)
 
@@ -161,12 +178,11 @@ def _revoke_keys(principal_id: str) -> None:
 def put_policy(principal_id: str, policy: Any) -> dict[str, Any]:
     rec = get_principal(principal_id)
     if rec.kind == "root":
-        raise errors.ROOT_POLICY("the root principal's policy cannot change",
-                                 "principal_id")
+        raise errors.ROOT_POLICY("the root principal's policy cannot change", "principal_id")
     if rec.kind == "application":
         raise errors.APPLICATION_POLICY(
-            "an application's access follows its products; use PUT /v1/applications/{id}/products",
-            "principal_id")
+            "an application's access follows its products; use PUT /v1/applications/{id}/products", "principal_id"
+        )
     doc, _ = auth.parse_policy(policy, path="")
     rec.update(actions=[PrincipalRecord.policy.set(doc), PrincipalRecord.updated_at.set(clock.now_s())])
     return principal_view(rec)
@@ -176,15 +192,26 @@ def put_policy(principal_id: str, policy: Any) -> dict[str, Any]:
 
 
 def key_view(rec: ApiKeyRecord) -> dict[str, Any]:
-    return {"key_id": rec.key_id, "principal_id": rec.principal_id, "name": rec.name,
-            "platform": rec.platform, "created_at": int(rec.created_at)}
+    return {
+        "key_id": rec.key_id,
+        "principal_id": rec.principal_id,
+        "name": rec.name,
+        "platform": rec.platform,
+        "created_at": int(rec.created_at),
+    }
 
 
 def create_key(principal_id: str, name: str, platform: str | None = None) -> dict[str, Any]:
     get_principal(principal_id)
     key_id, text, digest = auth.new_api_key()
-    rec = ApiKeyRecord(key_id=key_id, principal_id=principal_id, secret_hash=digest, name=name,
-                       platform=platform, created_at=clock.now_s())
+    rec = ApiKeyRecord(
+        key_id=key_id,
+        principal_id=principal_id,
+        secret_hash=digest,
+        name=name,
+        platform=platform,
+        created_at=clock.now_s(),
+    )
     try:
         rec.save(condition=ApiKeyRecord.key_id.does_not_exist())
     except PutError:  # 16 random chars colliding: astronomically unlikely; answer honestly
@@ -194,12 +221,15 @@ def create_key(principal_id: str, name: str, platform: str | None = None) -> dic
     return view
 
 
-def list_keys(principal_id: str, limit: int, start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def list_keys(
+    principal_id: str, limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Keys of one principal, newest first (a GSI query)."""
     expect_key(start, {"key_id": "S", "principal_id": "S", "created_at": "N"}, {"principal_id": principal_id})
     with checked_start(start):
-        res = ApiKeyRecord.by_principal.query(principal_id, limit=limit, last_evaluated_key=start,
-                                              scan_index_forward=False)
+        res = ApiKeyRecord.by_principal.query(
+            principal_id, limit=limit, last_evaluated_key=start, scan_index_forward=False
+        )
         items = [key_view(r) for r in res]
     return items, res.last_evaluated_key
 
@@ -232,16 +262,25 @@ APPLICATION_RESOURCES = ["product/??????????", "product/??????????/device/*"]
 def _application_policy() -> dict[str, Any]:
     # the product restriction is applied by Principal.products; the policy says *what*.  App keys
     # ship inside mobile apps: secret-reading actions are refused to them by Principal.allows too.
-    return {"version": auth.POLICY_VERSION,
-            "statement": [{"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": APPLICATION_RESOURCES},
-                          {"effect": "deny", "action": [auth.qualify(a) for a in auth.SECRET_ACTIONS],
-                           "resource": ["*"]}]}
+    return {
+        "version": auth.POLICY_VERSION,
+        "statement": [
+            {"effect": "allow", "action": list(APPLICATION_ACTIONS), "resource": APPLICATION_RESOURCES},
+            {"effect": "deny", "action": [auth.qualify(a) for a in auth.SECRET_ACTIONS], "resource": ["*"]},
+        ],
+    }
 
 
 def application_view(rec: ApplicationRecord, keys: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    view = {"application_id": rec.application_id, "name": rec.name, "remark": rec.remark,
-            "products": list(rec.products or []), "principal_id": rec.principal_id,
-            "created_at": int(rec.created_at), "updated_at": int(rec.updated_at)}
+    view = {
+        "application_id": rec.application_id,
+        "name": rec.name,
+        "remark": rec.remark,
+        "products": list(rec.products or []),
+        "principal_id": rec.principal_id,
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+    }
     if keys is not None:
         view["keys"] = keys
     return view
@@ -252,20 +291,32 @@ def _check_products(products: list[str]) -> None:
         try:
             get_product(pid)
         except errors.FleetboxError:
-            raise errors.PRODUCT_NOT_EXIST(f"products[{i}]: product {pid} does not exist",
-                                           f"products[{i}]") from None
+            raise errors.PRODUCT_NOT_EXIST(f"products[{i}]: product {pid} does not exist", f"products[{i}]") from None
 
 
 def create_application(name: str, remark: str, products: list[str]) -> dict[str, Any]:
     _check_products(products)
     now = clock.now_s()
     app_id = ids.short_id("app-")
-    principal = PrincipalRecord(principal_id=ids.short_id("p-"), name=f"application {name}", kind="application",
-                                policy=_application_policy(), application_id=app_id, created_at=now,
-                                updated_at=now)
+    principal = PrincipalRecord(
+        principal_id=ids.short_id("p-"),
+        name=f"application {name}",
+        kind="application",
+        policy=_application_policy(),
+        application_id=app_id,
+        created_at=now,
+        updated_at=now,
+    )
     principal.save()
-    rec = ApplicationRecord(application_id=app_id, name=name, remark=remark, products=products,
-                            principal_id=principal.principal_id, created_at=now, updated_at=now)
+    rec = ApplicationRecord(
+        application_id=app_id,
+        name=name,
+        remark=remark,
+        products=products,
+        principal_id=principal.principal_id,
+        created_at=now,
+        updated_at=now,
+    )
     rec.save()
     keys = [create_key(principal.principal_id, f"{name} {platform}", platform) for platform in APP_PLATFORMS]
     return application_view(rec, keys)
@@ -277,8 +328,7 @@ def get_application(app_id: str) -> ApplicationRecord:
     try:
         return ApplicationRecord.get(app_id)
     except DoesNotExist:
-        raise errors.APPLICATION_NOT_EXIST(f"application {app_id} does not exist",
-                                           "application_id") from None
+        raise errors.APPLICATION_NOT_EXIST(f"application {app_id} does not exist", "application_id") from None
 
 
 def describe_application(app_id: str) -> dict[str, Any]:
@@ -301,6 +351,5 @@ def delete_application(app_id: str) -> None:
 def set_application_products(app_id: str, products: list[str]) -> dict[str, Any]:
     rec = get_application(app_id)
     _check_products(products)
-    rec.update(actions=[ApplicationRecord.products.set(products),
-                        ApplicationRecord.updated_at.set(clock.now_s())])
+    rec.update(actions=[ApplicationRecord.products.set(products), ApplicationRecord.updated_at.set(clock.now_s())])
     return describe_application(app_id)

@@ -24,6 +24,7 @@ unlocated.
 
 Counters are at-least-once: a batch the stream re-delivers after a failure counts again.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -104,10 +105,16 @@ class Tally:
                 parts.append(f"#a{i} :a{i}")
             try:
                 requests += 1
-                connection().dispatch("UpdateItem", {
-                    "TableName": _table(), "Key": {"pk": {"S": day_pk(pid)}, "sk": {"S": day}},
-                    "UpdateExpression": "ADD " + ", ".join(parts),
-                    "ExpressionAttributeNames": names, "ExpressionAttributeValues": values})
+                connection().dispatch(
+                    "UpdateItem",
+                    {
+                        "TableName": _table(),
+                        "Key": {"pk": {"S": day_pk(pid)}, "sk": {"S": day}},
+                        "UpdateExpression": "ADD " + ", ".join(parts),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    },
+                )
             except Exception:  # noqa: BLE001 - counters never fail the traffic they count
                 logger.exception("analytics counters lost", extra={"product_id": pid, "day": day, "counts": adds})
         return requests
@@ -131,10 +138,17 @@ def adjust_totals(pid: str, changes: dict[str, int]) -> dict[str, int]:
         values[f":a{i}"] = {"N": str(n)}
         parts.append(f"#a{i} :a{i}")
     try:
-        out = connection().dispatch("UpdateItem", {
-            "TableName": _table(), "Key": {"pk": {"S": totals_pk(pid)}, "sk": {"S": TOTALS_SK}},
-            "UpdateExpression": "ADD " + ", ".join(parts), "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values, "ReturnValues": "UPDATED_NEW"})
+        out = connection().dispatch(
+            "UpdateItem",
+            {
+                "TableName": _table(),
+                "Key": {"pk": {"S": totals_pk(pid)}, "sk": {"S": TOTALS_SK}},
+                "UpdateExpression": "ADD " + ", ".join(parts),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+                "ReturnValues": "UPDATED_NEW",
+            },
+        )
     except Exception:  # noqa: BLE001 - gauges never fail the change they measure
         logger.exception("analytics gauges lost", extra={"product_id": pid, "changes": changes})
         return {}
@@ -144,10 +158,17 @@ def adjust_totals(pid: str, changes: dict[str, int]) -> dict[str, int]:
 def note_online_peak(pid: str, online: int, ts_ms: int | None = None) -> None:
     """Raise the day's ``online_peak`` to ``online`` if it is higher (presence path only)."""
     try:
-        connection().dispatch("UpdateItem", {
-            "TableName": _table(), "Key": {"pk": {"S": day_pk(pid)}, "sk": {"S": day_of(ts_ms)}},
-            "UpdateExpression": "SET #p = :v", "ConditionExpression": "attribute_not_exists(#p) OR #p < :v",
-            "ExpressionAttributeNames": {"#p": "online_peak"}, "ExpressionAttributeValues": {":v": {"N": str(online)}}})
+        connection().dispatch(
+            "UpdateItem",
+            {
+                "TableName": _table(),
+                "Key": {"pk": {"S": day_pk(pid)}, "sk": {"S": day_of(ts_ms)}},
+                "UpdateExpression": "SET #p = :v",
+                "ConditionExpression": "attribute_not_exists(#p) OR #p < :v",
+                "ExpressionAttributeNames": {"#p": "online_peak"},
+                "ExpressionAttributeValues": {":v": {"N": str(online)}},
+            },
+        )
     except Exception as exc:  # noqa: BLE001 - the usual outcome: the peak is already higher
         if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             logger.exception("online peak lost", extra={"product_id": pid})
@@ -160,16 +181,16 @@ _REGION_BOXES: tuple[tuple[str, float, float, float, float], ...] = (
     ("Antarctica", -90, -60, -180, 180),
     ("Oceania", -60, -11, 110, 180),
     ("Oceania", -11, 0, 141, 180),
-    ("Oceania", -60, 30, -180, -130),          # Pacific islands east of the date line
+    ("Oceania", -60, 30, -180, -130),  # Pacific islands east of the date line
     ("South America", -60, 8, -92, -30),
     ("North America", 8, 84, -170, -50),
-    ("North America", 60, 84, -75, -10),       # Greenland
+    ("North America", 60, 84, -75, -10),  # Greenland
     ("Europe", 36, 72, -25, 45),
     ("Europe", 45, 72, 45, 60),
-    ("Asia", 12, 45, 35, 60),                  # Middle East before Africa's box
+    ("Asia", 12, 45, 35, 60),  # Middle East before Africa's box
     ("Africa", -36, 37, -20, 52),
     ("Asia", -11, 82, 25, 180),
-    ("Asia", 60, 72, -180, -169),              # Chukotka
+    ("Asia", 60, 72, -180, -169),  # Chukotka
 )
 
 
@@ -214,13 +235,13 @@ def _batch_get(keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, A
     """Counter items by (pk, sk), 100 keys per request, unprocessed keys retried."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for start in range(0, len(keys), 100):
-        pending: dict[str, Any] = {_table(): {"Keys": [{"pk": {"S": pk}, "sk": {"S": sk}}
-                                                      for pk, sk in keys[start:start + 100]]}}
+        pending: dict[str, Any] = {
+            _table(): {"Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys[start : start + 100]]}
+        }
         for _ in range(8):
             out = connection().dispatch("BatchGetItem", {"RequestItems": pending})
             for item in (out.get("Responses") or {}).get(_table(), []):
-                found[(item["pk"]["S"], item["sk"]["S"])] = {
-                    k: int(float(v["N"])) for k, v in item.items() if "N" in v}
+                found[(item["pk"]["S"], item["sk"]["S"])] = {k: int(float(v["N"])) for k, v in item.items() if "N" in v}
             pending = out.get("UnprocessedKeys") or {}
             if not pending:
                 break
@@ -267,18 +288,31 @@ def overview(pids: list[str], start_day: dt.date | None = None, end_day: dt.date
     def period(days: list[dt.date]) -> dict[str, Any]:
         rows = day_rows(days)
         summed = _sum(rows, ("activations", "active", "uplink", "downlink"))
-        return {"start": days[0].isoformat(), "end": days[-1].isoformat(), "activations": summed["activations"],
-                "active_device_days": summed["active"], "uplink": summed["uplink"], "downlink": summed["downlink"],
-                "online_peak": max((sum(items.get((day_pk(p), _ymd(d)), {}).get("online_peak", 0) for p in pids)
-                                    for d in days), default=0)}
+        return {
+            "start": days[0].isoformat(),
+            "end": days[-1].isoformat(),
+            "activations": summed["activations"],
+            "active_device_days": summed["active"],
+            "uplink": summed["uplink"],
+            "downlink": summed["downlink"],
+            "online_peak": max(
+                (sum(items.get((day_pk(p), _ymd(d)), {}).get("online_peak", 0) for p in pids) for d in days), default=0
+            ),
+        }
 
     yesterday = today - dt.timedelta(days=1)
     y = _sum(day_rows([yesterday]), ("activations", "active"))
     daily = []
     for d in series:
         row = _sum(day_rows([d]), ("activations", "active", "online_peak"))
-        daily.append({"date": d.isoformat(), "activations": row["activations"], "active": row["active"],
-                      "online_peak": row["online_peak"]})
+        daily.append(
+            {
+                "date": d.isoformat(),
+                "activations": row["activations"],
+                "active": row["active"],
+                "online_peak": row["online_peak"],
+            }
+        )
     return {
         "products": len(pids),
         "activated": max(totals["activated"], 0),
@@ -308,8 +342,7 @@ def messages(pids: list[str], granularity: str, start_s: int, end_s: int) -> dic
     else:
         first_day, last_day = start.date(), end.date()
         if (last_day - first_day).days + 1 > MAX_DAY_RANGE_DAYS:
-            raise errors.TIME_RANGE_INVALID(f"a daily range may span at most {MAX_DAY_RANGE_DAYS} days",
-                                            "start")
+            raise errors.TIME_RANGE_INVALID(f"a daily range may span at most {MAX_DAY_RANGE_DAYS} days", "start")
         buckets = [dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC) for d in _days(first_day, last_day)]
     days = sorted({b.strftime("%Y%m%d") for b in buckets})
     items = _batch_get([(day_pk(p), d) for p in pids for d in days])
@@ -332,11 +365,13 @@ def distribution(pids: list[str], device_counts: dict[str, int]) -> dict[str, An
     for p in pids:
         for attr, n in items.get((totals_pk(p), TOTALS_SK), {}).items():
             if attr.startswith(REGION_PREFIX) and n > 0:
-                regions[attr[len(REGION_PREFIX):]] += n
+                regions[attr[len(REGION_PREFIX) :]] += n
     located = sum(regions.values())
     devices = sum(device_counts.get(p, 0) for p in pids)
-    rows = [{"region": name, "count": n, "percent": round(100.0 * n / located, 2) if located else 0.0}
-            for name, n in sorted(regions.items(), key=lambda kv: (-kv[1], kv[0]))]
+    rows = [
+        {"region": name, "count": n, "percent": round(100.0 * n / located, 2) if located else 0.0}
+        for name, n in sorted(regions.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
     return {"devices": devices, "located": located, "unlocated": max(devices - located, 0), "items": rows}
 
 

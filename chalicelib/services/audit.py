@@ -2,6 +2,7 @@
 
 Records never hold request bodies, so no secret can reach them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,19 +15,47 @@ from .paging import checked_start
 _DAY = 86_400
 
 
-def record(*, principal_id: str, key_id: str | None, action: str, resource: str, status: int,
-           result: str, request_id: str, source_ip: str | None) -> None:
+def record(
+    *,
+    principal_id: str,
+    key_id: str | None,
+    action: str,
+    resource: str,
+    status: int,
+    result: str,
+    request_id: str,
+    source_ip: str | None,
+) -> None:
     now = clock.now()
-    AuditRecord(day=clock.day(now), sk=f"{int(now * 1000):013d}#{request_id}", ts=int(now * 1000),
-                principal_id=principal_id, key_id=key_id, action=action, resource=resource, status=status,
-                result=result, request_id=request_id, source_ip=source_ip,
-                expires_at=int(now) + settings().audit_retention_days * _DAY).save()
+    AuditRecord(
+        day=clock.day(now),
+        sk=f"{int(now * 1000):013d}#{request_id}",
+        ts=int(now * 1000),
+        principal_id=principal_id,
+        key_id=key_id,
+        action=action,
+        resource=resource,
+        status=status,
+        result=result,
+        request_id=request_id,
+        source_ip=source_ip,
+        expires_at=int(now) + settings().audit_retention_days * _DAY,
+    ).save()
 
 
 def view(rec: AuditRecord) -> dict[str, Any]:
-    return {"time": int(rec.ts) // 1000, "time_ms": int(rec.ts), "principal_id": rec.principal_id,
-            "key_id": rec.key_id, "action": rec.action, "resource": rec.resource, "status": int(rec.status),
-            "result": rec.result, "request_id": rec.request_id, "source_ip": rec.source_ip}
+    return {
+        "time": int(rec.ts) // 1000,
+        "time_ms": int(rec.ts),
+        "principal_id": rec.principal_id,
+        "key_id": rec.key_id,
+        "action": rec.action,
+        "resource": rec.resource,
+        "status": int(rec.status),
+        "result": rec.result,
+        "request_id": rec.request_id,
+        "source_ip": rec.source_ip,
+    }
 
 
 def query(**kw: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -34,8 +63,9 @@ def query(**kw: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         return _query(**kw)
 
 
-def _query(*, start: int, end: int, principal_id: str | None, action: str | None, limit: int,
-          cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _query(
+    *, start: int, end: int, principal_id: str | None, action: str | None, limit: int, cursor: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Newest first over day partitions between ``start`` and ``end`` (Unix seconds).
 
     The cursor is {"day": {"S": d}, "sk": {"S": last sk returned}}; filters are applied inside each

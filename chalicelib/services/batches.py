@@ -9,6 +9,7 @@ the batch engine (``services/production.py``), whose ``batch.chunk`` step runs
 (conditional puts, never an overwrite; devices of an earlier run of the same chunk are
 recognised by ``batch_id`` and their stored secret reused), one CSV row and QR PNG each.
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,8 +58,10 @@ def qr_signature(key: str, product_id: str, name: str) -> str:
 
 def device_code(product_id: str, device_name: str, key: str) -> str:
     """The compact JSON a device's QR code holds (SPEC §7.1)."""
-    return json.dumps({"ProductId": product_id, "DeviceName": device_name,
-                       "Signature": qr_signature(key, product_id, device_name)}, separators=(",", ":"))
+    return json.dumps(
+        {"ProductId": product_id, "DeviceName": device_name, "Signature": qr_signature(key, product_id, device_name)},
+        separators=(",", ":"),
+    )
 
 
 def parse_names(text: str) -> list[tuple[int, str, str | None]]:
@@ -72,8 +75,7 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
     if len(text.encode("utf-8")) > limit:
         raise errors.NAMES_CSV_TOO_LARGE(f"names_csv is larger than {limit} bytes", "names_csv")
     if "\x00" in text or any(ord(c) < 32 and c not in "\t\r\n" for c in text[:4096]):
-        raise errors.NAMES_CSV_INVALID("names_csv must be CSV text (this looks like a binary file)",
-                                       "names_csv")
+        raise errors.NAMES_CSV_INVALID("names_csv must be CSV text (this looks like a binary file)", "names_csv")
     rows: list[tuple[int, str, str | None]] = []
     seen: dict[str, int] = {}
     try:
@@ -95,8 +97,7 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
                 seen[name] = line
             rows.append((line, name, problem))
             if len(rows) > MAX_QUANTITY:
-                raise errors.QUANTITY_INVALID(f"names_csv has more than {MAX_QUANTITY} rows",
-                                              "names_csv")
+                raise errors.QUANTITY_INVALID(f"names_csv has more than {MAX_QUANTITY} rows", "names_csv")
     except csv.Error as exc:
         raise errors.NAMES_CSV_INVALID(f"names_csv is not valid CSV: {exc}", "names_csv") from None
     if not rows:
@@ -107,21 +108,27 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
 def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     product = get_product(fields["product_id"])
     if product.status != "released":
-        raise errors.PRODUCT_NOT_RELEASED(f"product {product.product_id} is not released: mass production requires "
-                                          "a released product (publish it first)", "product_id")
+        raise errors.PRODUCT_NOT_RELEASED(
+            f"product {product.product_id} is not released: mass production requires "
+            "a released product (publish it first)",
+            "product_id",
+        )
     if product.auth_type == "certificate":
         raise errors.CERTIFICATE_PRODUCT_BATCH(
             "batch jobs make key-authenticated devices; devices of a certificate product "
-            "are created one by one (each gets its certificate)", "product_id")
+            "are created one by one (each gets its certificate)",
+            "product_id",
+        )
     burn, generation = fields["burn_method"], fields["generation"]
     if burn == "per_product_secret":
         if generation != "upload":
             raise errors.GENERATION_INVALID(
-                "per_product_secret batches take uploaded names (generation upload)", "generation")
+                "per_product_secret batches take uploaded names (generation upload)", "generation"
+            )
         if not int(product.register_type or 0) or not product.product_secret:
             raise errors.DYNAMIC_REGISTER_DISABLED(
-                "per_product_secret batches need dynamic registration on for the product",
-                "burn_method")
+                "per_product_secret batches need dynamic registration on for the product", "burn_method"
+            )
     rows = None
     if generation == "auto":
         if "names_csv" in fields:
@@ -135,30 +142,46 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
         rows = parse_names(fields["names_csv"])
         quantity = len(rows)
         if fields.get("quantity") is not None and int(fields["quantity"]) != quantity:
-            raise errors.QUANTITY_INVALID(f"quantity {fields['quantity']} does not match the "
-                                          f"{quantity} rows of names_csv (omit it for uploads)", "quantity")
+            raise errors.QUANTITY_INVALID(
+                f"quantity {fields['quantity']} does not match the {quantity} rows of names_csv (omit it for uploads)",
+                "quantity",
+            )
         reserved = sum(1 for _, _, problem in rows if problem is None)
-    return production.new_batch(KIND_DEVICES, product, quantity, reserved, created_by, rows=rows,
-                     burn_method=burn, generation=generation, qr_code=bool(fields.get("qr_code")))
+    return production.new_batch(
+        KIND_DEVICES,
+        product,
+        quantity,
+        reserved,
+        created_by,
+        rows=rows,
+        burn_method=burn,
+        generation=generation,
+        qr_code=bool(fields.get("qr_code")),
+    )
 
 
-def device_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, str, str | None]],
-                  give_up: bool) -> Outcome:
+def device_chunk(
+    rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, str, str | None]], give_up: bool
+) -> Outcome:
     out = Outcome()
     keyless = rec.burn_method == "per_product_secret"
     good = [(row, name) for row, name, problem in rows if problem is None]
-    records = [devices.new_record(product, name, None, rec.created_by, "batch", batch_id=rec.batch_id,
-                                  keyless=keyless) for _, name in good]
+    records = [
+        devices.new_record(product, name, None, rec.created_by, "batch", batch_id=rec.batch_id, keyless=keyless)
+        for _, name in good
+    ]
     results: dict[str, tuple[str, Any]] = {}
     for start in range(0, len(records), devices.INSERT_GROUP):
-        group = records[start:start + devices.INSERT_GROUP]
+        group = records[start : start + devices.INSERT_GROUP]
         try:
             results.update(devices.insert_many(product.product_id, group))
         except (PynamoDBException, OSError) as exc:
             if not give_up:
                 raise jobs.Retry(f"writing devices failed: {type(exc).__name__}") from exc
-            logger.warning("batch rows given up after platform errors",
-                           extra={"batch_id": rec.batch_id, "error": type(exc).__name__})
+            logger.warning(
+                "batch rows given up after platform errors",
+                extra={"batch_id": rec.batch_id, "error": type(exc).__name__},
+            )
             for r in group:
                 results[r.device_name] = (HUB_TIMEOUT, r)
     for row, name, problem in rows:
@@ -173,8 +196,16 @@ def device_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int,
             continue
         key = product.product_secret if keyless else written.secret
         content = device_code(rec.product_id, name, key) if rec.qr_code else ""
-        out.rows.append((rec.product_id, name, product.product_secret if keyless else "",
-                         "" if keyless else written.secret, SUCCESS, content))
+        out.rows.append(
+            (
+                rec.product_id,
+                name,
+                product.product_secret if keyless else "",
+                "" if keyless else written.secret,
+                SUCCESS,
+                content,
+            )
+        )
         if rec.qr_code:
             out.pngs.append((f"{name}.png", qr.png(content)))
         out.success += 1

@@ -13,6 +13,7 @@ by another user does: ``exclusive`` refuses until the owner unbinds, ``preemptiv
 device over.  A binding id names its device and a nonce, so the id of a binding that has been
 taken over no longer unbinds anything.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,8 +90,9 @@ def product_of_id(binding_id: str) -> str:
 
 
 def _forged() -> errors.FleetboxError:
-    return errors.QR_CODE_SIGNATURE_INVALID("the code's signature does not verify: not a code this "
-                                            "platform issued, or it was altered", "code")
+    return errors.QR_CODE_SIGNATURE_INVALID(
+        "the code's signature does not verify: not a code this platform issued, or it was altered", "code"
+    )
 
 
 def _resolve(body: dict[str, Any]) -> tuple[ProductRecord, DeviceRecord, str]:
@@ -131,7 +133,8 @@ def _resolve(body: dict[str, Any]) -> tuple[ProductRecord, DeviceRecord, str]:
         raise errors.SERIAL_NUMBER_NOT_EXIST(f"serial number {m.group(2)} does not exist", "code") from None
     if not sn.device_name:
         raise errors.SERIAL_NUMBER_NOT_LINKED(
-            f"serial number {sn.sn} is not linked to a device yet (import its IMEI)", "code")
+            f"serial number {sn.sn} is not linked to a device yet (import its IMEI)", "code"
+        )
     return product, devices.get_device(product.product_id, sn.device_name), "sn"
 
 
@@ -139,8 +142,15 @@ def _resolve(body: dict[str, Any]) -> tuple[ProductRecord, DeviceRecord, str]:
 
 
 def view(rec: BindingRecord) -> dict[str, Any]:
-    return {"id": rec.binding_id, "product_id": rec.product_id, "device_name": rec.device_name,
-            "user_id": rec.user_id, "family_id": rec.family_id, "via": rec.via, "bound_at": int(rec.bound_at)}
+    return {
+        "id": rec.binding_id,
+        "product_id": rec.product_id,
+        "device_name": rec.device_name,
+        "user_id": rec.user_id,
+        "family_id": rec.family_id,
+        "via": rec.via,
+        "bound_at": int(rec.bound_at),
+    }
 
 
 def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[[str], bool]) -> dict[str, Any]:
@@ -149,7 +159,8 @@ def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[
     if product.status != "released" and not developer(pid):
         raise errors.UNAUTHORIZED_OPERATION(
             f"product {pid} is not released: QR binding of an unreleased product needs a "
-            "developer credential (BindUnreleasedDevice)")
+            "developer credential (BindUnreleasedDevice)"
+        )
     user, family = body["user_id"], body.get("family_id")
     key = f"{pid}/{dn}"
     for _ in range(3):
@@ -162,10 +173,20 @@ def bind(body: dict[str, Any], principal: Principal | None, developer: Callable[
         if current is not None and product.binding_strategy == "exclusive":
             raise errors.DEVICE_ALREADY_BOUND(
                 f"device {dn} is bound to another user; the product's binding strategy is "
-                "exclusive: the owner must unbind it first", "code")
-        rec = BindingRecord(device=key, binding_id=f"{pid}{dn}.{ids.short_id('', 12)}", product_id=pid,
-                            device_name=dn, user_id=user, family_id=family, via=via, bound_at=clock.now_s(),
-                            bound_by=principal.principal_id if principal else None)
+                "exclusive: the owner must unbind it first",
+                "code",
+            )
+        rec = BindingRecord(
+            device=key,
+            binding_id=f"{pid}{dn}.{ids.short_id('', 12)}",
+            product_id=pid,
+            device_name=dn,
+            user_id=user,
+            family_id=family,
+            via=via,
+            bound_at=clock.now_s(),
+            bound_by=principal.principal_id if principal else None,
+        )
         cond: Any = BindingRecord.device.does_not_exist()
         if current is not None:  # preemptive: take over exactly the binding we saw
             cond = BindingRecord.binding_id == current.binding_id
@@ -184,12 +205,14 @@ def unbind(binding_id: str) -> None:
     try:
         BindingRecord(f"{m.group(1)}/{m.group(2)}").delete(condition=BindingRecord.binding_id == binding_id)
     except DeleteError:
-        raise errors.BINDING_NOT_EXIST(f"binding {binding_id} does not exist (unbound, or taken over "
-                                       "by another user)", "binding_id") from None
+        raise errors.BINDING_NOT_EXIST(
+            f"binding {binding_id} does not exist (unbound, or taken over by another user)", "binding_id"
+        ) from None
 
 
-def user_devices(user_id: str, limit: int, start: dict[str, Any] | None,
-                 allowed: Callable[[str], bool]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def user_devices(
+    user_id: str, limit: int, start: dict[str, Any] | None, allowed: Callable[[str], bool]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The user's bound devices that ``allowed(resource)`` passes (``product/{pid}/device/{dn}``)."""
     if not USER_ID_RE.fullmatch(user_id):
         raise errors.USER_ID_INVALID("user_id must be 1-64 characters of A-Z a-z 0-9 _ . @ : -", "user_id")
@@ -198,15 +221,19 @@ def user_devices(user_id: str, limit: int, start: dict[str, Any] | None,
     last = start
     with checked_start(start):
         while True:
-            res = BindingRecord.by_user.query(user_id, scan_index_forward=False, last_evaluated_key=last,
-                                              limit=max(limit, 25))
+            res = BindingRecord.by_user.query(
+                user_id, scan_index_forward=False, last_evaluated_key=last, limit=max(limit, 25)
+            )
             for rec in res:
                 if not allowed(f"product/{rec.product_id}/device/{rec.device_name}"):
                     continue
                 items.append(view(rec))
                 if len(items) == limit:
-                    return items, {"device": {"S": rec.device}, "user_id": {"S": user_id},
-                                   "bound_at": {"N": str(int(rec.bound_at))}}
+                    return items, {
+                        "device": {"S": rec.device},
+                        "user_id": {"S": user_id},
+                        "bound_at": {"N": str(int(rec.bound_at))},
+                    }
             last = res.last_evaluated_key
             if not last:
                 return items, None

@@ -5,6 +5,7 @@ product's data protocol, device type, custom topics and compiled thing model for
 they handle; :func:`product_info` serves them from an in-process cache (:data:`MODEL_TTL_S`),
 so a thing-model import elsewhere is seen within seconds and a hot product costs no read.
 """
+
 from __future__ import annotations
 
 import threading
@@ -36,8 +37,15 @@ def _info_of(rec: ProductRecord, previous: ProductInfo | None) -> ProductInfo:
     if previous is not None and previous.updated_at == int(rec.updated_at):
         return previous
     doc = thing_model.export_model(rec.thing_model) if rec.thing_model else {}
-    return ProductInfo(rec.product_id, rec.data_protocol, rec.device_type, thing_model.compile_model(doc), doc,
-                       tuple(rec.topics or ()), int(rec.updated_at))
+    return ProductInfo(
+        rec.product_id,
+        rec.data_protocol,
+        rec.device_type,
+        thing_model.compile_model(doc),
+        doc,
+        tuple(rec.topics or ()),
+        int(rec.updated_at),
+    )
 
 
 def product_info(product_id: str, *, fresh: bool = False) -> ProductInfo | None:

@@ -1,4 +1,5 @@
 """The account's device CA, created on first use, and device certificates."""
+
 from __future__ import annotations
 
 from pynamodb.exceptions import DoesNotExist, PutError

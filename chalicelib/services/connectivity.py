@@ -13,6 +13,7 @@ form before checking, so the local broker may pass either.
 Refusals carry a ``reason`` (logged, shown by the local broker; never the password) and,
 when the device is known, write a ``Dev_Conn_Auth_Failed`` diagnostic to its log.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,16 +43,21 @@ DEVICE_DISABLED = "device_disabled"
 CERTIFICATE_PRODUCT = "certificate_product"
 SYSTEM_ERROR = "system_error"
 
-_MAX_DOC_CHARS = 2048   # IoT Core: each policy document at most 2048 characters ...
-_MAX_DOCS = 10          # ... and at most 10 of them
+_MAX_DOC_CHARS = 2048  # IoT Core: each policy document at most 2048 characters ...
+_MAX_DOCS = 10  # ... and at most 10 of them
 _PRINCIPAL_RE = re.compile(r"[A-Za-z0-9]{1,128}")
 _SUBDEVICE_PRODUCTS_TTL_S = 60.0
 
 #: what a gateway may use for each subdevice product (compact: `*` spans the property/event/action
 #: level and the device name); subdevices never run gateway operations of their own
 _SUBDEVICE_UP = ("thing/up/*/{}/*", "ota/report/{}/*", "sys/operation/{}/*", "resource/up/service/{}/*")
-_SUBDEVICE_DOWN = ("thing/down/*/{}/*", "ota/update/{}/*", "sys/operation/result/{}/*",
-                   "resource/down/service/{}/*", "broadcast/rxd/{}/*")
+_SUBDEVICE_DOWN = (
+    "thing/down/*/{}/*",
+    "ota/update/{}/*",
+    "sys/operation/result/{}/*",
+    "resource/down/service/{}/*",
+    "broadcast/rxd/{}/*",
+)
 
 PUBLISH, SUBSCRIBE, RECEIVE, CONNECT = "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:Connect"
 _RESOURCE_KIND = {PUBLISH: "topic", RECEIVE: "topic", SUBSCRIBE: "topicfilter", CONNECT: "client"}
@@ -69,10 +75,14 @@ def _principal(product_id: str, device_name: str) -> str:
 
 
 def _refusal(reason: str, principal: str = "refused") -> dict[str, Any]:
-    return {"isAuthenticated": False, "principalId": principal,
-            "disconnectAfterInSeconds": settings().mqtt_disconnect_after_s,
-            "refreshAfterInSeconds": settings().mqtt_policy_refresh_s,
-            "policyDocuments": [], "reason": reason}
+    return {
+        "isAuthenticated": False,
+        "principalId": principal,
+        "disconnectAfterInSeconds": settings().mqtt_disconnect_after_s,
+        "refreshAfterInSeconds": settings().mqtt_policy_refresh_s,
+        "policyDocuments": [],
+        "reason": reason,
+    }
 
 
 def _arn(kind: str, name: str) -> str:
@@ -85,8 +95,12 @@ def _resource_name(topic: str) -> str:
     return "/".join("*" if level == "+" else level for level in topic.split("/"))
 
 
-def _statements(product_id: str, device_name: str, custom_topics: Iterable[Mapping[str, str]] | None,
-                subdevice_products: Iterable[str] = ()) -> list[dict[str, Any]]:
+def _statements(
+    product_id: str,
+    device_name: str,
+    custom_topics: Iterable[Mapping[str, str]] | None,
+    subdevice_products: Iterable[str] = (),
+) -> list[dict[str, Any]]:
     own = topics.device_topics(product_id, device_name, custom_topics, dollar_forms=False)
     pub = [_resource_name(t) for t in own.publish]
     sub = [_resource_name(t) for t in own.subscribe]
@@ -146,9 +160,16 @@ def _subdevice_products() -> tuple[str, ...]:
     now = time.monotonic()
     if _subdevice_cache is not None and now - _subdevice_cache[0] < _SUBDEVICE_PRODUCTS_TTL_S:
         return _subdevice_cache[1]
-    pids = tuple(sorted(rec.product_id for rec in ProductRecord.by_account.query(
-        ACCOUNT, filter_condition=ProductRecord.device_type == "subdevice",
-        attributes_to_get=["product_id", "device_type"])))
+    pids = tuple(
+        sorted(
+            rec.product_id
+            for rec in ProductRecord.by_account.query(
+                ACCOUNT,
+                filter_condition=ProductRecord.device_type == "subdevice",
+                attributes_to_get=["product_id", "device_type"],
+            )
+        )
+    )
     _subdevice_cache = (now, pids)
     return pids
 
@@ -169,12 +190,22 @@ def allowed_response(product: ProductRecord, device_name: str) -> dict[str, Any]
                 kept.append(pid)
             except ValueError:
                 break
-        logger.warning("gateway policy truncated", extra={"gateway": f"{product.product_id}/{device_name}",
-                                                          "subdevice_products": len(subdevices), "kept": len(kept)})
+        logger.warning(
+            "gateway policy truncated",
+            extra={
+                "gateway": f"{product.product_id}/{device_name}",
+                "subdevice_products": len(subdevices),
+                "kept": len(kept),
+            },
+        )
     s = settings()
-    return {"isAuthenticated": True, "principalId": _principal(product.product_id, device_name),
-            "disconnectAfterInSeconds": s.mqtt_disconnect_after_s, "refreshAfterInSeconds": s.mqtt_policy_refresh_s,
-            "policyDocuments": docs}
+    return {
+        "isAuthenticated": True,
+        "principalId": _principal(product.product_id, device_name),
+        "disconnectAfterInSeconds": s.mqtt_disconnect_after_s,
+        "refreshAfterInSeconds": s.mqtt_policy_refresh_s,
+        "policyDocuments": docs,
+    }
 
 
 # ------------------------------------------------------------------ authorising
@@ -199,8 +230,9 @@ def _mqtt(event: Mapping[str, Any]) -> tuple[str | None, str, str | None]:
     return (client_id if isinstance(client_id, str) else None), username, text
 
 
-def _diagnose(product_id: str, device_name: str, reason: str, message: str, client_id: str | None,
-              source_ip: str | None) -> None:
+def _diagnose(
+    product_id: str, device_name: str, reason: str, message: str, client_id: str | None, source_ip: str | None
+) -> None:
     detail = f"MQTT connect refused ({reason}): {message}; clientid {client_id}"
     if source_ip:
         detail += f", clientip {source_ip}"
@@ -225,7 +257,7 @@ def authorize(event: Mapping[str, Any]) -> dict[str, Any]:
     source_ip = meta.get("sourceIp") if isinstance(meta, Mapping) else None
     conn_id = meta.get("id") if isinstance(meta, Mapping) else None
     client_id: str | None = None
-    device: tuple[str, str] | None = None   # (pid, dn) once the device is known to exist
+    device: tuple[str, str] | None = None  # (pid, dn) once the device is known to exist
     reason, message = "ok", ""
     try:
         client_id, username, pw = _mqtt(event)
@@ -241,16 +273,22 @@ def authorize(event: Mapping[str, Any]) -> dict[str, Any]:
                 device = (pid, dn)
             raise
         try:
-            product = ProductRecord.get(user.product_id, attributes_to_get=[
-                "product_id", "auth_type", "data_protocol", "device_type", "topics"])
+            product = ProductRecord.get(
+                user.product_id, attributes_to_get=["product_id", "auth_type", "data_protocol", "device_type", "topics"]
+            )
         except DoesNotExist:
             raise mqtt_auth.Refused(PRODUCT_NOT_FOUND, f"product {user.product_id} does not exist") from None
         try:
-            rec = DeviceRecord.get(user.product_id, user.device_name, consistent_read=True,
-                                   attributes_to_get=["product_id", "device_name", "secret", "enabled"])
+            rec = DeviceRecord.get(
+                user.product_id,
+                user.device_name,
+                consistent_read=True,
+                attributes_to_get=["product_id", "device_name", "secret", "enabled"],
+            )
         except DoesNotExist:
-            raise mqtt_auth.Refused(DEVICE_NOT_FOUND,
-                                    f"device {user.product_id}/{user.device_name} does not exist") from None
+            raise mqtt_auth.Refused(
+                DEVICE_NOT_FOUND, f"device {user.product_id}/{user.device_name} does not exist"
+            ) from None
         device = (user.product_id, user.device_name)
         if product.auth_type == "certificate":
             raise mqtt_auth.Refused(CERTIFICATE_PRODUCT, "the product authenticates devices by certificate, not key")
@@ -272,14 +310,26 @@ def authorize(event: Mapping[str, Any]) -> dict[str, Any]:
         reason, message = SYSTEM_ERROR, "internal error"
         logger.exception("mqtt authorizer failed", extra={"client_id": client_id, "connection_id": conn_id})
         if device is not None:
-            device_logs.diagnostic(device[0], device[1], diagnostics.DEV_CONN_SYSTEM_ERR,
-                                   "MQTT connect failed: internal error while authorising")
+            device_logs.diagnostic(
+                device[0],
+                device[1],
+                diagnostics.DEV_CONN_SYSTEM_ERR,
+                "MQTT connect failed: internal error while authorising",
+            )
         return _refusal(SYSTEM_ERROR)
     finally:
-        logger.info("mqtt authorize", extra={
-            "client_id": client_id, "connection_id": conn_id, "source_ip": source_ip,
-            "authenticated": reason == "ok", "reason": reason, "detail": message,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+        logger.info(
+            "mqtt authorize",
+            extra={
+                "client_id": client_id,
+                "connection_id": conn_id,
+                "source_ip": source_ip,
+                "authenticated": reason == "ok",
+                "reason": reason,
+                "detail": message,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
 
 
 # ------------------------------------------------------------------ evaluating
@@ -292,8 +342,7 @@ def _as_list(value: Any) -> list[Any]:
 def _glob_re(pattern: str) -> re.Pattern[str]:
     # IoT policy wildcards: `*` any run of characters (including `/`), `?` one character;
     # MQTT wildcards `+`/`#` in a policy resource are literal characters
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
-                      re.DOTALL)
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
 
 
 def _resource_of(pattern: str) -> str | None:
@@ -332,8 +381,11 @@ class Policy:
             for st in _as_list(parsed.get("Statement") or []):
                 deny = str(st.get("Effect", "")).lower() == "deny"
                 actions = [_glob_re(str(a).lower()) for a in _as_list(st.get("Action") or [])]
-                resources = [_glob_re(r) for r in (_resource_of(str(x)) for x in _as_list(st.get("Resource") or []))
-                             if r is not None]
+                resources = [
+                    _glob_re(r)
+                    for r in (_resource_of(str(x)) for x in _as_list(st.get("Resource") or []))
+                    if r is not None
+                ]
                 self._statements.append((deny, actions, resources))
         self._cache: dict[tuple[str, str], bool] = {}
 

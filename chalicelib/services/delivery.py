@@ -20,6 +20,7 @@ The services that own targets plug in here rather than being imported: the rule 
 its :class:`Hooks` (:func:`use_rule_hooks`) and every owner of targets its resolver
 (:func:`register_owner`) when it is imported, so this module sits below them all.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,8 +68,12 @@ def register_owner(prefix: str, resolver: Callable[[str], str]) -> None:
     _owners[prefix] = resolver
 
 
-def use_rule_hooks(*, lookup: Callable[[str], Any], add_stats: Callable[[str, dict[str, int]], None],
-                   stop_action: Callable[[str, int, str], None]) -> None:
+def use_rule_hooks(
+    *,
+    lookup: Callable[[str], Any],
+    add_stats: Callable[[str, dict[str, int]], None],
+    stop_action: Callable[[str, int, str], None],
+) -> None:
     """The rule engine's part of the forward worker's :class:`Hooks` (services/rules.py)."""
     _rule_hooks.update(lookup=lookup, add_stats=add_stats, stop_action=stop_action)
 
@@ -96,8 +101,7 @@ def hooks() -> Hooks:
     """The forward worker's hooks; refuses to run without the rule engine's (a deployment error)."""
     if not _rule_hooks:
         raise RuntimeError("the rule engine has not installed its delivery hooks (import services.rules)")
-    return Hooks(rule=_rule_hooks["lookup"], count=_count, stop_action=_rule_hooks["stop_action"],
-                 diagnose=_diagnose)
+    return Hooks(rule=_rule_hooks["lookup"], count=_count, stop_action=_rule_hooks["stop_action"], diagnose=_diagnose)
 
 
 # ===================================================================== sending
@@ -124,23 +128,43 @@ def dead_letter(job: dict[str, Any], *, target_id: str, reason: str, attempts: i
     return engine.dead_letter(job, target_id=target_id, reason=reason, attempts=attempts)
 
 
-def deliver(target: Target | Mapping[str, Any], body: Any, *, target_id: str, webhook_id: str | None = None,
-            product_id: str | None = None, device_name: str | None = None, delay_s: int = 0,
-            resource: str | None = None) -> str:
+def deliver(
+    target: Target | Mapping[str, Any],
+    body: Any,
+    *,
+    target_id: str,
+    webhook_id: str | None = None,
+    product_id: str | None = None,
+    device_name: str | None = None,
+    delay_s: int = 0,
+    resource: str | None = None,
+) -> str:
     """Queue a signed POST with guaranteed delivery (see the module doc); returns the webhook-id.
     ``resource`` is what the delivery belongs to (a stream's ``product/{pid}/stream/{id}``): its
     dead letter is shown to whoever may read that resource."""
     target = Target.of(target)
     wid = webhook_id or engine.new_webhook_id()
     data = body if isinstance(body, (bytes, bytearray)) else webhook.body_bytes(body)
-    job = {"k": "hook", "id": wid, "n": 0, "tid": target_id, "target": target.as_dict(),
-           "body": base64.b64encode(bytes(data)).decode(), "pid": product_id, "dn": device_name}
+    job = {
+        "k": "hook",
+        "id": wid,
+        "n": 0,
+        "tid": target_id,
+        "target": target.as_dict(),
+        "body": base64.b64encode(bytes(data)).decode(),
+        "pid": product_id,
+        "dn": device_name,
+    }
     if resource:
         job["own"] = resource
     if engine.enqueue([job], delay_s=delay_s):
         # the queue refused it: recorded as a replayable dead letter, never dropped
-        engine.dead_letter(job, target_id=target_id, attempts=0,
-                           reason="the forward queue refused the delivery (replay it when the queue is back)")
+        engine.dead_letter(
+            job,
+            target_id=target_id,
+            attempts=0,
+            reason="the forward queue refused the delivery (replay it when the queue is back)",
+        )
     return wid
 
 
@@ -171,10 +195,21 @@ def _letter_resource(rec: DeadLetterRecord) -> str:
 
 
 def view_letter(rec: DeadLetterRecord) -> dict[str, Any]:
-    return {"id": rec.letter_id, "target": rec.target, "rule": rec.rule, "resource": _letter_resource(rec),
-            "product_id": rec.product_id, "device_name": rec.device_name, "reason": rec.reason,
-            "attempts": int(rec.attempts or 0), "status": rec.status, "webhook_id": rec.webhook_id,
-            "created_at": int(rec.created_at), "updated_at": int(rec.updated_at), "replays": int(rec.replays or 0)}
+    return {
+        "id": rec.letter_id,
+        "target": rec.target,
+        "rule": rec.rule,
+        "resource": _letter_resource(rec),
+        "product_id": rec.product_id,
+        "device_name": rec.device_name,
+        "reason": rec.reason,
+        "attempts": int(rec.attempts or 0),
+        "status": rec.status,
+        "webhook_id": rec.webhook_id,
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+        "replays": int(rec.replays or 0),
+    }
 
 
 def _get_letter(letter_id: str, consistent: bool = False) -> DeadLetterRecord:
@@ -193,8 +228,9 @@ def letter_owner(letter_id: str) -> tuple[str, DeadLetterRecord]:
     return _letter_resource(rec), rec
 
 
-def list_letters(*, visible: Callable[[str], bool], status: str | None, rule: str | None, limit: int,
-                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def list_letters(
+    *, visible: Callable[[str], bool], status: str | None, rule: str | None, limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Dead letters ``visible(resource)`` lets the caller read, newest first."""
     expect_key(start, {"account": "S", "letter_id": "S"}, {"account": ACCOUNT})
     cond = None
@@ -207,13 +243,19 @@ def list_letters(*, visible: Callable[[str], bool], status: str | None, rule: st
     cond = live if cond is None else cond & live
 
     def fetch(key: dict[str, Any] | None) -> tuple[list[DeadLetterRecord], Any]:
-        res = DeadLetterRecord.query(ACCOUNT, filter_condition=cond, scan_index_forward=False,
-                                     last_evaluated_key=key, limit=max(limit, 25))
+        res = DeadLetterRecord.query(
+            ACCOUNT, filter_condition=cond, scan_index_forward=False, last_evaluated_key=key, limit=max(limit, 25)
+        )
         return list(res), res.last_evaluated_key
 
     with checked_start(start):
-        recs, nxt = fill_page(fetch, lambda r: visible(_letter_resource(r)),
-                              lambda r: {"account": {"S": ACCOUNT}, "letter_id": {"S": r.letter_id}}, limit, start)
+        recs, nxt = fill_page(
+            fetch,
+            lambda r: visible(_letter_resource(r)),
+            lambda r: {"account": {"S": ACCOUNT}, "letter_id": {"S": r.letter_id}},
+            limit,
+            start,
+        )
     return [view_letter(r) for r in recs], nxt
 
 
@@ -222,14 +264,19 @@ def replay(letter_id: str) -> dict[str, Any]:
     rec = _get_letter(letter_id, consistent=True)
     now = clock.now_s()
     try:
-        rec.update(actions=[DeadLetterRecord.status.set("replaying"), DeadLetterRecord.updated_at.set(now),
-                            DeadLetterRecord.replays.add(1)],
-                   condition=DeadLetterRecord.status == "dead")
+        rec.update(
+            actions=[
+                DeadLetterRecord.status.set("replaying"),
+                DeadLetterRecord.updated_at.set(now),
+                DeadLetterRecord.replays.add(1),
+            ],
+            condition=DeadLetterRecord.status == "dead",
+        )
     except UpdateError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
             raise errors.DEAD_LETTER_NOT_REPLAYABLE(
-                f"dead letter {letter_id} is {rec.status}: only a dead letter can be replayed",
-                "letter_id") from None
+                f"dead letter {letter_id} is {rec.status}: only a dead letter can be replayed", "letter_id"
+            ) from None
         raise
     job = dict(rec.job)
     job.update({"n": 0, "t0": None, "st": "a", "dl": letter_id, "rp": int(rec.replays or 0)})
@@ -248,8 +295,16 @@ def deliveries(target_id: str, *, limit: int, start: dict[str, Any] | None) -> t
     with checked_start(start):
         res = DeliveryRecord.query(target_id, scan_index_forward=False, last_evaluated_key=start, limit=limit)
         for rec in res:
-            out.append({"time": int(rec.ts.split("#", 1)[0]), "webhook_id": rec.webhook_id,
-                        "attempt": int(rec.attempt), "ok": bool(rec.ok),
-                        "status": int(rec.status) if rec.status is not None else None,
-                        "latency_ms": int(rec.latency_ms or 0), "error": rec.error, "snippet": rec.snippet})
+            out.append(
+                {
+                    "time": int(rec.ts.split("#", 1)[0]),
+                    "webhook_id": rec.webhook_id,
+                    "attempt": int(rec.attempt),
+                    "ok": bool(rec.ok),
+                    "status": int(rec.status) if rec.status is not None else None,
+                    "latency_ms": int(rec.latency_ms or 0),
+                    "error": rec.error,
+                    "snippet": rec.snippet,
+                }
+            )
         return out, res.last_evaluated_key

@@ -20,6 +20,7 @@ on ``thing/down/action``; ``sync`` waits up to ``timeout`` (default
 ``GET …/calls/{client_token}`` tells the result later.  Waiters poll the calls item, so the
 reply may be processed by any Lambda.
 """
+
 from __future__ import annotations
 
 import time
@@ -101,13 +102,25 @@ def properties(pid: str, dn: str) -> dict[str, Any]:
     items = []
     for prop, entry in sorted(reported.items()):
         if isinstance(entry, dict):
-            items.append({"id": prop, "name": names.get(prop), "value": entry.get("value"),
-                          **_times(int(entry.get("time") or 0))})
+            items.append(
+                {
+                    "id": prop,
+                    "name": names.get(prop),
+                    "value": entry.get("value"),
+                    **_times(int(entry.get("time") or 0)),
+                }
+            )
     pending = []
     for prop, entry in sorted(desired.items()):
         if isinstance(entry, dict):
-            pending.append({"id": prop, "value": entry.get("value"), "client_token": entry.get("token"),
-                            **_times(int(entry.get("time") or 0))})
+            pending.append(
+                {
+                    "id": prop,
+                    "value": entry.get("value"),
+                    "client_token": entry.get("token"),
+                    **_times(int(entry.get("time") or 0)),
+                }
+            )
     return {"product_id": pid, "device_name": dn, "status": rec.status, "properties": items, "desired": pending}
 
 
@@ -117,14 +130,20 @@ def properties(pid: str, dn: str) -> dict[str, Any]:
 def _check_cursor(cursor: dict[str, Any] | None, key: str, lo: str, hi: str) -> None:
     if cursor is None:
         return
-    ok = (set(cursor) == {"key", "ts"} and cursor.get("key") == {"S": key} and isinstance(cursor.get("ts"), dict)
-          and set(cursor["ts"]) == {"S"} and lo <= str(cursor["ts"]["S"]) <= hi)
+    ok = (
+        set(cursor) == {"key", "ts"}
+        and cursor.get("key") == {"S": key}
+        and isinstance(cursor.get("ts"), dict)
+        and set(cursor["ts"]) == {"S"}
+        and lo <= str(cursor["ts"]["S"]) <= hi
+    )
     if not ok:
         raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
 
 
-def _history(key: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None,
-             cond: Any = None) -> tuple[list[HistoryRecord], dict[str, Any] | None]:
+def _history(
+    key: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None, cond: Any = None
+) -> tuple[list[HistoryRecord], dict[str, Any] | None]:
     lo, hi = f"{max(start_ms, 0):013d}", f"{max(end_ms, 0):013d}#~"
     _check_cursor(cursor, key, lo, hi)
     live = HistoryRecord.expires_at.does_not_exist() | (HistoryRecord.expires_at > clock.now_s())
@@ -134,8 +153,14 @@ def _history(key: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str,
     last = cursor
     with checked_start(cursor):
         while True:
-            res = HistoryRecord.query(key, HistoryRecord.ts.between(lo, hi), filter_condition=live,
-                                      scan_index_forward=False, last_evaluated_key=last, limit=max(limit, 25))
+            res = HistoryRecord.query(
+                key,
+                HistoryRecord.ts.between(lo, hi),
+                filter_condition=live,
+                scan_index_forward=False,
+                last_evaluated_key=last,
+                limit=max(limit, 25),
+            )
             for rec in res:
                 found.append(rec)
                 if len(found) == limit:
@@ -149,18 +174,26 @@ def _ms_of(rec: HistoryRecord) -> int:
     return int(rec.ts.split("#", 1)[0])
 
 
-def property_history(pid: str, dn: str, prop: str, start_ms: int, end_ms: int, limit: int,
-                     cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def property_history(
+    pid: str, dn: str, prop: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     _, product = _device(pid, dn)
     if prop not in product.model.property_ids:
-        raise errors.PROPERTY_NOT_EXIST(f"property {prop} is not defined in the thing model of {pid}",
-                                        "property_id")
+        raise errors.PROPERTY_NOT_EXIST(f"property {prop} is not defined in the thing model of {pid}", "property_id")
     recs, nxt = _history(history_key(pid, dn, prop), start_ms, end_ms, limit, cursor)
     return [{"value": r.value, **_times(_ms_of(r))} for r in recs], nxt
 
 
-def events(pid: str, dn: str, start_ms: int, end_ms: int, event_id: str | None, event_type: str | None, limit: int,
-           cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def events(
+    pid: str,
+    dn: str,
+    start_ms: int,
+    end_ms: int,
+    event_id: str | None,
+    event_type: str | None,
+    limit: int,
+    cursor: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     _device(pid, dn)
     cond = None
     if event_id:
@@ -169,20 +202,36 @@ def events(pid: str, dn: str, start_ms: int, end_ms: int, event_id: str | None, 
         c = HistoryRecord.event_type == event_type
         cond = c if cond is None else cond & c
     recs, nxt = _history(history_key(pid, dn), start_ms, end_ms, limit, cursor, cond)
-    return [{"event_id": r.event_id, "type": r.event_type, "params": r.value if isinstance(r.value, dict) else {},
-             **_times(_ms_of(r))} for r in recs], nxt
+    return [
+        {
+            "event_id": r.event_id,
+            "type": r.event_type,
+            "params": r.value if isinstance(r.value, dict) else {},
+            **_times(_ms_of(r)),
+        }
+        for r in recs
+    ], nxt
 
 
-def logs(pid: str, dn: str, kind: str, start_ms: int, end_ms: int, limit: int,
-         cursor: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def logs(
+    pid: str, dn: str, kind: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     _device(pid, dn)
     items, nxt = device_logs.query(pid, dn, kind, start_ms, end_ms, limit, cursor)
     out = []
     for item in items:
         ms = int(item["time"])
-        out.append({"kind": item["kind"], "direction": item.get("direction"), "topic": item.get("topic"),
-                    "payload": item.get("payload"), "code": item.get("code"), "message": item.get("message"),
-                    **_times(ms)})
+        out.append(
+            {
+                "kind": item["kind"],
+                "direction": item.get("direction"),
+                "topic": item.get("topic"),
+                "payload": item.get("payload"),
+                "code": item.get("code"),
+                "message": item.get("message"),
+                **_times(ms),
+            }
+        )
     return out, nxt
 
 
@@ -192,33 +241,44 @@ def logs(pid: str, dn: str, kind: str, start_ms: int, end_ms: int, limit: int,
 def _new_call(pid: str, dn: str, kind: str, params: dict, action_id: str | None = None) -> CallRecord:
     token = f"clientToken-{uuid.uuid4()}"
     now = clock.now_s()
-    call = CallRecord(key=f"{pid}/{dn}", token=token, kind=kind, action_id=action_id, params=params,
-                      status="pending", created_at=now, expires_at=now + CALL_TTL_S)
+    call = CallRecord(
+        key=f"{pid}/{dn}",
+        token=token,
+        kind=kind,
+        action_id=action_id,
+        params=params,
+        status="pending",
+        created_at=now,
+        expires_at=now + CALL_TTL_S,
+    )
     call.save(condition=CallRecord.token.does_not_exist())
     return call
 
 
 def call_view(call: CallRecord) -> dict[str, Any]:
     reply = call.reply if isinstance(call.reply, dict) else None
-    return {"client_token": call.token, "kind": call.kind, "action_id": call.action_id,
-            "params": call.params if isinstance(call.params, dict) else {}, "status": call.status,
-            "code": int(call.code) if call.code is not None else None,
-            "reply_status": reply.get("status") if reply else None,
-            "response": reply.get("response") if reply and isinstance(reply.get("response"), dict) else None,
-            "created_at": int(call.created_at),
-            "replied_at": int(call.replied_at) if call.replied_at is not None else None}
+    return {
+        "client_token": call.token,
+        "kind": call.kind,
+        "action_id": call.action_id,
+        "params": call.params if isinstance(call.params, dict) else {},
+        "status": call.status,
+        "code": int(call.code) if call.code is not None else None,
+        "reply_status": reply.get("status") if reply else None,
+        "response": reply.get("response") if reply and isinstance(reply.get("response"), dict) else None,
+        "created_at": int(call.created_at),
+        "replied_at": int(call.replied_at) if call.replied_at is not None else None,
+    }
 
 
 def get_call(pid: str, dn: str, token: str) -> dict[str, Any]:
     _device(pid, dn)
     if not 0 < len(token) <= 128:
-        raise errors.CALL_NOT_EXIST(f"no control or action {token[:64]} for device {pid}/{dn}",
-                                    "client_token")
+        raise errors.CALL_NOT_EXIST(f"no control or action {token[:64]} for device {pid}/{dn}", "client_token")
     try:
         return call_view(CallRecord.get(f"{pid}/{dn}", token, consistent_read=True))
     except DoesNotExist:
-        raise errors.CALL_NOT_EXIST(f"no control or action {token} for device {pid}/{dn}",
-                                    "client_token") from None
+        raise errors.CALL_NOT_EXIST(f"no control or action {token} for device {pid}/{dn}", "client_token") from None
 
 
 def _wait(pid: str, dn: str, token: str, timeout_s: float) -> CallRecord:
@@ -272,35 +332,41 @@ def _store_desired(pid: str, dn: str, values: dict[str, Any], token: str) -> Non
     sets = []
     for i, (prop, value) in enumerate(sorted(values.items())):
         names[f"#p{i}"] = prop
-        attrs[f":v{i}"] = {"M": {"value": to_av(value), "time": {"N": str(now)},
-                                 "token": {"S": token}}}
+        attrs[f":v{i}"] = {"M": {"value": to_av(value), "time": {"N": str(now)}, "token": {"S": token}}}
         sets.append(f"#d.#p{i} = :v{i}")
-    request = {"TableName": DeviceRecord.Meta.table_name,
-               "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}},
-               "UpdateExpression": "SET " + ", ".join(sets), "ConditionExpression": "attribute_exists(#dn)",
-               "ExpressionAttributeNames": names, "ExpressionAttributeValues": attrs}
+    request = {
+        "TableName": DeviceRecord.Meta.table_name,
+        "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}},
+        "UpdateExpression": "SET " + ", ".join(sets),
+        "ConditionExpression": "attribute_exists(#dn)",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": attrs,
+    }
     client = dynamo.client()
     try:
         client.update_item(**request)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code")
         if code == "ConditionalCheckFailedException":
-            raise errors.DEVICE_NOT_EXIST(f"device {pid}/{dn} does not exist",
-                                          "device_name") from None
+            raise errors.DEVICE_NOT_EXIST(f"device {pid}/{dn} does not exist", "device_name") from None
         if code != "ValidationException":
             raise
-        client.update_item(TableName=request["TableName"], Key=request["Key"],
-                           UpdateExpression="SET #d = if_not_exists(#d, :e)",
-                           ExpressionAttributeNames={"#d": "desired"}, ExpressionAttributeValues={":e": {"M": {}}})
+        client.update_item(
+            TableName=request["TableName"],
+            Key=request["Key"],
+            UpdateExpression="SET #d = if_not_exists(#d, :e)",
+            ExpressionAttributeNames={"#d": "desired"},
+            ExpressionAttributeValues={":e": {"M": {}}},
+        )
         client.update_item(**request)
 
 
-def call_action(pid: str, dn: str, action_id: str, params: dict[str, Any], mode: str,
-                timeout_s: float | None) -> dict[str, Any]:
+def call_action(
+    pid: str, dn: str, action_id: str, params: dict[str, Any], mode: str, timeout_s: float | None
+) -> dict[str, Any]:
     rec, product = _device(pid, dn)
     if action_id not in product.model.action_ids:
-        raise errors.ACTION_NOT_EXIST(f"action {action_id} is not defined in the thing model of {pid}",
-                                      "action_id")
+        raise errors.ACTION_NOT_EXIST(f"action {action_id} is not defined in the thing model of {pid}", "action_id")
     _usable(rec, pid, dn)
     accepted, problems = product.model.check_action_input(action_id, params)
     if problems:
@@ -308,19 +374,27 @@ def call_action(pid: str, dn: str, action_id: str, params: dict[str, Any], mode:
     if rec.status != "online":
         raise errors.DEVICE_OFFLINE(f"device {pid}/{dn} is {rec.status}: actions need an online device", "device_name")
     call = _new_call(pid, dn, "action", accepted, action_id)
-    message = {"method": "action", "clientToken": call.token, "actionId": action_id, "timestamp": clock.now_s(),
-               "params": accepted}
+    message = {
+        "method": "action",
+        "clientToken": call.token,
+        "actionId": action_id,
+        "timestamp": clock.now_s(),
+        "params": accepted,
+    }
     if not downlink.send(pid, dn, "action", message, dollar=rec.dollar):
         _time_out(call)
-        raise errors.DEVICE_OFFLINE(f"device {pid}/{dn} did not receive the action (not subscribed or gone)",
-                                    "device_name")
+        raise errors.DEVICE_OFFLINE(
+            f"device {pid}/{dn} did not receive the action (not subscribed or gone)", "device_name"
+        )
     if mode == "async":
         return call_view(call)
     call = _wait(pid, dn, call.token, settings().action_timeout_s if timeout_s is None else timeout_s)
     if call.status == "pending":
         call = _time_out(call)
     if call.status != "replied":
-        raise errors.ACTION_TIMEOUT(f"device {pid}/{dn} did not answer action {action_id} within the timeout; "
-                                    f"its clientToken is {call.token}", None,
-                                    details={"client_token": call.token})
+        raise errors.ACTION_TIMEOUT(
+            f"device {pid}/{dn} did not answer action {action_id} within the timeout; its clientToken is {call.token}",
+            None,
+            details={"client_token": call.token},
+        )
     return call_view(call)

@@ -8,6 +8,7 @@ queries filter them out themselves.
 Shared by connectivity (authorizer refusals), registration, the uplink pipeline and presence; the
 codes of diagnostics are ``protocol/diagnostics.py``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -47,51 +48,117 @@ def _text(payload: Any) -> str | None:
     return text[:MAX_PAYLOAD]
 
 
-def entry(product_id: str, device_name: str, kind: str, *, direction: str | None = None, topic: str | None = None,
-          payload: Any = None, code: str | None = None, message: str | None = None,
-          ts_ms: int | None = None) -> DeviceLogRecord:
+def entry(
+    product_id: str,
+    device_name: str,
+    kind: str,
+    *,
+    direction: str | None = None,
+    topic: str | None = None,
+    payload: Any = None,
+    code: str | None = None,
+    message: str | None = None,
+    ts_ms: int | None = None,
+) -> DeviceLogRecord:
     """Build (not save) a log item — for callers that batch their writes."""
     if kind not in KINDS:
         raise ValueError(f"log kind must be one of {KINDS}")
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}")
     ts = int(ts_ms) if ts_ms is not None else clock.now_ms()
-    return DeviceLogRecord(key=f"{product_id}/{device_name}/{kind}", ts=_sort_key(ts), direction=direction,
-                           topic=topic, payload=_text(payload), code=code,
-                           message=message[:1024] if message else message,
-                           expires_at=max(ts // 1000, clock.now_s()) + settings().device_log_days * 86400)
+    return DeviceLogRecord(
+        key=f"{product_id}/{device_name}/{kind}",
+        ts=_sort_key(ts),
+        direction=direction,
+        topic=topic,
+        payload=_text(payload),
+        code=code,
+        message=message[:1024] if message else message,
+        expires_at=max(ts // 1000, clock.now_s()) + settings().device_log_days * 86400,
+    )
 
 
-def write(product_id: str, device_name: str, kind: str, *, direction: str | None = None, topic: str | None = None,
-          payload: Any = None, code: str | None = None, message: str | None = None,
-          ts_ms: int | None = None) -> bool:
+def write(
+    product_id: str,
+    device_name: str,
+    kind: str,
+    *,
+    direction: str | None = None,
+    topic: str | None = None,
+    payload: Any = None,
+    code: str | None = None,
+    message: str | None = None,
+    ts_ms: int | None = None,
+) -> bool:
     """Append one log entry.  A log write never fails its caller: False (and an error log) if it did not land."""
-    rec = entry(product_id, device_name, kind, direction=direction, topic=topic, payload=payload, code=code,
-                message=message, ts_ms=ts_ms)
+    rec = entry(
+        product_id,
+        device_name,
+        kind,
+        direction=direction,
+        topic=topic,
+        payload=payload,
+        code=code,
+        message=message,
+        ts_ms=ts_ms,
+    )
     try:
         rec.save()
         return True
     except Exception:  # noqa: BLE001 - a lost log line never fails the traffic it describes
-        logger.exception("device log write failed", extra={"device": f"{product_id}/{device_name}", "kind": kind,
-                                                           "code": code})
+        logger.exception(
+            "device log write failed", extra={"device": f"{product_id}/{device_name}", "kind": kind, "code": code}
+        )
         return False
 
 
-def diagnostic(product_id: str, device_name: str, code: str, message: str, *, topic: str | None = None,
-               payload: Any = None, direction: str | None = None, ts_ms: int | None = None) -> bool:
+def diagnostic(
+    product_id: str,
+    device_name: str,
+    code: str,
+    message: str,
+    *,
+    topic: str | None = None,
+    payload: Any = None,
+    direction: str | None = None,
+    ts_ms: int | None = None,
+) -> bool:
     """Shorthand for a cloud diagnostic entry."""
-    return write(product_id, device_name, "diagnostic", code=code, message=message, topic=topic, payload=payload,
-                 direction=direction, ts_ms=ts_ms)
+    return write(
+        product_id,
+        device_name,
+        "diagnostic",
+        code=code,
+        message=message,
+        topic=topic,
+        payload=payload,
+        direction=direction,
+        ts_ms=ts_ms,
+    )
 
 
 def view(rec: DeviceLogRecord) -> dict[str, Any]:
     kind = rec.key.rsplit("/", 1)[-1]
-    return {"time": int(rec.ts.split("#", 1)[0]), "kind": kind, "direction": rec.direction, "topic": rec.topic,
-            "payload": rec.payload, "code": rec.code, "message": rec.message}
+    return {
+        "time": int(rec.ts.split("#", 1)[0]),
+        "kind": kind,
+        "direction": rec.direction,
+        "topic": rec.topic,
+        "payload": rec.payload,
+        "code": rec.code,
+        "message": rec.message,
+    }
 
 
-def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: int, limit: int = 100,
-          cursor: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def query(
+    product_id: str,
+    device_name: str,
+    kind: str,
+    start_ms: int,
+    end_ms: int,
+    limit: int = 100,
+    cursor: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """One device's log of one kind between ``start_ms`` and ``end_ms`` (inclusive), newest first.
 
     ``cursor`` is the raw DynamoDB key this function returned as the next cursor (encode it with
@@ -103,9 +170,14 @@ def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: i
     key = f"{product_id}/{device_name}/{kind}"
     lo, hi = f"{max(int(start_ms), 0):013d}", f"{max(int(end_ms), 0):013d}#~"
     if cursor is not None:
-        good = (isinstance(cursor, dict) and set(cursor) == {"key", "ts"}
-                and cursor.get("key") == {"S": key} and isinstance(cursor.get("ts"), dict)
-                and set(cursor["ts"]) == {"S"} and lo <= str(cursor["ts"]["S"]) <= hi)
+        good = (
+            isinstance(cursor, dict)
+            and set(cursor) == {"key", "ts"}
+            and cursor.get("key") == {"S": key}
+            and isinstance(cursor.get("ts"), dict)
+            and set(cursor["ts"]) == {"S"}
+            and lo <= str(cursor["ts"]["S"]) <= hi
+        )
         if not good:
             raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
     now_s = clock.now_s()
@@ -114,9 +186,14 @@ def query(product_id: str, device_name: str, kind: str, start_ms: int, end_ms: i
     last = cursor
     try:
         while True:
-            res = DeviceLogRecord.query(key, DeviceLogRecord.ts.between(lo, hi), filter_condition=live,
-                                        scan_index_forward=False, last_evaluated_key=last,
-                                        limit=max(limit, 25))
+            res = DeviceLogRecord.query(
+                key,
+                DeviceLogRecord.ts.between(lo, hi),
+                filter_condition=live,
+                scan_index_forward=False,
+                last_evaluated_key=last,
+                limit=max(limit, 25),
+            )
             for rec in res:
                 items.append(view(rec))
                 if len(items) == limit:

@@ -1,4 +1,5 @@
 """Devices (SPEC §5) and the account device quota (§7.4)."""
+
 from __future__ import annotations
 
 import base64
@@ -55,8 +56,7 @@ def _get(product_id: str, device_name: str) -> DeviceRecord:
     try:
         return DeviceRecord.get(product_id, device_name, consistent_read=True)
     except DoesNotExist:
-        raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist",
-                                      "device_name") from None
+        raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist", "device_name") from None
 
 
 def get_device(product_id: str, device_name: str) -> DeviceRecord:
@@ -66,9 +66,13 @@ def get_device(product_id: str, device_name: str) -> DeviceRecord:
 
 def view(rec: DeviceRecord, include_secret: bool = False) -> dict[str, Any]:
     out = {
-        "product_id": rec.product_id, "device_name": rec.device_name, "status": rec.status,
-        "enabled": bool(rec.enabled), "tags": dict(rec.tags.as_dict() if hasattr(rec.tags, "as_dict") else rec.tags or {}),
-        "firmware_version": rec.firmware_version, "created_at": int(rec.created_at),
+        "product_id": rec.product_id,
+        "device_name": rec.device_name,
+        "status": rec.status,
+        "enabled": bool(rec.enabled),
+        "tags": dict(rec.tags.as_dict() if hasattr(rec.tags, "as_dict") else rec.tags or {}),
+        "firmware_version": rec.firmware_version,
+        "created_at": int(rec.created_at),
         "updated_at": int(rec.updated_at),
         "activated_at": int(rec.activated_at) if rec.activated_at is not None else None,
         "last_online_at": int(rec.last_online_at) if rec.last_online_at is not None else None,
@@ -108,10 +112,18 @@ def list_devices(product_id: str, **kw: Any) -> tuple[list[dict[str, Any]], int 
         return _list_devices(product_id, **kw)
 
 
-def _list_devices(product_id: str, *, status: str | None, firmware_version: str | None, tag: str | None,
-                 q: str | None, enabled: bool | None, limit: int, start: dict[str, Any] | None,
-                 visible: Callable[[str], bool] = lambda name: True,
-                 ) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
+def _list_devices(
+    product_id: str,
+    *,
+    status: str | None,
+    firmware_version: str | None,
+    tag: str | None,
+    q: str | None,
+    enabled: bool | None,
+    limit: int,
+    start: dict[str, Any] | None,
+    visible: Callable[[str], bool] = lambda name: True,
+) -> tuple[list[dict[str, Any]], int | None, dict[str, Any] | None]:
     """Key queries only: the status / firmware GSIs when those filter, else the product partition.
     Devices ``visible(name)`` refuses are left out (a policy may deny single devices)."""
     product = get_product(product_id)
@@ -133,17 +145,25 @@ def _list_devices(product_id: str, *, status: str | None, firmware_version: str 
 
     if status:
         index = "status"
-        pages = DeviceRecord.status_index.query(product_id, DeviceRecord.status == status, filter_condition=cond,
-                                                last_evaluated_key=start, limit=max(limit, 50))
+        pages = DeviceRecord.status_index.query(
+            product_id,
+            DeviceRecord.status == status,
+            filter_condition=cond,
+            last_evaluated_key=start,
+            limit=max(limit, 50),
+        )
     elif firmware_version:
         index = "firmware"
-        pages = DeviceRecord.firmware_index.query(product_id, DeviceRecord.firmware_version == firmware_version,
-                                                  filter_condition=cond, last_evaluated_key=start,
-                                                  limit=max(limit, 50))
+        pages = DeviceRecord.firmware_index.query(
+            product_id,
+            DeviceRecord.firmware_version == firmware_version,
+            filter_condition=cond,
+            last_evaluated_key=start,
+            limit=max(limit, 50),
+        )
     else:
         index = None
-        pages = DeviceRecord.query(product_id, filter_condition=cond, last_evaluated_key=start,
-                                   limit=max(limit, 50))
+        pages = DeviceRecord.query(product_id, filter_condition=cond, last_evaluated_key=start, limit=max(limit, 50))
     filtered = any(x is not None for x in (status, firmware_version, tag, q, enabled))
     items: list[dict[str, Any]] = []
     while True:
@@ -161,15 +181,23 @@ def _list_devices(product_id: str, *, status: str | None, firmware_version: str 
             break
         # the query's own limit ran out before ours did: continue from where it stopped
         if index == "status":
-            pages = DeviceRecord.status_index.query(product_id, DeviceRecord.status == status, filter_condition=cond,
-                                                    last_evaluated_key=last, limit=max(limit, 50))
+            pages = DeviceRecord.status_index.query(
+                product_id,
+                DeviceRecord.status == status,
+                filter_condition=cond,
+                last_evaluated_key=last,
+                limit=max(limit, 50),
+            )
         elif index == "firmware":
-            pages = DeviceRecord.firmware_index.query(product_id, DeviceRecord.firmware_version == firmware_version,
-                                                      filter_condition=cond, last_evaluated_key=last,
-                                                      limit=max(limit, 50))
+            pages = DeviceRecord.firmware_index.query(
+                product_id,
+                DeviceRecord.firmware_version == firmware_version,
+                filter_condition=cond,
+                last_evaluated_key=last,
+                limit=max(limit, 50),
+            )
         else:
-            pages = DeviceRecord.query(product_id, filter_condition=cond, last_evaluated_key=last,
-                                       limit=max(limit, 50))
+            pages = DeviceRecord.query(product_id, filter_condition=cond, last_evaluated_key=last, limit=max(limit, 50))
     total = len(items) if (filtered and start is None) else (None if filtered else int(product.device_count or 0))
     return items, total, None
 
@@ -203,8 +231,14 @@ def _used(av: bool) -> int:
 def quota() -> dict[str, Any]:
     used, av_used = _used(False), _used(True)
     limit, av_limit = _quota_limit(False), _quota_limit(True)
-    return {"device_quota": limit, "registered": used, "remaining": max(limit - used, 0),
-            "av_device_quota": av_limit, "av_registered": av_used, "av_remaining": max(av_limit - av_used, 0)}
+    return {
+        "device_quota": limit,
+        "registered": used,
+        "remaining": max(limit - used, 0),
+        "av_device_quota": av_limit,
+        "av_registered": av_used,
+        "av_remaining": max(av_limit - av_used, 0),
+    }
 
 
 def quota_reservation(n: int, av: bool = False) -> tuple[CounterRecord, list[Any], Any]:
@@ -226,7 +260,9 @@ def quota_error(n: int, av: bool = False) -> errors.FleetboxError:
     kind, prefix = ("audio/video device", "av_") if av else ("normal device", "")
     return errors.DEVICE_EXCEED_LIMIT(
         f"{kind} license limit: {n} more device(s) requested, "
-        f"{q[prefix + 'remaining']} of {q[prefix + 'device_quota']} remaining", "device_name")
+        f"{q[prefix + 'remaining']} of {q[prefix + 'device_quota']} remaining",
+        "device_name",
+    )
 
 
 # ----------------------------------------------------------------- writing
@@ -237,8 +273,16 @@ def check_name(device_name: str, field: str = "device_name") -> None:
         raise errors.DEVICE_NAME_INVALID("device_name must be 1-48 characters of A-Z a-z 0-9 _ : -", field)
 
 
-def new_record(product: ProductRecord, device_name: str, secret: str | None, created_by: str | None,
-               origin: str = "api", *, batch_id: str | None = None, keyless: bool = False) -> DeviceRecord:
+def new_record(
+    product: ProductRecord,
+    device_name: str,
+    secret: str | None,
+    created_by: str | None,
+    origin: str = "api",
+    *,
+    batch_id: str | None = None,
+    keyless: bool = False,
+) -> DeviceRecord:
     """The record of a device about to be created (not written): secret or certificate issued.
 
     ``keyless``: a one-type-one-secret device that fetches its secret at first boot (SPEC §6.3).
@@ -247,22 +291,36 @@ def new_record(product: ProductRecord, device_name: str, secret: str | None, cre
     if product.auth_type == "certificate":
         if secret is not None:
             raise errors.DEVICE_SECRET_INVALID(
-                "certificate-authenticated products take no secret: the device gets a certificate",
-                "secret")
+                "certificate-authenticated products take no secret: the device gets a certificate", "secret"
+            )
         if not keyless:
             cert_pem, key_pem = certificates.issue_for_device(product.product_id, device_name)
     elif not keyless:
         secret = secret or ids.device_secret()
     now = clock.now_s()
     terms, text = _search_fields(device_name, {})
-    return DeviceRecord(product_id=product.product_id, device_name=device_name, secret=secret,
-                        cert_pem=cert_pem, key_pem=key_pem,
-                        status="inactive", enabled=True, tags={}, search_terms=terms, search_text=text,
-                        created_at=now, updated_at=now, created_by=created_by, origin=origin, batch_id=batch_id)
+    return DeviceRecord(
+        product_id=product.product_id,
+        device_name=device_name,
+        secret=secret,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        status="inactive",
+        enabled=True,
+        tags={},
+        search_terms=terms,
+        search_text=text,
+        created_at=now,
+        updated_at=now,
+        created_by=created_by,
+        origin=origin,
+        batch_id=batch_id,
+    )
 
 
-def create(product_id: str, device_name: str, secret: str | None, created_by: str | None,
-           origin: str = "api") -> dict[str, Any]:
+def create(
+    product_id: str, device_name: str, secret: str | None, created_by: str | None, origin: str = "api"
+) -> dict[str, Any]:
     check_name(device_name)
     if secret is not None and not secret_ok(secret):
         raise errors.DEVICE_SECRET_INVALID("secret must be base64 of 16 bytes (24 characters)", "secret")
@@ -270,24 +328,29 @@ def create(product_id: str, device_name: str, secret: str | None, created_by: st
     rec = new_record(product, device_name, secret, created_by, origin)
     av = is_av(product)
     counter, counter_actions, counter_cond = quota_reservation(1, av)
+
     def build(tx: Transaction) -> None:
         tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
         tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
-        tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(1)],
-                  condition=ProductRecord.product_id.exists())
+        tx.update(
+            "product",
+            ProductRecord(product_id),
+            actions=[ProductRecord.device_count.add(1)],
+            condition=ProductRecord.product_id.exists(),
+        )
 
     try:
         txn.run(build)
     except TransactWriteError as exc:
         failed = exc.failed_tags  # type: ignore[attr-defined]
         if "device" in failed:
-            raise errors.DEVICE_ALREADY_EXISTS(f"device {device_name} already exists in product {product_id}",
-                                               "device_name") from None
+            raise errors.DEVICE_ALREADY_EXISTS(
+                f"device {device_name} already exists in product {product_id}", "device_name"
+            ) from None
         if "quota" in failed:
             raise quota_error(1, av) from None
         if "product" in failed:
-            raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist",
-                                           "product_id") from None
+            raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id") from None
         raise _contended() from None
     return view(rec, include_secret=True)
 
@@ -309,15 +372,19 @@ def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple
     """
     out: dict[str, tuple[str, DeviceRecord]] = {}
     for start in range(0, len(records), INSERT_GROUP):
-        todo = records[start:start + INSERT_GROUP]
+        todo = records[start : start + INSERT_GROUP]
         while todo:
             group = todo
 
             def build(tx: Transaction, group: list[DeviceRecord] = group) -> None:
                 for rec in group:
                     tx.save(rec.device_name, rec, condition=DeviceRecord.device_name.does_not_exist())
-                tx.update(_PRODUCT_TAG, ProductRecord(product_id), actions=[ProductRecord.device_count.add(len(group))],
-                          condition=ProductRecord.product_id.exists())
+                tx.update(
+                    _PRODUCT_TAG,
+                    ProductRecord(product_id),
+                    actions=[ProductRecord.device_count.add(len(group))],
+                    condition=ProductRecord.product_id.exists(),
+                )
 
             try:
                 txn.run(build)
@@ -326,8 +393,7 @@ def insert_many(product_id: str, records: list[DeviceRecord]) -> dict[str, tuple
                 if not failed:
                     raise
                 if _PRODUCT_TAG in failed:
-                    raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist",
-                                                   "product_id") from None
+                    raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id") from None
                 mine = {rec.device_name: rec for rec in group}
                 batch_id = group[0].batch_id
                 for found in DeviceRecord.batch_get([(product_id, n) for n in failed], consistent_read=True):
@@ -350,15 +416,17 @@ def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[st
     if "tags" in fields:
         tags = fields["tags"]
         terms, text = _search_fields(device_name, tags)
-        actions += [DeviceRecord.tags.set(tags), DeviceRecord.search_terms.set(terms),
-                    DeviceRecord.search_text.set(text)]
+        actions += [
+            DeviceRecord.tags.set(tags),
+            DeviceRecord.search_terms.set(terms),
+            DeviceRecord.search_text.set(text),
+        ]
     if actions:
         actions.append(DeviceRecord.updated_at.set(clock.now_s()))
         try:
             rec.update(actions=actions, condition=DeviceRecord.device_name.exists())
         except UpdateError:
-            raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist",
-                                          "device_name") from None
+            raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist", "device_name") from None
         if fields.get("enabled") is False:
             publisher.disconnect(f"{product_id}{device_name}")  # a disabled device cannot stay connected
     return view(rec)
@@ -369,18 +437,22 @@ def delete(product_id: str, device_name: str) -> None:
     product = get_product(product_id)
     rec = _get(product_id, device_name)
     counter = quota_counter(is_av(product))
+
     def build(tx: Transaction) -> None:
         tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
         tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])
-        tx.update("product", ProductRecord(product_id), actions=[ProductRecord.device_count.add(-1)],
-                  condition=ProductRecord.product_id.exists())
+        tx.update(
+            "product",
+            ProductRecord(product_id),
+            actions=[ProductRecord.device_count.add(-1)],
+            condition=ProductRecord.product_id.exists(),
+        )
 
     try:
         txn.run(build)
     except TransactWriteError as exc:
         if "device" in exc.failed_tags:  # type: ignore[attr-defined]
-            raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist",
-                                          "device_name") from None
+            raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist", "device_name") from None
         raise _contended() from None
     publisher.disconnect(f"{product_id}{device_name}")  # its secret no longer works: neither does its session
     _release_gauges(rec)

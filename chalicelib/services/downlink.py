@@ -10,6 +10,7 @@
 Replies to uplinks are published by the uplink pipeline with :func:`deliver` (their logs and
 counters are written with the batch's rows).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,13 @@ def send(pid: str, dn: str, family: str, message: dict, *, dollar: bool | None, 
     analytics.count(pid, "downlink", 1)
     if not delivered:
         analytics.count(pid, "downlink_fail", 1)
-        device_logs.diagnostic(pid, dn, diagnostics.PUB_TO_DEV_NO_SUBSCRIBER,
-                               "no subscriber received the message: the device is offline or not subscribed",
-                               topic=topics.down(family, pid, dn, dollar=bool(dollar)), payload=message,
-                               direction="down")
+        device_logs.diagnostic(
+            pid,
+            dn,
+            diagnostics.PUB_TO_DEV_NO_SUBSCRIBER,
+            "no subscriber received the message: the device is offline or not subscribed",
+            topic=topics.down(family, pid, dn, dollar=bool(dollar)),
+            payload=message,
+            direction="down",
+        )
     return delivered

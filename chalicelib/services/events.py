@@ -27,6 +27,7 @@ The rule engine receives every event as a message on ``$events/{ProductId}/{kind
 so every rule action — signed webhook, SQS, SNS, Kinesis, DynamoDB, Lambda, S3 — can carry events
 with its retries and dead letters.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -62,8 +63,13 @@ class DomainEvent:
     event_id: str = field(default_factory=lambda: "ev-" + secrets.token_hex(8))
 
     def as_message(self) -> dict[str, Any]:
-        return {"kind": self.kind, "product_id": self.product_id, "data": self.data, "at_ms": self.at_ms,
-                "event_id": self.event_id}
+        return {
+            "kind": self.kind,
+            "product_id": self.product_id,
+            "data": self.data,
+            "at_ms": self.at_ms,
+            "event_id": self.event_id,
+        }
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> DomainEvent:
@@ -90,8 +96,10 @@ def matches(pattern: str, kind: str) -> bool:
 def emit(kind: str, product_id: str, **data: Any) -> DomainEvent:
     """Log, record and dispatch an event (see the module doc).  Never raises into the producer."""
     event = DomainEvent(kind, product_id, data)
-    logger.info("domain event", extra={"event_kind": kind, "product_id": product_id, "event_data": data,
-                                       "event_id": event.event_id})
+    logger.info(
+        "domain event",
+        extra={"event_kind": kind, "product_id": product_id, "event_data": data, "event_id": event.event_id},
+    )
     for pattern, subscriber in list(_subscribers):
         if matches(pattern, kind):
             try:
@@ -102,8 +110,7 @@ def emit(kind: str, product_id: str, **data: Any) -> DomainEvent:
     try:
         _record(event, durable)
     except Exception:  # noqa: BLE001 - the event is logged; the producer's work stands
-        logger.exception("domain event could not be recorded", extra={"event_kind": kind,
-                                                                       "event_id": event.event_id})
+        logger.exception("domain event could not be recorded", extra={"event_kind": kind, "event_id": event.event_id})
         return event
     if durable:
         try:
@@ -114,9 +121,16 @@ def emit(kind: str, product_id: str, **data: Any) -> DomainEvent:
 
 
 def _record(event: DomainEvent, durable: list[str]) -> None:
-    rec = EventRecord(product_id=event.product_id or ACCOUNT_WIDE, sk=f"{event.at_ms:013d}#{event.event_id}",
-                      event_id=event.event_id, kind=event.kind, at_ms=event.at_ms, data=event.data,
-                      subscribers=durable, expires_at=event.at_ms // 1000 + RETENTION_S)
+    rec = EventRecord(
+        product_id=event.product_id or ACCOUNT_WIDE,
+        sk=f"{event.at_ms:013d}#{event.event_id}",
+        event_id=event.event_id,
+        kind=event.kind,
+        at_ms=event.at_ms,
+        data=event.data,
+        subscribers=durable,
+        expires_at=event.at_ms // 1000 + RETENTION_S,
+    )
     if durable:
         rec.pending = "1"
     rec.save()
@@ -137,7 +151,8 @@ def dispatch_step(body: dict[str, Any]) -> None:
             _subscriber(name)(event)
     try:
         EventRecord(product_id=event.product_id or ACCOUNT_WIDE, sk=f"{event.at_ms:013d}#{event.event_id}").update(
-            actions=[EventRecord.pending.remove()])
+            actions=[EventRecord.pending.remove()]
+        )
     except Exception:  # noqa: BLE001 - delivered; at worst the tick dispatches it once more
         logger.exception("could not clear a dispatched event", extra={"event_id": event.event_id})
 
@@ -147,14 +162,25 @@ def redispatch() -> int:
     cutoff = clock.now_ms() - REDISPATCH_AFTER_S * 1000
     queued = 0
     for rec in EventRecord.by_pending.query("1", EventRecord.at_ms < cutoff, limit=500):
-        event = DomainEvent(rec.kind, "" if rec.product_id == ACCOUNT_WIDE else rec.product_id,
-                            dict(rec.data or {}), int(rec.at_ms), rec.event_id)
+        event = DomainEvent(
+            rec.kind,
+            "" if rec.product_id == ACCOUNT_WIDE else rec.product_id,
+            dict(rec.data or {}),
+            int(rec.at_ms),
+            rec.event_id,
+        )
         if int(rec.dispatches or 0) >= MAX_DISPATCHES:
             # recorded, never silently lost: the event stays queryable with why it stopped
-            rec.update(actions=[EventRecord.pending.remove(),
-                                EventRecord.gave_up.set(f"its subscribers failed {MAX_DISPATCHES} dispatches")])
-            logger.error("domain event given up after repeated dispatch failures", extra={
-                "event_id": rec.event_id, "event_kind": rec.kind})
+            rec.update(
+                actions=[
+                    EventRecord.pending.remove(),
+                    EventRecord.gave_up.set(f"its subscribers failed {MAX_DISPATCHES} dispatches"),
+                ]
+            )
+            logger.error(
+                "domain event given up after repeated dispatch failures",
+                extra={"event_id": rec.event_id, "event_kind": rec.kind},
+            )
             continue
         rec.update(actions=[EventRecord.dispatches.add(1)])
         jobs.enqueue("events.dispatch", {"event": event.as_message(), "subscribers": list(rec.subscribers or [])})

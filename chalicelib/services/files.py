@@ -19,6 +19,7 @@
   presigned virtual-hosted S3 URLs (``https://{bucket}.s3.{region}.amazonaws.com/{key}?X-Amz-…``,
   the credential's slashes percent-encoded in the query), which S3 serves with ``Range``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ def s3() -> Any:
     if client is None:
         import boto3
 
-        client = _clients["s3"] = boto3.client("s3", region_name=settings().region,
-                                              config=Config(signature_version="s3v4"))
+        client = _clients["s3"] = boto3.client(
+            "s3", region_name=settings().region, config=Config(signature_version="s3v4")
+        )
     return client
 
 
@@ -75,17 +77,25 @@ def attachment_url(key: str, file_name: str, ttl_s: int | None = None) -> str:
     if base:
         expires = int(clock.now()) + (ttl_s or settings().download_ttl_s)
         sig = link_signature(f"{key}\n{file_name}", expires, settings().download_key or "")
-        return (f"{base.rstrip('/')}{ATTACHMENT_PATH}{quote(key, safe='/')}"
-                f"?e={expires}&n={quote(file_name, safe='')}&s={sig}")
+        return (
+            f"{base.rstrip('/')}{ATTACHMENT_PATH}{quote(key, safe='/')}"
+            f"?e={expires}&n={quote(file_name, safe='')}&s={sig}"
+        )
     return s3().generate_presigned_url(
-        "get_object", ExpiresIn=ttl_s or settings().download_ttl_s,
-        Params={"Bucket": settings().bucket, "Key": key,
-                "ResponseContentDisposition": f'attachment; filename="{file_name}"'})
+        "get_object",
+        ExpiresIn=ttl_s or settings().download_ttl_s,
+        Params={
+            "Bucket": settings().bucket,
+            "Key": key,
+            "ResponseContentDisposition": f'attachment; filename="{file_name}"',
+        },
+    )
 
 
 def upload_url(key: str, expires_s: int = 3600) -> str:
-    return s3().generate_presigned_url("put_object", Params={"Bucket": settings().bucket, "Key": key},
-                                       ExpiresIn=expires_s)
+    return s3().generate_presigned_url(
+        "put_object", Params={"Bucket": settings().bucket, "Key": key}, ExpiresIn=expires_s
+    )
 
 
 def head(key: str) -> int | None:
@@ -121,6 +131,7 @@ def delete(key: str) -> None:
 
 
 # ------------------------------------------------------------------ download links
+
 
 def _root_level(key: str) -> str:
     if "/" in key or not key:
@@ -167,7 +178,9 @@ def download_url(key: str, ttl_s: int | None = None) -> str:
 
     client = _clients.get("s3v")
     if client is None:
-        client = _clients["s3v"] = boto3.client("s3", region_name=settings().region, config=Config(
-            signature_version="s3v4", s3={"addressing_style": "virtual"}))
-    return client.generate_presigned_url("get_object", Params={"Bucket": settings().bucket, "Key": key},
-                                         ExpiresIn=ttl)
+        client = _clients["s3v"] = boto3.client(
+            "s3",
+            region_name=settings().region,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}),
+        )
+    return client.generate_presigned_url("get_object", Params={"Bucket": settings().bucket, "Key": key}, ExpiresIn=ttl)

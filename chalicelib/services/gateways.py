@@ -24,6 +24,7 @@ After ``online`` the gateway may publish on the subdevice's topics:
 :func:`may_act_for` answers that for the local broker's ACL and the uplink path, from a
 short in-process cache that this module's own changes invalidate.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,8 +44,14 @@ from .devices import get_device
 from .paging import checked_start
 from .uplink_view import DeviceView, Received
 
-RESULT_OK, RESULT_MALFORMED, RESULT_SIGNATURE, RESULT_FORBIDDEN, RESULT_NOT_FOUND, RESULT_CONFLICT = \
-    0, 400, 401, 403, 404, 409
+RESULT_OK, RESULT_MALFORMED, RESULT_SIGNATURE, RESULT_FORBIDDEN, RESULT_NOT_FOUND, RESULT_CONFLICT = (
+    0,
+    400,
+    401,
+    403,
+    404,
+    409,
+)
 TYPES = ("bind", "unbind", "online", "offline", "describe_sub_devices")
 MAX_DEVICES_PER_REQUEST = 50
 SIGNATURE_WINDOW_S = 300
@@ -118,8 +125,10 @@ def handle(gw_pid: str, gw_dn: str, gw_product: Any, body: dict[str, Any]) -> di
     if "clientToken" in body:
         answer["clientToken"] = body["clientToken"]
     if kind == "describe_sub_devices":
-        subs = [{"product_id": r.sub.split("/", 1)[0], "device_name": r.sub.split("/", 1)[1]}
-                for r in TopologyRecord.query(_gw(gw_pid, gw_dn))]
+        subs = [
+            {"product_id": r.sub.split("/", 1)[0], "device_name": r.sub.split("/", 1)[1]}
+            for r in TopologyRecord.query(_gw(gw_pid, gw_dn))
+        ]
         answer["payload"] = {"devices": subs}
         return answer
     payload = body.get("payload")
@@ -130,11 +139,18 @@ def handle(gw_pid: str, gw_dn: str, gw_product: Any, body: dict[str, Any]) -> di
         return answer
     results = []
     for entry in entries[:MAX_DEVICES_PER_REQUEST]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("product_id"), str) \
-                or not isinstance(entry.get("device_name"), str):
-            results.append({"product_id": entry.get("product_id") if isinstance(entry, dict) else None,
-                            "device_name": entry.get("device_name") if isinstance(entry, dict) else None,
-                            "result": RESULT_MALFORMED})
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("product_id"), str)
+            or not isinstance(entry.get("device_name"), str)
+        ):
+            results.append(
+                {
+                    "product_id": entry.get("product_id") if isinstance(entry, dict) else None,
+                    "device_name": entry.get("device_name") if isinstance(entry, dict) else None,
+                    "result": RESULT_MALFORMED,
+                }
+            )
             continue
         sub_pid, sub_dn = entry["product_id"], entry["device_name"]
         if gw_product is None or gw_product.device_type != "gateway":
@@ -173,12 +189,16 @@ def _bind(gw_pid: str, gw_dn: str, sub_pid: str, sub_dn: str, entry: dict[str, A
         skew = abs(clock.now_s() - int(float(entry["timestamp"])))
     except (TypeError, ValueError):
         return RESULT_MALFORMED
-    if skew > SIGNATURE_WINDOW_S or not gateway_sig.verify(sub_pid, sub_dn, rec.secret, entry["random"],
-                                                           entry["timestamp"], entry["signature"],
-                                                           entry.get("signmethod")):
-        device_logs.diagnostic(sub_pid, sub_dn, diagnostics.DEV_PUB_UNAUTHORIZED,
-                               f"bind by gateway {_gw(gw_pid, gw_dn)} refused: "
-                               + ("timestamp out of window" if skew > SIGNATURE_WINDOW_S else "signature mismatch"))
+    if skew > SIGNATURE_WINDOW_S or not gateway_sig.verify(
+        sub_pid, sub_dn, rec.secret, entry["random"], entry["timestamp"], entry["signature"], entry.get("signmethod")
+    ):
+        device_logs.diagnostic(
+            sub_pid,
+            sub_dn,
+            diagnostics.DEV_PUB_UNAUTHORIZED,
+            f"bind by gateway {_gw(gw_pid, gw_dn)} refused: "
+            + ("timestamp out of window" if skew > SIGNATURE_WINDOW_S else "signature mismatch"),
+        )
         return RESULT_SIGNATURE
     gw = _gw(gw_pid, gw_dn)
     if rec.gateway and rec.gateway != gw:
@@ -186,12 +206,18 @@ def _bind(gw_pid: str, gw_dn: str, sub_pid: str, sub_dn: str, entry: dict[str, A
     tx = Transaction()
     try:
         with tx:
-            tx.save("topology", TopologyRecord(gateway=gw, sub=f"{sub_pid}/{sub_dn}", bound_at=clock.now_s(),
-                                                online=False),
-                    condition=TopologyRecord.sub.does_not_exist())
-            tx.update("device", DeviceRecord(sub_pid, sub_dn), actions=[DeviceRecord.gateway.set(gw)],
-                      condition=DeviceRecord.device_name.exists()
-                      & (DeviceRecord.gateway.does_not_exist() | (DeviceRecord.gateway == gw)))
+            tx.save(
+                "topology",
+                TopologyRecord(gateway=gw, sub=f"{sub_pid}/{sub_dn}", bound_at=clock.now_s(), online=False),
+                condition=TopologyRecord.sub.does_not_exist(),
+            )
+            tx.update(
+                "device",
+                DeviceRecord(sub_pid, sub_dn),
+                actions=[DeviceRecord.gateway.set(gw)],
+                condition=DeviceRecord.device_name.exists()
+                & (DeviceRecord.gateway.does_not_exist() | (DeviceRecord.gateway == gw)),
+            )
     except TransactWriteError as exc:
         failed = tx.failed(exc)
         if "topology" in failed:
@@ -217,8 +243,9 @@ def _unbind(gw_pid: str, gw_dn: str, sub_pid: str, sub_dn: str, entry: dict[str,
     gw = _gw(gw_pid, gw_dn)
     link.delete()
     try:
-        DeviceRecord(sub_pid, sub_dn).update(actions=[DeviceRecord.gateway.remove()],
-                                             condition=DeviceRecord.gateway == gw)
+        DeviceRecord(sub_pid, sub_dn).update(
+            actions=[DeviceRecord.gateway.remove()], condition=DeviceRecord.gateway == gw
+        )
     except Exception:  # noqa: BLE001 - deleted meanwhile or rebound: nothing of ours to undo
         logger.info("unbind: the device no longer names this gateway", extra={"device": f"{sub_pid}/{sub_dn}"})
     _remember((gw_pid, gw_dn, sub_pid, sub_dn), False)
@@ -270,22 +297,30 @@ def gateway_offline(gw_pid: str, gw_dn: str, ts_ms: int | None = None) -> int:
 # ------------------------------------------------------------------ the API
 
 
-def subdevices(gw_pid: str, gw_dn: str, limit: int, start: dict[str, Any] | None
-               ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def subdevices(
+    gw_pid: str, gw_dn: str, limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The gateway's bound subdevices (topology), paged by the raw key of the last one."""
     get_device(gw_pid, gw_dn)
     gw = _gw(gw_pid, gw_dn)
     if start is not None:
-        if set(start) != {"gateway", "sub"} or start.get("gateway") != {"S": gw} \
-                or set(start.get("sub") or {}) != {"S"}:
+        if (
+            set(start) != {"gateway", "sub"}
+            or start.get("gateway") != {"S": gw}
+            or set(start.get("sub") or {}) != {"S"}
+        ):
             raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
     items: list[dict[str, Any]] = []
     with checked_start(start):
         res = TopologyRecord.query(gw, last_evaluated_key=start, limit=limit)
         for rec in res:
             pid, dn = rec.sub.split("/", 1)
-            items.append({"product_id": pid, "device_name": dn, "bound_at": int(rec.bound_at),
-                          "online": bool(rec.online)})
+            items.append(
+                {"product_id": pid, "device_name": dn, "bound_at": int(rec.bound_at), "online": bool(rec.online)}
+            )
         last = res.last_evaluated_key
-    return items, ({"gateway": {"S": gw}, "sub": {"S": items[-1]["product_id"] + "/" + items[-1]["device_name"]}}
-                   if last and items else None)
+    return items, (
+        {"gateway": {"S": gw}, "sub": {"S": items[-1]["product_id"] + "/" + items[-1]["device_name"]}}
+        if last and items
+        else None
+    )

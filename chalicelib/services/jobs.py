@@ -14,6 +14,7 @@ redrive policy parks it on the dead-letter queue.
 Periodic work (OTA timeouts, dynamic tasks) registers in :data:`TICKS`; the ``ticks`` schedule
 runs each of them once a minute, each guarded so one failing tick never starves the others.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -98,8 +99,9 @@ def _message(kind: str, body: dict[str, Any]) -> str:
 
 def enqueue(kind: str, body: dict[str, Any], *, delay_s: int = 0) -> str:
     """Queue one step; returns the SQS message id."""
-    reply = _sqs().send_message(QueueUrl=_queue_url(), MessageBody=_message(kind, body),
-                                DelaySeconds=max(0, min(MAX_DELAY_S, int(delay_s))))
+    reply = _sqs().send_message(
+        QueueUrl=_queue_url(), MessageBody=_message(kind, body), DelaySeconds=max(0, min(MAX_DELAY_S, int(delay_s)))
+    )
     return reply["MessageId"]
 
 
@@ -108,12 +110,13 @@ def enqueue_many(steps: Iterable[tuple[str, dict[str, Any]]], *, delay_s: int = 
     entries = [_message(kind, body) for kind, body in steps]
     delay = max(0, min(MAX_DELAY_S, int(delay_s)))
     for start in range(0, len(entries), 10):
-        chunk = entries[start:start + 10]
-        reply = _sqs().send_message_batch(QueueUrl=_queue_url(), Entries=[
-            {"Id": str(i), "MessageBody": text, "DelaySeconds": delay} for i, text in enumerate(chunk)])
+        chunk = entries[start : start + 10]
+        reply = _sqs().send_message_batch(
+            QueueUrl=_queue_url(),
+            Entries=[{"Id": str(i), "MessageBody": text, "DelaySeconds": delay} for i, text in enumerate(chunk)],
+        )
         if reply.get("Failed"):
-            raise RuntimeError(f"SQS refused {len(reply['Failed'])} job messages: "
-                               f"{reply['Failed'][0].get('Code')}")
+            raise RuntimeError(f"SQS refused {len(reply['Failed'])} job messages: {reply['Failed'][0].get('Code')}")
     return len(entries)
 
 

@@ -11,6 +11,7 @@ the same shape: ``protocol.events.presence_event``) and runs:
 
 A hand-off that fails is logged; the device's own status is already right.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -36,18 +37,19 @@ def handle(event: Mapping[str, Any]) -> dict[str, Any]:
         logger.info("presence event for an unknown client id ignored", extra={"client_id": str(client_id)[:80]})
         return {"applied": False, "reason": "unknown_client"}
     ts_ms = event.get("timestamp")
-    ts_ms = int(ts_ms) if isinstance(ts_ms, (int, float)) and not isinstance(ts_ms, bool) and ts_ms > 0 \
-        else clock.now_ms()
+    ts_ms = (
+        int(ts_ms) if isinstance(ts_ms, (int, float)) and not isinstance(ts_ms, bool) and ts_ms > 0 else clock.now_ms()
+    )
     session = event.get("sessionIdentifier")
     session = str(session) if session else None
     kind = event.get("eventType")
     if kind == "connected":
         keepalive = event.get("keepAlive")
         ip = event.get("ipAddress")
-        message = f"Device connect, keepalive {keepalive if keepalive is not None else 'n/a'}, " \
-                  f"clientip {ip or 'n/a'}"
-        applied = presence.connect(pid, dn, session=session, ip=ip if isinstance(ip, str) else None, ts_ms=ts_ms,
-                                   message=message)
+        message = f"Device connect, keepalive {keepalive if keepalive is not None else 'n/a'}, clientip {ip or 'n/a'}"
+        applied = presence.connect(
+            pid, dn, session=session, ip=ip if isinstance(ip, str) else None, ts_ms=ts_ms, message=message
+        )
     elif kind == "disconnected":
         reason = str(event.get("disconnectReason") or "")
         message = "Device keepalive timeout" if reason == presence.KEEPALIVE_TIMEOUT else "Device disconnect"
@@ -66,5 +68,7 @@ def _each(handoffs: tuple[Callable[..., None], ...], *args: Any) -> None:
         try:
             handoff(*args)
         except Exception:  # noqa: BLE001 - the device's own status is already right
-            logger.exception("lifecycle hand-off failed", extra={
-                "handoff": getattr(handoff, "__qualname__", str(handoff)), "device": f"{args[0]}/{args[1]}"})
+            logger.exception(
+                "lifecycle hand-off failed",
+                extra={"handoff": getattr(handoff, "__qualname__", str(handoff)), "device": f"{args[0]}/{args[1]}"},
+            )

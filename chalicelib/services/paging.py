@@ -1,4 +1,5 @@
 """Paging guard: a forged or stale `next` token is the caller's error, never a 5xx."""
+
 from __future__ import annotations
 
 import contextlib
@@ -41,9 +42,13 @@ def expect_key(start: dict[str, Any] | None, shape: dict[str, str], fixed: dict[
 T = TypeVar("T")
 
 
-def fill_page(fetch: Callable[[dict[str, Any] | None], tuple[list[T], dict[str, Any] | None]],
-              keep: Callable[[T], bool], key_of: Callable[[T], dict[str, Any]], limit: int,
-              start: dict[str, Any] | None) -> tuple[list[T], dict[str, Any] | None]:
+def fill_page(
+    fetch: Callable[[dict[str, Any] | None], tuple[list[T], dict[str, Any] | None]],
+    keep: Callable[[T], bool],
+    key_of: Callable[[T], dict[str, Any]],
+    limit: int,
+    start: dict[str, Any] | None,
+) -> tuple[list[T], dict[str, Any] | None]:
     """One page of ``limit`` items that ``keep`` accepts, read from as many queries as it takes.
 
     ``fetch(key)`` returns (records, LastEvaluatedKey) of one query from ``key``; ``key_of`` is

@@ -19,6 +19,7 @@ Counters (analytics): the product's ``online`` gauge moves ±1 on every real sta
 ``activated`` and the day's ``activations`` on a first connect, the day's ``active`` on the
 first activity of a day, and the day's ``online_peak``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,12 @@ def gateway_session(gw_pid: str, gw_dn: str) -> str:
 
 def _update(pid: str, dn: str, request: dict[str, Any]) -> DeviceRecord | None:
     """A conditional device update returning the old item; None when the condition failed."""
-    request = {"TableName": DeviceRecord.Meta.table_name,
-               "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}}, "ReturnValues": "ALL_OLD", **request}
+    request = {
+        "TableName": DeviceRecord.Meta.table_name,
+        "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}},
+        "ReturnValues": "ALL_OLD",
+        **request,
+    }
     try:
         out = dynamo.client().update_item(**request)
     except ClientError as exc:
@@ -56,8 +61,14 @@ def connect(pid: str, dn: str, *, session: str | None, ip: str | None, ts_ms: in
     """Mark the device online; False when it does not exist."""
     now_s = ts_ms // 1000
     today = analytics.day_of(ts_ms)
-    names = {"#dn": "device_name", "#st": "status", "#lo": "last_online_at", "#act": "activated_at",
-             "#ad": "active_day", "#sid": "session_id"}
+    names = {
+        "#dn": "device_name",
+        "#st": "status",
+        "#lo": "last_online_at",
+        "#act": "activated_at",
+        "#ad": "active_day",
+        "#sid": "session_id",
+    }
     values: dict[str, Any] = {":on": {"S": ONLINE}, ":t": {"N": str(now_s)}, ":day": {"S": today}}
     sets = ["#st = :on", "#lo = :t", "#act = if_not_exists(#act, :t)", "#ad = :day"]
     removes = []
@@ -71,8 +82,16 @@ def connect(pid: str, dn: str, *, session: str | None, ip: str | None, ts_ms: in
         values[":ip"] = {"S": ip[:64]}
         sets.append("#ip = :ip")
     expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-    old = _update(pid, dn, {"UpdateExpression": expression, "ConditionExpression": "attribute_exists(#dn)",
-                            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values})
+    old = _update(
+        pid,
+        dn,
+        {
+            "UpdateExpression": expression,
+            "ConditionExpression": "attribute_exists(#dn)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        },
+    )
     if old is None:
         logger.info("presence event for an unknown device ignored", extra={"device": f"{pid}/{dn}"})
         return False
@@ -94,8 +113,7 @@ def connect(pid: str, dn: str, *, session: str | None, ip: str | None, ts_ms: in
     return True
 
 
-def disconnect(pid: str, dn: str, *, session: str | None, ts_ms: int, message: str,
-               reason: str | None = None) -> bool:
+def disconnect(pid: str, dn: str, *, session: str | None, ts_ms: int, message: str, reason: str | None = None) -> bool:
     """Mark the device offline unless the disconnect belongs to an older session (or repeats)."""
     names = {"#dn": "device_name", "#st": "status", "#lf": "last_offline_at"}
     values: dict[str, Any] = {":off": {"S": OFFLINE}, ":on": {"S": ONLINE}, ":t": {"N": str(ts_ms // 1000)}}
@@ -104,8 +122,16 @@ def disconnect(pid: str, dn: str, *, session: str | None, ts_ms: int, message: s
         names["#sid"] = "session_id"
         values[":sid"] = {"S": session}
         condition += " AND (#sid = :sid OR attribute_not_exists(#sid))"
-    old = _update(pid, dn, {"UpdateExpression": "SET #st = :off, #lf = :t", "ConditionExpression": condition,
-                            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values})
+    old = _update(
+        pid,
+        dn,
+        {
+            "UpdateExpression": "SET #st = :off, #lf = :t",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        },
+    )
     if old is None:
         logger.info("stale or repeated disconnect ignored", extra={"device": f"{pid}/{dn}", "session": session})
         return False
@@ -116,11 +142,23 @@ def disconnect(pid: str, dn: str, *, session: str | None, ts_ms: int, message: s
 
 def sub_online(pid: str, dn: str, gw_pid: str, gw_dn: str, ts_ms: int | None = None) -> bool:
     ts = ts_ms or clock.now_ms()
-    return connect(pid, dn, session=gateway_session(gw_pid, gw_dn), ip=None, ts_ms=ts,
-                   message=f"Device connect via gateway {gw_pid}/{gw_dn}")
+    return connect(
+        pid,
+        dn,
+        session=gateway_session(gw_pid, gw_dn),
+        ip=None,
+        ts_ms=ts,
+        message=f"Device connect via gateway {gw_pid}/{gw_dn}",
+    )
 
 
 def sub_offline(pid: str, dn: str, gw_pid: str, gw_dn: str, ts_ms: int | None = None) -> bool:
     ts = ts_ms or clock.now_ms()
-    return disconnect(pid, dn, session=gateway_session(gw_pid, gw_dn), ts_ms=ts,
-                      message=f"Device disconnect via gateway {gw_pid}/{gw_dn}", reason="GATEWAY_OFFLINE")
+    return disconnect(
+        pid,
+        dn,
+        session=gateway_session(gw_pid, gw_dn),
+        ts_ms=ts,
+        message=f"Device disconnect via gateway {gw_pid}/{gw_dn}",
+        reason="GATEWAY_OFFLINE",
+    )

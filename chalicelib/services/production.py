@@ -22,6 +22,7 @@ A kind's chunk step is named ``"module:function"`` and imported on first use, li
 of ``services/jobs.py``: a worker's cold start pays only for the kind it runs, and the kinds'
 modules build on this one without this one importing them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -121,8 +122,16 @@ def quota_error(n: int, field: str, av: bool = False) -> errors.FleetboxError:
     return err
 
 
-def new_batch(kind: str, product: ProductRecord, quantity: int, reserved: int, created_by: str | None,
-              *, rows: list[tuple[int, str, str | None]] | None = None, **fields: Any) -> dict[str, Any]:
+def new_batch(
+    kind: str,
+    product: ProductRecord,
+    quantity: int,
+    reserved: int,
+    created_by: str | None,
+    *,
+    rows: list[tuple[int, str, str | None]] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """Record a job (reserving ``reserved`` licences) and queue its first chunk."""
     av = devices.is_av(product)
     if reserved and devices.quota()["av_remaining" if av else "remaining"] < reserved:
@@ -130,11 +139,23 @@ def new_batch(kind: str, product: ProductRecord, quantity: int, reserved: int, c
     batch_id = ids.short_id("bat", 16)
     size = max(1, settings().batch_chunk_size)
     now = clock.now_s()
-    rec = BatchRecord(batch_id=batch_id, kind=kind, product_id=product.product_id, quantity=quantity,
-                      reserved=reserved, seed=ids.product_secret(), chunk_size=size,
-                      chunks=(quantity + size - 1) // size, status="created", active="1",
-                      created_at=now, updated_at=now, created_by=created_by,
-                      quota_sk=devices.quota_counter(av).sk, **fields)
+    rec = BatchRecord(
+        batch_id=batch_id,
+        kind=kind,
+        product_id=product.product_id,
+        quantity=quantity,
+        reserved=reserved,
+        seed=ids.product_secret(),
+        chunk_size=size,
+        chunks=(quantity + size - 1) // size,
+        status="created",
+        active="1",
+        created_at=now,
+        updated_at=now,
+        created_by=created_by,
+        quota_sk=devices.quota_counter(av).sk,
+        **fields,
+    )
     if rows is not None:
         put_object(f"{PREFIX}/{batch_id}/input.json", json.dumps(rows).encode(), "application/json")
     try:
@@ -172,14 +193,27 @@ def view(rec: BatchRecord, include_secret: bool = False) -> dict[str, Any]:
     """The job; download links of outputs that hold secrets only with ``include_secret`` (the
     caller passed the secret-reading action, SPEC §2)."""
     out: dict[str, Any] = {
-        "id": rec.batch_id, "kind": rec.kind, "product_id": rec.product_id, "burn_method": rec.burn_method,
-        "generation": rec.generation, "qr_code": bool(rec.qr_code), "quantity": int(rec.quantity),
-        "status": rec.status, "progress": progress(rec), "processed": int(rec.processed),
-        "success_count": int(rec.success_count), "failure_count": int(rec.failure_count),
-        "last_failure_reason": rec.last_failure_reason, "failures": rec.failures or [],
-        "created_by": rec.created_by, "created_at": int(rec.created_at), "updated_at": int(rec.updated_at),
+        "id": rec.batch_id,
+        "kind": rec.kind,
+        "product_id": rec.product_id,
+        "burn_method": rec.burn_method,
+        "generation": rec.generation,
+        "qr_code": bool(rec.qr_code),
+        "quantity": int(rec.quantity),
+        "status": rec.status,
+        "progress": progress(rec),
+        "processed": int(rec.processed),
+        "success_count": int(rec.success_count),
+        "failure_count": int(rec.failure_count),
+        "last_failure_reason": rec.last_failure_reason,
+        "failures": rec.failures or [],
+        "created_by": rec.created_by,
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
         "finished_at": int(rec.finished_at) if rec.finished_at is not None else None,
-        "download_url": None, "csv_url": None, "download_expires_at": None,
+        "download_url": None,
+        "csv_url": None,
+        "download_expires_at": None,
     }
     if rec.status in ("done", "failed") and rec.csv_key and holds_secrets(rec) and not include_secret:
         out["outputs_hold_secrets"] = True  # links: GET …?include_secret=true with DescribeDeviceSecret
@@ -191,21 +225,26 @@ def view(rec: BatchRecord, include_secret: bool = False) -> dict[str, Any]:
     return out
 
 
-def list_batches(product_id: str, limit: int,
-                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def list_batches(
+    product_id: str, limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     get_product(product_id)
     expect_key(start, {"batch_id": "S", "product_id": "S", "created_at": "N"}, {"product_id": product_id})
     items: list[dict[str, Any]] = []
     with checked_start(start):
         last = start
         while True:
-            res = BatchRecord.by_product.query(product_id, scan_index_forward=False, last_evaluated_key=last,
-                                               limit=limit)
+            res = BatchRecord.by_product.query(
+                product_id, scan_index_forward=False, last_evaluated_key=last, limit=limit
+            )
             for rec in res:
                 items.append(view(rec))
                 if len(items) == limit:
-                    return items, {"batch_id": {"S": rec.batch_id}, "product_id": {"S": product_id},
-                                   "created_at": {"N": str(int(rec.created_at))}}
+                    return items, {
+                        "batch_id": {"S": rec.batch_id},
+                        "product_id": {"S": product_id},
+                        "created_at": {"N": str(int(rec.created_at))},
+                    }
             last = res.last_evaluated_key
             if not last:
                 return items, None
@@ -267,9 +306,14 @@ def run_chunk(body: dict[str, Any]) -> None:
     if rec.status in ("done", "failed", "uploading") or int(rec.next_chunk) != chunk:
         return  # a duplicate delivery: this chunk is checkpointed already (or not due yet)
     try:
-        rec.update(actions=[BatchRecord.attempts.add(1), BatchRecord.status.set("processing"),
-                            BatchRecord.updated_at.set(clock.now_s())],
-                   condition=BatchRecord.next_chunk == chunk)
+        rec.update(
+            actions=[
+                BatchRecord.attempts.add(1),
+                BatchRecord.status.set("processing"),
+                BatchRecord.updated_at.set(clock.now_s()),
+            ],
+            condition=BatchRecord.next_chunk == chunk,
+        )
     except UpdateError:
         return
     if int(rec.attempts) > 2 * MAX_ATTEMPTS:  # even the give-up run kept failing: stop for good
@@ -294,11 +338,16 @@ def run_chunk(body: dict[str, Any]) -> None:
 def _checkpoint(rec: BatchRecord, chunk: int, out: Outcome) -> None:
     last = chunk + 1 >= int(rec.chunks)
     failures = list(rec.failures or [])
-    failures += out.failures[:max(0, FAILURE_PREVIEW - len(failures))]
-    actions: list[Action] = [BatchRecord.next_chunk.set(chunk + 1), BatchRecord.attempts.set(0),
-               BatchRecord.processed.add(len(out.rows)), BatchRecord.success_count.add(out.success),
-               BatchRecord.failure_count.add(len(out.failures)), BatchRecord.updated_at.set(clock.now_s()),
-               BatchRecord.failures.set(failures)]
+    failures += out.failures[: max(0, FAILURE_PREVIEW - len(failures))]
+    actions: list[Action] = [
+        BatchRecord.next_chunk.set(chunk + 1),
+        BatchRecord.attempts.set(0),
+        BatchRecord.processed.add(len(out.rows)),
+        BatchRecord.success_count.add(out.success),
+        BatchRecord.failure_count.add(len(out.failures)),
+        BatchRecord.updated_at.set(clock.now_s()),
+        BatchRecord.failures.set(failures),
+    ]
     if out.failures:
         actions.append(BatchRecord.last_failure_reason.set(out.failures[-1]["reason"]))
     if last:
@@ -321,8 +370,13 @@ def _fail(rec: BatchRecord, reason: str) -> None:
 def _close(rec: BatchRecord, status: str, reason: str | None, csv_key: str | None, zip_key: str | None) -> None:
     unused = int(rec.reserved) - int(rec.success_count)
     counter = CounterRecord(pk=QUOTA_PK, sk=rec.quota_sk or QUOTA_DEVICES)
-    actions = [BatchRecord.status.set(status), BatchRecord.active.remove(), BatchRecord.quota_released.set(True),
-               BatchRecord.finished_at.set(clock.now_s()), BatchRecord.updated_at.set(clock.now_s())]
+    actions = [
+        BatchRecord.status.set(status),
+        BatchRecord.active.remove(),
+        BatchRecord.quota_released.set(True),
+        BatchRecord.finished_at.set(clock.now_s()),
+        BatchRecord.updated_at.set(clock.now_s()),
+    ]
     if reason:
         actions.append(BatchRecord.last_failure_reason.set(reason))
     if csv_key:
@@ -341,9 +395,15 @@ def _close(rec: BatchRecord, status: str, reason: str | None, csv_key: str | Non
         if "batch" in exc.failed_tags:  # type: ignore[attr-defined]
             return  # closed already by another delivery
         raise
-    events.emit(f"batch.{status}", rec.product_id, batch_id=rec.batch_id, batch_kind=rec.kind,
-                success_count=int(rec.success_count), failure_count=int(rec.failure_count),
-                reason=reason)
+    events.emit(
+        f"batch.{status}",
+        rec.product_id,
+        batch_id=rec.batch_id,
+        batch_kind=rec.kind,
+        success_count=int(rec.success_count),
+        failure_count=int(rec.failure_count),
+        reason=reason,
+    )
 
 
 def _parts(rec: BatchRecord, ext: str) -> Iterator[bytes]:
@@ -391,8 +451,7 @@ def run_finish(body: dict[str, Any]) -> None:
     header, csv_name = OUTPUTS.get(rec.kind, OUTPUTS[KIND_DEVICES])
     csv_key, zip_key = assemble(rec, header, csv_name)
     status = "done" if int(rec.success_count) > 0 else "failed"
-    _close(rec, status, None if status == "done" else (rec.last_failure_reason or "no row succeeded"),
-           csv_key, zip_key)
+    _close(rec, status, None if status == "done" else (rec.last_failure_reason or "no row succeeded"), csv_key, zip_key)
     for chunk in range(int(rec.chunks)):
         for ext in ("csv", "zip"):
             _quietly(functools.partial(files.delete_object, _part_key(rec.batch_id, chunk, ext)))
@@ -425,17 +484,25 @@ def resume_stalled(stale_s: int | None = None) -> int:
         if not rec.active or now - int(rec.updated_at) < stale:
             continue
         try:
-            rec.update(actions=[BatchRecord.updated_at.set(now)],
-                       condition=BatchRecord.updated_at == int(rec.updated_at))
+            rec.update(
+                actions=[BatchRecord.updated_at.set(now)], condition=BatchRecord.updated_at == int(rec.updated_at)
+            )
         except UpdateError:
             continue
         if rec.status == "uploading":
             jobs.enqueue("batch.finish", {"batch_id": rec.batch_id})
         else:
             jobs.enqueue("batch.chunk", {"batch_id": rec.batch_id, "chunk": int(rec.next_chunk)})
-        logger.warning("batch resumed: its checkpoint had not moved", extra={
-            "batch_id": rec.batch_id, "status": rec.status, "chunk": int(rec.next_chunk),
-            "processed": int(rec.processed), "quantity": int(rec.quantity)})
+        logger.warning(
+            "batch resumed: its checkpoint had not moved",
+            extra={
+                "batch_id": rec.batch_id,
+                "status": rec.status,
+                "chunk": int(rec.next_chunk),
+                "processed": int(rec.processed),
+                "quantity": int(rec.quantity),
+            },
+        )
         requeued += 1
     return requeued
 

@@ -1,4 +1,5 @@
 """Products (SPEC §3): fields, lifecycle, deletion, dynamic-registration settings, custom topics."""
+
 from __future__ import annotations
 
 import re
@@ -24,9 +25,11 @@ BINDING_STRATEGIES = ("preemptive", "exclusive")
 STATUSES = ("developing", "released")
 REGISTER_TYPES = (0, 1, 2)
 MAX_TOPICS = 50
-DEFAULT_TOPICS = ({"name": "control", "permission": "sub"},
-                  {"name": "data", "permission": "pubsub"},
-                  {"name": "event", "permission": "pub"})
+DEFAULT_TOPICS = (
+    {"name": "control", "permission": "sub"},
+    {"name": "data", "permission": "pubsub"},
+    {"name": "event", "permission": "pub"},
+)
 
 # letters of any script, digits, _, space, ()（）-@\/ ; a space may not open or close the name
 _NAME_CHARS = re.compile(r"[^\W_]|[0-9_ ()（）\-@\\/]")
@@ -59,19 +62,27 @@ def get_product(product_id: str) -> ProductRecord:
     try:
         return ProductRecord.get(product_id, consistent_read=True)
     except DoesNotExist:
-        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist",
-                                       "product_id") from None
+        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id") from None
 
 
 def view(rec: ProductRecord) -> dict[str, Any]:
     return {
-        "product_id": rec.product_id, "name": rec.name, "category": rec.category,
-        "device_type": rec.device_type, "subdevice_protocol": rec.subdevice_protocol,
-        "comm_method": rec.comm_method, "auth_type": rec.auth_type, "data_protocol": rec.data_protocol,
-        "description": rec.description or "", "binding_strategy": rec.binding_strategy,
-        "status": rec.status, "device_count": int(rec.device_count or 0),
+        "product_id": rec.product_id,
+        "name": rec.name,
+        "category": rec.category,
+        "device_type": rec.device_type,
+        "subdevice_protocol": rec.subdevice_protocol,
+        "comm_method": rec.comm_method,
+        "auth_type": rec.auth_type,
+        "data_protocol": rec.data_protocol,
+        "description": rec.description or "",
+        "binding_strategy": rec.binding_strategy,
+        "status": rec.status,
+        "device_count": int(rec.device_count or 0),
         "dynamic_registration": int(rec.register_type or 0) != 0,
-        "created_at": int(rec.created_at), "updated_at": int(rec.updated_at), "created_by": rec.created_by,
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+        "created_by": rec.created_by,
     }
 
 
@@ -85,8 +96,9 @@ def list_products(**kw: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
         return _list_products(**kw)
 
 
-def _list_products(*, allowed: Callable[[str], bool], q: str | None, status: str | None, limit: int,
-                  start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _list_products(
+    *, allowed: Callable[[str], bool], q: str | None, status: str | None, limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Newest first, filtered to what the caller may see (``allowed(product_id)``)."""
     cond = None
     if status:
@@ -95,8 +107,9 @@ def _list_products(*, allowed: Callable[[str], bool], q: str | None, status: str
     items: list[dict[str, Any]] = []
     last: dict[str, Any] | None = start
     while True:
-        res = ProductRecord.by_account.query(ACCOUNT, filter_condition=cond, scan_index_forward=False,
-                                             last_evaluated_key=last, limit=max(limit, 25))
+        res = ProductRecord.by_account.query(
+            ACCOUNT, filter_condition=cond, scan_index_forward=False, last_evaluated_key=last, limit=max(limit, 25)
+        )
         for rec in res:
             if needle and needle not in rec.name.casefold() and needle not in rec.product_id.casefold():
                 continue
@@ -104,8 +117,11 @@ def _list_products(*, allowed: Callable[[str], bool], q: str | None, status: str
                 continue
             items.append(view(rec))
             if len(items) == limit:
-                key = {"product_id": {"S": rec.product_id}, "account": {"S": ACCOUNT},
-                       "created_at": {"N": str(int(rec.created_at))}}
+                key = {
+                    "product_id": {"S": rec.product_id},
+                    "account": {"S": ACCOUNT},
+                    "created_at": {"N": str(int(rec.created_at))},
+                }
                 return items, key
         last = res.last_evaluated_key
         if not last:
@@ -122,7 +138,8 @@ def _check_shape(fields: dict[str, Any]) -> None:
             raise errors.missing("subdevice_protocol")
     elif fields.get("subdevice_protocol") is not None:
         raise errors.SUBDEVICE_PROTOCOL_INVALID(
-            "subdevice_protocol applies only when device_type is subdevice", "subdevice_protocol")
+            "subdevice_protocol applies only when device_type is subdevice", "subdevice_protocol"
+        )
 
 
 def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
@@ -130,13 +147,24 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     now = clock.now_s()
     topics = [dict(t) for t in DEFAULT_TOPICS] if fields["data_protocol"] == "custom" else []
     for _ in range(5):  # a 36^10 id collides essentially never; retry instead of failing
-        rec = ProductRecord(product_id=ids.product_id(), name=fields["name"], category=fields["category"],
-                            device_type=fields["device_type"], subdevice_protocol=fields.get("subdevice_protocol"),
-                            comm_method=fields["comm_method"], auth_type=fields["auth_type"],
-                            data_protocol=fields["data_protocol"], description=fields.get("description", ""),
-                            binding_strategy=fields.get("binding_strategy", "preemptive"), status="developing",
-                            created_at=now, updated_at=now, created_by=created_by, device_count=0,
-                            topics=topics)
+        rec = ProductRecord(
+            product_id=ids.product_id(),
+            name=fields["name"],
+            category=fields["category"],
+            device_type=fields["device_type"],
+            subdevice_protocol=fields.get("subdevice_protocol"),
+            comm_method=fields["comm_method"],
+            auth_type=fields["auth_type"],
+            data_protocol=fields["data_protocol"],
+            description=fields.get("description", ""),
+            binding_strategy=fields.get("binding_strategy", "preemptive"),
+            status="developing",
+            created_at=now,
+            updated_at=now,
+            created_by=created_by,
+            device_count=0,
+            topics=topics,
+        )
         lock = CounterRecord(pk=PRODUCT_NAME_PK, sk=_name_key(rec.name), owner=rec.product_id)
         tx = Transaction()
         try:
@@ -157,8 +185,8 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
 def _refuse_if_released(rec: ProductRecord, what: str) -> None:
     if rec.status == "released":
         raise errors.PRODUCT_RELEASED(
-            f"product {rec.product_id} is released: its {what} cannot change; unpublish it first",
-            "status")
+            f"product {rec.product_id} is released: its {what} cannot change; unpublish it first", "status"
+        )
 
 
 def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +197,8 @@ def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     structural = sorted(k for k in fields if k not in ("name", "description"))
     if structural and int(rec.device_count or 0) > 0:
         raise errors.DEVICES_EXIST_UNDER_PRODUCT(
-            f"{structural[0]} cannot change while the product has devices", structural[0])
+            f"{structural[0]} cannot change while the product has devices", structural[0]
+        )
     merged = {k: getattr(rec, k) for k in ("device_type", "subdevice_protocol")}
     merged.update({k: v for k, v in fields.items() if k in merged})
     if fields.get("device_type") not in (None, "subdevice") and "subdevice_protocol" not in fields:
@@ -177,8 +206,11 @@ def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         fields["subdevice_protocol"] = None
     _check_shape(merged)
     now = clock.now_s()
-    actions = [getattr(ProductRecord, k).set(v) if v is not None else getattr(ProductRecord, k).remove()
-               for k, v in fields.items() if k != "name"]
+    actions = [
+        getattr(ProductRecord, k).set(v) if v is not None else getattr(ProductRecord, k).remove()
+        for k, v in fields.items()
+        if k != "name"
+    ]
     actions.append(ProductRecord.updated_at.set(now))
     cond = (ProductRecord.status == "developing") & ProductRecord.updated_at.exists()
     if structural:
@@ -189,8 +221,11 @@ def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         if new_name is not None and _name_key(new_name) != _name_key(rec.name):
             actions.append(ProductRecord.name.set(new_name))
             with tx:
-                tx.save("name", CounterRecord(pk=PRODUCT_NAME_PK, sk=_name_key(new_name), owner=product_id),
-                        condition=CounterRecord.sk.does_not_exist())
+                tx.save(
+                    "name",
+                    CounterRecord(pk=PRODUCT_NAME_PK, sk=_name_key(new_name), owner=product_id),
+                    condition=CounterRecord.sk.does_not_exist(),
+                )
                 tx.delete("old-name", CounterRecord(pk=PRODUCT_NAME_PK, sk=_name_key(rec.name)))
                 tx.update("product", rec, actions=actions, condition=cond)
         else:
@@ -218,12 +253,15 @@ def delete(product_id: str) -> None:
     rec = get_product(product_id)
     if int(rec.device_count or 0) > 0:
         raise errors.DEVICES_EXIST_UNDER_PRODUCT(
-            f"product {product_id} still has {int(rec.device_count)} device(s); delete them first",
-            "product_id")
+            f"product {product_id} still has {int(rec.device_count)} device(s); delete them first", "product_id"
+        )
     try:
         with Transaction() as tx:
-            tx.delete("product", rec,
-                      condition=(ProductRecord.device_count == 0) | ProductRecord.device_count.does_not_exist())
+            tx.delete(
+                "product",
+                rec,
+                condition=(ProductRecord.device_count == 0) | ProductRecord.device_count.does_not_exist(),
+            )
             tx.delete("name", CounterRecord(pk=PRODUCT_NAME_PK, sk=_name_key(rec.name)))
     except TransactWriteError:
         raise errors.DEVICES_EXIST_UNDER_PRODUCT(f"product {product_id} has devices", "product_id") from None
@@ -235,8 +273,10 @@ def set_status(product_id: str, status: str) -> dict[str, Any]:
         already = errors.PRODUCT_RELEASED if status == "released" else errors.PRODUCT_NOT_RELEASED
         raise already(f"product {product_id} is already {status}", "status")
     try:
-        rec.update(actions=[ProductRecord.status.set(status), ProductRecord.updated_at.set(clock.now_s())],
-                   condition=ProductRecord.status == rec.status)
+        rec.update(
+            actions=[ProductRecord.status.set(status), ProductRecord.updated_at.set(clock.now_s())],
+            condition=ProductRecord.status == rec.status,
+        )
     except UpdateError:
         raise errors.CONCURRENT_CHANGE(f"product {product_id} changed status concurrently; retry", "status") from None
     return view(rec)
@@ -249,20 +289,24 @@ def get_thing_model(product_id: str) -> dict[str, Any]:
     rec = get_product(product_id)
     if rec.thing_model:
         return thing_model.export_model(rec.thing_model)
-    return thing_model.validate_model({"version": "1.0", "properties": [], "events": [], "actions": []},
-                                      product_id=product_id)
+    return thing_model.validate_model(
+        {"version": "1.0", "properties": [], "events": [], "actions": []}, product_id=product_id
+    )
 
 
 def put_thing_model(product_id: str, doc: Any) -> dict[str, Any]:
     rec = get_product(product_id)
     _refuse_if_released(rec, "thing model")
     if rec.data_protocol != "thing_model":
-        raise errors.CUSTOM_PROTOCOL_PRODUCT(f"product {product_id} uses a custom data protocol and has no thing model",
-                                             "data_protocol")
+        raise errors.CUSTOM_PROTOCOL_PRODUCT(
+            f"product {product_id} uses a custom data protocol and has no thing model", "data_protocol"
+        )
     model = thing_model.validate_model(doc, product_id=product_id)
     try:
-        rec.update(actions=[ProductRecord.thing_model.set(model), ProductRecord.updated_at.set(clock.now_s())],
-                   condition=ProductRecord.status == "developing")
+        rec.update(
+            actions=[ProductRecord.thing_model.set(model), ProductRecord.updated_at.set(clock.now_s())],
+            condition=ProductRecord.status == "developing",
+        )
     except UpdateError:
         raise _lost_race(product_id) from None
     return model
@@ -274,10 +318,13 @@ def put_thing_model(product_id: str, doc: Any) -> dict[str, Any]:
 def registration_view(rec: ProductRecord, include_secret: bool = False) -> dict[str, Any]:
     """The settings; the product secret only when made or rotated by this request, or asked for
     with the secret-reading action (SPEC §2: secrets are write-only)."""
-    out = {"product_id": rec.product_id, "register_type": int(rec.register_type or 0),
-           "register_limit": int(rec.register_limit or 0),
-           "registered_count": int(rec.registered_count or 0),
-           "secret_set": bool(rec.product_secret)}
+    out = {
+        "product_id": rec.product_id,
+        "register_type": int(rec.register_type or 0),
+        "register_limit": int(rec.register_limit or 0),
+        "registered_count": int(rec.registered_count or 0),
+        "secret_set": bool(rec.product_secret),
+    }
     if include_secret:
         out["product_secret"] = rec.product_secret
     return out
@@ -290,7 +337,10 @@ def get_registration(product_id: str, include_secret: bool = False) -> dict[str,
 def put_registration(product_id: str, register_type: int, register_limit: int | None) -> dict[str, Any]:
     rec = get_product(product_id)
     _refuse_if_released(rec, "dynamic-registration settings")
-    actions: list[Action] = [ProductRecord.register_type.set(register_type), ProductRecord.updated_at.set(clock.now_s())]
+    actions: list[Action] = [
+        ProductRecord.register_type.set(register_type),
+        ProductRecord.updated_at.set(clock.now_s()),
+    ]
     if register_limit is not None:
         actions.append(ProductRecord.register_limit.set(register_limit))
     made = register_type != 0 and not rec.product_secret
@@ -307,10 +357,14 @@ def put_registration(product_id: str, register_type: int, register_limit: int | 
 def rotate_secret(product_id: str) -> dict[str, Any]:
     """Rotation is a security control, so it is allowed in every lifecycle state."""
     rec = get_product(product_id)
-    rec.update(actions=[ProductRecord.product_secret.set(ids.product_secret()),
-                        ProductRecord.secret_rotated_at.set(clock.now_s()),
-                        ProductRecord.updated_at.set(clock.now_s())],
-               condition=ProductRecord.product_id.exists())
+    rec.update(
+        actions=[
+            ProductRecord.product_secret.set(ids.product_secret()),
+            ProductRecord.secret_rotated_at.set(clock.now_s()),
+            ProductRecord.updated_at.set(clock.now_s()),
+        ],
+        condition=ProductRecord.product_id.exists(),
+    )
     return registration_view(rec, include_secret=True)  # the new secret, shown once
 
 
@@ -320,13 +374,13 @@ def rotate_secret(product_id: str) -> dict[str, Any]:
 def _require_custom(rec: ProductRecord) -> None:
     if rec.data_protocol != "custom":
         raise errors.NOT_CUSTOM_PROTOCOL(
-            f"product {rec.product_id} uses the thing-model protocol; custom topics are for "
-            "custom-protocol products", "data_protocol")
+            f"product {rec.product_id} uses the thing-model protocol; custom topics are for custom-protocol products",
+            "data_protocol",
+        )
 
 
 def topic_view(pid: str, topic: dict[str, Any]) -> dict[str, Any]:
-    return {"name": topic["name"], "permission": topic["permission"],
-            "topic": f"{pid}/${{deviceName}}/{topic['name']}"}
+    return {"name": topic["name"], "permission": topic["permission"], "topic": f"{pid}/${{deviceName}}/{topic['name']}"}
 
 
 def list_topics(product_id: str) -> list[dict[str, Any]]:
@@ -341,15 +395,15 @@ def add_topic(product_id: str, name: str, permission: str) -> dict[str, Any]:
     if any(t["name"] == name for t in topics):
         raise errors.TOPIC_EXISTS(f"topic {name} already exists", "name")
     if len(topics) >= MAX_TOPICS:
-        raise errors.TOPIC_LIMIT(f"a product has at most {MAX_TOPICS} custom topics",
-                                 "name")
+        raise errors.TOPIC_LIMIT(f"a product has at most {MAX_TOPICS} custom topics", "name")
     new = {"name": name, "permission": permission}
     try:
-        rec.update(actions=[ProductRecord.topics.set(topics + [new]), ProductRecord.updated_at.set(clock.now_s())],
-                   condition=ProductRecord.updated_at == rec.updated_at)
+        rec.update(
+            actions=[ProductRecord.topics.set(topics + [new]), ProductRecord.updated_at.set(clock.now_s())],
+            condition=ProductRecord.updated_at == rec.updated_at,
+        )
     except UpdateError:
-        raise errors.CONCURRENT_CHANGE("the topics changed concurrently; retry",
-                                       "name") from None
+        raise errors.CONCURRENT_CHANGE("the topics changed concurrently; retry", "name") from None
     return topic_view(product_id, new)
 
 
@@ -360,9 +414,9 @@ def delete_topic(product_id: str, name: str) -> None:
     if len(kept) == len(topics):
         raise errors.TOPIC_NOT_EXIST(f"topic {name} does not exist", "name")
     try:
-        rec.update(actions=[ProductRecord.topics.set(kept), ProductRecord.updated_at.set(clock.now_s())],
-                   condition=ProductRecord.updated_at == rec.updated_at)
+        rec.update(
+            actions=[ProductRecord.topics.set(kept), ProductRecord.updated_at.set(clock.now_s())],
+            condition=ProductRecord.updated_at == rec.updated_at,
+        )
     except UpdateError:
-        raise errors.CONCURRENT_CHANGE("the topics changed concurrently; retry",
-                                       "name") from None
-
+        raise errors.CONCURRENT_CHANGE("the topics changed concurrently; retry", "name") from None

@@ -19,6 +19,7 @@ A device holding ProductId, ProductSecret and its own DeviceName asks for its De
 Every refusal is a :class:`Refusal` (code, legacy code, reason) and, when the device
 exists, a ``Dev_Register_Failed`` diagnostic in its log.  Nothing here ever logs a secret.
 """
+
 from __future__ import annotations
 
 import time
@@ -64,22 +65,29 @@ def _device(product_id: str, device_name: str) -> DeviceRecord | None:
 def _check_time(req: SignedRequest, now_s: int) -> None:
     window = settings().registration_window_s
     if abs(req.timestamp - now_s) > window:
-        raise refuse("expired", f"timestamp {req.timestamp} is more than {window // 60} minutes away from "
-                                f"server time {now_s}")
+        raise refuse(
+            "expired", f"timestamp {req.timestamp} is more than {window // 60} minutes away from server time {now_s}"
+        )
 
 
 def _claim_nonce(req: SignedRequest, now_s: int) -> None:
     """Record the nonce; refuse when it was already used inside the window (replay)."""
     window = settings().registration_window_s
-    rec = CounterRecord(pk=NONCE_PK.format(req.product_id), sk=f"{req.nonce}/{req.device_name}",
-                        count=req.timestamp, expires_at=now_s + 2 * window)
+    rec = CounterRecord(
+        pk=NONCE_PK.format(req.product_id),
+        sk=f"{req.nonce}/{req.device_name}",
+        count=req.timestamp,
+        expires_at=now_s + 2 * window,
+    )
     # an item past its expiry may linger (TTL deletes lazily; moto never does): it no longer counts
     try:
         rec.save(condition=CounterRecord.sk.does_not_exist() | (CounterRecord.expires_at < now_s))
     except PutError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            raise refuse("replayed", f"nonce {req.nonce} was already used within the last "
-                                     f"{window // 60} minutes (replayed request)") from None
+            raise refuse(
+                "replayed",
+                f"nonce {req.nonce} was already used within the last {window // 60} minutes (replayed request)",
+            ) from None
         raise
 
 
@@ -88,20 +96,25 @@ def _reserve_slot(product: ProductRecord) -> None:
     limit = int(product.register_limit or 0)
     cond = (ProductRecord.register_type == 2) & (
         (ProductRecord.registered_count < ProductRecord.register_limit)
-        | (ProductRecord.registered_count.does_not_exist() & (ProductRecord.register_limit > 0)))
+        | (ProductRecord.registered_count.does_not_exist() & (ProductRecord.register_limit > 0))
+    )
     try:
         ProductRecord(product.product_id).update(actions=[ProductRecord.registered_count.add(1)], condition=cond)
     except UpdateError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            raise refuse("limit", f"dynamic registration may create at most {limit} device(s) for product "
-                                  f"{product.product_id} (register_limit reached)") from None
+            raise refuse(
+                "limit",
+                f"dynamic registration may create at most {limit} device(s) for product "
+                f"{product.product_id} (register_limit reached)",
+            ) from None
         raise
 
 
 def _release_slot(product_id: str) -> None:
     try:
-        ProductRecord(product_id).update(actions=[ProductRecord.registered_count.add(-1)],
-                                         condition=ProductRecord.registered_count > 0)
+        ProductRecord(product_id).update(
+            actions=[ProductRecord.registered_count.add(-1)], condition=ProductRecord.registered_count > 0
+        )
     except UpdateError:
         logger.warning("registered_count release failed", extra={"product_id": product_id})
 
@@ -119,8 +132,9 @@ def _create(product: ProductRecord, device_name: str) -> tuple[str, bool]:
         raise refuse("name")
     _reserve_slot(product)
     try:
-        created = devices.create(product.product_id, device_name, None, created_by="dynamic-registration",
-                                 origin="dynamic")
+        created = devices.create(
+            product.product_id, device_name, None, created_by="dynamic-registration", origin="dynamic"
+        )
     except errors.FleetboxError as err:
         _release_slot(product.product_id)
         if err.code == errors.DEVICE_ALREADY_EXISTS.code:
@@ -144,8 +158,10 @@ def _reregister(product: ProductRecord, rec: DeviceRecord) -> str:
     if not rec.enabled:
         raise refuse("device_disabled", f"device {rec.product_id}/{rec.device_name} is disabled")
     if rec.status != "inactive" or rec.activated_at is not None:
-        raise refuse("activated", f"device {rec.product_id}/{rec.device_name} has already connected; "
-                                  f"delete it before registering it again")
+        raise refuse(
+            "activated",
+            f"device {rec.product_id}/{rec.device_name} has already connected; delete it before registering it again",
+        )
     if product.auth_type == "certificate":
         if rec.cert_pem and rec.key_pem:
             return proto.cert_plaintext(rec.cert_pem, rec.key_pem)
@@ -160,18 +176,30 @@ def _reregister(product: ProductRecord, rec: DeviceRecord) -> str:
         actions = [DeviceRecord.secret.set(secret)]
         plaintext = proto.psk_plaintext(secret)
         unset = DeviceRecord.secret.does_not_exist()
-    cond = ((DeviceRecord.status == "inactive") & DeviceRecord.activated_at.does_not_exist()
-            & (DeviceRecord.enabled == True) & unset)  # noqa: E712 - a DynamoDB condition, not a comparison
+    cond = (
+        (DeviceRecord.status == "inactive")
+        & DeviceRecord.activated_at.does_not_exist()
+        & (DeviceRecord.enabled == True)  # noqa: E712 - a DynamoDB condition, not a comparison
+        & unset
+    )
     try:
         rec.update(actions=actions + [DeviceRecord.updated_at.set(clock.now_s())], condition=cond)
     except UpdateError as exc:
         if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
             fresh = _device(rec.product_id, rec.device_name)
-            if fresh is not None and fresh.enabled and fresh.status == "inactive" and fresh.activated_at is None \
-                    and (fresh.secret or (fresh.cert_pem and fresh.key_pem)):
+            if (
+                fresh is not None
+                and fresh.enabled
+                and fresh.status == "inactive"
+                and fresh.activated_at is None
+                and (fresh.secret or (fresh.cert_pem and fresh.key_pem))
+            ):
                 return _reregister(product, fresh)  # a concurrent registration wrote them first: same answer
-            raise refuse("activated", f"device {rec.product_id}/{rec.device_name} connected, was disabled or "
-                                      f"was deleted meanwhile; not registered") from None
+            raise refuse(
+                "activated",
+                f"device {rec.product_id}/{rec.device_name} connected, was disabled or "
+                f"was deleted meanwhile; not registered",
+            ) from None
         raise
     return plaintext
 
@@ -186,14 +214,18 @@ def register(req: SignedRequest) -> tuple[ProductRecord, str]:
     rec = _device(req.product_id, req.device_name) if DEVICE_NAME_RE.fullmatch(req.device_name) else None
     try:
         if not product.product_secret:
-            raise refuse("disabled", f"Not support dynamic device register: product {product.product_id} has "
-                                     f"dynamic registration off")
+            raise refuse(
+                "disabled",
+                f"Not support dynamic device register: product {product.product_id} has dynamic registration off",
+            )
         if not req.signature_ok(product.product_secret):
             raise refuse("signature")
         _check_time(req, now_s)
         if int(product.register_type or 0) == 0:
-            raise refuse("disabled", f"Not support dynamic device register: product {product.product_id} has "
-                                     f"dynamic registration off")
+            raise refuse(
+                "disabled",
+                f"Not support dynamic device register: product {product.product_id} has dynamic registration off",
+            )
         _claim_nonce(req, now_s)
         if rec is None:
             if int(product.register_type or 0) != 2:
@@ -207,16 +239,21 @@ def register(req: SignedRequest) -> tuple[ProductRecord, str]:
         return product, _reregister(product, rec)
     except Refusal as refusal:
         if rec is not None:
-            device_logs.diagnostic(req.product_id, req.device_name, diagnostics.DEV_REGISTER_FAILED,
-                                   f"dynamic registration ({req.protocol}) refused: {refusal.code}: {refusal.message}")
+            device_logs.diagnostic(
+                req.product_id,
+                req.device_name,
+                diagnostics.DEV_REGISTER_FAILED,
+                f"dynamic registration ({req.protocol}) refused: {refusal.code}: {refusal.message}",
+            )
         raise
 
 
 def handle(protocol: str, parse: Callable[[], SignedRequest], request_id: str) -> dict[str, Any]:
     """Parse, register and render one request in its protocol's envelope.  Never raises."""
     started = time.perf_counter()
-    success, error = ((proto.v2_success, proto.v2_error) if protocol == "v2"
-                      else (proto.legacy_success, proto.legacy_error))
+    success, error = (
+        (proto.v2_success, proto.v2_error) if protocol == "v2" else (proto.legacy_success, proto.legacy_error)
+    )
     pid = dn = None
     outcome, code = "registered", None
     try:
@@ -234,12 +271,22 @@ def handle(protocol: str, parse: Callable[[], SignedRequest], request_id: str) -
         if pid and dn:
             try:
                 if _device(pid, dn) is not None:
-                    device_logs.diagnostic(pid, dn, diagnostics.DEV_REGISTER_FAILED,
-                                           "dynamic registration failed: internal error")
+                    device_logs.diagnostic(
+                        pid, dn, diagnostics.DEV_REGISTER_FAILED, "dynamic registration failed: internal error"
+                    )
             except Exception:  # noqa: BLE001 - the answer matters more than the diagnostic
                 logger.exception("diagnostic write failed", extra={"request_id": request_id})
         return error(refuse("internal"), request_id)
     finally:
-        logger.info("dynamic registration", extra={
-            "request_id": request_id, "protocol": protocol, "product_id": pid, "device_name": dn,
-            "outcome": outcome, "code": code, "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+        logger.info(
+            "dynamic registration",
+            extra={
+                "request_id": request_id,
+                "protocol": protocol,
+                "product_id": pid,
+                "device_name": dn,
+                "outcome": outcome,
+                "code": code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )

@@ -17,6 +17,7 @@ into forward jobs.
   per batch: ``hits`` (messages that matched), ``forwards_ok`` (successful deliveries, one per
   action), ``failures`` (failed attempts, retries included), ``dead_letters``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -79,8 +80,7 @@ def _actions(values: Any, path: str, previous: list[dict[str, Any]] | None = Non
             raise errors.ACTION_INVALID(f"{p} must be an object", p)
         kind = action.get("type")
         if kind not in delivery.ACTION_KINDS:
-            raise errors.ACTION_INVALID(f"{p}.type must be one of {', '.join(delivery.ACTION_KINDS)}",
-                                        f"{p}.type")
+            raise errors.ACTION_INVALID(f"{p}.type must be one of {', '.join(delivery.ACTION_KINDS)}", f"{p}.type")
         if kind == "http":
             # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
             same = [a for a in previous or [] if a.get("type") == "http"]
@@ -123,12 +123,20 @@ def view(rec: RuleRecord, stats: dict[str, int] | None = None, reveal: Iterable[
     """The rule as responses show it: secrets only in ``reveal`` (those this request made)."""
     compiled = compile_sql(rec.sql)
     shown = frozenset(reveal)
-    return {"name": rec.name, "description": rec.description or "", "sql": rec.sql, "enabled": bool(rec.enabled),
-            "topic_filter": compiled.topic_filter, "resource": resource_of(rec.name, compiled),
-            "actions": [delivery.masked(a, shown) for a in rec.actions or []],
-            "error_actions": [delivery.masked(a, shown) for a in rec.error_actions or []],
-            "created_at": int(rec.created_at), "updated_at": int(rec.updated_at), "note": rec.note,
-            "stats": stats if stats is not None else get_stats(rec.name)}
+    return {
+        "name": rec.name,
+        "description": rec.description or "",
+        "sql": rec.sql,
+        "enabled": bool(rec.enabled),
+        "topic_filter": compiled.topic_filter,
+        "resource": resource_of(rec.name, compiled),
+        "actions": [delivery.masked(a, shown) for a in rec.actions or []],
+        "error_actions": [delivery.masked(a, shown) for a in rec.error_actions or []],
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+        "note": rec.note,
+        "stats": stats if stats is not None else get_stats(rec.name),
+    }
 
 
 def owner(name: str) -> tuple[str, RuleRecord]:
@@ -154,8 +162,17 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
         _verify(actions, "actions")
         _verify(error_actions, "error_actions")
     now = clock.now_s()
-    rec = RuleRecord(account=ACCOUNT, name=name, description=body.get("description") or "", sql=body["sql"],
-                     enabled=enabled, actions=actions, error_actions=error_actions, created_at=now, updated_at=now)
+    rec = RuleRecord(
+        account=ACCOUNT,
+        name=name,
+        description=body.get("description") or "",
+        sql=body["sql"],
+        enabled=enabled,
+        actions=actions,
+        error_actions=error_actions,
+        created_at=now,
+        updated_at=now,
+    )
     try:
         rec.save(condition=RuleRecord.name.does_not_exist())
     except PutError as exc:
@@ -220,8 +237,9 @@ def delete(name: str) -> None:
     forget()
 
 
-def list_rules(*, visible: Callable[[str], bool], limit: int,
-               start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def list_rules(
+    *, visible: Callable[[str], bool], limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Rules by name that ``visible(resource)`` lets the caller see (a page is filled from as many
     queries as it takes)."""
     expect_key(start, {"account": "S", "name": "S"}, {"account": ACCOUNT})
@@ -229,7 +247,10 @@ def list_rules(*, visible: Callable[[str], bool], limit: int,
         recs, last = fill_page(
             lambda key: _page_of(RuleRecord.query(ACCOUNT, limit=max(limit, 25), last_evaluated_key=key)),
             lambda r: visible(resource_of(r.name, _compiled_or_none(r.sql))),
-            lambda r: {"account": {"S": ACCOUNT}, "name": {"S": r.name}}, limit, start)
+            lambda r: {"account": {"S": ACCOUNT}, "name": {"S": r.name}},
+            limit,
+            start,
+        )
     stats = get_stats_many([r.name for r in recs])
     return [view(r, stats.get(r.name)) for r in recs], last
 
@@ -286,8 +307,11 @@ def debug(name: str, body: dict[str, Any]) -> dict[str, Any]:
     matched_topic = compiled.matches(levels)
     parsed = rules_sql.parse_payload(raw)
     output = compiled.evaluate(parsed, msg) if matched_topic else None
-    result: dict[str, Any] = {"topic_matched": matched_topic, "matched": output is not None,
-                              "payload_json": parsed is not rules_sql.UNDEFINED}
+    result: dict[str, Any] = {
+        "topic_matched": matched_topic,
+        "matched": output is not None,
+        "payload_json": parsed is not rules_sql.UNDEFINED,
+    }
     if isinstance(output, (bytes, bytearray)):
         result["output_base64"] = base64.b64encode(output).decode()
         result["output"] = None
@@ -318,9 +342,13 @@ def add_stats(name: str, deltas: dict[str, int]) -> None:
         return
     names = {f"#{k}": k for k in deltas}
     values = {f":{k}": {"N": str(v)} for k, v in deltas.items()}
-    dynamo.client().update_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
-                       UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in deltas),
-                       ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+    dynamo.client().update_item(
+        TableName=settings().table("counters"),
+        Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
+        UpdateExpression="ADD " + ", ".join(f"#{k} :{k}" for k in deltas),
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+    )
 
 
 def _reset_stats(name: str) -> None:
@@ -333,8 +361,9 @@ def _stats_of(item: dict[str, Any] | None) -> dict[str, int]:
 
 
 def get_stats(name: str) -> dict[str, int]:
-    out = dynamo.client().get_item(TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}},
-                          ConsistentRead=True)
+    out = dynamo.client().get_item(
+        TableName=settings().table("counters"), Key={"pk": {"S": STATS_PK}, "sk": {"S": name}}, ConsistentRead=True
+    )
     return _stats_of(out.get("Item"))
 
 
@@ -342,7 +371,7 @@ def get_stats_many(names: list[str]) -> dict[str, dict[str, int]]:
     table = settings().table("counters")
     found: dict[str, dict[str, int]] = {n: _stats_of(None) for n in names}
     for start in range(0, len(names), 100):
-        keys = [{"pk": {"S": STATS_PK}, "sk": {"S": n}} for n in names[start:start + 100]]
+        keys = [{"pk": {"S": STATS_PK}, "sk": {"S": n}} for n in names[start : start + 100]]
         pending: dict[str, Any] = {table: {"Keys": keys}}
         while pending:
             out = dynamo.client().batch_get_item(RequestItems=pending)
@@ -442,7 +471,7 @@ class Inbound:
 
     product_id: str
     device_name: str
-    topic: str          # without a leading "$"
+    topic: str  # without a leading "$"
     payload: bytes
     qos: int
     timestamp_ms: int
@@ -473,25 +502,47 @@ def evaluate(messages: Iterable[Inbound]) -> tuple[list[dict[str, Any]], list[in
                 continue
             if out is None:
                 if parsed is rules_sql.UNDEFINED and rule.compiled.uses_payload and m.payload:
-                    diags.append((m, "Payload_Not_JSON", f"rule {rule.name} reads JSON fields; the payload is not JSON"))
+                    diags.append(
+                        (m, "Payload_Not_JSON", f"rule {rule.name} reads JSON fields; the payload is not JSON")
+                    )
                 continue
             matches.append((i, rule.name))
             if msg_doc is None:
-                msg_doc = {"pid": m.product_id, "dn": m.device_name, "topic": m.topic, "qos": m.qos,
-                           "ts": m.timestamp_ms, "seq": _seq_of(m.timestamp_ms),
-                           "raw": base64.b64encode(m.payload[:4096]).decode()}
+                msg_doc = {
+                    "pid": m.product_id,
+                    "dn": m.device_name,
+                    "topic": m.topic,
+                    "qos": m.qos,
+                    "ts": m.timestamp_ms,
+                    "seq": _seq_of(m.timestamp_ms),
+                    "raw": base64.b64encode(m.payload[:4096]).decode(),
+                }
                 if m.event:
                     msg_doc["ev"] = m.event
             is_raw = isinstance(out, (bytes, bytearray))
-            mt = m.msg_type if m.msg_type == "StatusChange" else (
-                "Publish" if is_raw or (parsed is not rules_sql.UNDEFINED and out == parsed) else "Forward")
+            mt = (
+                m.msg_type
+                if m.msg_type == "StatusChange"
+                else ("Publish" if is_raw or (parsed is not rules_sql.UNDEFINED and out == parsed) else "Forward")
+            )
             out_doc = {"b": base64.b64encode(out).decode()} if is_raw else {"j": out}
             for a, action in enumerate(rule.actions):
                 if action.get("disabled"):
                     continue
-                jobs.append({"k": "rule", "id": delivery.new_webhook_id(), "n": 0, "t0": None, "st": "a",
-                             "r": rule.name, "a": a, "own": rule.resource, "msg": dict(msg_doc, mt=mt),
-                             "out": out_doc})
+                jobs.append(
+                    {
+                        "k": "rule",
+                        "id": delivery.new_webhook_id(),
+                        "n": 0,
+                        "t0": None,
+                        "st": "a",
+                        "r": rule.name,
+                        "a": a,
+                        "own": rule.resource,
+                        "msg": dict(msg_doc, mt=mt),
+                        "out": out_doc,
+                    }
+                )
                 owners.append(i)
     return jobs, owners, matches, diags
 
@@ -516,9 +567,12 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
         for j in refused:
             job = jobs[j]
             try:
-                delivery.dead_letter(job, target_id=f"rule/{job['r']}/{job['a']}",
-                                   reason="the forward queue refused the job (replay it when the queue is back)",
-                                   attempts=0)
+                delivery.dead_letter(
+                    job,
+                    target_id=f"rule/{job['r']}/{job['a']}",
+                    reason="the forward queue refused the job (replay it when the queue is back)",
+                    attempts=0,
+                )
                 dead[job["r"]] = dead.get(job["r"], 0) + 1
             except Exception:  # noqa: BLE001
                 logger.exception("could not record a refused forward job; the message will be re-delivered")
@@ -531,15 +585,24 @@ def on_uplink(messages: list[Inbound]) -> list[int]:
 def on_accepted(accepted: list[Accepted]) -> list[int]:
     """The uplink pipeline's hand-off: every accepted device message meets the enabled rules.
     Returns the batch indexes to re-deliver (see :func:`on_uplink`)."""
-    redo = on_uplink([Inbound(a.product_id, a.device_name, a.topic, a.payload, a.qos, a.timestamp_ms)
-                      for a in accepted])
+    redo = on_uplink(
+        [Inbound(a.product_id, a.device_name, a.topic, a.payload, a.qos, a.timestamp_ms) for a in accepted]
+    )
     return [accepted[i].index for i in redo]
 
 
 def _write_diagnostics(messages: list[Inbound], diags: list[tuple]) -> None:
     for m, code, text in diags[:100]:
-        device_logs.diagnostic(m.product_id, m.device_name, code, text, topic=m.topic, payload=m.payload,
-                               direction="up", ts_ms=m.timestamp_ms)
+        device_logs.diagnostic(
+            m.product_id,
+            m.device_name,
+            code,
+            text,
+            topic=m.topic,
+            payload=m.payload,
+            direction="up",
+            ts_ms=m.timestamp_ms,
+        )
 
 
 def _count(messages: list[Inbound], matches: list[tuple[int, str]], dead: dict[str, int]) -> None:
@@ -570,11 +633,24 @@ def on_status(product_id: str, device_name: str, online: bool, ts_ms: int) -> No
     """A device went online/offline: rules see a StatusChange message on ``$status/{pid}/{dn}``
     with payload ``{"event":"Online"|"Offline","productId","deviceName","time"}``."""
     event = "Online" if online else "Offline"
-    payload = json.dumps({"event": event, "productId": product_id, "deviceName": device_name,
-                          "time": ts_ms}, separators=(",", ":")).encode()
+    payload = json.dumps(
+        {"event": event, "productId": product_id, "deviceName": device_name, "time": ts_ms}, separators=(",", ":")
+    ).encode()
     try:
-        on_uplink([Inbound(product_id, device_name, f"{STATUS_PREFIX}/{product_id}/{device_name}", payload, 1, ts_ms,
-                           "StatusChange", event)])
+        on_uplink(
+            [
+                Inbound(
+                    product_id,
+                    device_name,
+                    f"{STATUS_PREFIX}/{product_id}/{device_name}",
+                    payload,
+                    1,
+                    ts_ms,
+                    "StatusChange",
+                    event,
+                )
+            ]
+        )
     except Exception:  # noqa: BLE001 - presence must not fail on the rule engine
         logger.exception("status change rules failed", extra={"device": f"{product_id}/{device_name}"})
 
@@ -587,11 +663,17 @@ def on_event(event: Any) -> None:
     ``$events/{ProductId}/{kind with / for .}`` with payload ``{"event","eventId","productId","time",…data}``.
     Raises when the forward jobs could neither be queued nor recorded (the dispatch is retried)."""
     topic = f"{EVENTS_PREFIX}/{event.product_id or '-'}/{event.kind.replace('.', '/')}"
-    doc = {"event": event.kind, "eventId": event.event_id, "productId": event.product_id, "time": event.at_ms,
-           **event.data}
+    doc = {
+        "event": event.kind,
+        "eventId": event.event_id,
+        "productId": event.product_id,
+        "time": event.at_ms,
+        **event.data,
+    }
     payload = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-    redo = on_uplink([Inbound(event.product_id, str(event.data.get("device_name") or ""), topic, payload, 1,
-                              event.at_ms)])
+    redo = on_uplink(
+        [Inbound(event.product_id, str(event.data.get("device_name") or ""), topic, payload, 1, event.at_ms)]
+    )
     if redo:
         raise RuntimeError("the forward queue refused the event's jobs")
 

@@ -30,6 +30,7 @@ payload or undefined, ``m`` a :class:`Message`) and ``exec``\\ s it: literals ar
 ``repr`` and keys as string constants, so no text of the rule ever becomes code.  Evaluating a
 message is one call of that function, not a walk of the syntax tree.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,7 +73,8 @@ class Binary(bytes):
 
 # ===================================================================== tokens
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+)
   | (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
   | (?P<str>'(?:[^']|'')*')
@@ -80,26 +82,34 @@ _TOKEN = re.compile(r"""
   | (?P<name>[A-Za-z_$][A-Za-z0-9_$\-]*)
   | (?P<op><>|!=|<=|>=|[=<>+\-*/%(),.])
   | (?P<bad>.)
-""", re.VERBOSE | re.DOTALL)
+""",
+    re.VERBOSE | re.DOTALL,
+)
 
 KEYWORDS = {"SELECT", "FROM", "WHERE", "AS", "AND", "OR"}
 #: SQL the engine knows but refuses, with the reason users see
 REFUSED = {
     "JOIN": "JOIN is not supported",
-    "GROUP": "GROUP BY is not supported", "ORDER": "ORDER BY is not supported",
-    "LIMIT": "LIMIT is not supported", "HAVING": "HAVING is not supported",
-    "UNION": "UNION is not supported", "IN": "IN is not supported: use OR", "LIKE": "LIKE is not supported",
-    "BETWEEN": "BETWEEN is not supported: use >= AND <=", "CASE": "CASE is not supported",
-    "NOT": "NOT is not supported: use <> or the opposite comparison", "IS": "IS is not supported",
+    "GROUP": "GROUP BY is not supported",
+    "ORDER": "ORDER BY is not supported",
+    "LIMIT": "LIMIT is not supported",
+    "HAVING": "HAVING is not supported",
+    "UNION": "UNION is not supported",
+    "IN": "IN is not supported: use OR",
+    "LIKE": "LIKE is not supported",
+    "BETWEEN": "BETWEEN is not supported: use >= AND <=",
+    "CASE": "CASE is not supported",
+    "NOT": "NOT is not supported: use <> or the opposite comparison",
+    "IS": "IS is not supported",
     "DISTINCT": "DISTINCT is not supported",
 }
 
 
 @dataclass(frozen=True)
 class Tok:
-    kind: str      # num, str, name, kw, op, eof
+    kind: str  # num, str, name, kw, op, eof
     text: str
-    pos: int       # 1-based
+    pos: int  # 1-based
     value: Any = None
 
 
@@ -196,14 +206,30 @@ class Query:
 
 #: name -> (min args, max args)
 FUNCTIONS: dict[str, tuple[int, int]] = {
-    "productid": (0, 0), "devicename": (0, 0), "timestamp": (0, 0), "topic": (0, 1), "payloadlen": (0, 0),
-    "bin_to_dec": (1, 1), "to_hex": (1, 1), "randint": (2, 2), "upper": (1, 1), "lower": (1, 1),
-    "crypto": (2, 2), "concat": (2, 2), "requestid": (0, 0), "newuuid": (0, 0), "replace": (3, 3),
+    "productid": (0, 0),
+    "devicename": (0, 0),
+    "timestamp": (0, 0),
+    "topic": (0, 1),
+    "payloadlen": (0, 0),
+    "bin_to_dec": (1, 1),
+    "to_hex": (1, 1),
+    "randint": (2, 2),
+    "upper": (1, 1),
+    "lower": (1, 1),
+    "crypto": (2, 2),
+    "concat": (2, 2),
+    "requestid": (0, 0),
+    "newuuid": (0, 0),
+    "replace": (3, 3),
     "substring": (3, 3),
 }
 #: display names (the spelling of SPEC §9.1)
-FUNCTION_NAMES = {"productid": "productId", "devicename": "deviceName", "payloadlen": "payloadLen",
-                  "requestid": "requestId"}
+FUNCTION_NAMES = {
+    "productid": "productId",
+    "devicename": "deviceName",
+    "payloadlen": "payloadLen",
+    "requestid": "requestId",
+}
 CRYPTO = ("MD5", "SHA1", "SHA256", "SHA384", "SHA512")
 _CMP = ("=", "<>", "!=", "<", "<=", ">", ">=")
 
@@ -521,6 +547,7 @@ def _arith(op: str) -> Callable[[Any, Any], Any]:
         if isinstance(r, float) and (r != r or r in (float("inf"), float("-inf"))):
             return UNDEFINED
         return r
+
     return run
 
 
@@ -654,12 +681,36 @@ def f_newuuid() -> str:
 
 
 _RUNTIME: dict[str, Any] = {
-    "_U": UNDEFINED, "_eq": _eq, "_ne": _ne, "_lt": _lt, "_le": _le, "_gt": _gt, "_ge": _ge,
-    "_add": _arith("+"), "_sub": _arith("-"), "_mul": _arith("*"), "_div": _arith("/"), "_mod": _arith("%"),
-    "_neg": _neg, "_t": _truth, "_get": _get, "_get1": _get1, "_get2": _get2,
-    "_topic": f_topic, "_bin_to_dec": f_bin_to_dec, "_to_hex": f_to_hex, "_randint": f_randint,
-    "_upper": f_upper, "_lower": f_lower, "_crypto": f_crypto, "_concat": f_concat, "_replace": f_replace,
-    "_substring": f_substring, "_request_id": f_request_id, "_newuuid": f_newuuid, "_Binary": Binary,
+    "_U": UNDEFINED,
+    "_eq": _eq,
+    "_ne": _ne,
+    "_lt": _lt,
+    "_le": _le,
+    "_gt": _gt,
+    "_ge": _ge,
+    "_add": _arith("+"),
+    "_sub": _arith("-"),
+    "_mul": _arith("*"),
+    "_div": _arith("/"),
+    "_mod": _arith("%"),
+    "_neg": _neg,
+    "_t": _truth,
+    "_get": _get,
+    "_get1": _get1,
+    "_get2": _get2,
+    "_topic": f_topic,
+    "_bin_to_dec": f_bin_to_dec,
+    "_to_hex": f_to_hex,
+    "_randint": f_randint,
+    "_upper": f_upper,
+    "_lower": f_lower,
+    "_crypto": f_crypto,
+    "_concat": f_concat,
+    "_replace": f_replace,
+    "_substring": f_substring,
+    "_request_id": f_request_id,
+    "_newuuid": f_newuuid,
+    "_Binary": Binary,
     "_dict": dict,
 }
 _CMP_FN = {"=": "_eq", "<>": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
@@ -809,8 +860,16 @@ def parse_payload(payload: bytes) -> Any:
         return UNDEFINED
 
 
-def run(sql_or_rule: str | CompiledRule, topic: str, payload: bytes, *, product_id: str = "",
-        device_name: str = "", timestamp_ms: int = 0, qos: int = 0) -> Any:
+def run(
+    sql_or_rule: str | CompiledRule,
+    topic: str,
+    payload: bytes,
+    *,
+    product_id: str = "",
+    device_name: str = "",
+    timestamp_ms: int = 0,
+    qos: int = 0,
+) -> Any:
     """Evaluate once (the debug endpoint and tests): the output, or None when it does not match."""
     rule = compile_rule(sql_or_rule) if isinstance(sql_or_rule, str) else sql_or_rule
     levels = topic.split("/")

@@ -8,6 +8,7 @@ The factory then uploads the ``SN,IMEI`` relationship file: each good row create
 (DeviceName = IMEI) or links an existing one, and records SN ↔ device; bad rows are reported
 with their reason and never stop the good ones.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,18 +38,23 @@ GROUP = 100
 def _cellular(product_id: str) -> ProductRecord:
     product = get_product(product_id)
     if product.comm_method not in CELLULAR:
-        raise errors.PRODUCT_NOT_CELLULAR(f"serial numbers and IMEIs are for cellular products; product {product_id} "
-                                          f"communicates by {product.comm_method}", "product_id")
+        raise errors.PRODUCT_NOT_CELLULAR(
+            f"serial numbers and IMEIs are for cellular products; product {product_id} "
+            f"communicates by {product.comm_method}",
+            "product_id",
+        )
     return product
 
 
 def generate(product_id: str, quantity: int, created_by: str | None) -> dict[str, Any]:
     product = _cellular(product_id)
     if product.status != "released":
-        raise errors.PRODUCT_NOT_RELEASED(f"product {product_id} is not released: mass production requires a released "
-                                          "product", "product_id")
-    return production.new_batch(production.KIND_SERIALS, product, quantity, 0, created_by, generation="auto",
-                             qr_code=True)
+        raise errors.PRODUCT_NOT_RELEASED(
+            f"product {product_id} is not released: mass production requires a released product", "product_id"
+        )
+    return production.new_batch(
+        production.KIND_SERIALS, product, quantity, 0, created_by, generation="auto", qr_code=True
+    )
 
 
 def sn_of(name: str) -> str:
@@ -59,15 +65,18 @@ def sn_code(product_id: str, sn: str) -> str:
     return product_id + sn
 
 
-def run_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, str, str | None]],
-              give_up: bool) -> production.Outcome:
+def run_chunk(
+    rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, str, str | None]], give_up: bool
+) -> production.Outcome:
     out = production.Outcome()
     now = clock.now_s()
-    records = [SerialNumberRecord(product_id=rec.product_id, sn=sn_of(name), batch_id=rec.batch_id, created_at=now)
-               for _, name, _ in rows]
+    records = [
+        SerialNumberRecord(product_id=rec.product_id, sn=sn_of(name), batch_id=rec.batch_id, created_at=now)
+        for _, name, _ in rows
+    ]
     outcome: dict[str, str] = {}
     for start in range(0, len(records), GROUP):
-        todo = records[start:start + GROUP]
+        todo = records[start : start + GROUP]
         while todo:
             group = todo
 
@@ -84,8 +93,9 @@ def run_chunk(rec: BatchRecord, product: ProductRecord, rows: list[tuple[int, st
                         raise jobs.Retry("writing serial numbers failed") from exc
                     outcome.update({r.sn: production.HUB_TIMEOUT for r in group})
                     break
-                for found in SerialNumberRecord.batch_get([(rec.product_id, sn) for sn in failed],
-                                                          consistent_read=True):
+                for found in SerialNumberRecord.batch_get(
+                    [(rec.product_id, sn) for sn in failed], consistent_read=True
+                ):
                     ours = found.batch_id == rec.batch_id
                     outcome[found.sn] = production.SUCCESS if ours else "serial number already exists"
                 todo = [r for r in group if r.sn not in outcome]
@@ -175,11 +185,12 @@ def import_relations(product_id: str, text: str, created_by: str | None) -> dict
     known: dict[str, SerialNumberRecord] = {}
     existing: set[str] = set()
     for start in range(0, len(good), 100):
-        part = good[start:start + 100]
+        part = good[start : start + 100]
         for r in SerialNumberRecord.batch_get([(product_id, sn) for _, sn, _ in part], consistent_read=True):
             known[r.sn] = r
-        for d in DeviceRecord.batch_get([(product_id, imei) for _, _, imei in part], consistent_read=True,
-                                        attributes_to_get=["device_name"]):
+        for d in DeviceRecord.batch_get(
+            [(product_id, imei) for _, _, imei in part], consistent_read=True, attributes_to_get=["device_name"]
+        ):
             existing.add(d.device_name)
     succeeded = 0
     for row, sn, imei in good:
@@ -198,9 +209,14 @@ def import_relations(product_id: str, text: str, created_by: str | None) -> dict
                     fail(row, sn, imei, err.message)
                     continue
         try:
-            rec.update(actions=[SerialNumberRecord.imei.set(imei), SerialNumberRecord.device_name.set(imei),
-                                SerialNumberRecord.linked_at.set(clock.now_s())],
-                       condition=SerialNumberRecord.imei.does_not_exist() | (SerialNumberRecord.imei == imei))
+            rec.update(
+                actions=[
+                    SerialNumberRecord.imei.set(imei),
+                    SerialNumberRecord.device_name.set(imei),
+                    SerialNumberRecord.linked_at.set(clock.now_s()),
+                ],
+                condition=SerialNumberRecord.imei.does_not_exist() | (SerialNumberRecord.imei == imei),
+            )
         except UpdateError:
             fail(row, sn, imei, "serial number was linked to another IMEI meanwhile")
             continue

@@ -13,6 +13,7 @@ output comes with the chat channels (§12) and is refused until then.
 Streams run on every accepted property ``report`` (from the rule engine's uplink hook); a
 disabled stream processes nothing.  Enabling a stream verifies its URLs (Echostr).
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
             raise errors.OUTPUT_INVALID(f"{p} must be an object", p)
         o = {k: v for k, v in o.items() if k not in ("token_set", "secret_set")}
         if o.get("type") == "chat":
-            raise errors.CHAT_OUTPUT(f"{p}: chat push arrives with the chat channels; use custom_push for now",
-                                     f"{p}.type")
+            raise errors.CHAT_OUTPUT(
+                f"{p}: chat push arrives with the chat channels; use custom_push for now", f"{p}.type"
+            )
         if o.get("type") != "custom_push":
             raise errors.OUTPUT_INVALID(f"{p}.type must be custom_push", f"{p}.type")
         url = delivery.check_url(o.get("url"), f"{p}.url")
@@ -85,14 +87,18 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
         for name, limit in (("title", 256), ("content", 2048)):
             v = o.get(name, "")
             if not isinstance(v, str) or len(v) > limit:
-                raise errors.OUTPUT_INVALID(f"{p}.{name} must be a string of at most {limit} characters",
-                                            f"{p}.{name}")
+                raise errors.OUTPUT_INVALID(f"{p}.{name} must be a string of at most {limit} characters", f"{p}.{name}")
         # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
         if "token" not in o:
             token = delivery.kept_secret({"url": url}, previous, "token")
         secret = o.get("secret") or delivery.kept_secret({"url": url}, previous, "secret")
-        item = {"type": "custom_push", "url": url, "title": o.get("title", ""), "content": o.get("content", ""),
-                "secret": secret or delivery.new_secret()}
+        item = {
+            "type": "custom_push",
+            "url": url,
+            "title": o.get("title", ""),
+            "content": o.get("content", ""),
+            "secret": secret or delivery.new_secret(),
+        }
         if token:
             item["token"] = token
         out.append(item)
@@ -102,8 +108,11 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
 def _properties(values: Any) -> list[str]:
     if values is None:
         return []
-    if not isinstance(values, list) or len(values) > 100 or not all(
-            isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_]{1,64}", v) for v in values):
+    if (
+        not isinstance(values, list)
+        or len(values) > 100
+        or not all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_]{1,64}", v) for v in values)
+    ):
         raise errors.PROPERTIES_INVALID("properties must be a list of property ids", "properties")
     return list(dict.fromkeys(values))
 
@@ -134,10 +143,19 @@ def _secrets_of(outputs: list[dict[str, Any]] | None) -> set[str]:
 
 def view(rec: StreamRecord, reveal: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
     """The stream as responses show it: output tokens and secrets only in ``reveal``."""
-    return {"id": rec.stream_id, "name": rec.name, "product_id": rec.product_id, "resource": resource_of(rec),
-            "properties": rec.properties or [], "match": rec.match, "conditions": rec.conditions or [],
-            "outputs": [delivery.masked(o, frozenset(reveal)) for o in rec.outputs or []],
-            "enabled": bool(rec.enabled), "created_at": int(rec.created_at), "updated_at": int(rec.updated_at)}
+    return {
+        "id": rec.stream_id,
+        "name": rec.name,
+        "product_id": rec.product_id,
+        "resource": resource_of(rec),
+        "properties": rec.properties or [],
+        "match": rec.match,
+        "conditions": rec.conditions or [],
+        "outputs": [delivery.masked(o, frozenset(reveal)) for o in rec.outputs or []],
+        "enabled": bool(rec.enabled),
+        "created_at": int(rec.created_at),
+        "updated_at": int(rec.updated_at),
+    }
 
 
 def owner(stream_id: str) -> tuple[str, StreamRecord]:
@@ -167,10 +185,19 @@ def create(body: dict[str, Any]) -> dict[str, Any]:
     if enabled:
         _verify(outputs)
     now = clock.now_s()
-    rec = StreamRecord(account=ACCOUNT, stream_id=ids.short_id("st-"), name=body["name"],
-                       product_id=body["product_id"], properties=_properties(body.get("properties")),
-                       match=body.get("match") or "all", conditions=_conditions(body.get("conditions")),
-                       outputs=outputs, enabled=enabled, created_at=now, updated_at=now)
+    rec = StreamRecord(
+        account=ACCOUNT,
+        stream_id=ids.short_id("st-"),
+        name=body["name"],
+        product_id=body["product_id"],
+        properties=_properties(body.get("properties")),
+        match=body.get("match") or "all",
+        conditions=_conditions(body.get("conditions")),
+        outputs=outputs,
+        enabled=enabled,
+        created_at=now,
+        updated_at=now,
+    )
     rec.save()
     forget()
     return view(rec, reveal=_secrets_of(outputs))  # shown once
@@ -221,17 +248,24 @@ def delete(stream_id: str) -> None:
     forget()
 
 
-def list_streams(*, visible: Callable[[str], bool], limit: int,
-                 start: dict[str, Any] | None) -> tuple[list[dict[str, Any]], Any]:
+def list_streams(
+    *, visible: Callable[[str], bool], limit: int, start: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], Any]:
     """Streams ``visible(resource)`` lets the caller read."""
+
     def fetch(key: dict[str, Any] | None) -> tuple[list[StreamRecord], Any]:
         res = StreamRecord.query(ACCOUNT, limit=max(limit, 25), last_evaluated_key=key)
         return list(res), res.last_evaluated_key
 
     expect_key(start, {"account": "S", "stream_id": "S"}, {"account": ACCOUNT})
     with checked_start(start):
-        recs, nxt = fill_page(fetch, lambda r: visible(resource_of(r)),
-                              lambda r: {"account": {"S": ACCOUNT}, "stream_id": {"S": r.stream_id}}, limit, start)
+        recs, nxt = fill_page(
+            fetch,
+            lambda r: visible(resource_of(r)),
+            lambda r: {"account": {"S": ACCOUNT}, "stream_id": {"S": r.stream_id}},
+            limit,
+            start,
+        )
     return [view(r) for r in recs], nxt
 
 
@@ -333,9 +367,14 @@ def _accepted(pid: str, params: dict[str, Any]) -> dict[str, Any]:
 def on_accepted(accepted: list[Accepted]) -> list[int]:
     """The uplink pipeline's hand-off: accepted property reports feed the data streams.  Never
     asks for a re-delivery (a push that cannot be queued is logged)."""
-    reports = [(a.product_id, a.device_name, a.body["params"]) for a in accepted
-               if a.family == "thing/up/property" and a.body is not None and a.body.get("method") == "report"
-               and isinstance(a.body.get("params"), dict)]
+    reports = [
+        (a.product_id, a.device_name, a.body["params"])
+        for a in accepted
+        if a.family == "thing/up/property"
+        and a.body is not None
+        and a.body.get("method") == "report"
+        and isinstance(a.body.get("params"), dict)
+    ]
     if reports:
         on_reports(reports)
     return []
@@ -362,12 +401,22 @@ def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
                 if alias is None and ("Alias" in out.get("title", "") + out.get("content", "")):
                     alias = _alias(pid, dn)
                 system = {"ProductId": pid, "DeviceName": dn, "Alias": alias or dn}
-                body = {"RequestId": str(uuid.uuid4()), "ProductId": pid, "DeviceName": dn,
-                        "MsgTitle": render(out.get("title", ""), data, system),
-                        "MsgContent": render(out.get("content", ""), data, system)}
+                body = {
+                    "RequestId": str(uuid.uuid4()),
+                    "ProductId": pid,
+                    "DeviceName": dn,
+                    "MsgTitle": render(out.get("title", ""), data, system),
+                    "MsgContent": render(out.get("content", ""), data, system),
+                }
                 try:
-                    delivery.deliver(out, body, target_id=f"stream/{rec.stream_id}" + (f"/{i}" if i else ""),
-                                    product_id=pid, device_name=dn, resource=resource_of(rec))
+                    delivery.deliver(
+                        out,
+                        body,
+                        target_id=f"stream/{rec.stream_id}" + (f"/{i}" if i else ""),
+                        product_id=pid,
+                        device_name=dn,
+                        resource=resource_of(rec),
+                    )
                 except Exception:  # noqa: BLE001 - the uplink never fails on a push
                     logger.exception("stream push could not be queued", extra={"stream": rec.stream_id})
 

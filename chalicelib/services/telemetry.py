@@ -15,6 +15,7 @@ log rows) and what to answer (``*_reply`` on the form the device used):
 * ``event_post`` / ``events_post`` — validated, stored as event history, answered;
 * the time service (``{"type":"get","resource":["time"]}``).
 """
+
 from __future__ import annotations
 
 import math
@@ -144,9 +145,14 @@ def _report_info(dev: DeviceView, m: Received, body: dict) -> None:
             problems.append("lat/lon must be a WGS-84 position (lat -90..90, lon -180..180)")
     label = params.get("device_label")
     if label is not None:
-        if isinstance(label, dict) and len(label) <= 20 and all(
+        if (
+            isinstance(label, dict)
+            and len(label) <= 20
+            and all(
                 isinstance(k, str) and 0 < len(k) <= 32 and isinstance(v, str) and len(v) <= 128
-                for k, v in label.items()):
+                for k, v in label.items()
+            )
+        ):
             info["device_label"] = dict(label)
             dev.label = analytics.region_label(label.get("region")) or ""
         else:
@@ -173,8 +179,16 @@ def on_event(dev: DeviceView, m: Received) -> None:
         events = body.get("events")
         if not isinstance(events, list) or not events or len(events) > MAX_EVENTS_PER_MESSAGE:
             dev.uplink_fail += 1
-            dev.reply(m, reply_payload(reply_method, body, CODE_INVALID,
-                                        f"events must be a list of 1-{MAX_EVENTS_PER_MESSAGE} events", data={}))
+            dev.reply(
+                m,
+                reply_payload(
+                    reply_method,
+                    body,
+                    CODE_INVALID,
+                    f"events must be a list of 1-{MAX_EVENTS_PER_MESSAGE} events",
+                    data={},
+                ),
+            )
             return
     elif method == "event_post":
         events = [body]
@@ -190,14 +204,25 @@ def on_event(dev: DeviceView, m: Received) -> None:
             continue
         event_id: Any = event.get("eventId")
         accepted, problems = dev.product.model.check_event(event_id, event.get("params"))
-        if problems and problems[0].code == thing_model.PROBLEM_NOT_DEFINED and \
-                dev.product.model.event_type(event_id) is None:
+        if (
+            problems
+            and problems[0].code == thing_model.PROBLEM_NOT_DEFINED
+            and dev.product.model.event_type(event_id) is None
+        ):
             first = first or (CODE_NOT_FOUND, problems[0].message)
             dev.diagnostic(diagnostics.THING_MODEL_INVALID, problems[0].message, m)
             continue
         at = time_ms(event.get("timestamp"), received)
-        dev.add_row(history_row(history_key(dev.pid, dev.dn), at, message_seq(m.msg, f"e{i}"), accepted,
-                                     event_id=event_id, event_type=dev.product.model.event_type(event_id)))
+        dev.add_row(
+            history_row(
+                history_key(dev.pid, dev.dn),
+                at,
+                message_seq(m.msg, f"e{i}"),
+                accepted,
+                event_id=event_id,
+                event_type=dev.product.model.event_type(event_id),
+            )
+        )
         for problem in problems:
             dev.diagnostic(diagnostics.THING_MODEL_INVALID, f"{event_id}: {problem.message}", m)
         if problems:
@@ -232,12 +257,20 @@ def _call_reply(dev: DeviceView, m: Received, kind: str) -> None:
     if not token or len(token) > 128:
         dev.failure(diagnostics.PAYLOAD_NO_FIELD, f"{kind}_reply without a usable clientToken", m)
         return
-    actions: list[Action] = [CallRecord.status.set("replied"), CallRecord.reply.set(reply), CallRecord.replied_at.set(clock.now_s())]
+    actions: list[Action] = [
+        CallRecord.status.set("replied"),
+        CallRecord.reply.set(reply),
+        CallRecord.replied_at.set(clock.now_s()),
+    ]
     actions.append(CallRecord.code.set(code) if code is not None else CallRecord.code.remove())
     rec = CallRecord(key=f"{dev.pid}/{dev.dn}", token=token)
     try:
-        rec.update(actions=actions, condition=CallRecord.token.exists() & (CallRecord.kind == kind)
-                   & CallRecord.status.is_in("pending", "timeout"))
+        rec.update(
+            actions=actions,
+            condition=CallRecord.token.exists()
+            & (CallRecord.kind == kind)
+            & CallRecord.status.is_in("pending", "timeout"),
+        )
     except UpdateError as exc:
         if transient(exc):
             raise

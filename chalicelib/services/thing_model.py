@@ -58,6 +58,7 @@ boolean is never accepted where a number is expected (Python's ``bool`` is an
 ``step`` of a numeric define is a presentation hint and is not enforced on
 values (as on Tencent's platform).
 """
+
 from __future__ import annotations
 
 import copy
@@ -102,8 +103,8 @@ MAX_ARRAY_ITEMS = 1024
 DEFAULT_ARRAY_ITEMS = 512
 MAX_VERSION = 16
 MAX_CATEGORY_ID = 64
-INT64_MIN = -(2 ** 63)
-INT64_MAX = 2 ** 63 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 #: 9999-12-31T23:59:59.999Z in milliseconds: the largest plausible timestamp
 MAX_TIMESTAMP = 253_402_300_799_999
 
@@ -136,6 +137,7 @@ def _known(value: T | None) -> T:
     if value is None:
         raise ValueError("a validated thing-model define lost a number")
     return value
+
 
 def _parse_int(value: Any) -> int | None:
     """``value`` as an int, or None: ints, integral floats, integer strings; never bools."""
@@ -208,6 +210,7 @@ def _clip(text: str, limit: int = 40) -> str:
 
 # =========================================================================== validation
 
+
 def _fail(path: str, rule: str) -> errors.FleetboxError:
     """The one error shape: the message starts with the path, ``field`` is the path."""
     return errors.MODEL_DEFINE_INVALID(f"{path} {rule}", field=path)
@@ -274,8 +277,7 @@ def _validate_root(model: dict, product_id: str | None) -> None:
             check(_object(item, f"{section}[{index}]"), f"{section}[{index}]", used)
 
 
-def _list(owner: dict, key: str, path: str, limit: int, *, required: bool = False,
-          non_empty: bool = False) -> list:
+def _list(owner: dict, key: str, path: str, limit: int, *, required: bool = False, non_empty: bool = False) -> list:
     """``owner[key]`` as a list (``[]`` filled in when absent and optional)."""
     items = owner.get(key)
     if items is None:
@@ -306,8 +308,11 @@ def _validate_identifier(item: dict, path: str, used: dict[str, str]) -> str:
         raise _fail(where, "is required")
     if not isinstance(ident, str) or not _IDENTIFIER.fullmatch(ident):
         shown = _show(ident)
-        raise _fail(where, f"{shown} is not a valid identifier: it must start with a letter or _, "
-                           "continue with letters, digits or _, and be at most 32 characters")
+        raise _fail(
+            where,
+            f"{shown} is not a valid identifier: it must start with a letter or _, "
+            "continue with letters, digits or _, and be at most 32 characters",
+        )
     if ident in used:
         raise _fail(where, f"'{ident}' is already used by {used[ident]}")
     used[ident] = path
@@ -388,15 +393,13 @@ def _validate_define(define: Any, path: str, allowed: tuple[str, ...], refusal: 
     if kind is None:
         raise _fail(f"{path}.type", "is required")
     if not isinstance(kind, str) or kind not in ALL_TYPES:
-        raise _fail(f"{path}.type", f"{_show(kind)} is not a known type "
-                                    f"(one of {', '.join(ALL_TYPES)})")
+        raise _fail(f"{path}.type", f"{_show(kind)} is not a known type (one of {', '.join(ALL_TYPES)})")
     if kind not in allowed:
         raise _fail(f"{path}.type", f"'{kind}' is not allowed here: {refusal}")
     _DEFINE_VALIDATORS[kind](define, path)
 
 
-def _number_field(define: dict, key: str, path: str, *, integer: bool, required: bool
-                  ) -> int | float | None:
+def _number_field(define: dict, key: str, path: str, *, integer: bool, required: bool) -> int | float | None:
     value = define.get(key)
     where = f"{path}.{key}"
     if value is None:
@@ -472,7 +475,7 @@ def _validate_mapping(define: dict, path: str, kind: str) -> None:
         if not isinstance(key, str):  # only reachable from Python callers; JSON keys are strings
             raise _fail(entry, "key must be a string")
         if kind == "enum" and not (_ENUM_KEY.fullmatch(key) and INT64_MIN <= int(key) <= INT64_MAX):
-            raise _fail(entry, "key must be a 64-bit integer written plainly (e.g. \"0\", \"-3\", \"12\")")
+            raise _fail(entry, 'key must be a 64-bit integer written plainly (e.g. "0", "-3", "12")')
         if kind == "stringenum" and not 1 <= len(key) <= MAX_STRINGENUM_KEY:
             raise _fail(entry, f"key must be 1 to {MAX_STRINGENUM_KEY} characters")
         if not isinstance(label, str) or not label.strip():
@@ -488,8 +491,12 @@ def _validate_struct(define: dict, path: str) -> None:
         member_path = f"{path}.specs[{index}]"
         member = _object(member, member_path)
         _validate_common(member, member_path, members, fill=False)
-        _validate_define(member.get("dataType"), f"{member_path}.dataType", SCALAR_TYPES,
-                         "struct members must be of a scalar type (structs are one level deep)")
+        _validate_define(
+            member.get("dataType"),
+            f"{member_path}.dataType",
+            SCALAR_TYPES,
+            "struct members must be of a scalar type (structs are one level deep)",
+        )
 
 
 def _validate_array(define: dict, path: str) -> None:
@@ -497,8 +504,9 @@ def _validate_array(define: dict, path: str) -> None:
     where = f"{path}.arrayInfo"
     if info is None:
         raise _fail(where, "is required")
-    _validate_define(info, where, ARRAY_ELEMENT_TYPES,
-                     f"array elements must be one of {', '.join(ARRAY_ELEMENT_TYPES)}")
+    _validate_define(
+        info, where, ARRAY_ELEMENT_TYPES, f"array elements must be one of {', '.join(ARRAY_ELEMENT_TYPES)}"
+    )
     max_items = define.get("maxItems")
     if max_items is not None:
         number = None if isinstance(max_items, bool) else _parse_int(max_items)
@@ -570,6 +578,7 @@ def _compile_bool(define: dict) -> Checker:
             if result is not None:
                 return result
         raise _Bad(f"{_show(value)} is not a bool (0/1, true/false)")
+
     return check
 
 
@@ -586,6 +595,7 @@ def _compile_int(define: dict) -> Checker:
         if number > high:
             raise _Bad(f"{_show(number)} above max {high}")
         return number
+
     return check
 
 
@@ -602,6 +612,7 @@ def _compile_float(define: dict) -> Checker:
         if number > high:
             raise _Bad(f"{number!r} above max {high!r}")
         return number
+
     return check
 
 
@@ -618,6 +629,7 @@ def _compile_string(define: dict) -> Checker:
         if length > high:
             raise _Bad(f"length {length} above max {high}")
         return value
+
     return check
 
 
@@ -637,6 +649,7 @@ def _compile_enum(define: dict) -> Checker:
         if number is None or number not in keys:
             raise _Bad(f"{_show(value)} is not one of {choices}")
         return number
+
     return check
 
 
@@ -648,6 +661,7 @@ def _compile_stringenum(define: dict) -> Checker:
         if type(value) is not str or value not in keys:
             raise _Bad(f"{_show(value)} is not one of {choices}")
         return value
+
     return check
 
 
@@ -661,13 +675,12 @@ def _compile_timestamp(define: dict) -> Checker:
         if number > MAX_TIMESTAMP:
             raise _Bad(f"{_show(number)} above max {MAX_TIMESTAMP}")
         return number
+
     return check
 
 
 def _compile_struct(define: dict) -> Checker:
-    members: dict[str, Checker] = {
-        member["id"]: _compile_define(member["dataType"]) for member in define["specs"]
-    }
+    members: dict[str, Checker] = {member["id"]: _compile_define(member["dataType"]) for member in define["specs"]}
 
     def check(value: Any) -> dict:
         if type(value) is not dict:
@@ -683,6 +696,7 @@ def _compile_struct(define: dict) -> Checker:
                 bad.where = f".{key}{bad.where}"
                 raise
         return result  # missing members are allowed: devices report what they have
+
     return check
 
 
@@ -704,6 +718,7 @@ def _compile_array(define: dict) -> Checker:
                 bad.where = f"[{index}]{bad.where}"
                 raise
         return result
+
     return check
 
 
@@ -728,8 +743,9 @@ def _compile_params(params: list) -> dict[str, Checker]:
     return {param["id"]: _compile_define(param["define"]) for param in params or ()}
 
 
-def _check_values(checkers: dict[str, Checker], params: Any,
-                  read_only: frozenset[str] = frozenset()) -> tuple[dict, list[Problem]]:
+def _check_values(
+    checkers: dict[str, Checker], params: Any, read_only: frozenset[str] = frozenset()
+) -> tuple[dict, list[Problem]]:
     """Check every key of ``params``; bad keys become problems, good ones are kept."""
     if params is None:
         return {}, []
@@ -769,9 +785,13 @@ class CompiledModel:
 
     __slots__ = ("_properties", "_read_only", "_events", "_actions")
 
-    def __init__(self, properties: dict[str, Checker], read_only: frozenset[str],
-                 events: dict[str, tuple[str, dict[str, Checker]]],
-                 actions: dict[str, tuple[dict[str, Checker], dict[str, Checker]]]):
+    def __init__(
+        self,
+        properties: dict[str, Checker],
+        read_only: frozenset[str],
+        events: dict[str, tuple[str, dict[str, Checker]]],
+        actions: dict[str, tuple[dict[str, Checker], dict[str, Checker]]],
+    ):
         self._properties = properties
         self._read_only = read_only
         self._events = events
@@ -794,8 +814,7 @@ class CompiledModel:
         entry = self._events.get(event_id) if isinstance(event_id, str) else None
         return entry[0] if entry else None
 
-    def check_properties(self, params: Any, *, writable_only: bool = False
-                         ) -> tuple[dict, list[Problem]]:
+    def check_properties(self, params: Any, *, writable_only: bool = False) -> tuple[dict, list[Problem]]:
         """Check property values: a device ``report`` or, with ``writable_only``, a cloud ``control``.
 
         With ``writable_only`` a read-only (``mode: r``) property is refused
@@ -834,14 +853,15 @@ def compile_model(doc: dict) -> CompiledModel:
     """
     properties = {p["id"]: _compile_define(p["define"]) for p in doc.get("properties") or ()}
     read_only = frozenset(p["id"] for p in doc.get("properties") or () if p.get("mode") == "r")
-    events = {e["id"]: (e.get("type"), _compile_params(e.get("params")))
-              for e in doc.get("events") or ()}
-    actions = {a["id"]: (_compile_params(a.get("input")), _compile_params(a.get("output")))
-               for a in doc.get("actions") or ()}
+    events = {e["id"]: (e.get("type"), _compile_params(e.get("params"))) for e in doc.get("events") or ()}
+    actions = {
+        a["id"]: (_compile_params(a.get("input")), _compile_params(a.get("output"))) for a in doc.get("actions") or ()
+    }
     return CompiledModel(properties, read_only, events, actions)
 
 
 # =========================================================================== export
+
 
 def _plain(value: Any) -> Any:
     """Deep copy with DynamoDB's Decimals turned back into JSON numbers."""
@@ -861,13 +881,20 @@ def export_model(doc: dict) -> dict:
 
 # =========================================================================== standard features
 
+
 def _float(low: str, high: str, step: str, unit: str) -> dict:
     return {"type": "float", "min": low, "max": high, "start": "0", "step": step, "unit": unit}
 
 
 def _int(low: str, high: str, unit: str = "", start: str | None = None) -> dict:
-    return {"type": "int", "min": low, "max": high, "start": start if start is not None else low,
-            "step": "1", "unit": unit}
+    return {
+        "type": "int",
+        "min": low,
+        "max": high,
+        "start": start if start is not None else low,
+        "step": "1",
+        "unit": unit,
+    }
 
 
 def _member(ident: str, name: str, data_type: dict) -> dict:
@@ -883,86 +910,147 @@ _COLLECT_TIME = _member("collect_time", "Collect time", {"type": "timestamp"})
 #: Use :func:`standard_features` to get copies you may modify.
 STANDARD_FEATURES: list[dict] = [
     {
-        "kind": "property", "id": "GPS_Info", "name": "GPS position",
+        "kind": "property",
+        "id": "GPS_Info",
+        "name": "GPS position",
         "desc": "Latitude and longitude (WGS-84) reported by the device",
-        "mode": "r", "required": False,
+        "mode": "r",
+        "required": False,
         "define": {"type": "struct", "specs": [_LATITUDE, _LONGITUDE]},
     },
     {
-        "kind": "property", "id": "GPS_ExtInfo", "name": "GPS extended info",
+        "kind": "property",
+        "id": "GPS_ExtInfo",
+        "name": "GPS extended info",
         "desc": "GPS fix with altitude, speed, direction, fix state and satellites",
-        "mode": "r", "required": False,
-        "define": {"type": "struct", "specs": [
-            _LATITUDE,
-            _LONGITUDE,
-            _member("altitude", "Altitude", _float("-10000", "100000", "0.1", "m")),
-            _member("gps_speed", "Speed", _float("0", "2000", "0.1", "km/h")),
-            _member("direction", "Direction", _float("0", "360", "0.1", "°")),
-            _member("location_state", "Fix state",
-                    {"type": "enum", "mapping": {"0": "not located", "1": "located"}}),
-            _member("satellites", "Satellites", _int("0", "255")),
-            _member("gps_time", "GPS time", {"type": "timestamp"}),
-            _COLLECT_TIME,
-        ]},
+        "mode": "r",
+        "required": False,
+        "define": {
+            "type": "struct",
+            "specs": [
+                _LATITUDE,
+                _LONGITUDE,
+                _member("altitude", "Altitude", _float("-10000", "100000", "0.1", "m")),
+                _member("gps_speed", "Speed", _float("0", "2000", "0.1", "km/h")),
+                _member("direction", "Direction", _float("0", "360", "0.1", "°")),
+                _member(
+                    "location_state", "Fix state", {"type": "enum", "mapping": {"0": "not located", "1": "located"}}
+                ),
+                _member("satellites", "Satellites", _int("0", "255")),
+                _member("gps_time", "GPS time", {"type": "timestamp"}),
+                _COLLECT_TIME,
+            ],
+        },
     },
     {
-        "kind": "property", "id": "Cell_Info", "name": "Cell info",
+        "kind": "property",
+        "id": "Cell_Info",
+        "name": "Cell info",
         "desc": "Serving cell for base-station positioning",
-        "mode": "r", "required": False,
-        "define": {"type": "struct", "specs": [
-            _member("mcc", "MCC", _int("0", "999")),
-            _member("mnc", "MNC", _int("0", "999")),
-            # LAC/TAC: 16 bits in 2G-4G, 24 bits in 5G
-            _member("lac", "LAC", _int("0", "16777215")),
-            # cell id: 28 bits in LTE, 36 bits in NR
-            _member("cid", "Cell ID", _int("0", "68719476735")),
-            _member("rss", "Signal strength", _int("-150", "0", "dBm", start="-150")),
-            _member("networktype", "Network type", {"type": "enum", "mapping": {
-                "1": "GSM", "2": "CDMA", "3": "WCDMA", "4": "TD-SCDMA", "5": "LTE",
-                "6": "NB-IoT", "7": "NR",
-            }}),
-            _COLLECT_TIME,
-        ]},
+        "mode": "r",
+        "required": False,
+        "define": {
+            "type": "struct",
+            "specs": [
+                _member("mcc", "MCC", _int("0", "999")),
+                _member("mnc", "MNC", _int("0", "999")),
+                # LAC/TAC: 16 bits in 2G-4G, 24 bits in 5G
+                _member("lac", "LAC", _int("0", "16777215")),
+                # cell id: 28 bits in LTE, 36 bits in NR
+                _member("cid", "Cell ID", _int("0", "68719476735")),
+                _member("rss", "Signal strength", _int("-150", "0", "dBm", start="-150")),
+                _member(
+                    "networktype",
+                    "Network type",
+                    {
+                        "type": "enum",
+                        "mapping": {
+                            "1": "GSM",
+                            "2": "CDMA",
+                            "3": "WCDMA",
+                            "4": "TD-SCDMA",
+                            "5": "LTE",
+                            "6": "NB-IoT",
+                            "7": "NR",
+                        },
+                    },
+                ),
+                _COLLECT_TIME,
+            ],
+        },
     },
     {
-        "kind": "property", "id": "Wifi_Info", "name": "Wi-Fi info",
+        "kind": "property",
+        "id": "Wifi_Info",
+        "name": "Wi-Fi info",
         "desc": "Access points seen by the device for Wi-Fi positioning",
-        "mode": "r", "required": False,
-        "define": {"type": "array", "maxItems": 32, "arrayInfo": {"type": "struct", "specs": [
-            _member("Mac", "MAC address", {"type": "string", "min": "0", "max": "17"}),
-            _member("Rssi", "Signal strength", _int("-120", "0", "dBm", start="-120")),
-        ]}},
+        "mode": "r",
+        "required": False,
+        "define": {
+            "type": "array",
+            "maxItems": 32,
+            "arrayInfo": {
+                "type": "struct",
+                "specs": [
+                    _member("Mac", "MAC address", {"type": "string", "min": "0", "max": "17"}),
+                    _member("Rssi", "Signal strength", _int("-120", "0", "dBm", start="-120")),
+                ],
+            },
+        },
     },
     {
-        "kind": "property", "id": "power_switch", "name": "Power switch",
-        "desc": "Turns the device on or off", "mode": "rw", "required": False,
+        "kind": "property",
+        "id": "power_switch",
+        "name": "Power switch",
+        "desc": "Turns the device on or off",
+        "mode": "rw",
+        "required": False,
         "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}},
     },
     {
-        "kind": "property", "id": "brightness", "name": "Brightness",
-        "desc": "Light brightness", "mode": "rw", "required": False,
+        "kind": "property",
+        "id": "brightness",
+        "name": "Brightness",
+        "desc": "Light brightness",
+        "mode": "rw",
+        "required": False,
         "define": _int("0", "100", "%"),
     },
     {
-        "kind": "property", "id": "color", "name": "Color",
-        "desc": "Light colour", "mode": "rw", "required": False,
+        "kind": "property",
+        "id": "color",
+        "name": "Color",
+        "desc": "Light colour",
+        "mode": "rw",
+        "required": False,
         "define": {"type": "enum", "mapping": {"0": "Red", "1": "Green", "2": "Blue"}},
     },
     {
-        "kind": "property", "id": "color_temp", "name": "Color temperature",
-        "desc": "Colour temperature of white light", "mode": "rw", "required": False,
+        "kind": "property",
+        "id": "color_temp",
+        "name": "Color temperature",
+        "desc": "Colour temperature of white light",
+        "mode": "rw",
+        "required": False,
         "define": _int("2700", "6500", "K"),
     },
     {
-        "kind": "property", "id": "name", "name": "Name",
-        "desc": "A name the user gives the device", "mode": "rw", "required": False,
+        "kind": "property",
+        "id": "name",
+        "name": "Name",
+        "desc": "A name the user gives the device",
+        "mode": "rw",
+        "required": False,
         "define": {"type": "string", "min": "0", "max": "64"},
     },
     {
-        "kind": "event", "id": "low_voltage", "name": "Low voltage",
-        "desc": "Supply voltage fell below its threshold", "type": "alert", "required": False,
-        "params": [{"id": "voltage", "name": "Voltage",
-                    "define": _float("0", "24", "0.1", "V")}],
+        "kind": "event",
+        "id": "low_voltage",
+        "name": "Low voltage",
+        "desc": "Supply voltage fell below its threshold",
+        "type": "alert",
+        "required": False,
+        "params": [{"id": "voltage", "name": "Voltage", "define": _float("0", "24", "0.1", "V")}],
     },
 ]
 

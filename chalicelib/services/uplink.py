@@ -32,6 +32,7 @@ overwrites rather than duplicates them.
 Adding a stage: a family stage is ``fn(dev: DeviceView, m: Received) -> None``; a hand-off is
 ``fn(accepted: list[Accepted]) -> Iterable[int]`` (the batch indexes to re-deliver).
 """
+
 from __future__ import annotations
 
 import json
@@ -184,9 +185,13 @@ def read_devices(devs: list[DeviceView], result: BatchResult) -> None:
     by_key = {(d.pid, d.dn): d for d in devs}
     keys = list(by_key)
     for start in range(0, len(keys), 100):
-        chunk = keys[start:start + 100]
-        pending: dict[str, Any] = {table: {"ConsistentRead": True, "Keys": [
-            {"product_id": {"S": p}, "device_name": {"S": n}} for p, n in chunk]}}
+        chunk = keys[start : start + 100]
+        pending: dict[str, Any] = {
+            table: {
+                "ConsistentRead": True,
+                "Keys": [{"product_id": {"S": p}, "device_name": {"S": n}} for p, n in chunk],
+            }
+        }
         try:
             for attempt in range(8):
                 result.requests += 1
@@ -197,7 +202,7 @@ def read_devices(devs: list[DeviceView], result: BatchResult) -> None:
                 pending = out.get("UnprocessedKeys") or {}
                 if not pending:
                     break
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                time.sleep(min(0.05 * 2**attempt, 1.0))
             if pending:
                 raise RuntimeError("device reads stayed unprocessed")
         except Exception as exc:  # noqa: BLE001
@@ -243,7 +248,9 @@ def handle(dev: DeviceView, m: Received) -> None:
     if m.topic.family != topics.CUSTOM:
         dev.dollar = m.topic.dollar
     if m.refused_by:
-        dev.failure(diagnostics.DEV_PUB_UNAUTHORIZED, f"client {m.refused_by} may not publish on this device's topics", m)
+        dev.failure(
+            diagnostics.DEV_PUB_UNAUTHORIZED, f"client {m.refused_by} may not publish on this device's topics", m
+        )
         return
     if m.bad_json:
         dev.failure(diagnostics.PAYLOAD_NOT_JSON, "the payload is not a JSON object", m)
@@ -259,8 +266,13 @@ def handle(dev: DeviceView, m: Received) -> None:
 def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -> None:
     """The device's one UpdateItem (retried with fresher guards if a newer value won meanwhile)."""
     today = analytics.day_of(None)
-    if dev.read and not _has_changes(dev) and dev.rec is not None and dev.rec.active_day == today \
-            and dev.rec.dollar == dev.dollar:
+    if (
+        dev.read
+        and not _has_changes(dev)
+        and dev.rec is not None
+        and dev.rec.active_day == today
+        and dev.rec.dollar == dev.dollar
+    ):
         return
     ensured = False
     for _ in range(4):
@@ -303,11 +315,16 @@ def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -
             names["#rp"] = "region_pos"
             values[":rp"] = {"S": pos_region}
             sets.append("#rp = :rp")
-        request = {"TableName": DeviceRecord.Meta.table_name,
-                   "Key": {"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
-                   "UpdateExpression": "SET " + ", ".join(sets), "ConditionExpression": " AND ".join(conds),
-                   "ExpressionAttributeNames": names, "ExpressionAttributeValues": values,
-                   "ReturnValues": "ALL_OLD", "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        request = {
+            "TableName": DeviceRecord.Meta.table_name,
+            "Key": {"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": " AND ".join(conds),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_OLD",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
         try:
             result.requests += 1
             out = dynamo.client().update_item(**request)
@@ -333,8 +350,11 @@ def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -
                     continue
                 # not a passing condition: retrying would fail forever (e.g. the item outgrew 400 KB)
                 logger.exception("device state refused by DynamoDB", extra={"device": f"{dev.pid}/{dev.dn}"})
-                dev.log("diagnostic", code=diagnostics.DEV_CONN_SYSTEM_ERR,
-                        message=f"the device state could not be stored: {str(exc)[:200]}")
+                dev.log(
+                    "diagnostic",
+                    code=diagnostics.DEV_CONN_SYSTEM_ERR,
+                    message=f"the device state could not be stored: {str(exc)[:200]}",
+                )
                 return
             logger.exception("device update failed", extra={"device": f"{dev.pid}/{dev.dn}"})
             dev.failed = True
@@ -351,31 +371,43 @@ def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -
 
 
 def _has_changes(dev: DeviceView) -> bool:
-    return bool(dev.updates or dev.clear_desired or dev.info is not None or dev.label is not None
-                or dev.position is not None or dev.fields)
+    return bool(
+        dev.updates
+        or dev.clear_desired
+        or dev.info is not None
+        or dev.label is not None
+        or dev.position is not None
+        or dev.fields
+    )
 
 
 def _keep_newer(dev: DeviceView, old: DeviceRecord) -> None:
     stored = plain(old.reported) if old.reported is not None else {}
     for prop in list(dev.updates):
         entry = stored.get(prop)
-        if isinstance(entry, dict) and isinstance(entry.get("time"), (int, float)) \
-                and int(entry["time"]) > dev.updates[prop][1]:
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("time"), (int, float))
+            and int(entry["time"]) > dev.updates[prop][1]
+        ):
             del dev.updates[prop]
 
 
 def _ensure_maps(dev: DeviceView, result: BatchResult) -> None:
     result.requests += 1
-    dynamo.client().update_item(TableName=DeviceRecord.Meta.table_name,
-                       Key={"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
-                       UpdateExpression="SET #r = if_not_exists(#r, :e), #d = if_not_exists(#d, :e)",
-                       ConditionExpression="attribute_exists(#dn)",
-                       ExpressionAttributeNames={"#r": "reported", "#d": "desired", "#dn": "device_name"},
-                       ExpressionAttributeValues={":e": {"M": {}}})
+    dynamo.client().update_item(
+        TableName=DeviceRecord.Meta.table_name,
+        Key={"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
+        UpdateExpression="SET #r = if_not_exists(#r, :e), #d = if_not_exists(#d, :e)",
+        ConditionExpression="attribute_exists(#dn)",
+        ExpressionAttributeNames={"#r": "reported", "#d": "desired", "#dn": "device_name"},
+        ExpressionAttributeValues={":e": {"M": {}}},
+    )
 
 
-def _after_update(dev: DeviceView, old: DeviceRecord | None, today: str, pos_region: str | None,
-                  tally: analytics.Tally) -> None:
+def _after_update(
+    dev: DeviceView, old: DeviceRecord | None, today: str, pos_region: str | None, tally: analytics.Tally
+) -> None:
     first = dev.msgs[0].msg.timestamp_ms or None
     if old is None or old.active_day != today:
         tally.add(dev.pid, "active", 1, first)
@@ -393,7 +425,7 @@ def store_rows(rows: list[tuple[DeviceView | None, Any]], result: BatchResult) -
     devices whose rows did not land are marked failed (their messages are redelivered)."""
     tagged = [(dev, row.Meta.table_name, row.serialize()) for dev, row in rows]
     for start in range(0, len(tagged), 25):
-        chunk = tagged[start:start + 25]
+        chunk = tagged[start : start + 25]
         request: dict[str, list[Any]] = {}
         for _, table, item in chunk:
             request.setdefault(table, []).append({"PutRequest": {"Item": item}})
@@ -404,7 +436,7 @@ def store_rows(rows: list[tuple[DeviceView | None, Any]], result: BatchResult) -
                 request = out.get("UnprocessedItems") or {}
                 if not request:
                     break
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                time.sleep(min(0.05 * 2**attempt, 1.0))
             if request:
                 raise RuntimeError("rows stayed unprocessed")
         except ClientError as exc:
@@ -430,8 +462,10 @@ def _put_one_by_one(chunk: list[tuple[DeviceView | None, str, dict[str, Any]]], 
             dynamo.client().put_item(TableName=table, Item=item)
         except ClientError as exc:
             if dynamo.error_code(exc) == "ValidationException":
-                logger.error("a history/log row was refused and dropped",
-                             extra={"table": table, "key": item.get("key"), "error": str(exc)[:200]})
+                logger.error(
+                    "a history/log row was refused and dropped",
+                    extra={"table": table, "key": item.get("key"), "error": str(exc)[:200]},
+                )
                 continue
             _rows_failed([(dev, table, item)])
         except BotoCoreError:
@@ -458,10 +492,21 @@ def reply_and_count(devices: dict[tuple[str, str], DeviceView], tally: analytics
             tally.add(dev.pid, "downlink", 1)
             if not ok:
                 tally.add(dev.pid, "downlink_fail", 1)
-                late_rows.append((None, device_logs.entry(
-                    dev.pid, dev.dn, "diagnostic", code=diagnostics.PUB_TO_DEV_NO_SUBSCRIBER, direction="down",
-                    topic=reply.topic, payload=reply.payload,
-                    message="no subscriber received the reply: the device is not subscribed to this topic")))
+                late_rows.append(
+                    (
+                        None,
+                        device_logs.entry(
+                            dev.pid,
+                            dev.dn,
+                            "diagnostic",
+                            code=diagnostics.PUB_TO_DEV_NO_SUBSCRIBER,
+                            direction="down",
+                            topic=reply.topic,
+                            payload=reply.payload,
+                            message="no subscriber received the reply: the device is not subscribed to this topic",
+                        ),
+                    )
+                )
     if late_rows:
         store_rows(late_rows, result)
 
@@ -470,9 +515,23 @@ def reply_and_count(devices: dict[tuple[str, str], DeviceView], tally: analytics
 
 
 def accepted_of(devices: dict[tuple[str, str], DeviceView]) -> list[Accepted]:
-    return [Accepted(m.index, m.topic.product_id, m.topic.device_name, m.msg.topic.lstrip("$"), m.topic.family,
-                     m.msg.payload, m.msg.qos, m.msg.timestamp_ms or clock.now_ms(), m.body)
-            for d in devices.values() if not d.failed and not d.dropped for m in d.msgs if not m.refused_by]
+    return [
+        Accepted(
+            m.index,
+            m.topic.product_id,
+            m.topic.device_name,
+            m.msg.topic.lstrip("$"),
+            m.topic.family,
+            m.msg.payload,
+            m.msg.qos,
+            m.msg.timestamp_ms or clock.now_ms(),
+            m.body,
+        )
+        for d in devices.values()
+        if not d.failed and not d.dropped
+        for m in d.msgs
+        if not m.refused_by
+    ]
 
 
 def hand_off(devices: dict[tuple[str, str], DeviceView]) -> list[int]:
@@ -485,7 +544,9 @@ def hand_off(devices: dict[tuple[str, str], DeviceView]) -> list[int]:
         try:
             redo.update(handoff(accepted))
         except Exception:  # noqa: BLE001 - a hand-off that fails outright re-delivers what it was given
-            logger.exception("uplink hand-off failed; its messages will be re-delivered",
-                             extra={"handoff": getattr(handoff, "__qualname__", str(handoff))})
+            logger.exception(
+                "uplink hand-off failed; its messages will be re-delivered",
+                extra={"handoff": getattr(handoff, "__qualname__", str(handoff))},
+            )
             redo.update(a.index for a in accepted)
     return sorted(redo)

@@ -13,6 +13,7 @@ writes (rules, streams, location) — read them and use only their public method
 
 No stage reaches into another's privates: adding a stage is one line in ``uplink.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,7 +64,7 @@ def token_of(body: dict) -> str:
 
 def status_text(problems: Iterable[thing_model.Problem]) -> str:
     text = "; ".join(p.message for p in problems)
-    return text if len(text) <= MAX_STATUS_CHARS else text[:MAX_STATUS_CHARS - 1] + "…"
+    return text if len(text) <= MAX_STATUS_CHARS else text[: MAX_STATUS_CHARS - 1] + "…"
 
 
 def reply_payload(method: str, body: dict, code: int, status: str, **extra: Any) -> dict:
@@ -84,8 +85,13 @@ def history_key(pid: str, dn: str, prop: str | None = None) -> str:
 
 
 def history_row(key: str, ts: int, seq: str, value: Any, **extra: Any) -> HistoryRecord:
-    return HistoryRecord(key=key, ts=f"{ts:013d}#{seq}", value=value,
-                         expires_at=max(ts // 1000, clock.now_s()) + settings().history_days * 86400, **extra)
+    return HistoryRecord(
+        key=key,
+        ts=f"{ts:013d}#{seq}",
+        value=value,
+        expires_at=max(ts // 1000, clock.now_s()) + settings().history_days * 86400,
+        **extra,
+    )
 
 
 def position_of(value: Any) -> tuple[Any, Any] | None:
@@ -133,12 +139,12 @@ class Accepted:
     index: int
     product_id: str
     device_name: str
-    topic: str               # without a leading "$"
-    family: str              # topics.FAMILIES key, or "custom"
+    topic: str  # without a leading "$"
+    family: str  # topics.FAMILIES key, or "custom"
     payload: bytes
     qos: int
     timestamp_ms: int
-    body: dict | None        # the JSON body (None for custom topics or non-JSON payloads)
+    body: dict | None  # the JSON body (None for custom topics or non-JSON payloads)
 
 
 @dataclass
@@ -165,7 +171,7 @@ class DeviceView:
         self.clear_desired = False
         self.info: dict[str, Any] | None = None
         self.firmware: str | None = None
-        self.label: str | None = None          # new region label (report_info)
+        self.label: str | None = None  # new region label (report_info)
         self.position: tuple[Any, Any] | None = None
         self.dollar: bool | None = None
         #: extra attributes for the device's one update (set by a stage; see :meth:`set_fields`)
@@ -223,8 +229,15 @@ class DeviceView:
         self.rows.append(device_logs.entry(self.pid, self.dn, kind, **kw))
 
     def diagnostic(self, code: str, message: str, m: Received) -> None:
-        self.log("diagnostic", code=code, message=message, topic=m.msg.topic, direction="up",
-                 payload=m.msg.payload, ts_ms=m.msg.timestamp_ms or None)
+        self.log(
+            "diagnostic",
+            code=code,
+            message=message,
+            topic=m.msg.topic,
+            direction="up",
+            payload=m.msg.payload,
+            ts_ms=m.msg.timestamp_ms or None,
+        )
 
     def failure(self, code: str, message: str, m: Received) -> None:
         """A message this device got wrong: counted as an uplink failure, with its diagnostic."""

@@ -8,6 +8,7 @@ FLEETBOX_SCHEDULE_SPEEDUP (1; divides rate() schedule intervals), FLEETBOX_MOTO_
 
 SIGINT and SIGTERM stop everything (workers, HTTP, moto) and exit 0.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,7 @@ def main() -> int:
         print(stack.banner(), flush=True)
         while not stop.wait(1.0):
             if not stack.healthy():
-                log.error("moto server exited unexpectedly; stopping (see %s)",
-                          stack.info_path.parent / "moto.log")
+                log.error("moto server exited unexpectedly; stopping (see %s)", stack.info_path.parent / "moto.log")
                 code = 1
                 break
     except _Interrupted:

@@ -5,6 +5,7 @@ boto3 and PynamoDB request in this process is counted by service and operation, 
 the running totals to ``path`` (JSON) twice a second.  Counting is off unless the stack is
 started with FLEETBOX_COUNT_AWS_CALLS=1.
 """
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ queues, S3 buckets); every other kind in the template is skipped. boto3 clients 
 default endpoint resolution, so the same code works under ``mock_aws`` (endpoint unset)
 and against a moto server (``AWS_ENDPOINT_URL``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,11 +66,29 @@ def _long_form(fn_name: str) -> Callable[[yaml.Loader, yaml.Node], dict]:
 _SHORT_TAGS = {
     "Ref": "Ref",
     "Condition": "Condition",
-    **{name: f"Fn::{name}" for name in (
-        "Sub", "GetAtt", "Join", "Select", "Split", "If", "Equals", "Not", "And", "Or",
-        "FindInMap", "Base64", "Cidr", "GetAZs", "ImportValue", "Transform", "Length",
-        "ToJsonString",
-    )},
+    **{
+        name: f"Fn::{name}"
+        for name in (
+            "Sub",
+            "GetAtt",
+            "Join",
+            "Select",
+            "Split",
+            "If",
+            "Equals",
+            "Not",
+            "And",
+            "Or",
+            "FindInMap",
+            "Base64",
+            "Cidr",
+            "GetAZs",
+            "ImportValue",
+            "Transform",
+            "Length",
+            "ToJsonString",
+        )
+    },
 }
 for _tag, _fn in _SHORT_TAGS.items():
     _CfnLoader.add_constructor(f"!{_tag}", _long_form(_fn))
@@ -92,8 +111,7 @@ _SUB_VAR = re.compile(r"\$\{([^}]*)\}")
 class _Resolver:
     """Evaluates intrinsic functions; creates referenced resources on first use."""
 
-    def __init__(self, template: dict, params: dict[str, str],
-                 physical: Callable[[str, str | None], str]) -> None:
+    def __init__(self, template: dict, params: dict[str, str], physical: Callable[[str, str | None], str]) -> None:
         self.template = template
         self.params = params
         self.physical = physical  # (logical id, attribute or None for Ref) -> value
@@ -105,7 +123,7 @@ class _Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self.ref(arg)
             if key == "Condition":
@@ -196,18 +214,18 @@ class _Bootstrapper:
         self.template = template
         self.region = region
         self.account_id = account_id
-        params = {
-            name: str(spec.get("Default", "")) for name, spec in (template.get("Parameters") or {}).items()
-        }
-        params.update({
-            "Stage": stage,
-            "AWS::AccountId": account_id,
-            "AWS::Region": region,
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": f"fleetbox-{stage}",
-            "AWS::NoValue": "",
-        })
+        params = {name: str(spec.get("Default", "")) for name, spec in (template.get("Parameters") or {}).items()}
+        params.update(
+            {
+                "Stage": stage,
+                "AWS::AccountId": account_id,
+                "AWS::Region": region,
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+                "AWS::StackName": f"fleetbox-{stage}",
+                "AWS::NoValue": "",
+            }
+        )
         self.resolve = _Resolver(template, params, self.attribute)
         session = boto3.session.Session(region_name=region)
         self.dynamodb = session.client("dynamodb")
@@ -298,8 +316,10 @@ class _Bootstrapper:
     def _add_missing_indexes(self, name: str, description: dict, request: dict) -> None:
         """An existing (persisted) table gains the GSIs added to the template since."""
         if description.get("KeySchema") != request["KeySchema"]:
-            log.warning("table %s exists with a different key schema than the template; "
-                        "delete the local state to recreate it", name)
+            log.warning(
+                "table %s exists with a different key schema than the template; delete the local state to recreate it",
+                name,
+            )
         existing = {i["IndexName"] for i in description.get("GlobalSecondaryIndexes") or []}
         for index in request.get("GlobalSecondaryIndexes", []):
             if index["IndexName"] in existing:
@@ -315,8 +335,10 @@ class _Bootstrapper:
         if not spec or not _truthy(spec.get("Enabled")):
             return
         current = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-        if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and \
-                current.get("AttributeName") == spec["AttributeName"]:
+        if (
+            current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+            and current.get("AttributeName") == spec["AttributeName"]
+        ):
             return
         self.dynamodb.update_time_to_live(
             TableName=name,
@@ -326,16 +348,20 @@ class _Bootstrapper:
     # -- SQS
 
     _QUEUE_ATTRIBUTES = (
-        "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "MaximumMessageSize",
-        "ReceiveMessageWaitTimeSeconds", "FifoQueue", "ContentBasedDeduplication",
-        "DeduplicationScope", "FifoThroughputLimit",
+        "VisibilityTimeout",
+        "MessageRetentionPeriod",
+        "DelaySeconds",
+        "MaximumMessageSize",
+        "ReceiveMessageWaitTimeSeconds",
+        "FifoQueue",
+        "ContentBasedDeduplication",
+        "DeduplicationScope",
+        "FifoThroughputLimit",
     )
 
     def create_queue(self, logical: str, props: dict) -> dict[str, str]:
         name = self._name(props, "QueueName", logical)
-        attributes = {
-            key: _attr_text(self.resolve(props[key])) for key in self._QUEUE_ATTRIBUTES if key in props
-        }
+        attributes = {key: _attr_text(self.resolve(props[key])) for key in self._QUEUE_ATTRIBUTES if key in props}
         for key in ("RedrivePolicy", "RedriveAllowPolicy"):
             if key in props:
                 policy = self.resolve(props[key])  # resolves the dead-letter queue (creating it first)
@@ -410,8 +436,13 @@ def _index(spec: dict, billing: str | None) -> dict[str, Any]:
     return index
 
 
-def bootstrap(stage: str, *, account_id: str = "123456789012", region: str = "us-east-1",
-              template_path: str | Path = DEFAULT_TEMPLATE) -> dict:
+def bootstrap(
+    stage: str,
+    *,
+    account_id: str = "123456789012",
+    region: str = "us-east-1",
+    template_path: str | Path = DEFAULT_TEMPLATE,
+) -> dict:
     """Create (idempotently) every table, queue and bucket of the template for ``stage``.
 
     Returns ``{"tables": [names], "queues": {logical id: url}, "bucket": name,

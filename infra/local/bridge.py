@@ -30,6 +30,7 @@ on the broker's event loop) but answers False once a shard is over its capacity;
 broker then awaits :meth:`UplinkBridge.wait_for_room` before reading more from that
 connection, so TCP flow control slows the publishing device down instead of memory growing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,8 +58,17 @@ DEFAULT_CAPACITY = 20_000  # messages per shard before the broker stops reading
 class LambdaInvoker:
     """Calls one of the Chalice app's non-HTTP handlers as Lambda would: ``handler(event, context)``."""
 
-    def __init__(self, app: Any, name: str, *, region: str = "us-east-1", account_id: str = "123456789012",
-                 stage: str = "local", memory_mb: int = 128, timeout_s: int = 60) -> None:
+    def __init__(
+        self,
+        app: Any,
+        name: str,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        stage: str = "local",
+        memory_mb: int = 128,
+        timeout_s: int = 60,
+    ) -> None:
         self.name = name
         self.handler: Callable[[dict, Any], Any] = app.handler_map[name]
         self.memory_mb = memory_mb
@@ -110,7 +120,7 @@ class BridgeStats:
 @dataclass
 class _Shard:
     index: int
-    queue: deque = field(default_factory=deque)   # (monotonic arrival, UplinkMessage)
+    queue: deque = field(default_factory=deque)  # (monotonic arrival, UplinkMessage)
     cond: threading.Condition = field(default_factory=threading.Condition)
     in_flight: int = 0
     room: asyncio.Event | None = None
@@ -128,11 +138,20 @@ class UplinkBridge:
     about messages the handler raised on or reported as failed.
     """
 
-    def __init__(self, handler: Callable[[dict], Any], stream_arn: str, *, region: str = "us-east-1",
-                 shards: int = DEFAULT_SHARDS, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_wait_s: float = DEFAULT_MAX_WAIT_S, capacity: int = DEFAULT_CAPACITY,
-                 max_attempts: int = 3, retry_delay_s: float = 0.2,
-                 on_failed: FailureRecorder | None = None) -> None:
+    def __init__(
+        self,
+        handler: Callable[[dict], Any],
+        stream_arn: str,
+        *,
+        region: str = "us-east-1",
+        shards: int = DEFAULT_SHARDS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        capacity: int = DEFAULT_CAPACITY,
+        max_attempts: int = 3,
+        retry_delay_s: float = 0.2,
+        on_failed: FailureRecorder | None = None,
+    ) -> None:
         if shards < 1 or max_batch < 1 or capacity < 1:
             raise ValueError("shards, max_batch and capacity must be positive")
         self.handler = handler
@@ -161,8 +180,9 @@ class UplinkBridge:
         self._stopping = False
         self._abandon = False
         for shard in self._shards:
-            shard.thread = threading.Thread(target=self._run, args=(shard,), name=f"uplink-bridge-{shard.index}",
-                                            daemon=True)
+            shard.thread = threading.Thread(
+                target=self._run, args=(shard,), name=f"uplink-bridge-{shard.index}", daemon=True
+            )
             shard.thread.start()
         self._started = True
 
@@ -198,8 +218,12 @@ class UplinkBridge:
             from chalicelib.protocol.events import partition_key
 
             devices = sorted({partition_key(m.topic) for m in left})
-            log.warning("stopped with %d uplink message(s) of %d device(s) not delivered to the handler "
-                        "(e.g. %s)", len(left), len(devices), ", ".join(devices[:5]))
+            log.warning(
+                "stopped with %d uplink message(s) of %d device(s) not delivered to the handler (e.g. %s)",
+                len(left),
+                len(devices),
+                ", ".join(devices[:5]),
+            )
         self._started = False
         return len(left)
 
@@ -343,8 +367,12 @@ class UplinkBridge:
             result = self.handler(event)
         except Exception as exc:  # noqa: BLE001 - logged with its traceback, retried, then recorded
             elapsed = time.perf_counter() - started
-            log.error("uplink handler failed on a batch of %d message(s) (%.1f ms)\n%s", len(batch),
-                      elapsed * 1000, traceback.format_exc())
+            log.error(
+                "uplink handler failed on a batch of %d message(s) (%.1f ms)\n%s",
+                len(batch),
+                elapsed * 1000,
+                traceback.format_exc(),
+            )
             self._count(len(batch), elapsed)
             return list(batch), f"uplink handler error: {type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - started

@@ -70,6 +70,7 @@ Not supported (as documented in the README): persistent sessions (every session 
 clean; CONNACK session-present is 0), retained messages (the retain flag is ignored), QoS 2
 towards devices (granted QoS is at most 1; QoS 2 publishes from devices are accepted).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -113,15 +114,29 @@ ACCEPTED_PROTOCOLS = {("MQTT", 4), ("MQIsdp", 3)}
 
 ACCEPTED, UNACCEPTABLE_PROTOCOL, IDENTIFIER_REJECTED, SERVER_UNAVAILABLE = 0, 1, 2, 3
 BAD_USERNAME_PASSWORD, NOT_AUTHORIZED = 4, 5
-CONNACK_TEXT = {ACCEPTED: "accepted", UNACCEPTABLE_PROTOCOL: "unacceptable protocol version",
-                IDENTIFIER_REJECTED: "identifier rejected", SERVER_UNAVAILABLE: "server unavailable",
-                BAD_USERNAME_PASSWORD: "bad username or password", NOT_AUTHORIZED: "not authorized"}
+CONNACK_TEXT = {
+    ACCEPTED: "accepted",
+    UNACCEPTABLE_PROTOCOL: "unacceptable protocol version",
+    IDENTIFIER_REJECTED: "identifier rejected",
+    SERVER_UNAVAILABLE: "server unavailable",
+    BAD_USERNAME_PASSWORD: "bad username or password",
+    NOT_AUTHORIZED: "not authorized",
+}
 
 #: authorizer refusal reasons that mean "bad credentials" (CONNACK 4); other refusals are 5
-BAD_CREDENTIAL_REASONS = frozenset({
-    "username_malformed", "client_id_mismatch", "connid_invalid", "expiry_invalid", "expired",
-    "password_malformed", "algorithm_unsupported", "signature_mismatch", "secret_unusable",
-})
+BAD_CREDENTIAL_REASONS = frozenset(
+    {
+        "username_malformed",
+        "client_id_mismatch",
+        "connid_invalid",
+        "expiry_invalid",
+        "expired",
+        "password_malformed",
+        "algorithm_unsupported",
+        "signature_mismatch",
+        "secret_unusable",
+    }
+)
 
 # IoT Core's lifecycle-event disconnect reasons
 CLIENT_INITIATED_DISCONNECT = "CLIENT_INITIATED_DISCONNECT"
@@ -142,12 +157,16 @@ DEV_PUB_REACH_MAX_LIMIT = diagnostics.DEV_PUB_REACH_MAX_LIMIT
 DEV_PUB_PAYLOAD_TOOLONG = diagnostics.DEV_PUB_PAYLOAD_TOOLONG
 
 PUBLISH_ACTION, SUBSCRIBE_ACTION, RECEIVE_ACTION, CONNECT_ACTION = (
-    "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:Connect")
+    "iot:Publish",
+    "iot:Subscribe",
+    "iot:Receive",
+    "iot:Connect",
+)
 
 CONNECT_TIMEOUT_S = 10.0
-MAX_CONTROL_PACKET = 65_536 * 4       # CONNECT/SUBSCRIBE/UNSUBSCRIBE bodies
+MAX_CONTROL_PACKET = 65_536 * 4  # CONNECT/SUBSCRIBE/UNSUBSCRIBE bodies
 MAX_DISCARDED_PACKET = 64 * 1024 * 1024
-OUT_BUFFER_LIMIT = 8 * 1024 * 1024    # bytes queued towards one client before deliveries are dropped
+OUT_BUFFER_LIMIT = 8 * 1024 * 1024  # bytes queued towards one client before deliveries are dropped
 MAX_INFLIGHT_OUT = 65_000
 PINGRESP_BYTES = bytes([PINGRESP << 4, 0])
 
@@ -157,8 +176,8 @@ class BrokerLimits:
     """Per-connection limits (IoT Core's defaults, except the payload size: Tencent's 16 KB)."""
 
     max_payload: int = 16 * 1024
-    publish_rate: float = 100.0       # publishes per second per connection (burst of one second)
-    max_filters: int = 50             # subscriptions per connection (IoT Core: 50)
+    publish_rate: float = 100.0  # publishes per second per connection (burst of one second)
+    max_filters: int = 50  # subscriptions per connection (IoT Core: 50)
     diagnostic_interval_s: float = 1.0  # at most one diagnostic per code per device per interval
 
 
@@ -182,8 +201,9 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
-def encode_publish(topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None,
-                   retain: bool = False, dup: bool = False) -> bytes:
+def encode_publish(
+    topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, retain: bool = False, dup: bool = False
+) -> bytes:
     """One PUBLISH packet."""
     name = topic.encode("utf-8")
     variable = len(name).to_bytes(2, "big") + name
@@ -218,7 +238,7 @@ def parse_publish(flags: int, body: bytes) -> tuple[str, bytes, int, bool, int |
         raise ProtocolError("PUBLISH topic is not UTF-8") from None
     packet_id = None
     if qos:
-        packet_id = int.from_bytes(body[end:end + 2], "big")
+        packet_id = int.from_bytes(body[end : end + 2], "big")
         end += 2
     return topic, body[end:], qos, bool(flags & 0x01), packet_id
 
@@ -335,11 +355,12 @@ class AppHooks:
     authorize: Callable[[dict], dict]
     policy_allows: Callable[[Any, str, str], bool]
     presence: Callable[[dict], Any] | None = None
-    diagnostic: Callable[..., Any] | None = None   # (pid, dn, code, message, *, topic=None, payload=None)
+    diagnostic: Callable[..., Any] | None = None  # (pid, dn, code, message, *, topic=None, payload=None)
 
     @classmethod
-    def from_app(cls, app: Any, *, region: str = "us-east-1", account_id: str = "123456789012",
-                 stage: str = "local") -> AppHooks:
+    def from_app(
+        cls, app: Any, *, region: str = "us-east-1", account_id: str = "123456789012", stage: str = "local"
+    ) -> AppHooks:
         """The hooks of the Chalice app: its ``mqtt_authorizer`` and ``presence`` Lambdas (invoked
         as Lambda would), connectivity's policy evaluation and device_logs' diagnostics."""
         from chalicelib.services import connectivity, device_logs
@@ -353,14 +374,19 @@ class AppHooks:
                 log.warning("the app does not register the %r Lambda (app.py); calling the service directly", name)
             return fallback
 
-        def diagnostic(pid: str, dn: str, code: str, message: str, *, topic: str | None = None,
-                       payload: Any = None) -> Any:
+        def diagnostic(
+            pid: str, dn: str, code: str, message: str, *, topic: str | None = None, payload: Any = None
+        ) -> Any:
             return device_logs.diagnostic(pid, dn, code, message, topic=topic, payload=payload, direction="up")
 
         authorize = lambda_or("mqtt_authorizer", connectivity.authorize)
         assert authorize is not None
-        return cls(authorize=authorize, policy_allows=connectivity.policy_allows,
-                   presence=lambda_or("presence", None), diagnostic=diagnostic)
+        return cls(
+            authorize=authorize,
+            policy_allows=connectivity.policy_allows,
+            presence=lambda_or("presence", None),
+            diagnostic=diagnostic,
+        )
 
 
 class _KeyedWorkers:
@@ -369,8 +395,10 @@ class _KeyedWorkers:
 
     def __init__(self, count: int, name: str) -> None:
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(count)]
-        self._threads = [threading.Thread(target=self._run, args=(q,), name=f"{name}-{i}", daemon=True)
-                         for i, q in enumerate(self._queues)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"{name}-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
         self._pending = 0
         self._abandon = False
         self._lock = threading.Lock()
@@ -462,8 +490,8 @@ class Connection:
         self.filters: set[str] = set()
         self.accepted = False
         self.closing = False
-        self.clean = False               # the client sent DISCONNECT
-        self.reason: str | None = None   # why we closed it (None: the client did)
+        self.clean = False  # the client sent DISCONNECT
+        self.reason: str | None = None  # why we closed it (None: the client did)
         self.last_rx = 0.0
         self.connected_at = 0.0
         self.bucket = _TokenBucket(broker.limits.publish_rate)
@@ -560,9 +588,18 @@ class Connection:
 class FleetboxBroker(Broker):
     """amqtt's Broker with the connection handling of the module docstring (P1–P11)."""
 
-    def __init__(self, config: dict[str, Any], *, listen_socket: socket.socket, hooks: AppHooks | None,
-                 bridge: UplinkBridge | None, limits: BrokerLimits, reauth_s: float,
-                 executor: ThreadPoolExecutor, workers: _KeyedWorkers) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        listen_socket: socket.socket,
+        hooks: AppHooks | None,
+        bridge: UplinkBridge | None,
+        limits: BrokerLimits,
+        reauth_s: float,
+        executor: ThreadPoolExecutor,
+        workers: _KeyedWorkers,
+    ) -> None:
         super().__init__(config, loop=asyncio.get_running_loop())
         self._listen_socket = listen_socket
         self.hooks = hooks
@@ -572,16 +609,17 @@ class FleetboxBroker(Broker):
         self.executor = executor
         self.workers = workers
         self.index = SubscriptionIndex()
-        self.connections: dict[str, Connection] = {}   # accepted, by client id
-        self.live: set[Connection] = set()             # every open TCP connection
+        self.connections: dict[str, Connection] = {}  # accepted, by client id
+        self.live: set[Connection] = set()  # every open TCP connection
         self._diag_stamps: dict[tuple[str, str], tuple[float, int]] = {}
         self._watchdog_task: asyncio.Task | None = None
         self.counters = {"connects": 0, "refused": 0, "publishes_in": 0, "delivered_out": 0, "dropped_in": 0}
 
     # -- lifecycle (P11)
 
-    async def _create_server_instance(self, listener_name: str, listener_type: Any, address: str | None, port: int,
-                                      ssl_context: Any) -> asyncio.Server:
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: Any, address: str | None, port: int, ssl_context: Any
+    ) -> asyncio.Server:
         return await asyncio.start_server(self.stream_connected, sock=self._listen_socket)
 
     async def start(self) -> None:
@@ -611,14 +649,19 @@ class FleetboxBroker(Broker):
             now = self._loop.time()
             for conn in list(self.connections.values()):
                 if conn.keepalive and not conn.closing and now - conn.last_rx > 1.5 * conn.keepalive:
-                    log.info("%s: no packet for %.1f s (keep-alive %d s): closing", conn.label,
-                             now - conn.last_rx, conn.keepalive)
+                    log.info(
+                        "%s: no packet for %.1f s (keep-alive %d s): closing",
+                        conn.label,
+                        now - conn.last_rx,
+                        conn.keepalive,
+                    )
                     conn.close(MQTT_KEEP_ALIVE_TIMEOUT)
 
     # -- a connection, start to end (P4)
 
-    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                               listener_name: str = "default") -> None:
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str = "default"
+    ) -> None:
         conn = Connection(self, reader, writer)
         self.live.add(conn)
         try:
@@ -627,8 +670,11 @@ class FleetboxBroker(Broker):
         except Exception as exc:
             log.exception("broker error on %s; closing it", conn.label)
             conn.reason = conn.reason or SERVER_ERROR
-            self.diagnose(conn, DEV_CONN_SYSTEM_ERR,
-                          f"connection closed by a broker error ({type(exc).__name__}); see the stack log")
+            self.diagnose(
+                conn,
+                DEV_CONN_SYSTEM_ERR,
+                f"connection closed by a broker error ({type(exc).__name__}); see the stack log",
+            )
         finally:
             try:
                 await self._finish(conn)
@@ -652,8 +698,11 @@ class FleetboxBroker(Broker):
             else:
                 raise ProtocolError("malformed remaining length")
             packet_type, flags = first >> 4, first & 0x0F
-            limit = max_length if max_length is not None else (
-                self.limits.max_payload + 65_600 if packet_type == PUBLISH else MAX_CONTROL_PACKET)
+            limit = (
+                max_length
+                if max_length is not None
+                else (self.limits.max_payload + 65_600 if packet_type == PUBLISH else MAX_CONTROL_PACKET)
+            )
             if length > limit:
                 if packet_type == PUBLISH and max_length is None and length <= MAX_DISCARDED_PACKET:
                     return await self._discard_publish(conn, flags, length)
@@ -679,7 +728,8 @@ class FleetboxBroker(Broker):
         """Read CONNECT, authenticate, take over a duplicate, CONNACK.  True when accepted."""
         try:
             packet_type, flags, body = await asyncio.wait_for(
-                self._read_packet(conn, max_length=MAX_CONTROL_PACKET), CONNECT_TIMEOUT_S)
+                self._read_packet(conn, max_length=MAX_CONTROL_PACKET), CONNECT_TIMEOUT_S
+            )
         except TimeoutError:
             log.info("%s sent no CONNECT within %.0f s; closed", conn.label, CONNECT_TIMEOUT_S)
             return False
@@ -692,8 +742,9 @@ class FleetboxBroker(Broker):
             log.warning("%s: first packet is of type %d, not CONNECT; closed", conn.label, packet_type)
             return False
         try:
-            connect = await ConnectPacket.from_stream(BufferReader(body),
-                                                      fixed_header=MQTTFixedHeader(CONNECT, flags, len(body)))
+            connect = await ConnectPacket.from_stream(
+                BufferReader(body), fixed_header=MQTTFixedHeader(CONNECT, flags, len(body))
+            )
         except Exception as exc:  # noqa: BLE001 - any decoding failure is the client's
             log.warning("%s: malformed CONNECT (%s); closed", conn.label, exc)
             return False
@@ -716,8 +767,12 @@ class FleetboxBroker(Broker):
         conn.username = payload.username or ""
         conn.password = (payload.password or "").encode("utf-8") if header.password_flag else b""
         if header.will_flag:
-            conn.will = (payload.will_topic or "", bytes(payload.will_message or b""), header.will_qos,
-                         header.will_retain_flag)
+            conn.will = (
+                payload.will_topic or "",
+                bytes(payload.will_message or b""),
+                header.will_qos,
+                header.will_retain_flag,
+            )
         try:
             from chalicelib.protocol.topics import split_client_id
 
@@ -749,8 +804,9 @@ class FleetboxBroker(Broker):
         self.counters["connects"] += 1
         conn.write(_connack(ACCEPTED))
         self._presence(conn, connected=True)
-        log.info("MQTT %s connected from %s (%s, keepalive %d s)", conn.client_id, conn.ip, conn.protocol,
-                 conn.keepalive)
+        log.info(
+            "MQTT %s connected from %s (%s, keepalive %d s)", conn.client_id, conn.ip, conn.protocol, conn.keepalive
+        )
         return True
 
     # -- authentication (P8)
@@ -910,9 +966,12 @@ class FleetboxBroker(Broker):
     def _too_long(self, conn: Connection, topic: str, size: int, payload: bytes = b"") -> None:
         self.counters["dropped_in"] += 1
         log.info("MQTT %s: %d-byte publish to %s dropped (limit %d)", conn.label, size, topic, self.limits.max_payload)
-        self.diagnose(conn, DEV_PUB_PAYLOAD_TOOLONG,
-                      f"publish to {topic} dropped: payload of {size} bytes exceeds {self.limits.max_payload}",
-                      topic=topic)
+        self.diagnose(
+            conn,
+            DEV_PUB_PAYLOAD_TOOLONG,
+            f"publish to {topic} dropped: payload of {size} bytes exceeds {self.limits.max_payload}",
+            topic=topic,
+        )
         self._answer_too_long(topic, size, payload)
 
     def _answer_too_long(self, topic: str, size: int, payload: bytes) -> None:
@@ -928,15 +987,20 @@ class FleetboxBroker(Broker):
             body = json.loads(payload)
             if not isinstance(body, dict) or not isinstance(body.get("method"), str) or "clientToken" not in body:
                 return
-            reply = {"method": f"{body['method'][:40]}_reply", "clientToken": body["clientToken"], "code": 413,
-                     "status": f"payload of {size} bytes exceeds the {self.limits.max_payload}-byte limit; "
-                               f"nothing was stored"}
+            reply = {
+                "method": f"{body['method'][:40]}_reply",
+                "clientToken": body["clientToken"],
+                "code": 413,
+                "status": f"payload of {size} bytes exceeds the {self.limits.max_payload}-byte limit; "
+                f"nothing was stored",
+            }
             self.fan_out(topics.reply_topic(topic), json.dumps(reply, separators=(",", ":")).encode(), 0)
         except (ValueError, UnicodeDecodeError, RecursionError, ImportError):
             return
 
-    async def route_publish(self, conn: Connection, topic: str, payload: bytes, qos: int, retain: bool,
-                            *, will: bool = False) -> None:
+    async def route_publish(
+        self, conn: Connection, topic: str, payload: bytes, qos: int, retain: bool, *, will: bool = False
+    ) -> None:
         """A device's PUBLISH: limits, policy, then MQTT subscribers and the uplink bridge."""
         if not valid_topic_name(topic):
             raise ProtocolError(f"PUBLISH to an invalid topic name {topic[:80]!r}")
@@ -946,9 +1010,12 @@ class FleetboxBroker(Broker):
                 return
             if not will and not conn.bucket.take():
                 self.counters["dropped_in"] += 1
-                self.diagnose(conn, DEV_PUB_REACH_MAX_LIMIT,
-                              f"publish to {topic} dropped: more than {self.limits.publish_rate:g} messages per second",
-                              topic=topic)
+                self.diagnose(
+                    conn,
+                    DEV_PUB_REACH_MAX_LIMIT,
+                    f"publish to {topic} dropped: more than {self.limits.publish_rate:g} messages per second",
+                    topic=topic,
+                )
                 return
             if not conn.allowed(PUBLISH_ACTION, bare(topic)):
                 self._unauthorized_publish(conn, topic, payload)
@@ -960,16 +1027,27 @@ class FleetboxBroker(Broker):
 
             parsed = topics.parse(topic)
             if parsed is not None and parsed.direction != topics.DOWN:
-                message = UplinkMessage(topic=topic, payload=bytes(payload), client_id=conn.client_id or "",
-                                        timestamp_ms=_now_ms(), qos=qos, source_ip=conn.ip)
+                message = UplinkMessage(
+                    topic=topic,
+                    payload=bytes(payload),
+                    client_id=conn.client_id or "",
+                    timestamp_ms=_now_ms(),
+                    qos=qos,
+                    source_ip=conn.ip,
+                )
                 if not self.bridge.submit(message):
                     await self.bridge.wait_for_room(message)
 
     def _unauthorized_publish(self, conn: Connection, topic: str, payload: bytes) -> None:
         self.counters["dropped_in"] += 1
         log.info("MQTT %s: publish to %s refused (not allowed by its policy)", conn.label, topic)
-        self.diagnose(conn, DEV_PUB_UNAUTHORIZED, f"publish to {topic} refused: the device may not publish there",
-                      topic=topic, payload=payload)
+        self.diagnose(
+            conn,
+            DEV_PUB_UNAUTHORIZED,
+            f"publish to {topic} refused: the device may not publish there",
+            topic=topic,
+            payload=payload,
+        )
         try:
             from chalicelib.protocol import topics
 
@@ -978,14 +1056,20 @@ class FleetboxBroker(Broker):
             target = None
         if target is not None and (target.product_id, target.device_name) != conn.device:
             # the device whose topic it was sees the attempt too
-            self.diagnose_device(target.product_id, target.device_name, DEV_PUB_UNAUTHORIZED,
-                                 f"publish to {topic} by client {conn.client_id} ({conn.ip}) refused: not authorized",
-                                 topic=topic, payload=payload)
+            self.diagnose_device(
+                target.product_id,
+                target.device_name,
+                DEV_PUB_UNAUTHORIZED,
+                f"publish to {topic} by client {conn.client_id} ({conn.ip}) refused: not authorized",
+                topic=topic,
+                payload=payload,
+            )
 
     async def _handle_subscribe(self, conn: Connection, flags: int, body: bytes) -> None:
         try:
-            packet = await SubscribePacket.from_stream(BufferReader(body),
-                                                       fixed_header=MQTTFixedHeader(SUBSCRIBE, flags, len(body)))
+            packet = await SubscribePacket.from_stream(
+                BufferReader(body), fixed_header=MQTTFixedHeader(SUBSCRIBE, flags, len(body))
+            )
         except Exception as exc:  # noqa: BLE001
             raise ProtocolError(f"malformed SUBSCRIBE ({exc})") from None
         assert packet.variable_header is not None and packet.payload is not None
@@ -1000,19 +1084,29 @@ class FleetboxBroker(Broker):
         if qos > 2:
             raise ProtocolError(f"SUBSCRIBE with QoS {qos}")
         if not valid_topic_filter(topic_filter):
-            self.diagnose(conn, SUBSCRIBE_TOPIC_UNAUTHORIZED, f"subscription to {topic_filter[:200]!r} refused: "
-                          "not a valid topic filter", topic=topic_filter[:200])
+            self.diagnose(
+                conn,
+                SUBSCRIBE_TOPIC_UNAUTHORIZED,
+                f"subscription to {topic_filter[:200]!r} refused: not a valid topic filter",
+                topic=topic_filter[:200],
+            )
             return 0x80
         if not conn.allowed(SUBSCRIBE_ACTION, bare(topic_filter)):
             log.info("MQTT %s: subscription to %s refused (not allowed by its policy)", conn.label, topic_filter)
-            self.diagnose(conn, SUBSCRIBE_TOPIC_UNAUTHORIZED,
-                          f"subscription to {topic_filter} refused: the device may not subscribe there",
-                          topic=topic_filter)
+            self.diagnose(
+                conn,
+                SUBSCRIBE_TOPIC_UNAUTHORIZED,
+                f"subscription to {topic_filter} refused: the device may not subscribe there",
+                topic=topic_filter,
+            )
             return 0x80
         if topic_filter not in conn.filters and len(conn.filters) >= self.limits.max_filters:
-            self.diagnose(conn, SUBSCRIBE_TOPIC_UNAUTHORIZED,
-                          f"subscription to {topic_filter} refused: more than {self.limits.max_filters} subscriptions",
-                          topic=topic_filter)
+            self.diagnose(
+                conn,
+                SUBSCRIBE_TOPIC_UNAUTHORIZED,
+                f"subscription to {topic_filter} refused: more than {self.limits.max_filters} subscriptions",
+                topic=topic_filter,
+            )
             return 0x80
         granted = min(qos, 1)
         conn.filters.add(topic_filter)
@@ -1022,7 +1116,8 @@ class FleetboxBroker(Broker):
     async def _handle_unsubscribe(self, conn: Connection, flags: int, body: bytes) -> None:
         try:
             packet = await UnsubscribePacket.from_stream(
-                BufferReader(body), fixed_header=MQTTFixedHeader(UNSUBSCRIBE, flags, len(body)))
+                BufferReader(body), fixed_header=MQTTFixedHeader(UNSUBSCRIBE, flags, len(body))
+            )
         except Exception as exc:  # noqa: BLE001
             raise ProtocolError(f"malformed UNSUBSCRIBE ({exc})") from None
         assert packet.variable_header is not None and packet.payload is not None
@@ -1082,8 +1177,9 @@ class FleetboxBroker(Broker):
         if conn.accepted:
             reason = conn.reason or (CLIENT_INITIATED_DISCONNECT if conn.clean else CONNECTION_LOST)
             self._presence(conn, connected=False, reason=reason)
-            log.info("MQTT %s disconnected (%s) after %.1f s", conn.client_id, reason,
-                     self._loop.time() - conn.connected_at)
+            log.info(
+                "MQTT %s disconnected (%s) after %.1f s", conn.client_id, reason, self._loop.time() - conn.connected_at
+            )
 
     async def _close_socket(self, conn: Connection) -> None:
         writer = conn.writer
@@ -1103,20 +1199,36 @@ class FleetboxBroker(Broker):
             return
         from chalicelib.protocol.events import presence_event
 
-        event = presence_event(conn.client_id, connected, timestamp_ms=_now_ms(), ip=conn.ip, reason=reason,
-                               client_initiated=(reason == CLIENT_INITIATED_DISCONNECT),
-                               session_id=conn.session_id, keepalive=conn.keepalive if connected else None)
+        event = presence_event(
+            conn.client_id,
+            connected,
+            timestamp_ms=_now_ms(),
+            ip=conn.ip,
+            reason=reason,
+            client_initiated=(reason == CLIENT_INITIATED_DISCONNECT),
+            session_id=conn.session_id,
+            keepalive=conn.keepalive if connected else None,
+        )
         self.workers.submit(conn.client_id, self.hooks.presence, event)
 
-    def diagnose(self, conn: Connection, code: str, message: str, *, topic: str | None = None,
-                 payload: Any = None) -> None:
+    def diagnose(
+        self, conn: Connection, code: str, message: str, *, topic: str | None = None, payload: Any = None
+    ) -> None:
         """A diagnostic-log entry for the connection's device (throttled per code)."""
         if conn.device is None:
             return
         self.diagnose_device(*conn.device, code, message, topic=topic, payload=payload)
 
-    def diagnose_device(self, product_id: str, device_name: str, code: str, message: str, *,
-                        topic: str | None = None, payload: Any = None) -> None:
+    def diagnose_device(
+        self,
+        product_id: str,
+        device_name: str,
+        code: str,
+        message: str,
+        *,
+        topic: str | None = None,
+        payload: Any = None,
+    ) -> None:
         if self.hooks is None or self.hooks.diagnostic is None:
             return
         key = (f"{product_id}/{device_name}", code)
@@ -1130,8 +1242,9 @@ class FleetboxBroker(Broker):
         self._diag_stamps[key] = (now, 0)
         if suppressed:
             message = f"{message} (and {suppressed} more like it in the last {now - last:.0f} s)"
-        self.workers.submit(key[0], self.hooks.diagnostic, product_id, device_name, code, message,
-                            topic=topic, payload=payload)
+        self.workers.submit(
+            key[0], self.hooks.diagnostic, product_id, device_name, code, message, topic=topic, payload=payload
+        )
 
 
 def _positive(value: Any, default: float) -> float:
@@ -1166,9 +1279,18 @@ class LocalBroker:
     of the benchmarks (:meth:`bare`).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, hooks: AppHooks | None = None,
-                 bridge: UplinkBridge | None = None, limits: BrokerLimits = BrokerLimits(),
-                 reauth_s: float = 60.0, auth_threads: int = 16, event_threads: int = 8) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        hooks: AppHooks | None = None,
+        bridge: UplinkBridge | None = None,
+        limits: BrokerLimits = BrokerLimits(),
+        reauth_s: float = 60.0,
+        auth_threads: int = 16,
+        event_threads: int = 8,
+    ) -> None:
         self.host = host
         self.port = port
         self.hooks = hooks
@@ -1187,9 +1309,20 @@ class LocalBroker:
     # -- construction
 
     @classmethod
-    def for_app(cls, app: Any, host: str, port: int, *, region: str = "us-east-1",
-                account_id: str = "123456789012", stage: str = "local", reauth_s: float = 60.0,
-                limits: BrokerLimits = BrokerLimits(), shards: int = 4, max_wait_s: float = 0.03) -> LocalBroker:
+    def for_app(
+        cls,
+        app: Any,
+        host: str,
+        port: int,
+        *,
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        stage: str = "local",
+        reauth_s: float = 60.0,
+        limits: BrokerLimits = BrokerLimits(),
+        shards: int = 4,
+        max_wait_s: float = 0.03,
+    ) -> LocalBroker:
         """The broker of the local stack: the app's authorizer, presence and uplink handlers."""
         from chalicelib.core.config import settings
 
@@ -1201,9 +1334,15 @@ class LocalBroker:
             log.warning("the app has no Kinesis handler for stream %s: device uplinks reach no handler", stream)
         else:
             invoker = LambdaInvoker(app, source.name, region=region, account_id=account_id, stage=stage)
-            bridge = UplinkBridge(invoker, f"arn:aws:kinesis:{region}:{account_id}:stream/{stream}", region=region,
-                                  shards=shards, max_batch=max(1, int(source.batch_size or 100)),
-                                  max_wait_s=max_wait_s, on_failed=_failure_recorder(hooks))
+            bridge = UplinkBridge(
+                invoker,
+                f"arn:aws:kinesis:{region}:{account_id}:stream/{stream}",
+                region=region,
+                shards=shards,
+                max_batch=max(1, int(source.batch_size or 100)),
+                max_wait_s=max_wait_s,
+                on_failed=_failure_recorder(hooks),
+            )
         return cls(host, port, hooks=hooks, bridge=bridge, limits=limits, reauth_s=reauth_s)
 
     @classmethod
@@ -1229,9 +1368,16 @@ class LocalBroker:
         config = {"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}, "plugins": {}}
 
         async def boot() -> FleetboxBroker:
-            broker = FleetboxBroker(config, listen_socket=listen, hooks=self.hooks, bridge=self.bridge,
-                                    limits=self.limits, reauth_s=self.reauth_s, executor=self._executor,
-                                    workers=self._workers)
+            broker = FleetboxBroker(
+                config,
+                listen_socket=listen,
+                hooks=self.hooks,
+                bridge=self.bridge,
+                limits=self.limits,
+                reauth_s=self.reauth_s,
+                executor=self._executor,
+                workers=self._workers,
+            )
             await broker.start()
             return broker
 
@@ -1244,8 +1390,12 @@ class LocalBroker:
             self._stop_loop()
             raise
         self._running = True
-        log.info("MQTT broker listening on %s:%d%s", self.host, self.port,
-                 "" if self.hooks is not None else " (bare: no authentication)")
+        log.info(
+            "MQTT broker listening on %s:%d%s",
+            self.host,
+            self.port,
+            "" if self.hooks is not None else " (bare: no authentication)",
+        )
 
     def _run_loop(self) -> None:
         assert self.loop is not None
@@ -1296,8 +1446,13 @@ class LocalBroker:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self.broker = None
-        log.info("MQTT broker stopped in %.1f s (%d session(s) closed, %d uplink(s) and %d event(s) left undone)",
-                 time.monotonic() - started, sessions, uplinks_left, events_left)
+        log.info(
+            "MQTT broker stopped in %.1f s (%d session(s) closed, %d uplink(s) and %d event(s) left undone)",
+            time.monotonic() - started,
+            sessions,
+            uplinks_left,
+            events_left,
+        )
 
     def _stop_loop(self) -> None:
         if self.loop is not None and not self.loop.is_closed():
@@ -1352,8 +1507,10 @@ class LocalBroker:
 
     def stats(self) -> dict[str, Any]:
         broker = self.broker
-        out: dict[str, Any] = {"connected": len(broker.connections) if broker else 0,
-                               "subscriptions": len(broker.index) if broker else 0}
+        out: dict[str, Any] = {
+            "connected": len(broker.connections) if broker else 0,
+            "subscriptions": len(broker.index) if broker else 0,
+        }
         if broker is not None:
             out.update(broker.counters)
         if self.bridge is not None:
@@ -1383,9 +1540,14 @@ def _failure_recorder(hooks: AppHooks) -> Callable[[Sequence[Any], str], None]:
             return
         for (pid, dn), failed in by_device.items():
             first = failed[0]
-            hooks.diagnostic(pid, dn, DEV_CONN_SYSTEM_ERR,
-                             f"{len(failed)} uplink message(s) not processed: {reason}",
-                             topic=first.topic, payload=first.payload)
+            hooks.diagnostic(
+                pid,
+                dn,
+                DEV_CONN_SYSTEM_ERR,
+                f"{len(failed)} uplink message(s) not processed: {reason}",
+                topic=first.topic,
+                payload=first.payload,
+            )
 
     return record
 

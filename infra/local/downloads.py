@@ -10,6 +10,7 @@ then streams the object from the files bucket (moto) honouring ``Range`` — inc
 Served by the same HTTP server as the API (``infra/local/web.py`` hands these paths here), so
 a device on the machine reaches it wherever it reaches the API.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,7 +62,7 @@ def serve(handler: Any) -> None:
     query = parse_qs(parts.query)
     attachment = None
     if parts.path.startswith(ATTACHMENTS):
-        key = unquote(parts.path[len(ATTACHMENTS):])
+        key = unquote(parts.path[len(ATTACHMENTS) :])
         attachment = (query.get("n") or [""])[0]
         if not files.check_attachment(key, attachment, (query.get("e") or [""])[0], (query.get("s") or [""])[0]):
             return _plain(handler, 403, "the link is invalid or has expired")

@@ -16,6 +16,7 @@ Header-signed requests are not checked against the clock: moto's recorder replay
 recorded requests, signatures and all, when a stack with a state directory starts.  For the
 same reason expiry is not checked while a replay runs.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -54,7 +55,7 @@ def _parse_authorization(value: str) -> dict[str, str] | None:
     if not value.startswith(_ALGORITHM + " "):
         return None
     fields: dict[str, str] = {}
-    for part in value[len(_ALGORITHM) + 1:].split(","):
+    for part in value[len(_ALGORITHM) + 1 :].split(","):
         key, _, val = part.strip().partition("=")
         fields[key] = val
     if not {"Credential", "SignedHeaders", "Signature"} <= set(fields):
@@ -92,9 +93,20 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def expected_signature(secret_key: str, method: str, host: str, path: str, query: str, headers: dict[str, str],
-                       credential: str, signed_headers: Iterable[str], amz_date: str, payload_hash: str | None,
-                       presigned: bool, body: bytes = b"") -> str:
+def expected_signature(
+    secret_key: str,
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    credential: str,
+    signed_headers: Iterable[str],
+    amz_date: str,
+    payload_hash: str | None,
+    presigned: bool,
+    body: bytes = b"",
+) -> str:
     """The signature a client holding ``secret_key`` computed for this request, by botocore's
     own canonicalisation (S3 paths as sent; other services double-encoded, as botocore signs)."""
     from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
@@ -171,9 +183,19 @@ class SigV4Guard:
                 # form bodies): read it, and hand moto a fresh copy
                 body = b"" if payload_hash is not None else _take_body(environ)
                 expected = expected_signature(
-                    self.secret_key, method, host, raw_path, query, headers, auth["Credential"],
-                    auth["SignedHeaders"].split(";"), headers.get("x-amz-date", ""),
-                    payload_hash, presigned=False, body=body)
+                    self.secret_key,
+                    method,
+                    host,
+                    raw_path,
+                    query,
+                    headers,
+                    auth["Credential"],
+                    auth["SignedHeaders"].split(";"),
+                    headers.get("x-amz-date", ""),
+                    payload_hash,
+                    presigned=False,
+                    body=body,
+                )
             elif params.get("X-Amz-Algorithm") == _ALGORITHM and "X-Amz-Signature" in params:
                 given = params["X-Amz-Signature"]
                 stamp = params.get("X-Amz-Date", "")
@@ -183,9 +205,18 @@ class SigV4Guard:
                     return "the presigned link has expired"
                 unsigned = "&".join(p for p in query.split("&") if not p.startswith("X-Amz-Signature="))
                 expected = expected_signature(
-                    self.secret_key, method, host, raw_path, unsigned, headers, params.get("X-Amz-Credential", ""),
-                    params.get("X-Amz-SignedHeaders", "host").split(";"), stamp, "UNSIGNED-PAYLOAD"
-                    if "s3" in params.get("X-Amz-Credential", "") else None, presigned=True)
+                    self.secret_key,
+                    method,
+                    host,
+                    raw_path,
+                    unsigned,
+                    headers,
+                    params.get("X-Amz-Credential", ""),
+                    params.get("X-Amz-SignedHeaders", "host").split(";"),
+                    stamp,
+                    "UNSIGNED-PAYLOAD" if "s3" in params.get("X-Amz-Credential", "") else None,
+                    presigned=True,
+                )
             else:
                 return "the request is not signed"
         except (ValueError, KeyError, IndexError, TypeError, OverflowError):
@@ -196,7 +227,8 @@ class SigV4Guard:
 
     @staticmethod
     def _refuse(start_response: Callable[..., Any], why: str) -> list[bytes]:
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-                f"<Message>{why}</Message></Error>").encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>{why}</Message></Error>'
+        ).encode()
         start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
         return [body]

@@ -9,6 +9,7 @@ million items, so batch jobs (SPEC §7.1) went quadratic locally.  DynamoDB does
 sort.  The patch keeps moto's semantics (all-or-nothing, the same cancellation reasons) but backs
 up only the items the transaction touches, and restores exactly those when it is cancelled.
 """
+
 from __future__ import annotations
 
 import copy

@@ -4,6 +4,7 @@ The child is started with ``PR_SET_PDEATHSIG=SIGTERM`` (Linux) so the kernel sto
 when the stack is SIGKILLed, and in its own session so a terminal Ctrl-C reaches only the
 stack, which then stops its workers before the server they talk to.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -62,8 +63,15 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
 class MotoServer:
     """One ``python -m moto.server`` child; optionally with moto's request recorder."""
 
-    def __init__(self, host: str = "127.0.0.1", *, port: int | None = None,
-                 recording_path: Path | None = None, log_path: Path | None = None, secret_key: str) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        port: int | None = None,
+        recording_path: Path | None = None,
+        log_path: Path | None = None,
+        secret_key: str,
+    ) -> None:
         self.host = host
         #: the key every request must be signed with (infra/local/moto_auth.py)
         self.secret_key = secret_key
@@ -102,8 +110,11 @@ class MotoServer:
 
     def _spawn(self) -> None:
         # moto needs no AWS credentials; a developer's real ones stay out of its process
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+        }
         # Recording is switched on explicitly (start_recording) once replay is done, so
         # neither readiness probes nor a replay end up in the recording.
         env.pop("MOTO_ENABLE_RECORDING", None)

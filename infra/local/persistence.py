@@ -21,6 +21,7 @@ Two things do not replay faithfully, and are handled here:
 Known gap: S3 multipart uploads do not replay (upload ids are random); single-request PUTs,
 including presigned-URL uploads, do.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,11 +39,20 @@ log = logging.getLogger(__name__)
 #: operations (by name prefix) that only read; they are dropped from the recording
 READ_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "TransactGet", "Receive", "Head")
 #: the SQS operations kept: queue management; message traffic goes through the snapshot
-SQS_KEPT = {"CreateQueue", "DeleteQueue", "SetQueueAttributes", "TagQueue", "UntagQueue",
-            "AddPermission", "RemovePermission"}
+SQS_KEPT = {
+    "CreateQueue",
+    "DeleteQueue",
+    "SetQueueAttributes",
+    "TagQueue",
+    "UntagQueue",
+    "AddPermission",
+    "RemovePermission",
+}
 
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
-_AMZ_CREDENTIAL = re.compile(r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]+(?:%2F|/)([^&%/]+)(?:%2F|/)aws4_request")
+_AMZ_CREDENTIAL = re.compile(
+    r"X-Amz-Credential=[^&]*?(?:%2F|/)\d{8}(?:%2F|/)[^&%/]+(?:%2F|/)([^&%/]+)(?:%2F|/)aws4_request"
+)
 _QUERY_ACTION = re.compile(r"(?:^|[?&])Action=([A-Za-z]+)")
 
 
@@ -75,8 +85,9 @@ def _header(headers: dict[str, str], name: str) -> str:
 
 def _service(entry: dict) -> str:
     headers = entry.get("headers") or {}
-    match = _CREDENTIAL_SCOPE.search(_header(headers, "Authorization")) or \
-        _AMZ_CREDENTIAL.search(entry.get("url") or "")
+    match = _CREDENTIAL_SCOPE.search(_header(headers, "Authorization")) or _AMZ_CREDENTIAL.search(
+        entry.get("url") or ""
+    )
     return match.group(1) if match else ""
 
 
@@ -187,8 +198,12 @@ class StateDir:
             seen: set[str] = set()
             while count < limit:
                 response = sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=60,
-                    MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=0,
+                    VisibilityTimeout=60,
+                    MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=["All"],
                 )
                 batch = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
                 if not batch:
@@ -215,11 +230,12 @@ class StateDir:
         for name, messages in saved.items():
             url = by_name.get(name)
             if url is None:
-                log.warning("state: %d saved message(s) for queue %s dropped: the queue no longer exists",
-                            len(messages), name)
+                log.warning(
+                    "state: %d saved message(s) for queue %s dropped: the queue no longer exists", len(messages), name
+                )
                 continue
             for start in range(0, len(messages), 10):
-                entries = [dict(_sendable(m), Id=str(i)) for i, m in enumerate(messages[start:start + 10])]
+                entries = [dict(_sendable(m), Id=str(i)) for i, m in enumerate(messages[start : start + 10])]
                 result = sqs.send_message_batch(QueueUrl=url, Entries=entries)
                 for failure in result.get("Failed", []):
                     log.warning("state: could not restore a message to %s: %s", name, failure.get("Message"))

@@ -20,6 +20,7 @@ same fleet measures a broker's bare publish→subscribe throughput (``echoes_rec
 against :meth:`infra.local.broker.LocalBroker.bare`, the baseline of the uplink benchmark.  One process handles thousands of devices: the clients share a few network-loop
 threads (paho's external-loop API with a selector), not one thread per client.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,7 @@ from typing import Any
 log = logging.getLogger("infra.local.simulate")
 
 SDKAPPID = "12010126"
-DOWN_FAMILIES = ("thing/down/property", "thing/down/event", "thing/down/action", "sys/operation/result",
-                 "ota/update")
+DOWN_FAMILIES = ("thing/down/property", "thing/down/event", "thing/down/action", "sys/operation/result", "ota/update")
 
 
 # ---------------------------------------------------------------- credentials and payloads
@@ -66,8 +66,9 @@ class DeviceCredentials:
         return f"{self.product_id}{self.device_name}"
 
 
-def mqtt_login(device: DeviceCredentials, *, algorithm: str = "hmacsha256", expiry: int | None = None,
-               connid: str | None = None) -> tuple[str, str, str]:
+def mqtt_login(
+    device: DeviceCredentials, *, algorithm: str = "hmacsha256", expiry: int | None = None, connid: str | None = None
+) -> tuple[str, str, str]:
     """``(client_id, username, password)`` as the Tencent SDK builds them.
 
     ``expiry`` defaults to the start time in milliseconds, as the Python SDK sends it (the
@@ -154,14 +155,14 @@ class SimStats:
     disconnects: int = 0
     reports_sent: int = 0
     report_replies: int = 0
-    report_errors: int = 0           # report_reply with a non-zero code
-    other_replies: int = 0           # get_status_reply, event_reply, … (anything else with a code)
+    report_errors: int = 0  # report_reply with a non-zero code
+    other_replies: int = 0  # get_status_reply, event_reply, … (anything else with a code)
     controls_answered: int = 0
     actions_answered: int = 0
     time_replies: int = 0
     messages_received: int = 0
-    bad_messages: int = 0            # downlinks that are not complete JSON
-    echoes_received: int = 0         # own reports received back (``echo``: the bare-broker baseline)
+    bad_messages: int = 0  # downlinks that are not complete JSON
+    echoes_received: int = 0  # own reports received back (``echo``: the bare-broker baseline)
     # OTA (``ota=True``): update_firmware received, downloads done (and how many answered 206
     # to a Range request), MD5 checks, upgrades completed (new version reported)
     ota_notifications: int = 0
@@ -177,8 +178,11 @@ class SimStats:
         out = {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
         lat = sorted(self.latencies_ms)
         if lat:
-            out["reply_latency_ms"] = {"p50": round(lat[len(lat) // 2], 1), "p95": round(lat[int(len(lat) * 0.95)], 1),
-                                       "max": round(lat[-1], 1)}
+            out["reply_latency_ms"] = {
+                "p50": round(lat[len(lat) // 2], 1),
+                "p95": round(lat[int(len(lat) * 0.95)], 1),
+                "max": round(lat[-1], 1),
+            }
         return out
 
 
@@ -196,8 +200,9 @@ class _Device:
         self.loop = loop
         self.rng = random.Random(hash(creds.client_id) ^ random.getrandbits(32))
         protocol = mqtt.MQTTv31 if sim.mqtt31 else mqtt.MQTTv311
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=creds.client_id, protocol=protocol,
-                                  clean_session=True)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=creds.client_id, protocol=protocol, clean_session=True
+        )
         self.client.suppress_exceptions = True
         client_id, username, password = mqtt_login(creds, algorithm=sim.algorithm)
         self.client.username_pw_set(username, password)
@@ -287,8 +292,10 @@ class _Device:
             return
         if family == "thing/down/property":
             if method == "control":
-                self.publish_json("thing/up/property", {"method": "control_reply", "clientToken": doc.get("clientToken"),
-                                                        "code": 0, "status": "ok"})
+                self.publish_json(
+                    "thing/up/property",
+                    {"method": "control_reply", "clientToken": doc.get("clientToken"), "code": 0, "status": "ok"},
+                )
                 stats.controls_answered += 1
             elif method == "report_reply":
                 stats.report_replies += 1
@@ -302,8 +309,16 @@ class _Device:
         elif family == "thing/down/action":
             if method == "action":
                 outputs = self.sim.model.action_outputs(str(doc.get("actionId")), self.rng)
-                self.publish_json("thing/up/action", {"method": "action_reply", "clientToken": doc.get("clientToken"),
-                                                      "code": 0, "status": "ok", "response": outputs})
+                self.publish_json(
+                    "thing/up/action",
+                    {
+                        "method": "action_reply",
+                        "clientToken": doc.get("clientToken"),
+                        "code": 0,
+                        "status": "ok",
+                        "response": outputs,
+                    },
+                )
                 stats.actions_answered += 1
             elif "code" in doc:
                 stats.other_replies += 1
@@ -348,7 +363,9 @@ class _Device:
         try:
             self._progress("downloading", version, 0)
             if behaviour == "fail":
-                self.loop.call(lambda: setattr(self.stats, "ota_failed_on_purpose", self.stats.ota_failed_on_purpose + 1))
+                self.loop.call(
+                    lambda: setattr(self.stats, "ota_failed_on_purpose", self.stats.ota_failed_on_purpose + 1)
+                )
                 self._progress("fail", version, code="-5", msg="burn failed (simulated)")
                 return
             data, ranged = b"", 0
@@ -370,6 +387,7 @@ class _Device:
                     self.stats.ota_md5_ok += 1
                 else:
                     self.stats.ota_md5_bad += 1
+
             self.loop.call(count)
             if not md5_ok:
                 self._progress("fail", version, code="-4", msg="MD5 mismatch")
@@ -383,6 +401,7 @@ class _Device:
                 self.version = version
                 self.stats.ota_upgraded += 1
                 self.publish_json("ota/report", {"type": "report_version", "report": {"version": version}}, qos=1)
+
             self.loop.schedule(time.monotonic() + 0.2, rebooted)
         except Exception as exc:  # noqa: BLE001 - a simulated device reports, never crashes the fleet
             log.warning("%s: OTA failed: %s", self.creds.client_id, exc)
@@ -403,9 +422,11 @@ class _Device:
         self.pending[token] = time.monotonic()
         if len(self.pending) > 1000:  # replies that never came
             self.pending.pop(next(iter(self.pending)))
-        self.publish_json("thing/up/property", {"method": "report", "clientToken": token,
-                                                "timestamp": int(time.time() * 1000), "params": params},
-                          qos=self.sim.qos)
+        self.publish_json(
+            "thing/up/property",
+            {"method": "report", "clientToken": token, "timestamp": int(time.time() * 1000), "params": params},
+            qos=self.sim.qos,
+        )
         self.stats.reports_sent += 1
         self.loop.schedule(time.monotonic() + 1.0 / self.sim.rate, self.report)
 
@@ -512,12 +533,29 @@ class Simulator:
     """Many simulated devices on a few threads.  ``start()`` connects them (and waits), ``stop()``
     disconnects them, ``stats()`` counts what they did."""
 
-    def __init__(self, devices: Sequence[DeviceCredentials], host: str = "127.0.0.1", port: int = 1883, *,
-                 model: ThingModel | dict | None = None, rate: float = 1.0, params: int = 3, dollar: bool = False,
-                 mqtt31: bool = False, algorithm: str = "hmacsha256", keepalive: int = 60, qos: int = 0,
-                 threads: int | None = None, connect_rate: float = 500.0, reporting: bool = True,
-                 echo: bool = False, ota: bool = False, version: str = "1.0", default_ota: str = "ok",
-                 ota_behaviour: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        devices: Sequence[DeviceCredentials],
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        model: ThingModel | dict | None = None,
+        rate: float = 1.0,
+        params: int = 3,
+        dollar: bool = False,
+        mqtt31: bool = False,
+        algorithm: str = "hmacsha256",
+        keepalive: int = 60,
+        qos: int = 0,
+        threads: int | None = None,
+        connect_rate: float = 500.0,
+        reporting: bool = True,
+        echo: bool = False,
+        ota: bool = False,
+        version: str = "1.0",
+        default_ota: str = "ok",
+        ota_behaviour: dict[str, str] | None = None,
+    ) -> None:
         if algorithm not in ("hmacsha256", "hmacsha1"):
             raise ValueError("algorithm must be hmacsha256 or hmacsha1")
         self.creds = list(devices)
@@ -640,8 +678,9 @@ class Api:
 
     def create_device(self, product_id: str, device_name: str) -> DeviceCredentials:
         for attempt in range(4):
-            resp = self._session().post(f"{self.base}/v1/products/{product_id}/devices",
-                                        json={"device_name": device_name}, timeout=self.timeout)
+            resp = self._session().post(
+                f"{self.base}/v1/products/{product_id}/devices", json={"device_name": device_name}, timeout=self.timeout
+            )
             if resp.status_code < 500:
                 break
             time.sleep(0.2 * (attempt + 1))  # moto sometimes fails concurrent transactions with a 500
@@ -667,8 +706,9 @@ class Api:
         return names[:count]
 
 
-def load_devices(api: Api, product_id: str, count: int, *, create: bool, prefix: str = "sim",
-                 workers: int = 8) -> list[DeviceCredentials]:
+def load_devices(
+    api: Api, product_id: str, count: int, *, create: bool, prefix: str = "sim", workers: int = 8
+) -> list[DeviceCredentials]:
     """Create (``create``) or load ``count`` devices of the product, with their secrets."""
     if create:
         names = [f"{prefix}{i:05d}" for i in range(count)]
@@ -696,8 +736,9 @@ def local_stack_info() -> dict[str, Any]:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m infra.local.simulate",
-                                     description="Simulated Tencent-SDK devices over real MQTT.")
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.local.simulate", description="Simulated Tencent-SDK devices over real MQTT."
+    )
     parser.add_argument("--product", required=True, help="ProductId")
     parser.add_argument("--count", type=int, default=1, help="number of devices (default 1)")
     parser.add_argument("--create", action="store_true", help="create the devices ({prefix}00000 …) first")
@@ -715,8 +756,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--api", default=None, help="API base URL (default: the local stack's)")
     parser.add_argument("--key", default=None, help="API key (default: the local stack's admin key)")
     parser.add_argument("--json", action="store_true", help="print the final counts as JSON")
-    parser.add_argument("--ota", choices=("ok", "silent", "fail"), default=None,
-                        help="OTA behaviour: report --version at connect and answer update_firmware")
+    parser.add_argument(
+        "--ota",
+        choices=("ok", "silent", "fail"),
+        default=None,
+        help="OTA behaviour: report --version at connect and answer update_firmware",
+    )
     parser.add_argument("--version", default="1.0", help="firmware version reported with --ota (default 1.0)")
     return parser.parse_args(argv)
 
@@ -740,16 +785,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(devices)} device(s) of {args.product} {'created' if args.create else 'loaded'} in "
-          f"{time.monotonic() - started:.1f} s; connecting to mqtt://{host}:{port} …", flush=True)
-    sim = Simulator(devices, host or "127.0.0.1", int(port), model=model, rate=args.rate, params=args.params,
-                    dollar=args.dollar, mqtt31=args.mqtt31, algorithm=args.algorithm, keepalive=args.keepalive,
-                    qos=args.qos, threads=args.threads, ota=args.ota is not None, version=args.version,
-                    default_ota=args.ota or "ok")
+    print(
+        f"{len(devices)} device(s) of {args.product} {'created' if args.create else 'loaded'} in "
+        f"{time.monotonic() - started:.1f} s; connecting to mqtt://{host}:{port} …",
+        flush=True,
+    )
+    sim = Simulator(
+        devices,
+        host or "127.0.0.1",
+        int(port),
+        model=model,
+        rate=args.rate,
+        params=args.params,
+        dollar=args.dollar,
+        mqtt31=args.mqtt31,
+        algorithm=args.algorithm,
+        keepalive=args.keepalive,
+        qos=args.qos,
+        threads=args.threads,
+        ota=args.ota is not None,
+        version=args.version,
+        default_ota=args.ota or "ok",
+    )
     ok = sim.start(wait=True, timeout=max(60.0, args.count / 100))
     stats = sim.stats()
-    print(f"{stats['connected']} connected, {stats['connect_refused']} refused "
-          f"in {stats['elapsed_s']:.1f} s", flush=True)
+    print(
+        f"{stats['connected']} connected, {stats['connect_refused']} refused in {stats['elapsed_s']:.1f} s", flush=True
+    )
     for client_id, reason in sim.refusals[:5]:
         print(f"  refused: {client_id}: {reason}", file=sys.stderr)
     code = 0 if ok else 1
@@ -766,8 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if time.monotonic() - last >= 5.0:
                 last = time.monotonic()
                 s = sim.stats()
-                print(f"  reports {s['reports_sent']}, replies {s['report_replies']} ({s['report_errors']} errors), "
-                      f"controls {s['controls_answered']}, actions {s['actions_answered']}", flush=True)
+                print(
+                    f"  reports {s['reports_sent']}, replies {s['report_replies']} ({s['report_errors']} errors), "
+                    f"controls {s['controls_answered']}, actions {s['actions_answered']}",
+                    flush=True,
+                )
     except KeyboardInterrupt:
         pass
     finally:
@@ -776,10 +841,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
-        print(f"reports sent {stats['reports_sent']}, report replies {stats['report_replies']} "
-              f"({stats['report_errors']} with an error code), controls answered {stats['controls_answered']}, "
-              f"actions answered {stats['actions_answered']}, time replies {stats['time_replies']}, "
-              f"disconnects {stats['disconnects']}")
+        print(
+            f"reports sent {stats['reports_sent']}, report replies {stats['report_replies']} "
+            f"({stats['report_errors']} with an error code), controls answered {stats['controls_answered']}, "
+            f"actions answered {stats['actions_answered']}, time replies {stats['time_replies']}, "
+            f"disconnects {stats['disconnects']}"
+        )
         if stats.get("reply_latency_ms"):
             lat = stats["reply_latency_ms"]
             print(f"report → reply latency: p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms")

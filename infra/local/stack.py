@@ -15,6 +15,7 @@ Start-up order matters and is the point of this module:
 5. the worker loop, the HTTP server, the other services (the MQTT broker slot);
 6. ``.fleetbox/local.json``, written only once the HTTP server accepts connections.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ REGION = "us-east-1"
 ACCESS_KEY_ID = "fleetboxlocal"
 
 #: environment that could steer boto3 away from moto or leak real credentials into it
-_AWS_ENV_TO_CLEAR = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-                     "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+_AWS_ENV_TO_CLEAR = (
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
 
 
 class StackError(RuntimeError):
@@ -166,8 +172,10 @@ class LocalStack:
             except (OSError, ValueError):
                 stale = {}
             if _accepts_connections(str(stale.get("api_url", ""))):
-                raise StackError(f"another local stack is running at {stale['api_url']} "
-                                 f"({self.info_path}); stop it or set FLEETBOX_HOME")
+                raise StackError(
+                    f"another local stack is running at {stale['api_url']} "
+                    f"({self.info_path}); stop it or set FLEETBOX_HOME"
+                )
             self.info_path.unlink(missing_ok=True)
         self.info_path.parent.mkdir(parents=True, exist_ok=True)
         self._owns_info_file = True
@@ -177,12 +185,16 @@ class LocalStack:
         if self.state is not None:
             self.state.prepare()
             kept, dropped = self.state.compact_recording()
-            log.info("state: %s (%d recorded change(s); %d read(s) compacted away)",
-                     self.state.path, kept, dropped)
+            log.info("state: %s (%d recorded change(s); %d read(s) compacted away)", self.state.path, kept, dropped)
             recording = self.state.recording
         self.aws_secret_key = self.state.moto_secret() if self.state is not None else secrets.token_urlsafe(30)
-        self.moto = MotoServer("127.0.0.1", port=self.settings.moto_port, recording_path=recording,
-                               log_path=self.info_path.parent / "moto.log", secret_key=self.aws_secret_key)
+        self.moto = MotoServer(
+            "127.0.0.1",
+            port=self.settings.moto_port,
+            recording_path=recording,
+            log_path=self.info_path.parent / "moto.log",
+            secret_key=self.aws_secret_key,
+        )
         try:
             self.moto.start()
         except RuntimeError as exc:
@@ -197,31 +209,38 @@ class LocalStack:
         assert self.moto is not None
         for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")] + list(_AWS_ENV_TO_CLEAR):
             os.environ.pop(name, None)
-        os.environ.update({
-            "AWS_ENDPOINT_URL": self.moto.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            # the stack's own credentials always: real ones must never be sent to (or recorded by) moto
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": self.aws_secret_key,
-            # and no profile settings (sso, credential_process, s3 addressing, retries) either
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "FLEETBOX_STAGE": STAGE,
-        })
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.moto.endpoint,
+                "AWS_REGION": REGION,
+                "AWS_DEFAULT_REGION": REGION,
+                # the stack's own credentials always: real ones must never be sent to (or recorded by) moto
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": self.aws_secret_key,
+                # and no profile settings (sso, credential_process, s3 addressing, retries) either
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "FLEETBOX_STAGE": STAGE,
+            }
+        )
         # outgoing webhooks may target loopback receivers locally, unless the user says otherwise
         os.environ.setdefault("FLEETBOX_ALLOW_LOOPBACK", "true")
         # root-level download links for devices (chalicelib/services/files.py, infra/local/downloads.py)
-        os.environ.setdefault("FLEETBOX_DOWNLOAD_BASE_URL",
-                              f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}")
+        os.environ.setdefault(
+            "FLEETBOX_DOWNLOAD_BASE_URL", f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}"
+        )
         os.environ.setdefault("FLEETBOX_DOWNLOAD_KEY", secrets.token_hex(32))
         # the stack prints one readable line per request; the app's structured INFO lines are
         # for CloudWatch, so locally only its warnings and errors show (override to see more)
         os.environ.setdefault("FLEETBOX_LOG_LEVEL", "WARNING")
 
     def _create_resources(self) -> None:
-        self.resources = bootstrap(STAGE, account_id=ACCOUNT_ID, region=REGION,
-                                   template_path=self.settings.project_dir / "infra" / "aws" / "resources.yaml")
+        self.resources = bootstrap(
+            STAGE,
+            account_id=ACCOUNT_ID,
+            region=REGION,
+            template_path=self.settings.project_dir / "infra" / "aws" / "resources.yaml",
+        )
         if self.resources.get("bucket"):
             os.environ["FLEETBOX_BUCKET"] = self.resources["bucket"]
         if self.state is not None:
@@ -261,8 +280,14 @@ class LocalStack:
             self.state.save_admin_key(self.admin_api_key)
 
     def _start_workers(self) -> None:
-        self.workers = WorkerLoop(self.app, stage=STAGE, region=REGION, account_id=ACCOUNT_ID,
-                                  speedup=self.settings.schedule_speedup, chalice_config=self.chalice_config)
+        self.workers = WorkerLoop(
+            self.app,
+            stage=STAGE,
+            region=REGION,
+            account_id=ACCOUNT_ID,
+            speedup=self.settings.schedule_speedup,
+            chalice_config=self.chalice_config,
+        )
         self.workers.start()
 
     def _resume_batches(self) -> None:
@@ -282,8 +307,10 @@ class LocalStack:
         try:
             server = create_server(self.app, self.chalice_config, self.settings.host, self.settings.http_port)
         except OSError as exc:
-            raise StackError(f"cannot listen on {self.settings.host}:{self.settings.http_port} ({exc.strerror}); "
-                             f"set FLEETBOX_HTTP_PORT to another port") from exc
+            raise StackError(
+                f"cannot listen on {self.settings.host}:{self.settings.http_port} ({exc.strerror}); "
+                f"set FLEETBOX_HTTP_PORT to another port"
+            ) from exc
         self.http = ServerThread(server)
         self.http.start()
         self.http.wait_accepting()
@@ -305,8 +332,15 @@ class LocalStack:
 
             awscalls.install(self.info_path.parent / "aws_calls.json")
 
-        broker = LocalBroker.for_app(self.app, self.settings.host, self.settings.mqtt_port, region=REGION,
-                                     account_id=ACCOUNT_ID, stage=STAGE, reauth_s=self.settings.mqtt_reauth_s)
+        broker = LocalBroker.for_app(
+            self.app,
+            self.settings.host,
+            self.settings.mqtt_port,
+            region=REGION,
+            account_id=ACCOUNT_ID,
+            stage=STAGE,
+            reauth_s=self.settings.mqtt_reauth_s,
+        )
         try:
             broker.start()
         except BrokerStartError as exc:
@@ -345,11 +379,17 @@ class LocalStack:
 
     def banner(self) -> str:
         assert self.info is not None
-        mqtt = (f"mqtt://{self.info['mqtt_host']}:{self.info['mqtt_port']}" if self.mqtt_listening else
-                f"arrives with the connectivity issue (will listen on "
-                f"{self.info['mqtt_host']}:{self.info['mqtt_port']})")
-        state = (f"kept in {self.state.path}" if self.state else
-                 "in memory (set FLEETBOX_STATE_DIR to keep it across restarts)")
+        mqtt = (
+            f"mqtt://{self.info['mqtt_host']}:{self.info['mqtt_port']}"
+            if self.mqtt_listening
+            else f"arrives with the connectivity issue (will listen on "
+            f"{self.info['mqtt_host']}:{self.info['mqtt_port']})"
+        )
+        state = (
+            f"kept in {self.state.path}"
+            if self.state
+            else "in memory (set FLEETBOX_STATE_DIR to keep it across restarts)"
+        )
         lines = [
             "",
             "Fleetbox local stack is ready",
@@ -382,6 +422,7 @@ class LocalStack:
         if workers is not None:
             self._quietly("stop the workers", workers.stop)
         if self.state is not None and self.moto is not None and self.moto.alive() and self.resources:
+
             def save() -> None:
                 assert self.state is not None
                 if workers is not None:
@@ -389,6 +430,7 @@ class LocalStack:
                 saved = self.state.save_pending_messages(self._sqs(), self.resources["queues"])
                 if saved:
                     log.info("state: saved %d queued message(s) for the next start", saved)
+
             self._quietly("save queued messages", save)
         if self.moto is not None:
             self._quietly("stop moto", self.moto.stop)

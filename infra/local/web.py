@@ -6,6 +6,7 @@ does the same two steps itself (make the app's ``current_request`` thread-local,
 access log with one line: method, path (no query string), status, duration, request id.
 Headers and bodies are never logged.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutE
 def _route_matches(route: str, path: str) -> bool:
     """chalice local's matching (same level count, ``{param}`` matches one level)."""
     want, have = route.split("/"), path.split("/")
-    return len(want) == len(have) and all(w == h or (w.startswith("{") and w.endswith("}"))
-                                          for w, h in zip(want, have, strict=True))
+    return len(want) == len(have) and all(
+        w == h or (w.startswith("{") and w.endswith("}")) for w, h in zip(want, have, strict=True)
+    )
 
 
 class RequestHandler(ChaliceRequestHandler):
@@ -81,8 +83,14 @@ class RequestHandler(ChaliceRequestHandler):
                 self._send_http_response(500, {}, '{"message": "Internal server error"}')
         finally:
             elapsed_ms = (time.perf_counter() - started) * 1000
-            log.info("%s %s %s %.1fms x-request-id=%s", self.command, self._path_only(),
-                     self._status if self._status is not None else "-", elapsed_ms, self._request_id)
+            log.info(
+                "%s %s %s %.1fms x-request-id=%s",
+                self.command,
+                self._path_only(),
+                self._status if self._status is not None else "-",
+                elapsed_ms,
+                self._request_id,
+            )
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
@@ -109,8 +117,9 @@ class RequestHandler(ChaliceRequestHandler):
             self._envelope(errors.INVALID_REQUEST, "Content-Length is not a byte count")
             return True
         if length > MAX_BODY_BYTES:
-            self._envelope(errors.BODY_TOO_LARGE,
-                           f"the request body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+            self._envelope(
+                errors.BODY_TOO_LARGE, f"the request body is {length} bytes; at most {MAX_BODY_BYTES} are accepted"
+            )
             return True
         return False
 
@@ -147,8 +156,13 @@ class RequestHandler(ChaliceRequestHandler):
             self._envelope(error, message or explain or "request refused", status)
         except OSError:
             return
-        log.info("%s %s %s 0.0ms x-request-id=%s", self.command or "-", self._path_only() if self.path else "-",
-                 status, self._request_id)
+        log.info(
+            "%s %s %s 0.0ms x-request-id=%s",
+            self.command or "-",
+            self._path_only() if self.path else "-",
+            status,
+            self._request_id,
+        )
 
     def _path_only(self) -> str:
         # the query string may carry tokens (presigned-style links, pagination cursors)
@@ -189,8 +203,9 @@ class ServerThread:
 
     def __init__(self, server: LocalDevServer) -> None:
         self.server = server
-        self._thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=server.server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -11,6 +11,7 @@ by ``FLEETBOX_SCHEDULE_SPEEDUP``) or at the minutes its ``cron(...)`` expression
 
 Handler errors are logged with their traceback; the loop goes on.
 """
+
 from __future__ import annotations
 
 import base64
@@ -147,8 +148,12 @@ class Cron:
         minutes = sorted(self.minutes) if self.minutes is not None else range(60)
         for _ in range(366 * 10):
             weekday = (day.weekday() + 1) % 7 + 1
-            if (self._ok(self.years, day.year) and self._ok(self.months, day.month)
-                    and self._ok(self.days, day.day) and self._ok(self.weekdays, weekday)):
+            if (
+                self._ok(self.years, day.year)
+                and self._ok(self.months, day.month)
+                and self._ok(self.days, day.day)
+                and self._ok(self.weekdays, weekday)
+            ):
                 for hour in hours:
                     for minute in minutes:
                         candidate = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
@@ -229,8 +234,10 @@ def failed_message_ids(result: Any, batch_ids: Iterable[str]) -> set[str]:
     for failure in failures:
         identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
         if not identifier or identifier not in batch:
-            log.error("partial batch response names %r, not a message of the batch: the whole batch "
-                      "is treated as failed", identifier)
+            log.error(
+                "partial batch response names %r, not a message of the batch: the whole batch is treated as failed",
+                identifier,
+            )
             return batch
         failed.add(identifier)
     return failed
@@ -257,9 +264,17 @@ class _Function:
 class WorkerLoop:
     """Drives the app's SQS and schedule handlers in threads until :meth:`stop`."""
 
-    def __init__(self, app: Chalice, *, stage: str = "local", region: str = "us-east-1",
-                 account_id: str = "123456789012", speedup: float = 1.0,
-                 wait_time_seconds: int = 1, chalice_config: Any = None) -> None:
+    def __init__(
+        self,
+        app: Chalice,
+        *,
+        stage: str = "local",
+        region: str = "us-east-1",
+        account_id: str = "123456789012",
+        speedup: float = 1.0,
+        wait_time_seconds: int = 1,
+        chalice_config: Any = None,
+    ) -> None:
         if speedup <= 0:
             raise ValueError("speedup must be positive")
         self.app = app
@@ -367,8 +382,10 @@ class WorkerLoop:
         try:
             url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
         except ClientError as exc:
-            raise RuntimeError(f"handler {source.name} listens to queue {queue_name!r}, which does not "
-                               f"exist locally: add it to infra/aws/resources.yaml") from exc
+            raise RuntimeError(
+                f"handler {source.name} listens to queue {queue_name!r}, which does not "
+                f"exist locally: add it to infra/aws/resources.yaml"
+            ) from exc
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         function = _Function(self, source.name)
         batch_size = max(1, int(source.batch_size or 1))
@@ -413,19 +430,26 @@ class WorkerLoop:
         try:
             result = function.invoke(event)
         except Exception:
-            log.exception("handler %s failed on %d message(s); they return after the visibility timeout",
-                          function.name, len(messages))
+            log.exception(
+                "handler %s failed on %d message(s); they return after the visibility timeout",
+                function.name,
+                len(messages),
+            )
             self._remember_failed(url, messages)
             return
         failed = failed_message_ids(result, ids)
         if failed:
-            log.info("handler %s: %d of %d message(s) failed; they return after the visibility timeout",
-                     function.name, len(failed), len(messages))
+            log.info(
+                "handler %s: %d of %d message(s) failed; they return after the visibility timeout",
+                function.name,
+                len(failed),
+                len(messages),
+            )
         done = [m for m in messages if m["MessageId"] not in failed]
         self._remember_failed(url, [m for m in messages if m["MessageId"] in failed])
         self._forget(url, [m["MessageId"] for m in done])
         for start in range(0, len(done), 10):
-            chunk = done[start:start + 10]
+            chunk = done[start : start + 10]
             try:
                 response = sqs.delete_message_batch(
                     QueueUrl=url,
@@ -435,8 +459,7 @@ class WorkerLoop:
                 log.error("handler %s: deleting %d processed message(s) failed: %s", function.name, len(chunk), exc)
                 continue
             for failure in response.get("Failed", []):
-                log.error("handler %s: deleting a processed message failed: %s", function.name,
-                          failure.get("Message"))
+                log.error("handler %s: deleting a processed message failed: %s", function.name, failure.get("Message"))
 
     # -- schedules
 
@@ -449,8 +472,9 @@ class WorkerLoop:
                 raise ScheduleError(f"handler {source.name}: unsupported schedule {expression!r}")
             cron = Cron.parse(expression)
         function = _Function(self, source.name)
-        rule_arn = f"arn:aws:events:{self.region}:{self.account_id}:rule/" \
-                   f"{self.app.app_name}-{self.stage}-{source.name}-event"
+        rule_arn = (
+            f"arn:aws:events:{self.region}:{self.account_id}:rule/{self.app.app_name}-{self.stage}-{source.name}-event"
+        )
         period = interval / self.speedup if interval is not None else 0.0
         if cron is None:
             log.info("%s every %.3g s (%s, speedup %g)", source.name, period, expression, self.speedup)

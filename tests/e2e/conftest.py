@@ -1,6 +1,7 @@
 """End-to-end fixtures: the real local stack (``python -m infra.local``) as a subprocess
 (started by ``tests/e2e/stack.py``), and an admin client of it (``tests/e2e/fleet.py``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

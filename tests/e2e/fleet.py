@@ -1,6 +1,7 @@
 """Helpers for the e2e tests: the HTTP API, devices, and paho clients built the way a
 Tencent-SDK device builds its credentials (computed here, independently of the product's code),
 and the stack's own AWS services (moto) read directly."""
+
 from __future__ import annotations
 
 import json
@@ -17,21 +18,40 @@ from tests.helpers import mqtt_password, wait_until
 
 LAMP_MODEL: dict[str, Any] = {
     "properties": [
-        {"id": "power_switch", "name": "Power", "mode": "rw",
-         "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},
-        {"id": "brightness", "name": "Brightness", "mode": "rw",
-         "define": {"type": "int", "min": "0", "max": "100", "step": "1", "unit": "%"}},
-        {"id": "color", "name": "Color", "mode": "rw",
-         "define": {"type": "enum", "mapping": {"0": "Red", "1": "Green", "2": "Blue"}}},
+        {
+            "id": "power_switch",
+            "name": "Power",
+            "mode": "rw",
+            "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}},
+        },
+        {
+            "id": "brightness",
+            "name": "Brightness",
+            "mode": "rw",
+            "define": {"type": "int", "min": "0", "max": "100", "step": "1", "unit": "%"},
+        },
+        {
+            "id": "color",
+            "name": "Color",
+            "mode": "rw",
+            "define": {"type": "enum", "mapping": {"0": "Red", "1": "Green", "2": "Blue"}},
+        },
     ],
     "events": [
-        {"id": "low_battery", "name": "LowBattery", "type": "alert",
-         "params": [{"id": "level", "name": "Level", "define": {"type": "int", "min": "0", "max": "100"}}]},
+        {
+            "id": "low_battery",
+            "name": "LowBattery",
+            "type": "alert",
+            "params": [{"id": "level", "name": "Level", "define": {"type": "int", "min": "0", "max": "100"}}],
+        },
     ],
     "actions": [
-        {"id": "blink", "name": "Blink",
-         "input": [{"id": "times", "name": "Times", "define": {"type": "int", "min": "0", "max": "10"}}],
-         "output": [{"id": "done", "name": "Done", "define": {"type": "bool", "mapping": {"0": "no", "1": "yes"}}}]},
+        {
+            "id": "blink",
+            "name": "Blink",
+            "input": [{"id": "times", "name": "Times", "define": {"type": "int", "min": "0", "max": "10"}}],
+            "output": [{"id": "done", "name": "Done", "define": {"type": "bool", "mapping": {"0": "no", "1": "yes"}}}],
+        },
     ],
 }
 
@@ -51,10 +71,17 @@ class Api:
             assert resp.status_code in expected, f"{method} {path}: {resp.status_code} {resp.text[:500]}"
         return resp
 
-    def product(self, *, device_type: str = "device", model: dict[str, Any] | None = LAMP_MODEL,
-                name: str = "Lamp") -> str:
-        body = {"name": f"{name} {uuid.uuid4().hex[:8]}", "category": "custom", "device_type": device_type, "comm_method": "wifi",
-                "auth_type": "key", "data_protocol": "thing_model"}
+    def product(
+        self, *, device_type: str = "device", model: dict[str, Any] | None = LAMP_MODEL, name: str = "Lamp"
+    ) -> str:
+        body = {
+            "name": f"{name} {uuid.uuid4().hex[:8]}",
+            "category": "custom",
+            "device_type": device_type,
+            "comm_method": "wifi",
+            "auth_type": "key",
+            "data_protocol": "thing_model",
+        }
         if device_type == "subdevice":
             body["subdevice_protocol"] = "zigbee"
         pid = self.call("POST", "/v1/products", 201, json=body).json()["product_id"]
@@ -79,8 +106,9 @@ class Api:
         return {item["id"]: item for item in doc.get("properties") or []}
 
 
-def credentials(pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256",
-                expiry: int | None = None) -> tuple[str, str, str]:
+def credentials(
+    pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256", expiry: int | None = None
+) -> tuple[str, str, str]:
     """(client id, username, password) of SPEC §6.2; expiry defaults to the start time in ms (the SDK's)."""
     expiry = expiry if expiry is not None else int(time.time() * 1000)
     username = f"{pid}{dn};12010126;{uuid.uuid4().hex[:5]};{expiry}"
@@ -90,9 +118,19 @@ def credentials(pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256"
 class Device:
     """A paho-mqtt device that records what happens to it."""
 
-    def __init__(self, info: dict[str, Any], pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256",
-                 expiry: int | None = None, protocol: int = mqtt.MQTTv311, keepalive: int = 60,
-                 password: str | None = None) -> None:
+    def __init__(
+        self,
+        info: dict[str, Any],
+        pid: str,
+        dn: str,
+        secret: str,
+        *,
+        algorithm: str = "hmacsha256",
+        expiry: int | None = None,
+        protocol: int = mqtt.MQTTv311,
+        keepalive: int = 60,
+        password: str | None = None,
+    ) -> None:
         client_id, username, good_password = credentials(pid, dn, secret, algorithm=algorithm, expiry=expiry)
         self.pid, self.dn = pid, dn
         self.host, self.port, self.keepalive = info["mqtt_host"], info["mqtt_port"], keepalive
@@ -159,14 +197,22 @@ class Device:
         return wait_until(find, timeout)
 
     def reply_to(self, token: str, method: str | None = None, timeout: float = 10.0) -> tuple[str, Any] | None:
-        return self.wait_message(lambda t, b: isinstance(b, dict) and b.get("clientToken") == token
-                                 and (method is None or b.get("method") == method), timeout)
+        return self.wait_message(
+            lambda t, b: (
+                isinstance(b, dict) and b.get("clientToken") == token and (method is None or b.get("method") == method)
+            ),
+            timeout,
+        )
 
 
 def aws_client(info: dict[str, Any], service: str) -> Any:
     """A boto3 client of the stack's own moto server, signed with the stack's key (local.json)."""
     import boto3
 
-    return boto3.client(service, endpoint_url=info["s3_endpoint"], region_name="us-east-1",
-                        aws_access_key_id=info["aws_access_key_id"],
-                        aws_secret_access_key=info["aws_secret_access_key"])
+    return boto3.client(
+        service,
+        endpoint_url=info["s3_endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=info["aws_access_key_id"],
+        aws_secret_access_key=info["aws_secret_access_key"],
+    )

@@ -4,6 +4,7 @@ Each stack gets free ports and its own FLEETBOX_HOME (so .fleetbox/local.json ne
 developer's running stack); its stdout and stderr go to ``stack.log`` in that home.  The
 fixtures that start them are in ``tests/e2e/conftest.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,9 @@ class StackProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"the local stack did not exit within {timeout} s of SIGTERM\n"
-                                 f"{self.log_text()[-4000:]}") from None
+            raise AssertionError(
+                f"the local stack did not exit within {timeout} s of SIGTERM\n{self.log_text()[-4000:]}"
+            ) from None
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -96,15 +98,17 @@ def start_stack(home: Path, **env_overrides: str) -> StackProcess:
     env = dict(os.environ)
     for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_ADMIN_API_KEY", "FLEETBOX_HOST"):
         env.pop(name, None)
-    env.update({
-        "FLEETBOX_HOME": str(home),
-        "FLEETBOX_HTTP_PORT": str(free_port()),
-        "FLEETBOX_MQTT_PORT": str(free_port()),
-        "PYTHONUNBUFFERED": "1",
-        # the session's stack serves many test modules and the README walkthrough: the unit and
-        # integration suites' 50-device quota (tests/conftest.py) is far too small for all of them
-        "FLEETBOX_DEVICE_QUOTA": "100000",
-    })
+    env.update(
+        {
+            "FLEETBOX_HOME": str(home),
+            "FLEETBOX_HTTP_PORT": str(free_port()),
+            "FLEETBOX_MQTT_PORT": str(free_port()),
+            "PYTHONUNBUFFERED": "1",
+            # the session's stack serves many test modules and the README walkthrough: the unit and
+            # integration suites' 50-device quota (tests/conftest.py) is far too small for all of them
+            "FLEETBOX_DEVICE_QUOTA": "100000",
+        }
+    )
     env.update(env_overrides)
     log_path = home / "stack.log"
     info_path = home / ".fleetbox" / "local.json"
@@ -112,15 +116,20 @@ def start_stack(home: Path, **env_overrides: str) -> StackProcess:
     stale = info_path.read_bytes() if info_path.exists() else None
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "infra.local"], cwd=REPO_ROOT, env=env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "infra.local"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     stack = StackProcess(process=process, home=home, log_path=log_path)
 
     def written() -> bytes | None:
         if process.poll() is not None:
-            raise AssertionError(f"the local stack exited with {process.returncode} during start-up\n"
-                                 f"{stack.log_text()[-4000:]}")
+            raise AssertionError(
+                f"the local stack exited with {process.returncode} during start-up\n{stack.log_text()[-4000:]}"
+            )
         current = stack.info_path.read_bytes() if stack.info_path.exists() else None
         return current if current is not None and current != stale else None
 

@@ -3,6 +3,7 @@ upload rules, the quota, re-delivered steps, a killed-and-restarted worker, and 
 
 The stacks here run with a 20,000-device quota (the suite's default is 50).
 """
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,15 @@ def api(stack: StackProcess) -> Api:
 
 
 def released(api: Api, **extra: Any) -> str:
-    body = {"name": f"Batch {random.randrange(10**8)}", "category": "custom", "device_type": "device",
-            "comm_method": "wifi", "auth_type": "key", "data_protocol": "thing_model", **extra}
+    body = {
+        "name": f"Batch {random.randrange(10**8)}",
+        "category": "custom",
+        "device_type": "device",
+        "comm_method": "wifi",
+        "auth_type": "key",
+        "data_protocol": "thing_model",
+        **extra,
+    }
     pid = api.call("POST", "/v1/products", 201, json=body).json()["product_id"]
     api.call("POST", f"/v1/products/{pid}/publish", 200)
     return pid
@@ -81,8 +89,11 @@ def stored_devices(info: dict[str, Any], pid: str) -> dict[str, dict[str, Any]]:
     ddb = aws_client(info, "dynamodb")
     out: dict[str, dict[str, Any]] = {}
     for page in ddb.get_paginator("query").paginate(
-            TableName="fleetbox-local-devices", KeyConditionExpression="product_id = :p",
-            ExpressionAttributeValues={":p": {"S": pid}}, ConsistentRead=True):
+        TableName="fleetbox-local-devices",
+        KeyConditionExpression="product_id = :p",
+        ExpressionAttributeValues={":p": {"S": pid}},
+        ConsistentRead=True,
+    ):
         for item in page["Items"]:
             out[item["device_name"]["S"]] = item
     return out
@@ -101,7 +112,6 @@ def password_check_passes(pid: str, name: str, psk: str, stored_secret: str) -> 
         return False
 
 
-
 # ------------------------------------------------------------------ the 10,000-device batch
 
 
@@ -109,8 +119,11 @@ def password_check_passes(pid: str, name: str, psk: str, stored_secret: str) -> 
 def big(api: Api, stack: StackProcess) -> dict[str, Any]:
     pid = released(api)
     t0 = time.monotonic()
-    job = run_batch(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                          "quantity": BIG, "qr_code": True}, timeout=300)
+    job = run_batch(
+        api,
+        {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": BIG, "qr_code": True},
+        timeout=300,
+    )
     return {"pid": pid, "job": job, "seconds": time.monotonic() - t0}
 
 
@@ -127,7 +140,8 @@ def test_a_10000_device_batch_with_qr_codes_completes_with_valid_outputs(api, st
     archive = zipfile.ZipFile(io.BytesIO(download(job["download_url"])))
     names = archive.namelist()
     assert len(names) == BIG + 1 and sorted(n for n in names if n.endswith(".png")) == sorted(
-        f"{r['DeviceName']}.png" for r in rows)
+        f"{r['DeviceName']}.png" for r in rows
+    )
     assert read_batch_csv(archive.read("devices.csv")) == rows
     for r in random.sample(rows, 40):
         doc = json.loads(scan(archive.read(f"{r['DeviceName']}.png")))
@@ -145,9 +159,11 @@ def test_redelivered_steps_of_a_finished_batch_create_nothing(api, stack, big):
     pid, job = big["pid"], big["job"]
     sqs = aws_client(stack.info, "sqs")
     url = sqs.get_queue_url(QueueName="fleetbox-local-jobs")["QueueUrl"]
-    for body in ({"kind": "batch.chunk", "body": {"batch_id": job["id"], "chunk": 0}},
-                 {"kind": "batch.chunk", "body": {"batch_id": job["id"], "chunk": 0}},
-                 {"kind": "batch.finish", "body": {"batch_id": job["id"]}}):
+    for body in (
+        {"kind": "batch.chunk", "body": {"batch_id": job["id"], "chunk": 0}},
+        {"kind": "batch.chunk", "body": {"batch_id": job["id"], "chunk": 0}},
+        {"kind": "batch.finish", "body": {"batch_id": job["id"]}},
+    ):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
     # the worker loop deletes a message once its handler returned: none visible and none in
     # flight means all three steps ran to the end (and any step they queued ran too)
@@ -161,14 +177,21 @@ def test_upload_rows_existing_invalid_duplicate_are_reported_and_nothing_is_over
     pid = released(api)
     existing = api.call("POST", f"/v1/products/{pid}/devices", 201, json={"device_name": "unit-2"}).json()
     text = "DeviceName\nunit-1\nunit-2\nno spaces allowed\nunit-1\nunit-3\n"
-    job = run_batch(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
-                          "names_csv": text}, timeout=60)
+    job = run_batch(
+        api,
+        {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload", "names_csv": text},
+        timeout=60,
+    )
     assert (job["status"], job["success_count"], job["failure_count"]) == ("done", 2, 3)
-    assert {f["row"]: f["device_name"] for f in job["failures"]} == {
-        3: "unit-2", 4: "no spaces allowed", 5: "unit-1"}
+    assert {f["row"]: f["device_name"] for f in job["failures"]} == {3: "unit-2", 4: "no spaces allowed", 5: "unit-1"}
     rows = read_batch_csv(download(job["download_url"]))
     assert [(r["DeviceName"], r["Status"] == "success") for r in rows] == [
-        ("unit-1", True), ("unit-2", False), ("no spaces allowed", False), ("unit-1", False), ("unit-3", True)]
+        ("unit-1", True),
+        ("unit-2", False),
+        ("no spaces allowed", False),
+        ("unit-1", False),
+        ("unit-3", True),
+    ]
     secret = api.call("GET", f"/v1/products/{pid}/devices/unit-2", 200, params={"include_secret": "true"}).json()
     assert secret["secret"] == existing["secret"]
 
@@ -176,14 +199,27 @@ def test_upload_rows_existing_invalid_duplicate_are_reported_and_nothing_is_over
 def test_over_quota_fails_first_and_unreleased_products_are_refused(api, big):
     pid = released(api)
     remaining = api.call("GET", "/v1/quota", 200).json()["remaining"]
-    over = api.call("POST", "/v1/batches", 409, json={"product_id": pid, "burn_method": "per_device_secret",
-                                                      "generation": "auto", "quantity": min(remaining + 1, BIG)})
+    over = api.call(
+        "POST",
+        "/v1/batches",
+        409,
+        json={
+            "product_id": pid,
+            "burn_method": "per_device_secret",
+            "generation": "auto",
+            "quantity": min(remaining + 1, BIG),
+        },
+    )
     assert over.json()["error"]["code"] == "LimitExceeded.DeviceExceedLimit"
     assert api.call("GET", "/v1/quota", 200).json()["remaining"] == remaining
     assert api.call("GET", f"/v1/products/{pid}/batches", 200).json()["items"] == []
     draft = api.product(model=None)
-    refused = api.call("POST", "/v1/batches", 409, json={"product_id": draft, "burn_method": "per_device_secret",
-                                                         "generation": "auto", "quantity": 1})
+    refused = api.call(
+        "POST",
+        "/v1/batches",
+        409,
+        json={"product_id": draft, "burn_method": "per_device_secret", "generation": "auto", "quantity": 1},
+    )
     assert refused.json()["error"]["code"] == "UnsupportedOperation.ProductNotReleased"
 
 
@@ -195,8 +231,10 @@ def test_binding_a_scanned_device_code(api, big):
     first = api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "alice"}).json()
     assert api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "alice"}).json()["id"] == first["id"]
     forged = json.dumps({**json.loads(code), "Signature": "0" * 64}, separators=(",", ":"))
-    assert api.call("POST", "/v1/bindings", 400, json={"code": forged, "user_id": "eve"}).json()["error"][
-        "code"] == "InvalidParameterValue.QRCodeSignatureInvalid"
+    assert (
+        api.call("POST", "/v1/bindings", 400, json={"code": forged, "user_id": "eve"}).json()["error"]["code"]
+        == "InvalidParameterValue.QRCodeSignatureInvalid"
+    )
     # the product is preemptive (default): a new scan takes the device over
     api.call("POST", "/v1/bindings", 201, json={"code": code, "user_id": "bob"})
     assert api.call("GET", "/v1/users/alice/devices", 200).json()["items"] == []
@@ -215,9 +253,18 @@ def test_a_killed_stack_resumes_the_batch_to_the_same_result(tmp_path: Path):
     try:
         api = Api(first.info)
         pid = released(api)
-        job = api.call("POST", "/v1/batches", 202, json={"product_id": pid, "burn_method": "per_device_secret",
-                                                         "generation": "auto", "quantity": n,
-                                                         "qr_code": True}).json()
+        job = api.call(
+            "POST",
+            "/v1/batches",
+            202,
+            json={
+                "product_id": pid,
+                "burn_method": "per_device_secret",
+                "generation": "auto",
+                "quantity": n,
+                "qr_code": True,
+            },
+        ).json()
         seen: dict[str, Any] = {}
 
         def midway() -> bool:
@@ -236,12 +283,17 @@ def test_a_killed_stack_resumes_the_batch_to_the_same_result(tmp_path: Path):
         assert "resumed 1 batch job(s) that were running when the stack stopped" in second.log_text()
         assert "batch resumed" in second.log_text()
         at_start = api.call("GET", f"/v1/batches/{job['id']}", 200).json()
-        moved = wait_until(lambda: at_start["status"] == "done" or api.call(
-            "GET", f"/v1/batches/{job['id']}", 200).json()["processed"] > at_start["processed"], 30, 0.2)
+        moved = wait_until(
+            lambda: (
+                at_start["status"] == "done"
+                or api.call("GET", f"/v1/batches/{job['id']}", 200).json()["processed"] > at_start["processed"]
+            ),
+            30,
+            0.2,
+        )
         assert moved, "the batch did not move within 30 s of the restart"
         done = wait_done(api, job["id"], 120)
-        assert (done["status"], done["success_count"], done["failure_count"], done["processed"]) == (
-            "done", n, 0, n)
+        assert (done["status"], done["success_count"], done["failure_count"], done["processed"]) == ("done", n, 0, n)
         rows = read_batch_csv(download(done["csv_url"]))
         assert len(rows) == n and len({r["DeviceName"] for r in rows}) == n
         stored = stored_devices(second.info, pid)

@@ -1,5 +1,6 @@
 """A gateway and its subdevices over real MQTT (SPEC §6.5): bind (signed), online, a
 subdevice's report through the gateway landing on the subdevice, topology, offline."""
+
 from __future__ import annotations
 
 import random
@@ -17,8 +18,14 @@ pytestmark = pytest.mark.e2e
 def bind_entry(sub_pid: str, sub_dn: str, sub_secret: str) -> dict[str, Any]:
     nonce, ts = random.randint(1, 2**31), int(time.time())
     signature = sign_gateway_bind(sub_pid, sub_dn, sub_secret, nonce, ts)
-    return {"product_id": sub_pid, "device_name": sub_dn, "signature": signature, "random": nonce,
-            "timestamp": ts, "signmethod": "hmacsha256"}
+    return {
+        "product_id": sub_pid,
+        "device_name": sub_dn,
+        "signature": signature,
+        "random": nonce,
+        "timestamp": ts,
+        "signmethod": "hmacsha256",
+    }
 
 
 def operation(gateway: Device, body: dict[str, Any], token: str) -> dict[str, Any]:
@@ -44,18 +51,24 @@ def test_gateway_binds_brings_online_and_reports_for_a_subdevice(stack_factory, 
     try:
         gateway.subscribe(gateway.topic("gateway/operation/result", dollar=True), 1)
         # When it binds the subdevice (signed with the subdevice's secret) and brings it online
-        bound = operation(gateway, {"type": "bind", "payload": {"devices": [bind_entry(sub_pid, sub_dn, sub_secret)]}},
-                          "bind-1")
+        bound = operation(
+            gateway, {"type": "bind", "payload": {"devices": [bind_entry(sub_pid, sub_dn, sub_secret)]}}, "bind-1"
+        )
         assert [d["result"] for d in bound["payload"]["devices"]] == [0]
-        online = operation(gateway, {"type": "online", "payload": {"devices": [
-            {"product_id": sub_pid, "device_name": sub_dn}]}}, "online-1")
+        online = operation(
+            gateway,
+            {"type": "online", "payload": {"devices": [{"product_id": sub_pid, "device_name": sub_dn}]}},
+            "online-1",
+        )
         assert [d["result"] for d in online["payload"]["devices"]] == [0]
         assert wait_until(lambda: api.describe(sub_pid, sub_dn)["status"] == "online")
         # and reports on the subdevice's topic
         _, codes = gateway.subscribe(gateway.topic("thing/down/property", dollar=True, pid=sub_pid, dn=sub_dn), 0)
         assert codes[0].value == 0
-        gateway.publish(gateway.topic("thing/up/property", dollar=True, pid=sub_pid, dn=sub_dn),
-                        {"method": "report", "clientToken": "sub-1", "params": {"brightness": 55}})
+        gateway.publish(
+            gateway.topic("thing/up/property", dollar=True, pid=sub_pid, dn=sub_dn),
+            {"method": "report", "clientToken": "sub-1", "params": {"brightness": 55}},
+        )
         # Then the report lands on the subdevice and the reply comes back on its topic
         reply = gateway.reply_to("sub-1", "report_reply")
         assert reply is not None and reply[1]["code"] == 0
@@ -65,13 +78,16 @@ def test_gateway_binds_brings_online_and_reports_for_a_subdevice(stack_factory, 
         subs = api.call("GET", f"/v1/products/{gw_pid}/devices/{gw_dn}/subdevices", 200).json()["items"]
         assert [(s["product_id"], s["device_name"], s["online"]) for s in subs] == [(sub_pid, sub_dn, True)]
         # A subdevice the gateway is not bound to gets nothing stored
-        gateway.publish(gateway.topic("thing/up/property", pid=sub_pid, dn=stranger),
-                        {"method": "report", "clientToken": "sub-2", "params": {"brightness": 1}})
+        gateway.publish(
+            gateway.topic("thing/up/property", pid=sub_pid, dn=stranger),
+            {"method": "report", "clientToken": "sub-2", "params": {"brightness": 1}},
+        )
         # the uplink refuses it in its handling stage and logs Dev_Pub_Unauthorized on the
         # stranger with the batch's rows, after the batch's device writes: once that entry is
         # there, anything the report could have stored would be there too
-        assert wait_until(lambda: any(e["code"] == "Dev_Pub_Unauthorized"
-                                      for e in api.logs(sub_pid, stranger, "diagnostic")))
+        assert wait_until(
+            lambda: any(e["code"] == "Dev_Pub_Unauthorized" for e in api.logs(sub_pid, stranger, "diagnostic"))
+        )
         assert api.reported(sub_pid, stranger) == {}
     finally:
         gateway.close()

@@ -1,4 +1,5 @@
 """The local stack, started for real (``python -m infra.local``), driven over HTTP."""
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,14 @@ from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
-LAMP = {"name": "Lamp", "category": "custom", "device_type": "device", "comm_method": "wifi",
-        "auth_type": "key", "data_protocol": "thing_model"}
+LAMP = {
+    "name": "Lamp",
+    "category": "custom",
+    "device_type": "device",
+    "comm_method": "wifi",
+    "auth_type": "key",
+    "data_protocol": "thing_model",
+}
 
 
 def bearer(info: dict) -> dict[str, str]:
@@ -35,8 +42,7 @@ def accepts_connections(url: str) -> bool:
 
 def wait_for_log_line(stack: StackProcess, pattern: str, timeout: float = 5.0) -> list[str]:
     """Lines of the stack's output matching ``pattern`` (waits for at least one)."""
-    return wait_until(lambda: [line for line in stack.log_text().splitlines() if re.search(pattern, line)],
-                      timeout)
+    return wait_until(lambda: [line for line in stack.log_text().splitlines() if re.search(pattern, line)], timeout)
 
 
 def test_local_json_describes_the_running_stack(local_stack):
@@ -46,9 +52,13 @@ def test_local_json_describes_the_running_stack(local_stack):
     assert isinstance(local_stack["mqtt_port"], int)
     assert accepts_connections(local_stack["api_url"])
     # s3_endpoint is moto: S3 answers there, to requests signed with the stack's own key only
-    s3 = boto3.client("s3", endpoint_url=local_stack["s3_endpoint"], region_name="us-east-1",
-                      aws_access_key_id=local_stack["aws_access_key_id"],
-                      aws_secret_access_key=local_stack["aws_secret_access_key"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=local_stack["s3_endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=local_stack["aws_access_key_id"],
+        aws_secret_access_key=local_stack["aws_secret_access_key"],
+    )
     assert s3.list_buckets()["Buckets"]
     assert requests.get(local_stack["s3_endpoint"], timeout=10).status_code == 403
 
@@ -87,8 +97,9 @@ def test_the_stack_logs_one_line_per_request(local_stack_process):
     # Given a request to a path no other request uses
     info = local_stack_process.info
     product_id = "LOG" + uuid.uuid4().hex[:7].upper()
-    response = requests.get(f"{info['api_url']}/v1/products/{product_id}?limit=5&secret=dont-log-me",
-                            headers=bearer(info), timeout=10)
+    response = requests.get(
+        f"{info['api_url']}/v1/products/{product_id}?limit=5&secret=dont-log-me", headers=bearer(info), timeout=10
+    )
     request_id = response.headers["x-request-id"]
 
     # Then exactly one readable line says method, path, status, duration and request id
@@ -100,8 +111,9 @@ def test_the_stack_logs_one_line_per_request(local_stack_process):
     # and neither the query string nor the credential is logged (the key appears only in the banner)
     log = local_stack_process.log_text()
     assert "dont-log-me" not in log
-    assert [ln for ln in log.splitlines() if info["admin_api_key"] in ln] == \
-        [ln for ln in log.splitlines() if "Admin key" in ln]
+    assert [ln for ln in log.splitlines() if info["admin_api_key"] in ln] == [
+        ln for ln in log.splitlines() if "Admin key" in ln
+    ]
     # and BaseHTTPRequestHandler's access log ("GET /… HTTP/1.1" 200 -) is gone
     assert not re.search(r'"GET /\S* HTTP/1\.1" \d{3}', log)
 
@@ -138,15 +150,17 @@ def test_state_dir_keeps_data_across_a_restart(stack_factory, tmp_path: Path):
     second = stack_factory(home=tmp_path / "home", FLEETBOX_STATE_DIR=str(state))
 
     # Then the product is still there (and the admin key is the same one)
-    fetched = requests.get(f"{second.info['api_url']}/v1/products/{product_id}", headers=bearer(second.info),
-                           timeout=10)
+    fetched = requests.get(
+        f"{second.info['api_url']}/v1/products/{product_id}", headers=bearer(second.info), timeout=10
+    )
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["name"] == "Lamp"
     assert second.info["admin_api_key"] == first.info["admin_api_key"]
 
     # and what the restarted stack writes survives the next restart too
-    desk = requests.post(f"{second.info['api_url']}/v1/products", json=dict(LAMP, name="Desk"),
-                         headers=bearer(second.info), timeout=10)
+    desk = requests.post(
+        f"{second.info['api_url']}/v1/products", json=dict(LAMP, name="Desk"), headers=bearer(second.info), timeout=10
+    )
     assert desk.status_code == 201, desk.text
     assert second.terminate() == 0, second.log_text()[-4000:]
     third = stack_factory(home=tmp_path / "home", FLEETBOX_STATE_DIR=str(state))
@@ -164,7 +178,8 @@ def test_without_state_dir_a_restart_starts_empty(stack_factory, tmp_path: Path)
     assert first.terminate() == 0
 
     second = stack_factory(home=tmp_path / "home")
-    fetched = requests.get(f"{second.info['api_url']}/v1/products/{created.json()['product_id']}",
-                           headers=bearer(second.info), timeout=10)
+    fetched = requests.get(
+        f"{second.info['api_url']}/v1/products/{created.json()['product_id']}", headers=bearer(second.info), timeout=10
+    )
     assert fetched.status_code == 404
     assert second.terminate() == 0

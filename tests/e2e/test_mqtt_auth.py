@@ -3,6 +3,7 @@
 The real local stack (``python -m infra.local``) and paho-mqtt devices whose passwords are
 computed here, as a Tencent-SDK device computes them.
 """
+
 from __future__ import annotations
 
 import time
@@ -48,8 +49,9 @@ def test_an_unmodified_sdk_device_mqtt31_long_client_id_dollar_topics(local_stac
     # its start time in milliseconds as the username's expiry, and only $ topics
     dn, secret = api.device(pid, "sdk_" + "x" * 39)
     assert len(pid + dn) == 53
-    device = connected(Device(local_stack, pid, dn, secret, protocol=mqtt.MQTTv31,
-                              expiry=int(time.time() * 1000))).connect()
+    device = connected(
+        Device(local_stack, pid, dn, secret, protocol=mqtt.MQTTv31, expiry=int(time.time() * 1000))
+    ).connect()
     # When it subscribes to its downlinks; $ota/update with QoS 1
     _, codes = device.subscribe(device.topic("thing/down/property", dollar=True), 0)
     assert codes[0].value == 0
@@ -57,8 +59,10 @@ def test_an_unmodified_sdk_device_mqtt31_long_client_id_dollar_topics(local_stac
     # Then the SUBACK grants QoS 1 well within the SDK's 2 s
     assert codes[0].value == 1 and elapsed < 2.0
     # and a report on $thing/up/property is answered on $thing/down/property
-    device.publish(device.topic("thing/up/property", dollar=True),
-                   {"method": "report", "clientToken": f"{pid}-0", "params": {"brightness": 7}})
+    device.publish(
+        device.topic("thing/up/property", dollar=True),
+        {"method": "report", "clientToken": f"{pid}-0", "params": {"brightness": 7}},
+    )
     reply = device.reply_to(f"{pid}-0", "report_reply")
     assert reply is not None, "no report_reply"
     assert reply[0] == device.topic("thing/down/property", dollar=True)
@@ -101,8 +105,10 @@ def test_publishing_to_another_devices_topic_is_refused_and_logged(local_stack, 
     victim, _ = api.device(pid)
     device = connected(Device(local_stack, pid, dn, secret)).connect()
     # When it publishes a report on the other device's topic
-    device.publish(device.topic("thing/up/property", dn=victim),
-                   {"method": "report", "clientToken": "t1", "params": {"brightness": 99}})
+    device.publish(
+        device.topic("thing/up/property", dn=victim),
+        {"method": "report", "clientToken": "t1", "params": {"brightness": 99}},
+    )
     # Then the publish is refused (no value lands on the other device), the connection stays,
     # and the publisher's diagnostic log says Dev_Pub_Unauthorized
     assert wait_until(lambda: any(e["code"] == "Dev_Pub_Unauthorized" for e in api.logs(pid, dn, "diagnostic")))
@@ -119,8 +125,7 @@ def test_subscribing_to_another_devices_topic_is_refused(local_stack, api, pid, 
     device = connected(Device(local_stack, pid, dn, secret)).connect()
     _, codes = device.subscribe(device.topic("thing/down/property", dn=other), 1)
     assert codes[0].value == 0x80
-    assert wait_until(lambda: any(e["code"] == "Subscribe_Topic_Unauthorized"
-                                  for e in api.logs(pid, dn, "diagnostic")))
+    assert wait_until(lambda: any(e["code"] == "Subscribe_Topic_Unauthorized" for e in api.logs(pid, dn, "diagnostic")))
     assert not device.disconnected.is_set()
 
 

@@ -10,6 +10,7 @@ side: schemathesis' own worker threads can crash CPython 3.11's AST constructor
 waits on the stack far more than it computes.  A group whose run reports only such an error of
 the fuzzer itself (no failed check) is run once more; a failed check fails the test at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,29 @@ GROUPS = {
 
 def _command(api: str, key: str, group: list[str]) -> list[str]:
     cli = Path(sys.executable).with_name("schemathesis")
-    return [str(cli), "run", f"{api}/openapi.json", "--url", api, "-H", f"Authorization: Bearer {key}",
-            "--checks", CHECKS, "--max-examples", os.environ.get("FLEETBOX_FUZZ_EXAMPLES", "30"),
-            "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1", *group,
-            "--seed", "20261122", "--request-timeout", "20", "--no-color"]
+    return [
+        str(cli),
+        "run",
+        f"{api}/openapi.json",
+        "--url",
+        api,
+        "-H",
+        f"Authorization: Bearer {key}",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        os.environ.get("FLEETBOX_FUZZ_EXAMPLES", "30"),
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--workers",
+        "1",
+        *group,
+        "--seed",
+        "20261122",
+        "--request-timeout",
+        "20",
+        "--no-color",
+    ]
 
 
 def _fuzzer_crash_only(code: int, out: str) -> bool:
@@ -46,10 +66,17 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(stack_factory, tmp_pa
     results: dict[str, tuple[int, str]] = {}
     pending = dict(GROUPS)
     for _attempt in range(2):
-        running = {name: subprocess.Popen(_command(local_stack["api_url"], local_stack["admin_api_key"], group),
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                          cwd=tmp_path)
-                   for name, group in pending.items()}
+        running = {
+            name: subprocess.Popen(
+                _command(local_stack["api_url"], local_stack["admin_api_key"], group),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+            )
+            for name, group in pending.items()
+        }
         for name, proc in running.items():
             out, _ = proc.communicate(timeout=900)
             results[name] = (proc.returncode, out)

@@ -5,6 +5,7 @@ through the root-level link (with Range), check the MD5, report progress and the
 The stack runs with a one-second OTA "minute" and ticks every two seconds, so timeouts of
 "2 minutes" take seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,12 @@ CUSTOM = '{"channel":"stable","notes":"fixes"}'
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    proc = start_stack(tmp_path_factory.mktemp("ota-home"), FLEETBOX_OTA_MINUTE_S="1",
-                       FLEETBOX_SCHEDULE_SPEEDUP="30", FLEETBOX_DEVICE_QUOTA="1000")
+    proc = start_stack(
+        tmp_path_factory.mktemp("ota-home"),
+        FLEETBOX_OTA_MINUTE_S="1",
+        FLEETBOX_SCHEDULE_SPEEDUP="30",
+        FLEETBOX_DEVICE_QUOTA="1000",
+    )
     try:
         yield proc.info
     finally:
@@ -43,9 +48,19 @@ def client(stack: dict) -> Api:
 
 
 def firmware(client: Api, pid: str, version: str = "2.0") -> dict[str, Any]:
-    fw = client.call("POST", "/v1/firmware", 201, json={
-        "product_id": pid, "name": "lamp-fw", "version": version, "file_name": "lamp.bin",
-        "file_size": len(FILE), "custom_info": CUSTOM}).json()
+    fw = client.call(
+        "POST",
+        "/v1/firmware",
+        201,
+        json={
+            "product_id": pid,
+            "name": "lamp-fw",
+            "version": version,
+            "file_name": "lamp.bin",
+            "file_size": len(FILE),
+            "custom_info": CUSTOM,
+        },
+    ).json()
     assert requests.put(fw["upload_url"], data=FILE, timeout=30).status_code == 200
     done = client.call("POST", f"/v1/firmware/{fw['id']}/complete", 200).json()
     assert done["md5"] == MD5 and done["file_size"] == len(FILE)
@@ -54,8 +69,9 @@ def firmware(client: Api, pid: str, version: str = "2.0") -> dict[str, Any]:
 
 def fleet(stack: dict, pid: str, count: int, prefix: str, **sim: Any) -> Simulator:
     devices = load_devices(SimApi(stack["api_url"], stack["admin_api_key"]), pid, count, create=True, prefix=prefix)
-    simulator = Simulator(devices, stack["mqtt_host"], stack["mqtt_port"], rate=0, ota=True, dollar=True,
-                          mqtt31=True, **sim)
+    simulator = Simulator(
+        devices, stack["mqtt_host"], stack["mqtt_port"], rate=0, ota=True, dollar=True, mqtt31=True, **sim
+    )
     assert simulator.start(wait=True, timeout=60), simulator.refusals[:3]
     return simulator
 
@@ -75,8 +91,9 @@ def devices(client: Api, task_id: str, state: str | None = None) -> dict[str, di
 
 
 def reported_versions(client: Api, pid: str, count: int, version: str) -> bool:
-    page = client.call("GET", f"/v1/products/{pid}/devices", 200,
-                       params={"firmware_version": version, "limit": 100}).json()
+    page = client.call(
+        "GET", f"/v1/products/{pid}/devices", 200, params={"firmware_version": version, "limit": 100}
+    ).json()
     return len(page["items"]) >= count
 
 
@@ -89,8 +106,14 @@ def test_fifty_devices_upgrade_by_version_end_to_end(stack, client):
         task_id = task(client, {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"]})
         assert wait_until(lambda: view(client, task_id)["status"] == "done", timeout=90), view(client, task_id)
         final = view(client, task_id)
-        assert final["statistics"] == {"total": 50, "pending": 0, "pushed": 0, "upgrading": 0, "succeeded": 50,
-                                       "failed": 0}
+        assert final["statistics"] == {
+            "total": 50,
+            "pending": 0,
+            "pushed": 0,
+            "upgrading": 0,
+            "succeeded": 50,
+            "failed": 0,
+        }
         for device in sim.devices:
             doc = device.updates[0]
             assert doc["version"] == "2.0" and doc["md5sum"] == MD5 and doc["file_size"] == len(FILE)
@@ -119,8 +142,16 @@ def test_timeouts_retries_cancel_and_abort(stack, client):
         assert wait_until(lambda: reported_versions(client, pid, 6, "1.0"), timeout=30)
         fw = firmware(client, pid)
         # a silent device: re-dispatched after the "2-minute" timeout, failed after one retry
-        silent = task(client, {"firmware_id": fw["id"], "method": "by_device", "devices_csv": "bad00000\nghost",
-                               "timeout_minutes": 2, "max_retries": 1})
+        silent = task(
+            client,
+            {
+                "firmware_id": fw["id"],
+                "method": "by_device",
+                "devices_csv": "bad00000\nghost",
+                "timeout_minutes": 2,
+                "max_retries": 1,
+            },
+        )
         assert wait_until(lambda: view(client, silent)["status"] == "done", timeout=40), view(client, silent)
         job = devices(client, silent)["bad00000"]
         assert job["state"] == "failed" and job["reason"] == "timeout" and job["attempts"] == 2
@@ -134,8 +165,16 @@ def test_timeouts_retries_cancel_and_abort(stack, client):
         assert wait_until(lambda: view(client, silent)["status"] == "done", timeout=10)
         # five devices that fail: the abort rule stops the task after three decided devices
         failing = "\n".join(f"bad{i:05d}" for i in range(1, 6))
-        aborted = task(client, {"firmware_id": fw["id"], "method": "by_device", "devices_csv": failing,
-                                "rate_per_minute": 3, "abort": {"failure_ratio": 0.5, "min_devices": 3}})
+        aborted = task(
+            client,
+            {
+                "firmware_id": fw["id"],
+                "method": "by_device",
+                "devices_csv": failing,
+                "rate_per_minute": 3,
+                "abort": {"failure_ratio": 0.5, "min_devices": 3},
+            },
+        )
         assert wait_until(lambda: view(client, aborted)["status"] == "failed", timeout=30), view(client, aborted)
         final = view(client, aborted)
         assert final["reason"].startswith("aborted:")
@@ -151,13 +190,15 @@ def test_a_dynamic_task_picks_up_a_device_that_activates_later(stack, client):
     try:
         assert wait_until(lambda: reported_versions(client, pid, 1, "1.0"), timeout=20)
         fw = firmware(client, pid)
-        task_id = task(client, {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"],
-                                "mode": "dynamic"})
+        task_id = task(
+            client, {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"], "mode": "dynamic"}
+        )
         assert wait_until(lambda: view(client, task_id)["statistics"]["succeeded"] == 1, timeout=30)
         late = fleet(stack, pid, 1, "late")  # created and connected after the task started
         try:
-            assert wait_until(lambda: view(client, task_id)["statistics"]["succeeded"] == 2, timeout=30), \
-                view(client, task_id)
+            assert wait_until(lambda: view(client, task_id)["statistics"]["succeeded"] == 2, timeout=30), view(
+                client, task_id
+            )
             assert late.stats()["ota_upgraded"] == 1
             assert view(client, task_id)["status"] == "created"  # dynamic: runs until stopped
             assert client.call("POST", f"/v1/ota-tasks/{task_id}/cancel", 200).json()["status"] == "cancelled"
@@ -173,8 +214,10 @@ def test_a_user_confirm_task_waits_for_confirmation(stack, client):
     try:
         assert wait_until(lambda: reported_versions(client, pid, 1, "1.0"), timeout=20)
         fw = firmware(client, pid)
-        task_id = task(client, {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"],
-                                "confirm": "user_confirm"})
+        task_id = task(
+            client,
+            {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"], "confirm": "user_confirm"},
+        )
         assert wait_until(lambda: devices(client, task_id).get("conf00000"), timeout=20)
         # markers instead of a pause: the planning step that starts the task ("created") queues
         # the first dispatch step before its own message is deleted, so an empty jobs queue (none

@@ -1,4 +1,5 @@
 """Online/offline status and the presence log follow real MQTT sessions (SPEC §5, §6.4)."""
+
 from __future__ import annotations
 
 import pytest

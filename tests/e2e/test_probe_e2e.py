@@ -5,6 +5,7 @@ refused before they are read; a client that leaves early costs no traceback; the
 serves nobody but the stack; an oversized MQTT report is answered, not silently dropped; and
 ``FLEETBOX_ALLOW_LOOPBACK=false`` is obeyed.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,14 +56,21 @@ def test_unmatched_paths_and_methods_answer_the_error_envelope(local_stack):
 
 def test_a_body_over_10_mb_is_refused_before_it_is_read(local_stack):
     host = local_stack["api_url"].rsplit("//", 1)[1]
-    for length in (60 * 1024 * 1024, 4 * 1024 ** 3):
+    for length in (60 * 1024 * 1024, 4 * 1024**3):
         started = time.monotonic()
-        answer = _raw_http(local_stack, (f"POST /v1/products HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
-                                         f"\r\nContent-Length: {length}\r\n\r\n{{").encode())
+        answer = _raw_http(
+            local_stack,
+            (
+                f"POST /v1/products HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {length}\r\n\r\n{{"
+            ).encode(),
+        )
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"RequestTooLarge.Body" in answer and b"x-request-id" in answer.lower()
         assert time.monotonic() - started < 5  # answered at once, not after reading gigabytes
-    answer = _raw_http(local_stack, f"POST /v1/products HTTP/1.1\r\nHost: {host}\r\nContent-Length: lots\r\n\r\n".encode())
+    answer = _raw_http(
+        local_stack, f"POST /v1/products HTTP/1.1\r\nHost: {host}\r\nContent-Length: lots\r\n\r\n".encode()
+    )
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
@@ -94,8 +102,11 @@ def test_a_client_that_leaves_early_costs_no_traceback(local_stack, local_stack_
     port = int(host.split(":")[1])
     before = local_stack_process.log_text().count("Traceback")
     abandoned: set[int] = set()
-    for request in (b"POST /v1/products HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Length: 5000\r\n\r\n{\"na",
-                    b"GET /v1/prod", b"POST /v1/products HTTP/1.1\r\nHost: x\r\nContent-Le"):
+    for request in (
+        b"POST /v1/products HTTP/1.1\r\nHost: " + host.encode() + b'\r\nContent-Length: 5000\r\n\r\n{"na',
+        b"GET /v1/prod",
+        b"POST /v1/products HTTP/1.1\r\nHost: x\r\nContent-Le",
+    ):
         with socket.create_connection(tuple(host.split(":")[:1]) + (port,), timeout=5) as sock:
             sock.sendall(request)
             client_port = sock.getsockname()[1]
@@ -115,15 +126,35 @@ def test_a_client_that_leaves_early_costs_no_traceback(local_stack, local_stack_
 
 def test_the_object_store_serves_nobody_but_the_stack(local_stack):
     api = Api(local_stack)
-    pid = api.call("POST", "/v1/products", 201, json={
-        "name": f"Store {time.time_ns()}", "category": "custom", "device_type": "device", "comm_method": "wifi",
-        "auth_type": "key", "data_protocol": "thing_model"}).json()["product_id"]
+    pid = api.call(
+        "POST",
+        "/v1/products",
+        201,
+        json={
+            "name": f"Store {time.time_ns()}",
+            "category": "custom",
+            "device_type": "device",
+            "comm_method": "wifi",
+            "auth_type": "key",
+            "data_protocol": "thing_model",
+        },
+    ).json()["product_id"]
     api.call("POST", f"/v1/products/{pid}/publish", 200)
-    job = api.call("POST", "/v1/batches", 202, json={"product_id": pid, "burn_method": "per_device_secret",
-                                                     "generation": "auto", "quantity": 2}).json()
+    job = api.call(
+        "POST",
+        "/v1/batches",
+        202,
+        json={"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 2},
+    ).json()
     seen: dict[str, Any] = {}
-    assert wait_until(lambda: seen.update(api.call("GET", f"/v1/batches/{job['id']}?include_secret=true").json())
-                      or seen.get("status") == "done", 60, 0.2), seen
+    assert wait_until(
+        lambda: (
+            seen.update(api.call("GET", f"/v1/batches/{job['id']}?include_secret=true").json())
+            or seen.get("status") == "done"
+        ),
+        60,
+        0.2,
+    ), seen
     link = seen["csv_url"]
     # the person's link works; the same key straight from moto, unsigned, does not
     assert "DevicePsk" in requests.get(link, timeout=10).text
@@ -148,8 +179,9 @@ def test_an_oversized_report_is_answered_and_logged(local_stack):
         device.publish(device.topic("thing/up/property"), big)
         _, reply = device.reply_to("big-1", "report_reply")
         assert reply["code"] == 413 and "16384" in reply["status"]
-        assert wait_until(lambda: [x for x in api.logs(pid, dn, "diagnostic")
-                                   if x.get("code") == "Dev_Pub_Payload_TooLong"], 10)
+        assert wait_until(
+            lambda: [x for x in api.logs(pid, dn, "diagnostic") if x.get("code") == "Dev_Pub_Payload_TooLong"], 10
+        )
         assert "brightness" not in api.reported(pid, dn)  # nothing of it was stored
     finally:
         device.close()
@@ -158,7 +190,14 @@ def test_an_oversized_report_is_answered_and_logged(local_stack):
 def test_the_loopback_switch_is_obeyed(stack_factory):
     stack = stack_factory(FLEETBOX_ALLOW_LOOPBACK="false")
     api = Api(stack.info)
-    resp = api.call("POST", "/v1/rules", json={"name": "loop", "sql": "SELECT * FROM 'x/y/z'",
-                                               "actions": [{"type": "http", "url": "http://127.0.0.1/hook"}]})
+    resp = api.call(
+        "POST",
+        "/v1/rules",
+        json={
+            "name": "loop",
+            "sql": "SELECT * FROM 'x/y/z'",
+            "actions": [{"type": "http", "url": "http://127.0.0.1/hook"}],
+        },
+    )
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "InvalidParameterValue.InvalidUrl"
     assert "loopback" in resp.json()["error"]["message"]

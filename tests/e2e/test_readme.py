@@ -4,6 +4,7 @@ Every ```sh block of the "Driving it with curl" section runs, in order, in one b
 with `set -e`, from a directory holding the stack's `.fleetbox/local.json` — exactly as
 a newcomer would paste them.  Commands using `curl -sf` fail the script on any HTTP error.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,12 +29,14 @@ def test_the_readme_has_a_walkthrough():
 
 
 def test_every_readme_curl_example_works(local_stack_process):
-    script = "set -euo pipefail\n" + "\n".join(walkthrough_blocks()) + (
-        '\necho "PID=$PID CPID=$CPID PARTNER=$PARTNER"\n')
+    script = (
+        "set -euo pipefail\n" + "\n".join(walkthrough_blocks()) + ('\necho "PID=$PID CPID=$CPID PARTNER=$PARTNER"\n')
+    )
     # run where local.json is, with the repo's interpreter and packages, as `make run` users do
     env = dict(os.environ, PY=sys.executable, PYTHONPATH=str(REPO_ROOT))
-    done = subprocess.run(["bash", "-c", script], cwd=local_stack_process.home, capture_output=True, text=True,
-                          timeout=180, env=env)
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=local_stack_process.home, capture_output=True, text=True, timeout=180, env=env
+    )
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     out = done.stdout
     # the documented refusals really happen, with the documented codes

@@ -1,6 +1,7 @@
 """Dynamic registration end to end (SPEC §6.3): register over HTTP on the local stack, decrypt the
 payload with an AES implementation independent of the product's (pycryptodome, not
 `cryptography`), and connect over MQTT with the secret it holds."""
+
 from __future__ import annotations
 
 import base64
@@ -24,8 +25,13 @@ def register_v2(api_url: str, pid: str, dn: str, product_secret: str) -> dict:
     host = urlparse(api_url).hostname
     signature = sign_register_v2(product_secret, host, "/device/register", "hmacsha256", ts, nonce, body)
     # title-cased header names, as the Python SDK sends them
-    headers = {"Content-Type": "application/json; charset=utf-8", "X-Tc-Algorithm": "hmacsha256",
-               "X-Tc-Timestamp": ts, "X-Tc-Nonce": nonce, "X-Tc-Signature": signature}
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "X-Tc-Algorithm": "hmacsha256",
+        "X-Tc-Timestamp": ts,
+        "X-Tc-Nonce": nonce,
+        "X-Tc-Signature": signature,
+    }
     resp = requests.post(f"{api_url}/device/register", data=body, headers=headers, timeout=10)
     assert resp.status_code == 200
     return resp.json()["Response"]
@@ -35,8 +41,12 @@ def register_legacy(api_url: str, pid: str, dn: str, product_secret: str) -> dic
     ts, nonce = int(time.time()), secrets.randbelow(2**31)
     signature = sign_register_legacy(product_secret, dn, str(nonce), pid, str(ts))
     body = {"deviceName": dn, "nonce": nonce, "productId": pid, "timestamp": ts, "signature": signature}
-    resp = requests.post(f"{api_url}/register/dev", data=json.dumps(body), timeout=10,
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = requests.post(
+        f"{api_url}/register/dev",
+        data=json.dumps(body),
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status_code == 200
     return resp.json()
 
@@ -45,8 +55,9 @@ def register_legacy(api_url: str, pid: str, dn: str, product_secret: str) -> dic
 def test_a_registered_secret_decrypts_and_authenticates_over_mqtt(local_stack, protocol):
     api = Api(local_stack)
     pid = api.product()
-    reg = api.call("PUT", f"/v1/products/{pid}/dynamic-registration", 200,
-                   json={"register_type": 2, "register_limit": 10}).json()
+    reg = api.call(
+        "PUT", f"/v1/products/{pid}/dynamic-registration", 200, json={"register_type": 2, "register_limit": 10}
+    ).json()
     dn = f"auto{secrets.token_hex(4)}"
     if protocol == "v2":
         answer = register_v2(local_stack["api_url"], pid, dn, reg["product_secret"])

@@ -1,6 +1,7 @@
 """Integration fixtures: moto's mock_aws with the stage's real tables, the Chalice test client, and
 the fakes several modules share (the device publisher's recorder, a loopback webhook receiver).
 The plain helpers they use are in ``tests/integration/helpers.py``."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

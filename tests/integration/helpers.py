@@ -4,6 +4,7 @@ The fixtures that use them (``aws``, ``api``, ``product``, ``recorder``, ``lamp`
 ``receiver``, ``small_chunks``) are in ``tests/integration/conftest.py``; what every test level
 shares (waiting, QR codes, signing) is in ``tests/helpers.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,15 @@ class Api:
         self.client = client
         self.key = key
 
-    def call(self, method: str, path: str, body: Any = None, key: str | None = "default",
-             headers: dict[str, str] | None = None, raw: str | bytes | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = "default",
+        headers: dict[str, str] | None = None,
+        raw: str | bytes | None = None,
+    ) -> Any:
         hdrs = {"Content-Type": "application/json"}
         use = self.key if key == "default" else key
         if use:
@@ -82,29 +90,72 @@ def ok(resp: Any, status: int = 200) -> Any:
 
 # ------------------------------------------------------------------ products and devices
 
-PRODUCT = {"name": "Lamp", "category": "smart-life/lighting/lamp", "device_type": "device", "comm_method": "wifi",
-           "auth_type": "key", "data_protocol": "thing_model"}
+PRODUCT = {
+    "name": "Lamp",
+    "category": "smart-life/lighting/lamp",
+    "device_type": "device",
+    "comm_method": "wifi",
+    "auth_type": "key",
+    "data_protocol": "thing_model",
+}
 
 MODEL = {
     "version": "1.0",
     "properties": [
-        {"id": "brightness", "name": "Brightness", "mode": "rw",
-         "define": {"type": "int", "min": "0", "max": "100", "start": "0", "step": "1", "unit": "%"}},
-        {"id": "power_switch", "name": "Power", "mode": "rw",
-         "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},
-        {"id": "temperature", "name": "Temperature", "mode": "r",
-         "define": {"type": "float", "min": "-40", "max": "120", "step": "0.1", "unit": "C"}},
-        {"id": "GPS_Info", "name": "GPS", "mode": "r", "define": {"type": "struct", "specs": [
-            {"id": "latitude", "name": "Lat", "dataType": {"type": "float", "min": "-90", "max": "90"}},
-            {"id": "longitude", "name": "Lon", "dataType": {"type": "float", "min": "-180", "max": "180"}}]}},
+        {
+            "id": "brightness",
+            "name": "Brightness",
+            "mode": "rw",
+            "define": {"type": "int", "min": "0", "max": "100", "start": "0", "step": "1", "unit": "%"},
+        },
+        {
+            "id": "power_switch",
+            "name": "Power",
+            "mode": "rw",
+            "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}},
+        },
+        {
+            "id": "temperature",
+            "name": "Temperature",
+            "mode": "r",
+            "define": {"type": "float", "min": "-40", "max": "120", "step": "0.1", "unit": "C"},
+        },
+        {
+            "id": "GPS_Info",
+            "name": "GPS",
+            "mode": "r",
+            "define": {
+                "type": "struct",
+                "specs": [
+                    {"id": "latitude", "name": "Lat", "dataType": {"type": "float", "min": "-90", "max": "90"}},
+                    {"id": "longitude", "name": "Lon", "dataType": {"type": "float", "min": "-180", "max": "180"}},
+                ],
+            },
+        },
     ],
-    "events": [{"id": "low_voltage", "name": "LowVoltage", "type": "alert",
-                "params": [{"id": "voltage", "name": "Voltage",
-                            "define": {"type": "float", "min": "0.0", "max": "24.0", "step": "1", "unit": "V"}}]},
-               {"id": "boot", "name": "Boot", "type": "info", "params": []}],
-    "actions": [{"id": "unlock", "name": "Unlock",
-                 "input": [{"id": "order_id", "name": "Order", "define": {"type": "string", "min": "1", "max": "64"}}],
-                 "output": [{"id": "code", "name": "Code", "define": {"type": "int", "min": "0", "max": "100"}}]}],
+    "events": [
+        {
+            "id": "low_voltage",
+            "name": "LowVoltage",
+            "type": "alert",
+            "params": [
+                {
+                    "id": "voltage",
+                    "name": "Voltage",
+                    "define": {"type": "float", "min": "0.0", "max": "24.0", "step": "1", "unit": "V"},
+                }
+            ],
+        },
+        {"id": "boot", "name": "Boot", "type": "info", "params": []},
+    ],
+    "actions": [
+        {
+            "id": "unlock",
+            "name": "Unlock",
+            "input": [{"id": "order_id", "name": "Order", "define": {"type": "string", "min": "1", "max": "64"}}],
+            "output": [{"id": "code", "name": "Code", "define": {"type": "int", "min": "0", "max": "100"}}],
+        }
+    ],
 }
 
 
@@ -148,10 +199,10 @@ class Recorder:
     listens: no one does on the ``deaf`` topics, and nowhere once ``listening`` is False."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, Any, int]] = []   # (topic, the JSON payload — bytes when not JSON, qos)
+        self.sent: list[tuple[str, Any, int]] = []  # (topic, the JSON payload — bytes when not JSON, qos)
         self.raw: list[tuple[str, bytes, int]] = []  # (topic, payload bytes, qos)
-        self.times: list[float] = []                 # wall-clock time of each publish
-        self.cut: list[str] = []                     # client ids whose session was cut
+        self.times: list[float] = []  # wall-clock time of each publish
+        self.cut: list[str] = []  # client ids whose session was cut
         self.deaf: set[str] = set()
         self.listening = True
         self.lock = threading.Lock()
@@ -188,14 +239,28 @@ class Recorder:
             self.times.clear()
 
 
-def up(pid: str, dn: str, family: str, body: Any, *, dollar: bool = False, client_id: str | None = None,
-       ts_ms: int | None = None) -> UplinkMessage:
+def up(
+    pid: str,
+    dn: str,
+    family: str,
+    body: Any,
+    *,
+    dollar: bool = False,
+    client_id: str | None = None,
+    ts_ms: int | None = None,
+) -> UplinkMessage:
     """A device's message on ``{family}/{pid}/{dn}`` (``family`` may be a whole custom topic)."""
     prefix = "$" if dollar else ""
     topic = f"{prefix}{family}/{pid}/{dn}" if not family.startswith(pid) else family
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return UplinkMessage(topic=topic, payload=payload, client_id=client_id if client_id is not None else f"{pid}{dn}",
-                         timestamp_ms=ts_ms or clock.now_ms(), qos=0, source_ip="10.0.0.9")
+    return UplinkMessage(
+        topic=topic,
+        payload=payload,
+        client_id=client_id if client_id is not None else f"{pid}{dn}",
+        timestamp_ms=ts_ms or clock.now_ms(),
+        qos=0,
+        source_ip="10.0.0.9",
+    )
 
 
 def run(*messages: UplinkMessage) -> Any:
@@ -215,8 +280,11 @@ def connect(pid: str, dn: str, session: str = "s-1", **kw: Any) -> dict[str, Any
     """The broker's connect lifecycle event for the device, through ``lifecycle.handle``."""
     from chalicelib.services import lifecycle
 
-    return lifecycle.handle(presence_event(f"{pid}{dn}", True, timestamp_ms=clock.now_ms(), ip="10.0.0.9",
-                                          session_id=session, keepalive=60, **kw))
+    return lifecycle.handle(
+        presence_event(
+            f"{pid}{dn}", True, timestamp_ms=clock.now_ms(), ip="10.0.0.9", session_id=session, keepalive=60, **kw
+        )
+    )
 
 
 def logs(api: Any, pid: str, dn: str, kind: str) -> list[dict[str, Any]]:
@@ -279,33 +347,58 @@ class DynamoCounter:
 REGISTER_HOST = "register.fleetbox.test"
 
 
-def v2_request(api: Any, pid: str, dn: str, product_secret: str, *, ts: int | None = None,
-               nonce: str | None = None, host: str = REGISTER_HOST + ":443", uri: str = "/device/register",
-               title_case: bool = True, algorithm: str = "hmacsha256", sign_with: str | None = None,
-               body: bytes | None = None, signature: str | None = None) -> Any:
+def v2_request(
+    api: Any,
+    pid: str,
+    dn: str,
+    product_secret: str,
+    *,
+    ts: int | None = None,
+    nonce: str | None = None,
+    host: str = REGISTER_HOST + ":443",
+    uri: str = "/device/register",
+    title_case: bool = True,
+    algorithm: str = "hmacsha256",
+    sign_with: str | None = None,
+    body: bytes | None = None,
+    signature: str | None = None,
+) -> Any:
     """What Tencent's SDK sends: title-cased X-Tc-* headers, the raw body hashed as sent."""
     body = body if body is not None else json.dumps({"ProductId": pid, "DeviceName": dn}).encode()
     ts = clock.now_s() if ts is None else ts
     nonce = nonce or str(secrets.randbelow(2**31))
-    sig = signature or sign_register_v2(sign_with or product_secret, host.split(":")[0], uri, algorithm, str(ts),
-                                        nonce, body)
+    sig = signature or sign_register_v2(
+        sign_with or product_secret, host.split(":")[0], uri, algorithm, str(ts), nonce, body
+    )
     prefix = "X-Tc-" if title_case else "x-tc-"
-    headers = {"Host": host, "Content-Type": "application/json; charset=UTF-8",
-               "Accept": "text/xml,application/json;*/*",
-               f"{prefix}Algorithm": algorithm, f"{prefix}Timestamp": str(ts), f"{prefix}Nonce": nonce,
-               f"{prefix}Signature": sig}
+    headers = {
+        "Host": host,
+        "Content-Type": "application/json; charset=UTF-8",
+        "Accept": "text/xml,application/json;*/*",
+        f"{prefix}Algorithm": algorithm,
+        f"{prefix}Timestamp": str(ts),
+        f"{prefix}Nonce": nonce,
+        f"{prefix}Signature": sig,
+    }
     return registration_answer(api.client.http.post("/device/register", headers=headers, body=body))
 
 
-def legacy_request(api: Any, pid: str, dn: str, product_secret: str, *, ts: int | None = None,
-                   nonce: int | None = None, sign_with: str | None = None,
-                   content_type: str = "application/x-www-form-urlencoded") -> Any:
+def legacy_request(
+    api: Any,
+    pid: str,
+    dn: str,
+    product_secret: str,
+    *,
+    ts: int | None = None,
+    nonce: int | None = None,
+    sign_with: str | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> Any:
     ts = clock.now_s() if ts is None else ts
     nonce = secrets.randbelow(2**31) if nonce is None else nonce
     signature = sign_register_legacy(sign_with or product_secret, dn, str(nonce), pid, str(ts))
     body = json.dumps({"deviceName": dn, "nonce": nonce, "productId": pid, "timestamp": ts, "signature": signature})
-    return registration_answer(api.client.http.post("/register/dev", headers={"Content-Type": content_type},
-                                                     body=body))
+    return registration_answer(api.client.http.post("/register/dev", headers={"Content-Type": content_type}, body=body))
 
 
 def registration_answer(resp: Any) -> Any:
@@ -328,8 +421,9 @@ def queued() -> list[dict[str, Any]]:
     url = sqs.get_queue_url(QueueName="fleetbox-test-jobs")["QueueUrl"]
     out = []
     while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  VisibilityTimeout=0).get("Messages", [])
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0).get(
+            "Messages", []
+        )
         if not got:
             return out
         for m in got:
@@ -440,8 +534,9 @@ def drain_forwards(until: Callable[[], bool], timeout: float = 30.0) -> None:
         failed = set(delivery.run_batch([(m["MessageId"], m["Body"]) for m in msgs]))
         done = [m for m in msgs if m["MessageId"] not in failed]
         if done:
-            sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+            sqs.delete_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)]
+            )
         return False
 
     # no pause between rounds: an empty queue's receive already waits a second

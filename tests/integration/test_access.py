@@ -1,4 +1,5 @@
 """API keys, principals and policies, applications and the audit log over HTTP (SPEC §2, §16)."""
+
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,6 @@ ALLOW_ALL = {"effect": "allow", "action": ["*"], "resource": ["*"]}
 
 
 # ------------------------------------------------------------------ helpers
-
-
 
 
 def policy(*statements: dict[str, Any]) -> dict[str, Any]:
@@ -62,8 +61,9 @@ def test_create_principal_and_key(api):
     p = resp.json
     assert p["name"] == "partner" and p["kind"] == "user"
     # single strings are normalised to lists
-    assert p["policy"] == policy({"effect": "allow", "action": ["iotexplorer:DescribeStudioProduct"],
-                                  "resource": ["*"]})
+    assert p["policy"] == policy(
+        {"effect": "allow", "action": ["iotexplorer:DescribeStudioProduct"], "resource": ["*"]}
+    )
     got = api.get(f"/v1/principals/{p['principal_id']}")
     assert got.status_code == 200 and got.json == p
 
@@ -87,57 +87,75 @@ def test_key_for_caller_by_default(api):
 
 
 def test_key_for_unknown_principal(api):
-    expect_error(api.post("/v1/keys", {"principal_id": "p-000000000000"}), 404,
-                 "ResourceNotFound.PrincipalNotExist", "principal_id")
+    expect_error(
+        api.post("/v1/keys", {"principal_id": "p-000000000000"}),
+        404,
+        "ResourceNotFound.PrincipalNotExist",
+        "principal_id",
+    )
 
 
 def test_unknown_principal_is_404(api):
-    expect_error(api.get("/v1/principals/p-000000000000"), 404, "ResourceNotFound.PrincipalNotExist",
-                 "principal_id")
-    expect_error(api.put("/v1/principals/p-000000000000/policy", policy()), 404,
-                 "ResourceNotFound.PrincipalNotExist", "principal_id")
+    expect_error(api.get("/v1/principals/p-000000000000"), 404, "ResourceNotFound.PrincipalNotExist", "principal_id")
+    expect_error(
+        api.put("/v1/principals/p-000000000000/policy", policy()),
+        404,
+        "ResourceNotFound.PrincipalNotExist",
+        "principal_id",
+    )
 
 
-@pytest.mark.parametrize("body,code,field", [
-    ({}, "MissingParameter", "name"),
-    ({"name": ""}, "InvalidParameterValue.PrincipalNameInvalid", "name"),
-    ({"name": "x" * 65}, "InvalidParameterValue.PrincipalNameInvalid", "name"),
-    ({"name": "x", "kind": "root"}, "InvalidParameterValue.PrincipalKindInvalid", "kind"),
-    ({"name": "x", "kind": "application"}, "InvalidParameterValue.PrincipalKindInvalid", "kind"),
-    ({"name": "x", "admin": True}, "UnknownParameter", "admin"),
-])
+@pytest.mark.parametrize(
+    "body,code,field",
+    [
+        ({}, "MissingParameter", "name"),
+        ({"name": ""}, "InvalidParameterValue.PrincipalNameInvalid", "name"),
+        ({"name": "x" * 65}, "InvalidParameterValue.PrincipalNameInvalid", "name"),
+        ({"name": "x", "kind": "root"}, "InvalidParameterValue.PrincipalKindInvalid", "kind"),
+        ({"name": "x", "kind": "application"}, "InvalidParameterValue.PrincipalKindInvalid", "kind"),
+        ({"name": "x", "admin": True}, "UnknownParameter", "admin"),
+    ],
+)
 def test_principal_body_validation(api, body, code, field):
     expect_error(api.post("/v1/principals", body), 400, code, field)
 
 
-@pytest.mark.parametrize("pol,field", [
-    ({"version": "1.0", "statement": []}, "policy.version"),
-    ({"statement": []}, "policy.version"),
-    ({"version": 2.0, "statement": []}, "policy.version"),
-    ({"version": "2.0"}, "policy.statement"),
-    ({"version": "2.0", "statement": {"effect": "allow"}}, "policy.statement"),
-    ({"version": "2.0", "statement": [], "Id": "x"}, "policy.Id"),
-    (policy("allow"), "policy.statement[0]"),
-    (policy({"effect": "maybe", "action": ["*"], "resource": ["*"]}), "policy.statement[0].effect"),
-    (policy({"effect": "Allow", "action": ["*"], "resource": ["*"]}), "policy.statement[0].effect"),
-    (policy({"action": ["*"], "resource": ["*"]}), "policy.statement[0].effect"),
-    (policy({"effect": "allow", "action": ["bad"], "resource": ["*"]}), "policy.statement[0].action[0]"),
-    (policy({"effect": "allow", "action": ["*", "iotexplorer:Create Device"], "resource": ["*"]}),
-     "policy.statement[0].action[1]"),
-    (policy({"effect": "allow", "action": [], "resource": ["*"]}), "policy.statement[0].action"),
-    (policy({"effect": "allow", "resource": ["*"]}), "policy.statement[0].action"),
-    (policy({"effect": "allow", "action": ["*"], "resource": []}), "policy.statement[0].resource"),
-    (policy({"effect": "allow", "action": ["*"], "resource": [""]}), "policy.statement[0].resource[0]"),
-    (policy({"effect": "allow", "action": ["*"], "resource": ["product A"]}), "policy.statement[0].resource[0]"),
-    (policy({"effect": "allow", "action": ["*"], "resource": [7]}), "policy.statement[0].resource[0]"),
-    (policy(ALLOW_ALL, {"effect": "deny", "action": ["*"], "resource": ["*"], "condition": {}}),
-     "policy.statement[1].condition"),
-    ("allow everything", "policy"),
-    ([ALLOW_ALL], "policy"),
-])
+@pytest.mark.parametrize(
+    "pol,field",
+    [
+        ({"version": "1.0", "statement": []}, "policy.version"),
+        ({"statement": []}, "policy.version"),
+        ({"version": 2.0, "statement": []}, "policy.version"),
+        ({"version": "2.0"}, "policy.statement"),
+        ({"version": "2.0", "statement": {"effect": "allow"}}, "policy.statement"),
+        ({"version": "2.0", "statement": [], "Id": "x"}, "policy.Id"),
+        (policy("allow"), "policy.statement[0]"),
+        (policy({"effect": "maybe", "action": ["*"], "resource": ["*"]}), "policy.statement[0].effect"),
+        (policy({"effect": "Allow", "action": ["*"], "resource": ["*"]}), "policy.statement[0].effect"),
+        (policy({"action": ["*"], "resource": ["*"]}), "policy.statement[0].effect"),
+        (policy({"effect": "allow", "action": ["bad"], "resource": ["*"]}), "policy.statement[0].action[0]"),
+        (
+            policy({"effect": "allow", "action": ["*", "iotexplorer:Create Device"], "resource": ["*"]}),
+            "policy.statement[0].action[1]",
+        ),
+        (policy({"effect": "allow", "action": [], "resource": ["*"]}), "policy.statement[0].action"),
+        (policy({"effect": "allow", "resource": ["*"]}), "policy.statement[0].action"),
+        (policy({"effect": "allow", "action": ["*"], "resource": []}), "policy.statement[0].resource"),
+        (policy({"effect": "allow", "action": ["*"], "resource": [""]}), "policy.statement[0].resource[0]"),
+        (policy({"effect": "allow", "action": ["*"], "resource": ["product A"]}), "policy.statement[0].resource[0]"),
+        (policy({"effect": "allow", "action": ["*"], "resource": [7]}), "policy.statement[0].resource[0]"),
+        (
+            policy(ALLOW_ALL, {"effect": "deny", "action": ["*"], "resource": ["*"], "condition": {}}),
+            "policy.statement[1].condition",
+        ),
+        ("allow everything", "policy"),
+        ([ALLOW_ALL], "policy"),
+    ],
+)
 def test_invalid_policy_refused_with_path(api, pol, field):
-    expect_error(api.post("/v1/principals", {"name": "bad", "policy": pol}), 400,
-                 "InvalidParameterValue.PolicyInvalid", field)
+    expect_error(
+        api.post("/v1/principals", {"name": "bad", "policy": pol}), 400, "InvalidParameterValue.PolicyInvalid", field
+    )
 
 
 def test_put_policy_takes_effect_at_once(api, two):
@@ -159,16 +177,25 @@ def test_put_invalid_policy_names_the_body_path(api):
     """The body of PUT …/policy *is* the policy: the field is its path inside that body."""
     p = principal(api, policy())
     bad = policy({"effect": "maybe", "action": ["*"], "resource": ["*"]})
-    expect_error(api.put(f"/v1/principals/{p['principal_id']}/policy", bad), 400,
-                 "InvalidParameterValue.PolicyInvalid", "statement[0].effect")
-    expect_error(api.put(f"/v1/principals/{p['principal_id']}/policy", {"version": "1.0", "statement": []}), 400,
-                 "InvalidParameterValue.PolicyInvalid", "version")
+    expect_error(
+        api.put(f"/v1/principals/{p['principal_id']}/policy", bad),
+        400,
+        "InvalidParameterValue.PolicyInvalid",
+        "statement[0].effect",
+    )
+    expect_error(
+        api.put(f"/v1/principals/{p['principal_id']}/policy", {"version": "1.0", "statement": []}),
+        400,
+        "InvalidParameterValue.PolicyInvalid",
+        "version",
+    )
     assert api.get(f"/v1/principals/{p['principal_id']}").json["policy"] == policy()
 
 
 def test_root_policy_cannot_change(api):
-    expect_error(api.put("/v1/principals/root/policy", policy()), 409, "UnsupportedOperation.RootPolicy",
-                 "principal_id")
+    expect_error(
+        api.put("/v1/principals/root/policy", policy()), 409, "UnsupportedOperation.RootPolicy", "principal_id"
+    )
     assert api.get("/v1/products").status_code == 200
 
 
@@ -188,11 +215,14 @@ def test_default_deny(api, two):
 
 def test_deny_wins_over_allow(api, two):
     a, b = two
-    client = client_for(api, policy(
-        ALLOW_ALL,
-        {"effect": "deny", "action": ["iotexplorer:DeleteDevice"], "resource": ["*"]},
-        {"effect": "deny", "action": ["*"], "resource": [f"product/{b}", f"product/{b}/*"]},
-    ))
+    client = client_for(
+        api,
+        policy(
+            ALLOW_ALL,
+            {"effect": "deny", "action": ["iotexplorer:DeleteDevice"], "resource": ["*"]},
+            {"effect": "deny", "action": ["*"], "resource": [f"product/{b}", f"product/{b}/*"]},
+        ),
+    )
     expect_error(client.delete(f"/v1/products/{a}/devices/dev-a"), 403, "UnauthorizedOperation", None)
     assert api.get(f"/v1/products/{a}/devices/dev-a").status_code == 200
     assert client.get(f"/v1/products/{a}/devices/dev-a").status_code == 200
@@ -200,8 +230,9 @@ def test_deny_wins_over_allow(api, two):
     expect_error(client.get(f"/v1/products/{b}"), 403, "UnauthorizedOperation", None)
     expect_error(client.get(f"/v1/products/{b}/devices/dev-b"), 403, "UnauthorizedOperation", None)
     # deny listed first or last makes no difference
-    client2 = client_for(api, policy({"effect": "deny", "action": ["iotexplorer:DeleteDevice"], "resource": ["*"]},
-                                     ALLOW_ALL))
+    client2 = client_for(
+        api, policy({"effect": "deny", "action": ["iotexplorer:DeleteDevice"], "resource": ["*"]}, ALLOW_ALL)
+    )
     expect_error(client2.delete(f"/v1/products/{a}/devices/dev-a"), 403, "UnauthorizedOperation", None)
     assert api.get(f"/v1/products/{a}/devices/dev-a").status_code == 200
 
@@ -214,8 +245,7 @@ def test_action_wildcard(api, two):
     assert client.get(f"/v1/products/{a}/thing-model").status_code == 200
     assert client.get("/v1/quota").status_code == 200
     expect_error(client.get(f"/v1/products/{a}/devices"), 403, "UnauthorizedOperation", None)  # GetDeviceList
-    expect_error(client.post(f"/v1/products/{a}/devices", {"device_name": "x1"}), 403, "UnauthorizedOperation",
-                 None)
+    expect_error(client.post(f"/v1/products/{a}/devices", {"device_name": "x1"}), 403, "UnauthorizedOperation", None)
     expect_error(client.patch(f"/v1/products/{a}", {"description": "x"}), 403, "UnauthorizedOperation", None)
     expect_error(client.delete(f"/v1/products/{a}/devices/dev-a"), 403, "UnauthorizedOperation", None)
     # a narrower wildcard
@@ -226,8 +256,9 @@ def test_action_wildcard(api, two):
 
 def test_principal_limited_to_one_product(api, two):
     a, b = two
-    client = client_for(api, policy({"effect": "allow", "action": ["iotexplorer:*"],
-                                     "resource": [f"product/{a}", f"product/{a}/*"]}))
+    client = client_for(
+        api, policy({"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]})
+    )
     listed = client.get(f"/v1/products/{a}/devices")
     assert listed.status_code == 200, listed.body
     assert [d["device_name"] for d in listed.json["items"]] == ["dev-a"]
@@ -252,18 +283,23 @@ def test_principal_limited_to_one_product(api, two):
 
 def test_restricted_principal_cannot_escalate(api, two):
     a, _ = two
-    p = principal(api, policy({"effect": "allow", "action": ["iotexplorer:*"],
-                               "resource": [f"product/{a}", f"product/{a}/*"]}))
+    p = principal(
+        api, policy({"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]})
+    )
     client = api.as_key(new_key(api, p["principal_id"])["api_key"])
-    expect_error(client.put(f"/v1/principals/{p['principal_id']}/policy", policy(ALLOW_ALL)), 403,
-                 "UnauthorizedOperation", None)
+    expect_error(
+        client.put(f"/v1/principals/{p['principal_id']}/policy", policy(ALLOW_ALL)), 403, "UnauthorizedOperation", None
+    )
     expect_error(client.post("/v1/keys", {"principal_id": "root"}), 403, "UnauthorizedOperation", None)
-    expect_error(client.post("/v1/principals", {"name": "me2", "policy": policy(ALLOW_ALL)}), 403,
-                 "UnauthorizedOperation", None)
+    expect_error(
+        client.post("/v1/principals", {"name": "me2", "policy": policy(ALLOW_ALL)}), 403, "UnauthorizedOperation", None
+    )
     expect_error(client.get("/v1/audit"), 403, "UnauthorizedOperation", None)
     expect_error(client.get("/v1/principals/root"), 403, "UnauthorizedOperation", None)
-    assert api.get(f"/v1/principals/{p['principal_id']}").json["policy"]["statement"][0]["resource"] == \
-        [f"product/{a}", f"product/{a}/*"]
+    assert api.get(f"/v1/principals/{p['principal_id']}").json["policy"]["statement"][0]["resource"] == [
+        f"product/{a}",
+        f"product/{a}/*",
+    ]
 
 
 # ------------------------------------------------------------------ authentication
@@ -277,8 +313,9 @@ def test_key_revocation_is_immediate(api, product):
     resp = api.delete(f"/v1/keys/{k1['key_id']}")
     assert resp.status_code == 204, resp.body
     expect_error(c1.get("/v1/products"), 401, "AuthFailure.InvalidCredential", None)
-    expect_error(c1.post("/v1/products", {**PRODUCT, "name": "After revoke"}), 401,
-                 "AuthFailure.InvalidCredential", None)
+    expect_error(
+        c1.post("/v1/products", {**PRODUCT, "name": "After revoke"}), 401, "AuthFailure.InvalidCredential", None
+    )
     assert c2.get("/v1/products").status_code == 200  # the principal's other key still works
     expect_error(api.delete(f"/v1/keys/{k1['key_id']}"), 404, "ResourceNotFound.ApiKeyNotExist", "key_id")
     listed = api.get("/v1/keys?" + urlencode({"principal_id": p["principal_id"]})).json["items"]
@@ -297,18 +334,21 @@ def _fake_key() -> str:
     return "fbk_" + "a" * 16 + "." + "A" * 43
 
 
-@pytest.mark.parametrize("header", [
-    None,
-    "",
-    "Bearer",
-    "Bearer ",
-    "Basic dXNlcjpwYXNz",
-    "Bearer junk",
-    "Bearer fbk_short.secret",
-    f"Bearer {_fake_key()}",
-    f"Bearer {_fake_key()}x",
-    "Token " + _fake_key(),
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Bearer junk",
+        "Bearer fbk_short.secret",
+        f"Bearer {_fake_key()}",
+        f"Bearer {_fake_key()}x",
+        "Token " + _fake_key(),
+    ],
+)
 def test_malformed_or_unknown_keys_are_401(api, header):
     headers = {} if header is None else {"Authorization": header}
     for method, path in (("GET", "/v1/products"), ("POST", "/v1/products"), ("GET", "/v1/quota")):
@@ -347,10 +387,13 @@ def test_application_keys_and_scope(api, two):
         expect_error(client.get(f"/v1/products/{b}/devices"), 403, "UnauthorizedOperation", None)
         expect_error(client.get(f"/v1/products/{b}/devices/dev-b"), 403, "UnauthorizedOperation", None)
         expect_error(client.get(f"/v1/products/{b}"), 403, "UnauthorizedOperation", None)
-        expect_error(client.post("/v1/products", {**PRODUCT, "name": f"From {k['platform']}"}), 403,
-                     "UnauthorizedOperation", None)
-        expect_error(client.post(f"/v1/products/{a}/devices", {"device_name": "x"}), 403, "UnauthorizedOperation",
-                     None)
+        expect_error(
+            client.post("/v1/products", {**PRODUCT, "name": f"From {k['platform']}"}),
+            403,
+            "UnauthorizedOperation",
+            None,
+        )
+        expect_error(client.post(f"/v1/products/{a}/devices", {"device_name": "x"}), 403, "UnauthorizedOperation", None)
         expect_error(client.delete(f"/v1/products/{a}/devices/dev-a"), 403, "UnauthorizedOperation", None)
         listed = client.get("/v1/products")
         assert listed.status_code == 200
@@ -380,42 +423,63 @@ def test_application_keys_and_scope(api, two):
 def test_application_cannot_widen_a_principals_product_scope(api, two):
     """A partner limited to product A, even one allowed to manage applications, cannot mint keys for B."""
     a, b = two
-    client = client_for(api, policy({"effect": "allow", "action": ["iotexplorer:*"],
-                                     "resource": [f"product/{a}", f"product/{a}/*", "application/*"]}))
+    client = client_for(
+        api,
+        policy(
+            {
+                "effect": "allow",
+                "action": ["iotexplorer:*"],
+                "resource": [f"product/{a}", f"product/{a}/*", "application/*"],
+            }
+        ),
+    )
     own = client.post("/v1/applications", {"name": "Partner app", "products": [a]})
     assert own.status_code == 201, own.body
-    expect_error(client.post("/v1/applications", {"name": "Stolen", "products": [b]}), 403,
-                 "UnauthorizedOperation", None)
-    expect_error(client.put(f"/v1/applications/{own.json['application_id']}/products", {"products": [a, b]}), 403,
-                 "UnauthorizedOperation", None)
+    expect_error(
+        client.post("/v1/applications", {"name": "Stolen", "products": [b]}), 403, "UnauthorizedOperation", None
+    )
+    expect_error(
+        client.put(f"/v1/applications/{own.json['application_id']}/products", {"products": [a, b]}),
+        403,
+        "UnauthorizedOperation",
+        None,
+    )
     app_key = api.as_key(own.json["keys"][0]["api_key"])
-    expect_error(app_key.get(f"/v1/products/{b}/devices/dev-b?include_secret=true"), 403,
-                 "UnauthorizedOperation", None)
+    expect_error(app_key.get(f"/v1/products/{b}/devices/dev-b?include_secret=true"), 403, "UnauthorizedOperation", None)
 
 
 def test_free_text_with_lone_surrogate_is_a_400(api, product):
-    for path, raw in (("/v1/principals", '{"name": "x\\ud800"}'),
-                      ("/v1/applications", '{"name": "App", "remark": "x\\ud800"}'),
-                      ("/v1/keys", '{"name": "x\\ud800"}')):
+    for path, raw in (
+        ("/v1/principals", '{"name": "x\\ud800"}'),
+        ("/v1/applications", '{"name": "App", "remark": "x\\ud800"}'),
+        ("/v1/keys", '{"name": "x\\ud800"}'),
+    ):
         expect_error(api.post(path, raw=raw), 400, "InvalidParameterValue.InvalidJson", "body")
 
 
 def test_application_policy_is_not_editable(api, product):
     app = api.post("/v1/applications", {"name": "App", "products": [product["product_id"]]}).json
-    expect_error(api.put(f"/v1/principals/{app['principal_id']}/policy", policy(ALLOW_ALL)), 409,
-                 "UnsupportedOperation.ApplicationPolicy", "principal_id")
+    expect_error(
+        api.put(f"/v1/principals/{app['principal_id']}/policy", policy(ALLOW_ALL)),
+        409,
+        "UnsupportedOperation.ApplicationPolicy",
+        "principal_id",
+    )
 
 
-@pytest.mark.parametrize("body,status,code,field", [
-    ({"name": "x" * 51}, 400, "InvalidParameterValue.ApplicationNameInvalid", "name"),
-    ({"name": ""}, 400, "InvalidParameterValue.ApplicationNameInvalid", "name"),
-    ({}, 400, "MissingParameter", "name"),
-    ({"name": "App", "remark": "r" * 1025}, 400, "InvalidParameterValue.ApplicationRemarkInvalid", "remark"),
-    ({"name": "App", "products": ["ZZZZZZZZZZ"]}, 404, "ResourceNotFound.ProductNotExist", "products[0]"),
-    ({"name": "App", "products": ["abc"]}, 400, "InvalidParameterValue.ProductIdInvalid", "products[0]"),
-    ({"name": "App", "products": "ZZZZZZZZZZ"}, 400, "InvalidParameterValue.ProductsInvalid", "products"),
-    ({"name": "App", "owner": "me"}, 400, "UnknownParameter", "owner"),
-])
+@pytest.mark.parametrize(
+    "body,status,code,field",
+    [
+        ({"name": "x" * 51}, 400, "InvalidParameterValue.ApplicationNameInvalid", "name"),
+        ({"name": ""}, 400, "InvalidParameterValue.ApplicationNameInvalid", "name"),
+        ({}, 400, "MissingParameter", "name"),
+        ({"name": "App", "remark": "r" * 1025}, 400, "InvalidParameterValue.ApplicationRemarkInvalid", "remark"),
+        ({"name": "App", "products": ["ZZZZZZZZZZ"]}, 404, "ResourceNotFound.ProductNotExist", "products[0]"),
+        ({"name": "App", "products": ["abc"]}, 400, "InvalidParameterValue.ProductIdInvalid", "products[0]"),
+        ({"name": "App", "products": "ZZZZZZZZZZ"}, 400, "InvalidParameterValue.ProductsInvalid", "products"),
+        ({"name": "App", "owner": "me"}, 400, "UnknownParameter", "owner"),
+    ],
+)
 def test_application_validation(api, body, status, code, field):
     expect_error(api.post("/v1/applications", body), status, code, field)
 
@@ -428,10 +492,18 @@ def test_application_limits_accepted(api, product):
 
 def test_application_unknown_product_in_second_position(api, product):
     pid = product["product_id"]
-    expect_error(api.post("/v1/applications", {"name": "App", "products": [pid, "ZZZZZZZZZZ"]}), 404,
-                 "ResourceNotFound.ProductNotExist", "products[1]")
-    expect_error(api.post("/v1/applications", {"name": "App", "products": [pid, pid]}), 400,
-                 "InvalidParameterValue.ProductsInvalid", "products[1]")
+    expect_error(
+        api.post("/v1/applications", {"name": "App", "products": [pid, "ZZZZZZZZZZ"]}),
+        404,
+        "ResourceNotFound.ProductNotExist",
+        "products[1]",
+    )
+    expect_error(
+        api.post("/v1/applications", {"name": "App", "products": [pid, pid]}),
+        400,
+        "InvalidParameterValue.ProductsInvalid",
+        "products[1]",
+    )
 
 
 def test_application_products_update_validation(api, product):
@@ -441,10 +513,15 @@ def test_application_products_update_validation(api, product):
     expect_error(api.put(path, {"products": ["ZZZZZZZZZZ"]}), 404, "ResourceNotFound.ProductNotExist", "products[0]")
     expect_error(api.put(path, {}), 400, "MissingParameter", "products")
     assert api.get(f"/v1/applications/{app['application_id']}").json["products"] == [pid]
-    expect_error(api.get("/v1/applications/app-000000000000"), 404, "ResourceNotFound.ApplicationNotExist",
-                 "application_id")
-    expect_error(api.put("/v1/applications/app-000000000000/products", {"products": []}), 404,
-                 "ResourceNotFound.ApplicationNotExist", "application_id")
+    expect_error(
+        api.get("/v1/applications/app-000000000000"), 404, "ResourceNotFound.ApplicationNotExist", "application_id"
+    )
+    expect_error(
+        api.put("/v1/applications/app-000000000000/products", {"products": []}),
+        404,
+        "ResourceNotFound.ApplicationNotExist",
+        "application_id",
+    )
 
 
 # ------------------------------------------------------------------ audit
@@ -466,30 +543,84 @@ def test_every_mutating_call_is_audited(api):
         calls.append((resp, who, action, resource, status, result))
         return resp
 
-    d1 = track(api.post(f"/v1/products/{pid}/devices", {"device_name": "dev1", "secret": supplied}), "root",
-               "iotexplorer:CreateDevice", f"product/{pid}", 201).json
-    d2 = track(api.post(f"/v1/products/{pid}/devices", {"device_name": "dev2"}), "root",
-               "iotexplorer:CreateDevice", f"product/{pid}", 201).json
-    track(api.post(f"/v1/products/{pid}/devices", {"device_name": "bad name"}), "root",
-          "iotexplorer:CreateDevice", f"product/{pid}", 400, "InvalidParameterValue.DeviceNameInvalid")
-    track(api.patch(f"/v1/products/{pid}/devices/dev2", {"tags": {"k": "v"}}), "root",
-          "iotexplorer:ModifyDevice", f"product/{pid}/device/dev2", 200)
-    reg = track(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}), "root",
-                "iotexplorer:UpdateProductDynamicRegister", f"product/{pid}", 200).json
-    rot = track(api.post(f"/v1/products/{pid}/secret/rotate"), "root",
-                "iotexplorer:ResetProductSecret", f"product/{pid}", 200).json
+    d1 = track(
+        api.post(f"/v1/products/{pid}/devices", {"device_name": "dev1", "secret": supplied}),
+        "root",
+        "iotexplorer:CreateDevice",
+        f"product/{pid}",
+        201,
+    ).json
+    d2 = track(
+        api.post(f"/v1/products/{pid}/devices", {"device_name": "dev2"}),
+        "root",
+        "iotexplorer:CreateDevice",
+        f"product/{pid}",
+        201,
+    ).json
+    track(
+        api.post(f"/v1/products/{pid}/devices", {"device_name": "bad name"}),
+        "root",
+        "iotexplorer:CreateDevice",
+        f"product/{pid}",
+        400,
+        "InvalidParameterValue.DeviceNameInvalid",
+    )
+    track(
+        api.patch(f"/v1/products/{pid}/devices/dev2", {"tags": {"k": "v"}}),
+        "root",
+        "iotexplorer:ModifyDevice",
+        f"product/{pid}/device/dev2",
+        200,
+    )
+    reg = track(
+        api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}),
+        "root",
+        "iotexplorer:UpdateProductDynamicRegister",
+        f"product/{pid}",
+        200,
+    ).json
+    rot = track(
+        api.post(f"/v1/products/{pid}/secret/rotate"), "root", "iotexplorer:ResetProductSecret", f"product/{pid}", 200
+    ).json
     p = principal(api, policy({"effect": "allow", "action": ["iotexplorer:Describe*"], "resource": ["*"]}))
-    key = track(api.post("/v1/keys", {"principal_id": p["principal_id"], "name": "audited"}), "root",
-                "iotexplorer:CreateApiKey", f"principal/{p['principal_id']}", 201).json
+    key = track(
+        api.post("/v1/keys", {"principal_id": p["principal_id"], "name": "audited"}),
+        "root",
+        "iotexplorer:CreateApiKey",
+        f"principal/{p['principal_id']}",
+        201,
+    ).json
     limited = api.as_key(key["api_key"])
-    track(limited.post(f"/v1/products/{pid}/devices", {"device_name": "dev3"}), p["principal_id"],
-          "iotexplorer:CreateDevice", f"product/{pid}", 403, "UnauthorizedOperation")
-    track(limited.delete(f"/v1/products/{pid}/devices/dev1"), p["principal_id"],
-          "iotexplorer:DeleteDevice", f"product/{pid}/device/dev1", 403, "UnauthorizedOperation")
-    app = track(api.post("/v1/applications", {"name": "App", "products": [pid]}), "root",
-                "iotexplorer:CreateApplication", "application/*", 201).json
-    track(api.delete(f"/v1/products/{pid}/devices/dev2"), "root",
-          "iotexplorer:DeleteDevice", f"product/{pid}/device/dev2", 204)
+    track(
+        limited.post(f"/v1/products/{pid}/devices", {"device_name": "dev3"}),
+        p["principal_id"],
+        "iotexplorer:CreateDevice",
+        f"product/{pid}",
+        403,
+        "UnauthorizedOperation",
+    )
+    track(
+        limited.delete(f"/v1/products/{pid}/devices/dev1"),
+        p["principal_id"],
+        "iotexplorer:DeleteDevice",
+        f"product/{pid}/device/dev1",
+        403,
+        "UnauthorizedOperation",
+    )
+    app = track(
+        api.post("/v1/applications", {"name": "App", "products": [pid]}),
+        "root",
+        "iotexplorer:CreateApplication",
+        "application/*",
+        201,
+    ).json
+    track(
+        api.delete(f"/v1/products/{pid}/devices/dev2"),
+        "root",
+        "iotexplorer:DeleteDevice",
+        f"product/{pid}/device/dev2",
+        204,
+    )
 
     items, text = audit_items(api)
     by_request = {e["request_id"]: e for e in items}
@@ -509,8 +640,17 @@ def test_every_mutating_call_is_audited(api):
     assert len(denied) == 2 and all(e["key_id"] == key["key_id"] for e in denied)
 
     # no secret of any kind reaches the audit
-    secrets = [supplied, d1["secret"], d2["secret"], reg["product_secret"], rot["product_secret"], key["api_key"],
-               key["api_key"].split(".", 1)[1], api.key, api.key.split(".", 1)[1]]
+    secrets = [
+        supplied,
+        d1["secret"],
+        d2["secret"],
+        reg["product_secret"],
+        rot["product_secret"],
+        key["api_key"],
+        key["api_key"].split(".", 1)[1],
+        api.key,
+        api.key.split(".", 1)[1],
+    ]
     secrets += [k["api_key"] for k in app["keys"]] + [k["api_key"].split(".", 1)[1] for k in app["keys"]]
     for secret in secrets:
         assert secret not in text
@@ -521,20 +661,31 @@ def test_audit_includes_product_lifecycle_calls(api):
     resp = api.post("/v1/products", {**PRODUCT, "name": "Lifecycle"})
     pid = resp.json["product_id"]
     calls = [(resp, "iotexplorer:CreateStudioProduct", "product/*", 201)]
-    calls.append((api.patch(f"/v1/products/{pid}", {"description": "x"}), "iotexplorer:ModifyStudioProduct",
-                  f"product/{pid}", 200))
+    calls.append(
+        (
+            api.patch(f"/v1/products/{pid}", {"description": "x"}),
+            "iotexplorer:ModifyStudioProduct",
+            f"product/{pid}",
+            200,
+        )
+    )
     calls.append((api.post(f"/v1/products/{pid}/publish"), "iotexplorer:ReleaseStudioProduct", f"product/{pid}", 200))
     calls.append((api.post(f"/v1/products/{pid}/publish"), "iotexplorer:ReleaseStudioProduct", f"product/{pid}", 409))
-    calls.append((api.post(f"/v1/products/{pid}/unpublish"), "iotexplorer:UnreleaseStudioProduct",
-                  f"product/{pid}", 200))
+    calls.append(
+        (api.post(f"/v1/products/{pid}/unpublish"), "iotexplorer:UnreleaseStudioProduct", f"product/{pid}", 200)
+    )
     calls.append((api.delete(f"/v1/products/{pid}"), "iotexplorer:DeleteStudioProduct", f"product/{pid}", 204))
     items, _ = audit_items(api)
     by_request = {e["request_id"]: e for e in items}
     for resp, action, resource, status in calls:
         assert resp.status_code == status, resp.body
         entry = by_request[resp.headers["x-request-id"]]
-        assert (entry["action"], entry["resource"], entry["status"], entry["principal_id"]) == \
-            (action, resource, status, "root")
+        assert (entry["action"], entry["resource"], entry["status"], entry["principal_id"]) == (
+            action,
+            resource,
+            status,
+            "root",
+        )
     assert by_request[calls[3][0].headers["x-request-id"]]["result"] == "UnsupportedOperation.ProductReleased"
 
 
@@ -573,8 +724,12 @@ def test_audit_names_the_target_even_when_the_body_is_malformed(api):
     expect_error(resp, 400, "InvalidParameterValue.InvalidJson", "body")
     items, _ = audit_items(api)
     entry = next(e for e in items if e["request_id"] == resp.headers["x-request-id"])
-    assert (entry["action"], entry["resource"], entry["status"], entry["result"]) == \
-        ("iotexplorer:CreateDevice", f"product/{pid}", 400, "InvalidParameterValue.InvalidJson")
+    assert (entry["action"], entry["resource"], entry["status"], entry["result"]) == (
+        "iotexplorer:CreateDevice",
+        f"product/{pid}",
+        400,
+        "InvalidParameterValue.InvalidJson",
+    )
 
 
 def test_reads_are_not_mutations(api, product):
@@ -584,13 +739,16 @@ def test_reads_are_not_mutations(api, product):
     assert got.headers["x-request-id"] not in {e["request_id"] for e in items}
 
 
-@pytest.mark.parametrize("query,code,field", [
-    ("limit=0", "InvalidParameterValue.LimitInvalid", "limit"),
-    ("limit=101", "InvalidParameterValue.LimitInvalid", "limit"),
-    ("start=200&end=100", "InvalidParameterValue.TimeRangeInvalid", "start"),
-    ("start=0&end=9000000", "InvalidParameterValue.TimeRangeInvalid", "start"),
-    ("next=%21%21", "InvalidParameterValue.NextTokenInvalid", "next"),
-])
+@pytest.mark.parametrize(
+    "query,code,field",
+    [
+        ("limit=0", "InvalidParameterValue.LimitInvalid", "limit"),
+        ("limit=101", "InvalidParameterValue.LimitInvalid", "limit"),
+        ("start=200&end=100", "InvalidParameterValue.TimeRangeInvalid", "start"),
+        ("start=0&end=9000000", "InvalidParameterValue.TimeRangeInvalid", "start"),
+        ("next=%21%21", "InvalidParameterValue.NextTokenInvalid", "next"),
+    ],
+)
 def test_audit_query_validation(api, query, code, field):
     expect_error(api.get("/v1/audit?" + query), 400, code, field)
 

@@ -1,4 +1,5 @@
 """The MQTT custom authorizer (SPEC §6.2) over moto: who may connect, and what the policy allows."""
+
 from __future__ import annotations
 
 import base64
@@ -16,12 +17,25 @@ from chalicelib.services import connectivity
 from tests.integration.helpers import PRODUCT, diagnostics, make_device
 
 
-def connect_event(pid: str, dn: str, secret: str, *, algorithm: str = "hmacsha256", expiry: int | None = None,
-                  client_id: str | None = None, password: str | None = None, username: str | None = None,
-                  ip: str = "203.0.113.7") -> dict[str, Any]:
+def connect_event(
+    pid: str,
+    dn: str,
+    secret: str,
+    *,
+    algorithm: str = "hmacsha256",
+    expiry: int | None = None,
+    client_id: str | None = None,
+    password: str | None = None,
+    username: str | None = None,
+    ip: str = "203.0.113.7",
+) -> dict[str, Any]:
     cid, user, pw = mqtt_auth.credentials(pid, dn, secret, algorithm=algorithm, expiry=expiry)
-    return authorizer_event(client_id if client_id is not None else cid, username or user,
-                            (password if password is not None else pw).encode(), source_ip=ip)
+    return authorizer_event(
+        client_id if client_id is not None else cid,
+        username or user,
+        (password if password is not None else pw).encode(),
+        source_ip=ip,
+    )
 
 
 def policy(answer: dict[str, Any]) -> list[str]:
@@ -65,13 +79,16 @@ def test_the_sdks_millisecond_start_time_passes_on_every_reconnect(device):
         assert connectivity.authorize(connect_event(pid, dn, secret, expiry=start_ms))["isAuthenticated"]
 
 
-@pytest.mark.parametrize("change,reason", [
-    ("password", "signature_mismatch"),
-    ("expired", "expired"),
-    ("client_id", "client_id_mismatch"),
-    ("algorithm", "algorithm_unsupported"),
-    ("username", "connid_invalid"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ("password", "signature_mismatch"),
+        ("expired", "expired"),
+        ("client_id", "client_id_mismatch"),
+        ("algorithm", "algorithm_unsupported"),
+        ("username", "connid_invalid"),
+    ],
+)
 def test_a_known_device_with_bad_credentials_is_refused_and_diagnosed(device, change, reason):
     pid, dn, secret = device
     kwargs: dict[str, Any] = {}
@@ -122,14 +139,17 @@ def test_unknown_products_and_devices_are_refused(device):
     assert diagnostics(pid, "ghost") == []
 
 
-@pytest.mark.parametrize("event", [
-    {},
-    {"protocolData": {}},
-    {"protocolData": {"mqtt": {"clientId": "x"}}},
-    {"protocolData": {"mqtt": {"username": "u", "password": "not base64!!", "clientId": "x"}}},
-    {"protocolData": {"mqtt": {"username": ";;;", "password": None}}},
-    {"protocolData": {"mqtt": "junk"}, "connectionMetadata": "junk"},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"protocolData": {}},
+        {"protocolData": {"mqtt": {"clientId": "x"}}},
+        {"protocolData": {"mqtt": {"username": "u", "password": "not base64!!", "clientId": "x"}}},
+        {"protocolData": {"mqtt": {"username": ";;;", "password": None}}},
+        {"protocolData": {"mqtt": "junk"}, "connectionMetadata": "junk"},
+    ],
+)
 def test_malformed_requests_are_refused_never_raised(aws, event):
     answer = connectivity.authorize(event)
     assert answer["isAuthenticated"] is False and answer["reason"]
@@ -236,8 +256,9 @@ def test_thing_model_products_get_no_custom_topics(device):
 
 def test_a_gateway_may_use_its_subdevice_products_topics(api):
     gw = api.post("/v1/products", {**PRODUCT, "name": "Hub", "device_type": "gateway"}).json["product_id"]
-    sub = api.post("/v1/products", {**PRODUCT, "name": "Bulb", "device_type": "subdevice",
-                                    "subdevice_protocol": "zigbee"}).json["product_id"]
+    sub = api.post(
+        "/v1/products", {**PRODUCT, "name": "Bulb", "device_type": "subdevice", "subdevice_protocol": "zigbee"}
+    ).json["product_id"]
     other = api.post("/v1/products", {**PRODUCT, "name": "Plug"}).json["product_id"]
     connectivity._subdevice_cache = None
     secret = make_device(api, gw, "hub1")["secret"]
@@ -271,19 +292,25 @@ def _doc(*statements: dict[str, Any]) -> str:
 
 def test_policy_evaluation_deny_wins_and_wildcards():
     arn = "arn:aws:iot:us-east-1:123456789012"
-    docs = [_doc({"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": [f"{arn}:topic/a/*"]},
-                 {"Effect": "Allow", "Action": "iot:*", "Resource": f"{arn}:topicfilter/b/+"},
-                 {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}:topicfilter/c/?"}),
-            {"Version": "2012-10-17", "Statement": [
-                {"Effect": "Deny", "Action": "iot:Publish", "Resource": f"{arn}:topic/a/secret"}]}]
+    docs = [
+        _doc(
+            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": [f"{arn}:topic/a/*"]},
+            {"Effect": "Allow", "Action": "iot:*", "Resource": f"{arn}:topicfilter/b/+"},
+            {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": f"{arn}:topicfilter/c/?"},
+        ),
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Deny", "Action": "iot:Publish", "Resource": f"{arn}:topic/a/secret"}],
+        },
+    ]
     allows = connectivity.policy_allows
-    assert allows(docs, "iot:Publish", "a/x/y")          # * spans levels, as in IoT policies
-    assert not allows(docs, "iot:Publish", "a/secret")   # explicit deny wins
+    assert allows(docs, "iot:Publish", "a/x/y")  # * spans levels, as in IoT policies
+    assert not allows(docs, "iot:Publish", "a/secret")  # explicit deny wins
     assert allows(docs, "iot:Receive", "a/secret")
-    assert allows(docs, "iot:Subscribe", "b/+")           # MQTT wildcards are literal in resources
+    assert allows(docs, "iot:Subscribe", "b/+")  # MQTT wildcards are literal in resources
     assert not allows(docs, "iot:Subscribe", "b/x")
     assert allows(docs, "iot:Subscribe", "c/1") and not allows(docs, "iot:Subscribe", "c/12")
-    assert not allows(docs, "iot:Publish", "b/+")         # topicfilter resources never match topics
+    assert not allows(docs, "iot:Publish", "b/+")  # topicfilter resources never match topics
     assert not allows(docs, "iot:Connect", "a")
     assert not allows(docs, "iot:Frobnicate", "a/x")
     assert not allows([], "iot:Publish", "a/x")

@@ -2,6 +2,7 @@
 
 Chunks of 10 rows (FLEETBOX_BATCH_CHUNK_SIZE) so a few dozen devices cross several chunks.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,8 +64,10 @@ def test_auto_batch_with_qr_codes_makes_every_device_its_row_and_png(api):
     # Given a released product
     pid = released(api)
     # When a 25-device auto batch with QR codes runs to the end
-    job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                      "quantity": 25, "qr_code": True})
+    job = start(
+        api,
+        {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 25, "qr_code": True},
+    )
     done = finished(api, job["id"])
     # Then it is done with every row a success, and its outputs are behind time-limited URLs
     assert (done["status"], done["progress"], done["success_count"], done["failure_count"]) == ("done", 100, 25, 0)
@@ -97,8 +100,16 @@ def test_upload_reports_existing_invalid_and_duplicate_rows_and_never_overwrites
     pid = released(api)
     existing = api.post(f"/v1/products/{pid}/devices", {"device_name": "lamp-3"}).json
     names = ["DeviceName", "lamp-1", "lamp-2", "lamp-3", "bad name!", "lamp-1", "=cmd|'/c calc'!A1", "lamp-4"]
-    job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
-                      "names_csv": "\n".join(names) + "\n", "qr_code": False})
+    job = start(
+        api,
+        {
+            "product_id": pid,
+            "burn_method": "per_device_secret",
+            "generation": "upload",
+            "names_csv": "\n".join(names) + "\n",
+            "qr_code": False,
+        },
+    )
     done = finished(api, job["id"])
     assert (done["status"], done["success_count"], done["failure_count"]) == ("done", 3, 4)
     reasons = {f["row"]: f["reason"] for f in done["failures"]}
@@ -122,8 +133,15 @@ def test_a_batch_over_the_quota_fails_before_anything_is_written(api):
     pid = released(api)
     api.post(f"/v1/products/{pid}/devices", {"device_name": "one"})
     before = api.get("/v1/quota").json
-    resp = api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                                    "quantity": before["remaining"] + 1})
+    resp = api.post(
+        "/v1/batches",
+        {
+            "product_id": pid,
+            "burn_method": "per_device_secret",
+            "generation": "auto",
+            "quantity": before["remaining"] + 1,
+        },
+    )
     expect_error(resp, 409, "LimitExceeded.DeviceExceedLimit", "quantity")
     assert "license limit" in resp.json["error"]["message"]
     assert api.get("/v1/quota").json == before
@@ -138,27 +156,54 @@ def test_unreleased_products_and_bad_requests_are_refused(api):
     body = {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 2}
     expect_error(api.post("/v1/batches", body), 409, "UnsupportedOperation.ProductNotReleased", "product_id")
     api.post(f"/v1/products/{pid}/publish")
-    expect_error(api.post("/v1/batches", {**body, "quantity": 10001}), 400, "InvalidParameterValue.QuantityInvalid",
-                 "quantity")
-    expect_error(api.post("/v1/batches", {**body, "quantity": 0}), 400, "InvalidParameterValue.QuantityInvalid",
-                 "quantity")
-    expect_error(api.post("/v1/batches", {**body, "generation": "upload", "quantity": None}), 400,
-                 "InvalidParameterValue.QuantityInvalid", "quantity")
-    expect_error(api.post("/v1/batches", {k: v for k, v in body.items() if k != "quantity"}), 400,
-                 "MissingParameter", "quantity")
+    expect_error(
+        api.post("/v1/batches", {**body, "quantity": 10001}), 400, "InvalidParameterValue.QuantityInvalid", "quantity"
+    )
+    expect_error(
+        api.post("/v1/batches", {**body, "quantity": 0}), 400, "InvalidParameterValue.QuantityInvalid", "quantity"
+    )
+    expect_error(
+        api.post("/v1/batches", {**body, "generation": "upload", "quantity": None}),
+        400,
+        "InvalidParameterValue.QuantityInvalid",
+        "quantity",
+    )
+    expect_error(
+        api.post("/v1/batches", {k: v for k, v in body.items() if k != "quantity"}), 400, "MissingParameter", "quantity"
+    )
     up = {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload"}
     expect_error(api.post("/v1/batches", up), 400, "MissingParameter", "names_csv")
-    expect_error(api.post("/v1/batches", {**up, "names_csv": "a\x00b"}), 400, "InvalidParameterValue.NamesCsvInvalid",
-                 "names_csv")
-    expect_error(api.post("/v1/batches", {**up, "names_csv": "x" * 1_100_000}), 413,
-                 "RequestTooLarge.NamesCsvTooLarge", "names_csv")
-    expect_error(api.post("/v1/batches", {**up, "names_csv": "\n".join(f"d{i}" for i in range(10001))}), 400,
-                 "InvalidParameterValue.QuantityInvalid", "names_csv")
+    expect_error(
+        api.post("/v1/batches", {**up, "names_csv": "a\x00b"}),
+        400,
+        "InvalidParameterValue.NamesCsvInvalid",
+        "names_csv",
+    )
+    expect_error(
+        api.post("/v1/batches", {**up, "names_csv": "x" * 1_100_000}),
+        413,
+        "RequestTooLarge.NamesCsvTooLarge",
+        "names_csv",
+    )
+    expect_error(
+        api.post("/v1/batches", {**up, "names_csv": "\n".join(f"d{i}" for i in range(10001))}),
+        400,
+        "InvalidParameterValue.QuantityInvalid",
+        "names_csv",
+    )
     # one type one secret needs dynamic registration, and uploaded names
-    expect_error(api.post("/v1/batches", {**up, "burn_method": "per_product_secret", "names_csv": "a"}), 409,
-                 "UnsupportedOperation.DynamicRegisterDisabled", "burn_method")
-    expect_error(api.post("/v1/batches", {**body, "burn_method": "per_product_secret"}), 400,
-                 "InvalidParameterValue.GenerationInvalid", "generation")
+    expect_error(
+        api.post("/v1/batches", {**up, "burn_method": "per_product_secret", "names_csv": "a"}),
+        409,
+        "UnsupportedOperation.DynamicRegisterDisabled",
+        "burn_method",
+    )
+    expect_error(
+        api.post("/v1/batches", {**body, "burn_method": "per_product_secret"}),
+        400,
+        "InvalidParameterValue.GenerationInvalid",
+        "generation",
+    )
     expect_error(api.get("/v1/batches/batnosuchbatch000"), 404, "ResourceNotFound.BatchNotExist", "batch_id")
     expect_error(api.get("/v1/batches/batnosuchbatch0000001"), 404, "ResourceNotFound.BatchNotExist", "batch_id")
     assert drain_jobs() == 0
@@ -168,11 +213,21 @@ def test_one_type_one_secret_batch_carries_the_product_secret(api):
     pid = released(api, developing=True)
     reg = api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}).json
     api.post(f"/v1/products/{pid}/publish")
-    job = start(api, {"product_id": pid, "burn_method": "per_product_secret", "generation": "upload",
-                      "names_csv": "s-1\ns-2\n", "qr_code": True})
+    job = start(
+        api,
+        {
+            "product_id": pid,
+            "burn_method": "per_product_secret",
+            "generation": "upload",
+            "names_csv": "s-1\ns-2\n",
+            "qr_code": True,
+        },
+    )
     done = finished(api, job["id"])
     rows = read_batch_csv(fetch(done["csv_url"]))
-    assert [(r["ProductSecret"], r["DevicePsk"], r["Status"]) for r in rows] == [(reg["product_secret"], "", "success")] * 2
+    assert [(r["ProductSecret"], r["DevicePsk"], r["Status"]) for r in rows] == [
+        (reg["product_secret"], "", "success")
+    ] * 2
     sig = json.loads(rows[0]["QRCode"])["Signature"]
     assert sig == sign_qr(reg["product_secret"], pid, "s-1")
     assert secret_of(api, pid, "s-1") is None  # it fetches its secret at first boot (§6.3)
@@ -188,8 +243,10 @@ def test_the_same_chunk_delivered_twice_creates_nothing_twice(api):
     from chalicelib.services import jobs
 
     pid = released(api)
-    job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                      "quantity": 15, "qr_code": True})
+    job = start(
+        api,
+        {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 15, "qr_code": True},
+    )
     first = queued()
     assert len(first) == 1
     jobs.run(first[0]["Body"])
@@ -205,8 +262,10 @@ def test_a_chunk_that_crashed_after_writing_devices_resumes_to_the_same_result(a
     from chalicelib.services import jobs, production
 
     pid = released(api)
-    job = start(api, {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                      "quantity": 20, "qr_code": False})
+    job = start(
+        api,
+        {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 20, "qr_code": False},
+    )
     real = production._write_part
 
     def crash(*a: Any) -> None:
@@ -224,7 +283,8 @@ def test_a_chunk_that_crashed_after_writing_devices_resumes_to_the_same_result(a
     rows = read_batch_csv(fetch(done["csv_url"]))
     for r in rows:  # the re-run reused the secrets it had stored: still the devices' own
         assert authenticates(pid, r["DeviceName"], r["DevicePsk"]) and r["DevicePsk"] == secret_of(
-            api, pid, r["DeviceName"])
+            api, pid, r["DeviceName"]
+        )
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 20
     assert api.get("/v1/quota").json["registered"] == 20
 
@@ -282,19 +342,25 @@ def test_audio_video_products_count_on_their_own_quota(api, monkeypatch):
     q = api.get("/v1/quota").json
     assert (q["av_device_quota"], q["av_registered"], q["av_remaining"], q["registered"]) == (3, 2, 1, 0)
     # a batch over the audio/video quota fails first; the normal quota does not help it
-    resp = api.post("/v1/batches", {"product_id": cam, "burn_method": "per_device_secret", "generation": "auto",
-                                    "quantity": 2})
+    resp = api.post(
+        "/v1/batches", {"product_id": cam, "burn_method": "per_device_secret", "generation": "auto", "quantity": 2}
+    )
     err = expect_error(resp, 409, "LimitExceeded.DeviceExceedLimit", "quantity")
     assert "audio/video device license limit" in err["message"]
-    job = start(api, {"product_id": cam, "burn_method": "per_device_secret", "generation": "upload",
-                      "names_csv": "c3\n"})
+    job = start(
+        api, {"product_id": cam, "burn_method": "per_device_secret", "generation": "upload", "names_csv": "c3\n"}
+    )
     assert api.get("/v1/quota").json["av_remaining"] == 0  # reserved while it runs
     done = finished(api, job["id"])
     assert (done["success_count"], done["failure_count"]) == (1, 0)
     q = api.get("/v1/quota").json
     assert (q["av_registered"], q["registered"]) == (3, 0)
-    expect_error(api.post(f"/v1/products/{cam}/devices", {"device_name": "c4"}), 409,
-                 "LimitExceeded.DeviceExceedLimit", "device_name")
+    expect_error(
+        api.post(f"/v1/products/{cam}/devices", {"device_name": "c4"}),
+        409,
+        "LimitExceeded.DeviceExceedLimit",
+        "device_name",
+    )
     assert api.post(f"/v1/products/{lamp}/devices", {"device_name": "l1"}).status_code == 201
     assert api.delete(f"/v1/products/{cam}/devices/c1").status_code == 204
     q = api.get("/v1/quota").json
@@ -357,8 +423,18 @@ def test_a_principal_limited_to_one_product_sees_only_its_batches(api):
     a, b = released(api, name="Mine"), released(api, name="Theirs")
     body = {"burn_method": "per_device_secret", "generation": "auto", "quantity": 1}
     job_a, job_b = start(api, {**body, "product_id": a}), start(api, {**body, "product_id": b})
-    who = api.post("/v1/principals", {"name": "partner", "policy": {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}]}}).json
+    who = api.post(
+        "/v1/principals",
+        {
+            "name": "partner",
+            "policy": {
+                "version": "2.0",
+                "statement": [
+                    {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}
+                ],
+            },
+        },
+    ).json
     partner = api.as_key(api.post("/v1/keys", {"principal_id": who["principal_id"]}).json["api_key"])
     assert partner.get(f"/v1/batches/{job_a['id']}").status_code == 200
     expect_error(partner.get(f"/v1/batches/{job_b['id']}"), 403, "UnauthorizedOperation", None)

@@ -1,4 +1,5 @@
 """Certificate-authenticated products: each device gets an X.509 certificate and key (SPEC §6.2)."""
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -9,9 +10,17 @@ from chalicelib.services import certificates
 
 def test_a_certificate_device_gets_a_key_and_a_certificate_signed_by_the_account_ca(api):
     # Given a certificate product
-    pid = api.post("/v1/products", {"name": "Cam", "category": "custom", "device_type": "device",
-                                    "comm_method": "wifi", "auth_type": "certificate",
-                                    "data_protocol": "thing_model"}).json["product_id"]
+    pid = api.post(
+        "/v1/products",
+        {
+            "name": "Cam",
+            "category": "custom",
+            "device_type": "device",
+            "comm_method": "wifi",
+            "auth_type": "certificate",
+            "data_protocol": "thing_model",
+        },
+    ).json["product_id"]
     # When a device is created
     created = api.post(f"/v1/products/{pid}/devices", {"device_name": "cam-1"})
     assert created.status_code == 201, created.body
@@ -36,9 +45,17 @@ def test_a_certificate_device_gets_a_key_and_a_certificate_signed_by_the_account
 
 
 def test_a_certificate_product_refuses_a_supplied_secret(api):
-    pid = api.post("/v1/products", {"name": "Cam", "category": "custom", "device_type": "device",
-                                    "comm_method": "wifi", "auth_type": "certificate",
-                                    "data_protocol": "thing_model"}).json["product_id"]
+    pid = api.post(
+        "/v1/products",
+        {
+            "name": "Cam",
+            "category": "custom",
+            "device_type": "device",
+            "comm_method": "wifi",
+            "auth_type": "certificate",
+            "data_protocol": "thing_model",
+        },
+    ).json["product_id"]
     resp = api.post(f"/v1/products/{pid}/devices", {"device_name": "cam-1", "secret": "iSfPAe3bXNYsOKzv9/8Qmw=="})
     assert resp.status_code == 400
     assert resp.json["error"]["code"] == "InvalidParameterValue.DeviceSecretInvalid"

@@ -2,6 +2,7 @@
 
 The suite runs with FLEETBOX_DEVICE_QUOTA=50 (tests/conftest.py).
 """
+
 from __future__ import annotations
 
 import base64
@@ -88,22 +89,26 @@ def test_device_names_accepted(api, product, name):
     assert api.get(dev_path(product["product_id"], name)).json["device_name"] == name
 
 
-@pytest.mark.parametrize("name", ["devé", "é", "a" * 49, "", "a b", " a", "a ", "设备1", "a.b", "a/b", "a#b",
-                                  "a@b", "a\nb", "a+b"])
+@pytest.mark.parametrize(
+    "name", ["devé", "é", "a" * 49, "", "a b", " a", "a ", "设备1", "a.b", "a/b", "a#b", "a@b", "a\nb", "a+b"]
+)
 def test_device_names_refused(api, product, name):
     pid = product["product_id"]
-    expect_error(api.post(dev_path(pid), {"device_name": name}), 400,
-                 "InvalidParameterValue.DeviceNameInvalid", "device_name")
+    expect_error(
+        api.post(dev_path(pid), {"device_name": name}), 400, "InvalidParameterValue.DeviceNameInvalid", "device_name"
+    )
     assert listing(api, pid)["items"] == []
     assert quota(api)["registered"] == 0
 
 
 def test_device_name_wrong_type_and_missing(api, product):
     pid = product["product_id"]
-    expect_error(api.post(dev_path(pid), {"device_name": 12}), 400,
-                 "InvalidParameterValue.DeviceNameInvalid", "device_name")
-    expect_error(api.post(dev_path(pid), {"device_name": None}), 400,
-                 "InvalidParameterValue.DeviceNameInvalid", "device_name")
+    expect_error(
+        api.post(dev_path(pid), {"device_name": 12}), 400, "InvalidParameterValue.DeviceNameInvalid", "device_name"
+    )
+    expect_error(
+        api.post(dev_path(pid), {"device_name": None}), 400, "InvalidParameterValue.DeviceNameInvalid", "device_name"
+    )
     expect_error(api.post(dev_path(pid), {}), 400, "MissingParameter", "device_name")
     expect_error(api.post(dev_path(pid), {"device_name": "ok", "tags": {}}), 400, "UnknownParameter", "tags")
 
@@ -111,8 +116,9 @@ def test_device_name_wrong_type_and_missing(api, product):
 def test_duplicate_device_name_refused(api, product):
     pid = product["product_id"]
     first = make_device(api, pid, "dup")
-    expect_error(api.post(dev_path(pid), {"device_name": "dup"}), 409, "ResourceInUse.DeviceAlreadyExists",
-                 "device_name")
+    expect_error(
+        api.post(dev_path(pid), {"device_name": "dup"}), 409, "ResourceInUse.DeviceAlreadyExists", "device_name"
+    )
     # nothing changed: same secret, one device, one licence used
     assert api.get(dev_path(pid, "dup") + "?include_secret=true").json["secret"] == first["secret"]
     assert listing(api, pid)["total"] == 1
@@ -135,26 +141,34 @@ def test_supplied_secret_kept(api, product):
     assert api.get(dev_path(pid, "given") + "?include_secret=true").json["secret"] == secret
 
 
-@pytest.mark.parametrize("secret", [
-    "short",
-    "",
-    "A" * 24,                                           # 24 chars of base64, but 18 bytes
-    base64.b64encode(bytes(17)).decode(),               # 17 bytes
-    base64.b64encode(bytes(15)).decode() + "AAAA",      # 28 chars
-    "!!!!!!!!!!!!!!!!!!!!!!==",                         # not base64
-    base64.b64encode(bytes(16)).decode()[:-2] + "  ",   # padding replaced by spaces
-    12345,
-])
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "short",
+        "",
+        "A" * 24,  # 24 chars of base64, but 18 bytes
+        base64.b64encode(bytes(17)).decode(),  # 17 bytes
+        base64.b64encode(bytes(15)).decode() + "AAAA",  # 28 chars
+        "!!!!!!!!!!!!!!!!!!!!!!==",  # not base64
+        base64.b64encode(bytes(16)).decode()[:-2] + "  ",  # padding replaced by spaces
+        12345,
+    ],
+)
 def test_supplied_secret_must_be_base64_of_16_bytes(api, product, secret):
     pid = product["product_id"]
-    expect_error(api.post(dev_path(pid), {"device_name": "s1", "secret": secret}), 400,
-                 "InvalidParameterValue.DeviceSecretInvalid", "secret")
+    expect_error(
+        api.post(dev_path(pid), {"device_name": "s1", "secret": secret}),
+        400,
+        "InvalidParameterValue.DeviceSecretInvalid",
+        "secret",
+    )
     expect_error(api.get(dev_path(pid, "s1")), 404, "ResourceNotFound.DeviceNotExist", "device_name")
 
 
 def test_create_in_unknown_product(api):
-    expect_error(api.post(dev_path("ZZZZZZZZZZ"), {"device_name": "d1"}), 404,
-                 "ResourceNotFound.ProductNotExist", "product_id")
+    expect_error(
+        api.post(dev_path("ZZZZZZZZZZ"), {"device_name": "d1"}), 404, "ResourceNotFound.ProductNotExist", "product_id"
+    )
     assert quota(api)["registered"] == 0
 
 
@@ -181,16 +195,32 @@ def test_get_hides_secret_unless_asked(api, product):
 def test_include_secret_must_be_boolean(api, product):
     pid = product["product_id"]
     make_device(api, pid, "d1")
-    expect_error(api.get(dev_path(pid, "d1") + "?include_secret=maybe"), 400,
-                 "InvalidParameterValue.IncludeSecretInvalid", "include_secret")
+    expect_error(
+        api.get(dev_path(pid, "d1") + "?include_secret=maybe"),
+        400,
+        "InvalidParameterValue.IncludeSecretInvalid",
+        "include_secret",
+    )
 
 
 def test_include_secret_needs_describe_device_secret(api, product):
     pid = product["product_id"]
     made = make_device(api, pid, "guarded")
-    reader = api.as_key(key_for(api, {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:DescribeDevice", "iotexplorer:GetDeviceList"],
-         "resource": ["*"]}]}))
+    reader = api.as_key(
+        key_for(
+            api,
+            {
+                "version": "2.0",
+                "statement": [
+                    {
+                        "effect": "allow",
+                        "action": ["iotexplorer:DescribeDevice", "iotexplorer:GetDeviceList"],
+                        "resource": ["*"],
+                    }
+                ],
+            },
+        )
+    )
     ok = reader.get(dev_path(pid, "guarded"))
     assert ok.status_code == 200, ok.body
     assert "secret" not in ok.json
@@ -198,9 +228,21 @@ def test_include_secret_needs_describe_device_secret(api, product):
     expect_error(denied, 403, "UnauthorizedOperation", None)
     assert made["secret"] not in denied.body.decode()
 
-    trusted = api.as_key(key_for(api, {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:DescribeDevice", "iotexplorer:DescribeDeviceSecret"],
-         "resource": [f"product/{pid}/*"]}]}))
+    trusted = api.as_key(
+        key_for(
+            api,
+            {
+                "version": "2.0",
+                "statement": [
+                    {
+                        "effect": "allow",
+                        "action": ["iotexplorer:DescribeDevice", "iotexplorer:DescribeDeviceSecret"],
+                        "resource": [f"product/{pid}/*"],
+                    }
+                ],
+            },
+        )
+    )
     got = trusted.get(dev_path(pid, "guarded") + "?include_secret=true")
     assert got.status_code == 200, got.body
     assert got.json["secret"] == made["secret"]
@@ -210,8 +252,9 @@ def test_unknown_device_is_404(api, product):
     pid = product["product_id"]
     for name in ("ghost", "bad name", "x" * 49):
         expect_error(api.get(dev_path(pid, name)), 404, "ResourceNotFound.DeviceNotExist", "device_name")
-    expect_error(api.patch(dev_path(pid, "ghost"), {"enabled": False}), 404, "ResourceNotFound.DeviceNotExist",
-                 "device_name")
+    expect_error(
+        api.patch(dev_path(pid, "ghost"), {"enabled": False}), 404, "ResourceNotFound.DeviceNotExist", "device_name"
+    )
     expect_error(api.delete(dev_path(pid, "ghost")), 404, "ResourceNotFound.DeviceNotExist", "device_name")
     expect_error(api.get(dev_path("ZZZZZZZZZZ", "ghost")), 404, "ResourceNotFound.ProductNotExist", "product_id")
     expect_error(api.get(dev_path("ZZZZZZZZZZ")), 404, "ResourceNotFound.ProductNotExist", "product_id")
@@ -220,8 +263,9 @@ def test_unknown_device_is_404(api, product):
 def test_device_of_another_product_is_not_visible(api, product):
     other = make_product(api, "Fan", model=None)
     make_device(api, other, "mine")
-    expect_error(api.get(dev_path(product["product_id"], "mine")), 404, "ResourceNotFound.DeviceNotExist",
-                 "device_name")
+    expect_error(
+        api.get(dev_path(product["product_id"], "mine")), 404, "ResourceNotFound.DeviceNotExist", "device_name"
+    )
 
 
 # ------------------------------------------------------------------ modify
@@ -259,23 +303,30 @@ def test_twenty_tags_accepted_twenty_one_refused(api, product):
     twenty = {f"k{i}": f"v{i}" for i in range(20)}
     resp = api.patch(dev_path(pid, "many"), {"tags": twenty})
     assert resp.status_code == 200, resp.body
-    expect_error(api.patch(dev_path(pid, "many"), {"tags": {**twenty, "k20": "v"}}), 400,
-                 "InvalidParameterValue.TagsInvalid", "tags")
+    expect_error(
+        api.patch(dev_path(pid, "many"), {"tags": {**twenty, "k20": "v"}}),
+        400,
+        "InvalidParameterValue.TagsInvalid",
+        "tags",
+    )
     assert api.get(dev_path(pid, "many")).json["tags"] == twenty
 
 
-@pytest.mark.parametrize("tags,code,field", [
-    ({"bad key": "v"}, "TagKeyInvalid", "tags.bad key"),
-    ({"k" * 33: "v"}, "TagKeyInvalid", "tags." + "k" * 33),
-    ({"ключ": "v"}, "TagKeyInvalid", "tags.ключ"),
-    ({"k#": "v"}, "TagKeyInvalid", "tags.k#"),
-    ({"k": "v" * 65}, "TagValueInvalid", "tags.k"),
-    ({"k": ""}, "TagValueInvalid", "tags.k"),
-    ({"k": 5}, "TagValueInvalid", "tags.k"),
-    ({"k": None}, "TagValueInvalid", "tags.k"),
-    (["k", "v"], "TagsInvalid", "tags"),
-    ("k=v", "TagsInvalid", "tags"),
-])
+@pytest.mark.parametrize(
+    "tags,code,field",
+    [
+        ({"bad key": "v"}, "TagKeyInvalid", "tags.bad key"),
+        ({"k" * 33: "v"}, "TagKeyInvalid", "tags." + "k" * 33),
+        ({"ключ": "v"}, "TagKeyInvalid", "tags.ключ"),
+        ({"k#": "v"}, "TagKeyInvalid", "tags.k#"),
+        ({"k": "v" * 65}, "TagValueInvalid", "tags.k"),
+        ({"k": ""}, "TagValueInvalid", "tags.k"),
+        ({"k": 5}, "TagValueInvalid", "tags.k"),
+        ({"k": None}, "TagValueInvalid", "tags.k"),
+        (["k", "v"], "TagsInvalid", "tags"),
+        ("k=v", "TagsInvalid", "tags"),
+    ],
+)
 def test_tag_rules(api, product, tags, code, field):
     pid = product["product_id"]
     make_device(api, pid, "tg")
@@ -295,10 +346,10 @@ def test_tag_value_with_lone_surrogate_is_a_400(api, product):
 def test_patch_validation(api, product):
     pid = product["product_id"]
     make_device(api, pid, "pv")
-    expect_error(api.patch(dev_path(pid, "pv"), {"enabled": "no"}), 400, "InvalidParameterValue.EnabledInvalid",
-                 "enabled")
-    expect_error(api.patch(dev_path(pid, "pv"), {"enabled": 0}), 400, "InvalidParameterValue.EnabledInvalid",
-                 "enabled")
+    expect_error(
+        api.patch(dev_path(pid, "pv"), {"enabled": "no"}), 400, "InvalidParameterValue.EnabledInvalid", "enabled"
+    )
+    expect_error(api.patch(dev_path(pid, "pv"), {"enabled": 0}), 400, "InvalidParameterValue.EnabledInvalid", "enabled")
     expect_error(api.patch(dev_path(pid, "pv"), {"secret": "x"}), 400, "UnknownParameter", "secret")
     expect_error(api.patch(dev_path(pid, "pv"), {"device_name": "other"}), 400, "UnknownParameter", "device_name")
     assert api.get(dev_path(pid, "pv")).json["enabled"] is True
@@ -359,15 +410,18 @@ def test_list_filters(api, product):
     assert names_of(listing(api, pid, status="inactive", enabled="false")) == ["heater"]
 
 
-@pytest.mark.parametrize("query,code,field", [
-    ("status=sleeping", "InvalidParameterValue.StatusInvalid", "status"),
-    ("enabled=maybe", "InvalidParameterValue.EnabledInvalid", "enabled"),
-    ("limit=0", "InvalidParameterValue.LimitInvalid", "limit"),
-    ("limit=101", "InvalidParameterValue.LimitInvalid", "limit"),
-    ("q=" + "x" * 65, "InvalidParameterValue.QueryInvalid", "q"),
-    ("colour=red", "UnknownParameter", "colour"),
-    ("next=%21%21%21", "InvalidParameterValue.NextTokenInvalid", "next"),
-])
+@pytest.mark.parametrize(
+    "query,code,field",
+    [
+        ("status=sleeping", "InvalidParameterValue.StatusInvalid", "status"),
+        ("enabled=maybe", "InvalidParameterValue.EnabledInvalid", "enabled"),
+        ("limit=0", "InvalidParameterValue.LimitInvalid", "limit"),
+        ("limit=101", "InvalidParameterValue.LimitInvalid", "limit"),
+        ("q=" + "x" * 65, "InvalidParameterValue.QueryInvalid", "q"),
+        ("colour=red", "UnknownParameter", "colour"),
+        ("next=%21%21%21", "InvalidParameterValue.NextTokenInvalid", "next"),
+    ],
+)
 def test_list_query_validation(api, product, query, code, field):
     expect_error(api.get(dev_path(product["product_id"]) + "?" + query), 400, code, field)
 
@@ -424,8 +478,12 @@ def test_quota_exhaustion_writes_nothing(api, product):
     assert (q["device_quota"], q["registered"], q["remaining"]) == (QUOTA, QUOTA, 0)
 
     for pid in (pid_a, pid_b):
-        err = expect_error(api.post(dev_path(pid), {"device_name": "one-too-many"}), 409,
-                           "LimitExceeded.DeviceExceedLimit", "device_name")
+        err = expect_error(
+            api.post(dev_path(pid), {"device_name": "one-too-many"}),
+            409,
+            "LimitExceeded.DeviceExceedLimit",
+            "device_name",
+        )
         assert err["message"]
         expect_error(api.get(dev_path(pid, "one-too-many")), 404, "ResourceNotFound.DeviceNotExist", "device_name")
     assert quota(api) == q
@@ -439,8 +497,9 @@ def test_quota_exhaustion_writes_nothing(api, product):
     assert quota(api)["remaining"] == 1
     make_device(api, pid_b, "last")
     assert quota(api)["remaining"] == 0
-    expect_error(api.post(dev_path(pid_b), {"device_name": "after-last"}), 409,
-                 "LimitExceeded.DeviceExceedLimit", "device_name")
+    expect_error(
+        api.post(dev_path(pid_b), {"device_name": "after-last"}), 409, "LimitExceeded.DeviceExceedLimit", "device_name"
+    )
 
 
 class _Conflict(TransactWriteError):

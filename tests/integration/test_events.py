@@ -6,6 +6,7 @@ queued for the durable subscribers; running that job hands the event to the rule
 ``$events/{pid}/{kind}``; an event whose job could not be queued stays pending and the tick
 queues it again; an event whose subscribers keep failing is given up with the reason, not lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,9 +55,20 @@ def test_an_event_is_recorded_and_its_dispatch_queued_then_the_rules_get_it(api,
 
     # Given a rule on the events of one product
     pid = "ABCDEFGHIJ"
-    created = api.post("/v1/rules", {"name": "on_fail", "sql": f"SELECT * FROM '$events/{pid}/ota/device/failed'",
-                                     "actions": [{"type": "sqs", "queue_url": "https://sqs.us-east-1.amazonaws.com/"
-                                                  "123456789012/fleetbox-test-sink-events"}], "enabled": True})
+    created = api.post(
+        "/v1/rules",
+        {
+            "name": "on_fail",
+            "sql": f"SELECT * FROM '$events/{pid}/ota/device/failed'",
+            "actions": [
+                {
+                    "type": "sqs",
+                    "queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/fleetbox-test-sink-events",
+                }
+            ],
+            "enabled": True,
+        },
+    )
     assert created.status_code == 201, created.body
     assert created.json["resource"] == f"product/{pid}/rule/on_fail"
     rules.forget()
@@ -69,7 +81,7 @@ def test_an_event_is_recorded_and_its_dispatch_queued_then_the_rules_get_it(api,
     assert [k for k, _ in queued] == ["events.dispatch"]
     # And running that job gives the rule engine the event on its system topic, then clears pending
     events.dispatch_step(queued[0][1])
-    job, = forwarded[0]
+    (job,) = forwarded[0]
     assert job["r"] == "on_fail" and job["msg"]["topic"] == f"$events/{pid}/ota/device/failed"
     assert job["msg"]["dn"] == "dev7"
     payload = job["out"]["j"]

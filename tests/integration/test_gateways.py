@@ -1,5 +1,6 @@
 """Gateways and subdevices (SPEC §6.5): bind with a signature, online, publish on the
 subdevice's behalf, topology over the API, offline and unbind."""
+
 from __future__ import annotations
 
 import secrets
@@ -33,8 +34,15 @@ def answer(recorder, gw_pid: str, dollar: bool = False):
 
 def bind_entry(sub_pid: str, dn: str, secret: str, method: str = "hmacsha256", **override) -> dict:
     rnd, ts = secrets.randbelow(10**9), clock.now_s()
-    entry = {"product_id": sub_pid, "device_name": dn, "random": rnd, "timestamp": ts, "signmethod": method,
-             "authtype": "psk", "signature": gateway_sig.sign(sub_pid, dn, secret, rnd, ts, method)}
+    entry = {
+        "product_id": sub_pid,
+        "device_name": dn,
+        "random": rnd,
+        "timestamp": ts,
+        "signmethod": method,
+        "authtype": "psk",
+        "signature": gateway_sig.sign(sub_pid, dn, secret, rnd, ts, method),
+    }
     entry.update(override)
     return entry
 
@@ -44,7 +52,9 @@ def test_bind_online_report_on_behalf_topology_offline_unbind(api, topo, recorde
     # Given a gateway that binds its subdevice with a valid signature (SHA-1 this time)
     op(gw, {"type": "bind", "payload": {"devices": [bind_entry(sub, "s1", secret, "hmacsha1")]}}, dollar=True)
     assert answer(recorder, gw, dollar=True) == {
-        "type": "bind", "payload": {"devices": [{"product_id": sub, "device_name": "s1", "result": 0}]}}
+        "type": "bind",
+        "payload": {"devices": [{"product_id": sub, "device_name": "s1", "result": 0}]},
+    }
     # a bound but offline subdevice is not yet the gateway's to speak for
     assert gateways.may_act_for(gw, "gw1", sub, "s1") is False
     # When the gateway brings it online
@@ -60,8 +70,10 @@ def test_bind_online_report_on_behalf_topology_offline_unbind(api, topo, recorde
     topo_page = api.get(f"/v1/products/{gw}/devices/gw1/subdevices").json
     assert [(i["product_id"], i["device_name"], i["online"]) for i in topo_page["items"]] == [(sub, "s1", True)]
     op(gw, {"type": "describe_sub_devices"})
-    assert answer(recorder, gw) == {"type": "describe_sub_devices",
-                                    "payload": {"devices": [{"product_id": sub, "device_name": "s1"}]}}
+    assert answer(recorder, gw) == {
+        "type": "describe_sub_devices",
+        "payload": {"devices": [{"product_id": sub, "device_name": "s1"}]},
+    }
     # offline, then unbind
     op(gw, {"type": "offline", "payload": {"devices": [{"product_id": sub, "device_name": "s1"}]}})
     assert answer(recorder, gw)["payload"]["devices"][0]["result"] == 0
@@ -96,12 +108,25 @@ def test_only_subdevice_products_bind_and_only_gateways_operate(api, topo, recor
     gw, sub = topo["gw"], topo["sub"]
     plain = make_product(api, "Plain", model=MODEL)
     other = make_device(api, plain, "p1")
-    op(gw, {"type": "bind", "payload": {"devices": [bind_entry(plain, "p1", other["secret"]),
-                                                    bind_entry(sub, "nobody", topo["secret"])]}})
+    op(
+        gw,
+        {
+            "type": "bind",
+            "payload": {
+                "devices": [bind_entry(plain, "p1", other["secret"]), bind_entry(sub, "nobody", topo["secret"])]
+            },
+        },
+    )
     assert [d["result"] for d in answer(recorder, gw)["payload"]["devices"]] == [403, 404]
     # a device of a non-gateway product gets 403 for every entry
-    run(up(plain, "p1", "gateway/operation", {"type": "online", "payload": {
-        "devices": [{"product_id": sub, "device_name": "s1"}]}}))
+    run(
+        up(
+            plain,
+            "p1",
+            "gateway/operation",
+            {"type": "online", "payload": {"devices": [{"product_id": sub, "device_name": "s1"}]}},
+        )
+    )
     assert recorder.last(f"gateway/operation/result/{plain}/p1")["payload"]["devices"][0]["result"] == 403
 
 
@@ -110,14 +135,29 @@ def test_a_gateway_going_offline_takes_its_subdevices_with_it(api, topo, recorde
     from chalicelib.services import lifecycle
 
     gw, sub, secret = topo["gw"], topo["sub"], topo["secret"]
-    op(gw, {"type": "bind", "payload": {"devices": [bind_entry(sub, "s1", secret),
-                                                    bind_entry(sub, "s2", topo["secret2"])]}})
+    op(
+        gw,
+        {
+            "type": "bind",
+            "payload": {"devices": [bind_entry(sub, "s1", secret), bind_entry(sub, "s2", topo["secret2"])]},
+        },
+    )
     assert [d["result"] for d in answer(recorder, gw)["payload"]["devices"]] == [0, 0]
-    op(gw, {"type": "online", "payload": {"devices": [{"product_id": sub, "device_name": "s1"},
-                                                      {"product_id": sub, "device_name": "s2"}]}})
+    op(
+        gw,
+        {
+            "type": "online",
+            "payload": {
+                "devices": [{"product_id": sub, "device_name": "s1"}, {"product_id": sub, "device_name": "s2"}]
+            },
+        },
+    )
     assert [d["result"] for d in answer(recorder, gw)["payload"]["devices"]] == [0, 0]
-    lifecycle.handle(presence_event(f"{gw}gw1", False, timestamp_ms=clock.now_ms(), session_id="s-1",
-                                   reason="MQTT_KEEP_ALIVE_TIMEOUT"))
+    lifecycle.handle(
+        presence_event(
+            f"{gw}gw1", False, timestamp_ms=clock.now_ms(), session_id="s-1", reason="MQTT_KEEP_ALIVE_TIMEOUT"
+        )
+    )
     for dn in ("s1", "s2"):
         assert api.get(f"/v1/products/{sub}/devices/{dn}").json["status"] == "offline"
         assert gateways.may_act_for(gw, "gw1", sub, dn) is False

@@ -3,6 +3,7 @@
 Given the app's `jobs` worker and moto's SQS, when steps are enqueued and the worker receives
 them, each step runs once per delivery and only the failed one is reported for re-delivery.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,11 +47,22 @@ def _receive() -> list[dict[str, Any]]:
 
 
 def _sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                         "attributes": {}, "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
-                         "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-                         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:fleetbox-test-jobs"}
-                        for m in messages]}
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:fleetbox-test-jobs",
+            }
+            for m in messages
+        ]
+    }
 
 
 def test_enqueued_steps_run_and_only_the_failed_one_is_redelivered(kinds: None) -> None:

@@ -13,6 +13,7 @@ whose products are [A]:
   routes that require a secret-reading action, asked explicitly with ``include_secret=true`` by
   a caller allowed that action; the application never gets one.
 """
+
 from __future__ import annotations
 
 import re
@@ -73,14 +74,37 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
     a, b = w["A"]["pid"], w["B"]["pid"]
 
     # rules: one per product, one over every product (an account-level resource)
-    for name, filt in (("ra", f"thing/up/property/{a}/+"), ("rb", f"thing/up/property/{b}/+"),
-                       ("rall", "thing/up/property/+/+")):
-        rule = ok(api.post("/v1/rules", {"name": name, "sql": f"SELECT * FROM '{filt}'",
-                                         "actions": [{"type": "http", "url": HOOK, "token": TOKENS[name]}]}), 201)
+    for name, filt in (
+        ("ra", f"thing/up/property/{a}/+"),
+        ("rb", f"thing/up/property/{b}/+"),
+        ("rall", "thing/up/property/+/+"),
+    ):
+        rule = ok(
+            api.post(
+                "/v1/rules",
+                {
+                    "name": name,
+                    "sql": f"SELECT * FROM '{filt}'",
+                    "actions": [{"type": "http", "url": HOOK, "token": TOKENS[name]}],
+                },
+            ),
+            201,
+        )
         w["secrets"] |= {TOKENS[name], rule["actions"][0]["secret"]}
     for name, tag in (("sa", "A"), ("sb", "B")):
-        stream = ok(api.post("/v1/streams", {"name": name, "product_id": w[tag]["pid"], "outputs": [
-            {"type": "custom_push", "url": HOOK, "token": TOKENS[name], "title": "t", "content": "c"}]}), 201)
+        stream = ok(
+            api.post(
+                "/v1/streams",
+                {
+                    "name": name,
+                    "product_id": w[tag]["pid"],
+                    "outputs": [
+                        {"type": "custom_push", "url": HOOK, "token": TOKENS[name], "title": "t", "content": "c"}
+                    ],
+                },
+            ),
+            201,
+        )
         w[tag]["stream"] = stream["id"]
         w["secrets"] |= {TOKENS[name], stream["outputs"][0]["secret"]}
 
@@ -91,28 +115,58 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
     for name in ("ra", "rb", "rall"):
         live = rules.lookup(name)
         tag = "B" if name == "rb" else "A"
-        job = {"k": "rule", "id": engine.new_webhook_id(), "r": name, "a": 0, "own": live.resource,
-               "msg": {"pid": w[tag]["pid"], "dn": w[tag]["dn"], "topic": "t", "ts": clock.now_ms()}}
+        job = {
+            "k": "rule",
+            "id": engine.new_webhook_id(),
+            "r": name,
+            "a": 0,
+            "own": live.resource,
+            "msg": {"pid": w[tag]["pid"], "dn": w[tag]["dn"], "topic": "t", "ts": clock.now_ms()},
+        }
         engine.dead_letter(job, target_id=f"rule/{name}/0", reason="HTTP 500", attempts=4)
-        DeliveryRecord(target=f"rule/{name}/0", ts=f"{clock.now_ms():013d}#aaaaaa", webhook_id=job["id"],
-                       attempt=1, ok=False, status=500, latency_ms=3, error="HTTP 500").save()
+        DeliveryRecord(
+            target=f"rule/{name}/0",
+            ts=f"{clock.now_ms():013d}#aaaaaa",
+            webhook_id=job["id"],
+            attempt=1,
+            ok=False,
+            status=500,
+            latency_ms=3,
+            error="HTTP 500",
+        ).save()
 
     # firmware and an OTA task per product
     for tag in ("A", "B"):
-        fw = ok(api.post("/v1/firmware", {"product_id": w[tag]["pid"], "name": "fw", "version": "2.0",
-                                          "file_name": "fw.bin", "file_size": 4}), 201)
+        fw = ok(
+            api.post(
+                "/v1/firmware",
+                {"product_id": w[tag]["pid"], "name": "fw", "version": "2.0", "file_name": "fw.bin", "file_size": 4},
+            ),
+            201,
+        )
         assert requests.put(fw["upload_url"], data=b"\x00fw\x01", timeout=10).status_code == 200
         ok(api.post(f"/v1/firmware/{fw['id']}/complete"))
-        task = ok(api.post("/v1/ota-tasks", {"firmware_id": fw["id"], "method": "by_version",
-                                             "source_versions": ["1.0"]}), 202)
-        res = ok(api.post("/v1/resources", {"product_id": w[tag]["pid"], "name": "res", "file_name": "r.bin",
-                                            "file_size": 2}), 201)
+        task = ok(
+            api.post("/v1/ota-tasks", {"firmware_id": fw["id"], "method": "by_version", "source_versions": ["1.0"]}),
+            202,
+        )
+        res = ok(
+            api.post(
+                "/v1/resources", {"product_id": w[tag]["pid"], "name": "res", "file_name": "r.bin", "file_size": 2}
+            ),
+            201,
+        )
         assert requests.put(res["upload_url"], data=b"rs", timeout=10).status_code == 200
         ok(api.post(f"/v1/resources/{res['id']}/complete"))
         rtask = ok(api.post("/v1/resource-tasks", {"resource_id": res["id"], "device_name": w[tag]["dn"]}), 202)
         w[tag].update(firmware=fw["id"], task=task["id"], resource=res["id"], resource_task=rtask["id"])
-        batch = ok(api.post("/v1/batches", {"product_id": w[tag]["pid"], "burn_method": "per_device_secret",
-                                            "generation": "auto", "quantity": 2}), 202)
+        batch = ok(
+            api.post(
+                "/v1/batches",
+                {"product_id": w[tag]["pid"], "burn_method": "per_device_secret", "generation": "auto", "quantity": 2},
+            ),
+            202,
+        )
         w[tag]["batch"] = batch["id"]
     inline_jobs()
     for tag in ("A", "B"):
@@ -126,8 +180,16 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
         ok(api.post("/v1/bindings", {"code": code, "user_id": "u1"}), 201)
 
     # the callers
-    w["partner_key"] = _key_for(api, {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}]}, "partner")
+    w["partner_key"] = _key_for(
+        api,
+        {
+            "version": "2.0",
+            "statement": [
+                {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}
+            ],
+        },
+        "partner",
+    )
     app = ok(api.post("/v1/applications", {"name": "Lamp app", "products": [a]}), 201)
     w["application"] = app["application_id"]
     w["app_key"] = app["keys"][0]["api_key"]
@@ -142,8 +204,13 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
 
 def _list_routes() -> set[tuple[str, str]]:
     """Every list route: a page of items (``page_of``) or a route the kit marks as a list."""
-    return {(r.method, r.path) for r in ROUTES if r.path.startswith("/v1/") and r.method == "GET" and (
-        r.listing or (r.response is not None and getattr(r.response, "name", "").endswith("Page")))}
+    return {
+        (r.method, r.path)
+        for r in ROUTES
+        if r.path.startswith("/v1/")
+        and r.method == "GET"
+        and (r.listing or (r.response is not None and getattr(r.response, "name", "").endswith("Page")))
+    }
 
 
 def _items(resp: Any) -> list[dict[str, Any]]:
@@ -185,6 +252,7 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
             mine, theirs = (path.replace("{x}", ids[0]), path.replace("{x}", ids[1]))
             assert c.get(theirs).status_code == 403, theirs
             assert c.get(mine).status_code in (200, 403)  # the application may not read OTA details
+
         return run
 
     def rules_(c: Api, who: str) -> None:
@@ -235,8 +303,10 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     check("/v1/ota-tasks", tasks)
     check("/v1/firmware/{firmware_id}/devices", per_item("/v1/firmware/{x}/devices", (a["firmware"], b["firmware"])))
     check("/v1/ota-tasks/{task_id}/devices", per_item("/v1/ota-tasks/{x}/devices", (a["task"], b["task"])))
-    check("/v1/resource-tasks/{task_id}/devices",
-          per_item("/v1/resource-tasks/{x}/devices", (a["resource_task"], b["resource_task"])))
+    check(
+        "/v1/resource-tasks/{task_id}/devices",
+        per_item("/v1/resource-tasks/{x}/devices", (a["resource_task"], b["resource_task"])),
+    )
     check("/v1/rules", rules_)
     check("/v1/streams", streams_)
     check("/v1/dead-letters", letters)
@@ -257,10 +327,25 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
 def test_a_list_never_shows_what_the_item_route_refuses(api, world):
     # Given a partner allowed to list rules and streams of product A but denied reading rule ra
     a = world["A"]
-    key = _key_for(api, {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a['pid']}", f"product/{a['pid']}/*"]},
-        {"effect": "deny", "action": ["iotexplorer:DescribeTopicRule", "iotexplorer:DescribeDevice"],
-         "resource": [f"product/{a['pid']}/rule/ra", f"product/{a['pid']}/device/{a['dn']}"]}]}, "narrow")
+    key = _key_for(
+        api,
+        {
+            "version": "2.0",
+            "statement": [
+                {
+                    "effect": "allow",
+                    "action": ["iotexplorer:*"],
+                    "resource": [f"product/{a['pid']}", f"product/{a['pid']}/*"],
+                },
+                {
+                    "effect": "deny",
+                    "action": ["iotexplorer:DescribeTopicRule", "iotexplorer:DescribeDevice"],
+                    "resource": [f"product/{a['pid']}/rule/ra", f"product/{a['pid']}/device/{a['dn']}"],
+                },
+            ],
+        },
+        "narrow",
+    )
     narrow = api.as_key(key)
     # Then the item route refuses it, and so does the list
     assert narrow.get("/v1/rules/ra").status_code == 403
@@ -277,11 +362,25 @@ def test_a_list_never_shows_what_the_item_route_refuses(api, world):
 
 def _fill(path: str, world: dict[str, Any], tag: str) -> str:
     w = world[tag]
-    values = {"product_id": w["pid"], "device_name": w["dn"], "property_id": "brightness", "action_id": "blink",
-              "client_token": "clientToken-0", "batch_id": w["batch"], "binding_id": "x", "user_id": "u1",
-              "firmware_id": w["firmware"], "task_id": w["task"], "resource_id": w["resource"],
-              "name": "ra" if tag == "A" else "rb", "stream_id": w["stream"], "principal_id": "root",
-              "key_id": "aaaaaaaaaaaaaaaa", "application_id": world["application"], "letter_id": "0"}
+    values = {
+        "product_id": w["pid"],
+        "device_name": w["dn"],
+        "property_id": "brightness",
+        "action_id": "blink",
+        "client_token": "clientToken-0",
+        "batch_id": w["batch"],
+        "binding_id": "x",
+        "user_id": "u1",
+        "firmware_id": w["firmware"],
+        "task_id": w["task"],
+        "resource_id": w["resource"],
+        "name": "ra" if tag == "A" else "rb",
+        "stream_id": w["stream"],
+        "principal_id": "root",
+        "key_id": "aaaaaaaaaaaaaaaa",
+        "application_id": world["application"],
+        "letter_id": "0",
+    }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
@@ -356,8 +455,15 @@ def test_mutating_routes_do_not_echo_stored_secrets(api, world):
         ("PATCH", f"/v1/products/{a['pid']}/devices/{a['dn']}", {"tags": {"room": "k"}}),
         ("PUT", f"/v1/products/{a['pid']}/dynamic-registration", {"register_type": 2}),
         ("POST", "/v1/rules/ra/debug", {"topic": f"thing/up/property/{a['pid']}/{a['dn']}", "payload": {"x": 1}}),
-        ("POST", "/v1/rules", {"name": "bad", "sql": "SELECT * FROM 'x'",
-                               "actions": [{"type": "http", "url": "ftp://nope", "token": TOKENS["ra"]}]}),
+        (
+            "POST",
+            "/v1/rules",
+            {
+                "name": "bad",
+                "sql": "SELECT * FROM 'x'",
+                "actions": [{"type": "http", "url": "ftp://nope", "token": TOKENS["ra"]}],
+            },
+        ),
     ]
     for method, path, body in edits:
         resp = root.call(method, path, body=body)

@@ -5,6 +5,7 @@ then S3, SQS and DynamoDB work and presigned links work until they expire; when 
 unsigned, signed with another key, or a presigned link has expired, then it is refused with 403
 — so the files bucket (batch CSVs hold every device secret) is not readable by anyone else.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,8 +31,14 @@ def moto(tmp_path_factory):
 
 
 def client(moto, service: str, secret: str = SECRET):
-    return boto3.client(service, endpoint_url=moto.endpoint, region_name="us-east-1", aws_access_key_id="fleetbox-local",
-                        aws_secret_access_key=secret, config=Config(signature_version="s3v4", retries={"max_attempts": 1}))
+    return boto3.client(
+        service,
+        endpoint_url=moto.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="fleetbox-local",
+        aws_secret_access_key=secret,
+        config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,23 +73,20 @@ def test_unsigned_and_foreign_requests_are_refused(moto, bucket):
     # moto's own API (state dumps, recorder) needs the stack's token
     assert requests.get(f"{moto.endpoint}/moto-api/data.json", timeout=10).status_code == 403
     assert requests.post(f"{moto.endpoint}/moto-api/recorder/stop-recording", timeout=10).status_code == 403
-    ok = requests.post(f"{moto.endpoint}/moto-api/recorder/stop-recording", timeout=10,
-                       headers={TOKEN_HEADER: SECRET})
+    ok = requests.post(f"{moto.endpoint}/moto-api/recorder/stop-recording", timeout=10, headers={TOKEN_HEADER: SECRET})
     assert ok.status_code == 200
 
 
 def test_presigned_links_work_until_they_expire(moto, bucket):
     s3 = client(moto, "s3")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "batches/b1/out.csv"},
-                                    ExpiresIn=60)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "batches/b1/out.csv"}, ExpiresIn=60)
     assert requests.get(url, timeout=10).status_code == 200
     tampered = url.replace("out.csv", "other.csv")
     assert requests.get(tampered, timeout=10).status_code == 403
     put = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "uploads/fw.bin"}, ExpiresIn=60)
     assert requests.put(put, data=b"firmware", timeout=10).status_code == 200
     assert s3.get_object(Bucket=bucket, Key="uploads/fw.bin")["Body"].read() == b"firmware"
-    short = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "batches/b1/out.csv"},
-                                      ExpiresIn=1)
+    short = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "batches/b1/out.csv"}, ExpiresIn=1)
     time.sleep(2.1)  # the behaviour under test: a link signed for 1 s must have expired
     expired = requests.get(short, timeout=10)
     assert expired.status_code == 403 and b"expired" in expired.content

@@ -4,6 +4,7 @@ Given the local moto server, when a transaction that puts a new item and updates
 one is cancelled by a third operation's failed condition, then neither change is visible and the
 cancellation reasons name the failed operation; a transaction that passes applies everything.
 """
+
 from __future__ import annotations
 
 import boto3
@@ -18,13 +19,22 @@ def ddb(tmp_path):
     server = MotoServer("127.0.0.1", log_path=tmp_path / "moto.log", secret_key="test-secret")
     server.start()
     try:
-        client = boto3.client("dynamodb", endpoint_url=server.endpoint, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="test-secret")
-        client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
-                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                                  {"AttributeName": "sk", "AttributeType": "S"}],
-                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                       {"AttributeName": "sk", "KeyType": "RANGE"}])
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="test-secret",
+        )
+        client.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
         yield client
     finally:
         server.stop()
@@ -38,12 +48,28 @@ def test_a_cancelled_transaction_changes_nothing(ddb):
     ddb.put_item(TableName="t", Item={"pk": {"S": "p"}, "sk": {"S": "old"}, "n": {"N": "1"}})
     ddb.put_item(TableName="t", Item={"pk": {"S": "p"}, "sk": {"S": "taken"}})
     ops = [
-        {"Put": {"TableName": "t", "Item": {"pk": {"S": "p"}, "sk": {"S": "new"}},
-                 "ConditionExpression": "attribute_not_exists(sk)"}},
-        {"Update": {"TableName": "t", "Key": {"pk": {"S": "p"}, "sk": {"S": "old"}},
-                    "UpdateExpression": "ADD n :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
-        {"Put": {"TableName": "t", "Item": {"pk": {"S": "p"}, "sk": {"S": "taken"}, "x": {"S": "overwrite"}},
-                 "ConditionExpression": "attribute_not_exists(sk)"}},
+        {
+            "Put": {
+                "TableName": "t",
+                "Item": {"pk": {"S": "p"}, "sk": {"S": "new"}},
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        },
+        {
+            "Update": {
+                "TableName": "t",
+                "Key": {"pk": {"S": "p"}, "sk": {"S": "old"}},
+                "UpdateExpression": "ADD n :one",
+                "ExpressionAttributeValues": {":one": {"N": "1"}},
+            }
+        },
+        {
+            "Put": {
+                "TableName": "t",
+                "Item": {"pk": {"S": "p"}, "sk": {"S": "taken"}, "x": {"S": "overwrite"}},
+                "ConditionExpression": "attribute_not_exists(sk)",
+            }
+        },
     ]
     with pytest.raises(ClientError) as exc:
         ddb.transact_write_items(TransactItems=ops)

@@ -6,6 +6,7 @@ Given devices that report version 1.0, when a task is created, its steps run and
 answer as Tencent-SDK devices do, then they receive exactly the notification of §8.4 and the
 task's per-device states and statistics follow §8.3.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,18 +80,28 @@ def report_version(pid: str, dn: str, version: str, dollar: bool = False) -> Any
     return up(pid, dn, "ota/report", {"type": "report_version", "report": {"version": version}}, dollar=dollar)
 
 
-def progress(pid: str, dn: str, state: str, version: str = "2.0", percent: str | None = None,
-             code: str = "0", msg: str = "") -> Any:
+def progress(
+    pid: str, dn: str, state: str, version: str = "2.0", percent: str | None = None, code: str = "0", msg: str = ""
+) -> Any:
     p: dict[str, Any] = {"state": state, "result_code": code, "result_msg": msg}
     if percent is not None:
         p["percent"] = percent
     return up(pid, dn, "ota/report", {"type": "report_progress", "report": {"progress": p, "version": version}})
 
 
-def upload_firmware(api: Any, pid: str, version: str = "2.0", custom_info: Any = '{"note":"fix"}',
-                    data: bytes = FILE, **extra: Any) -> dict[str, Any]:
-    body = {"product_id": pid, "name": "lamp-fw", "version": version, "fw_type": "mcu", "file_name": "lamp.bin",
-            "file_size": len(data), "description": "fixes", **extra}
+def upload_firmware(
+    api: Any, pid: str, version: str = "2.0", custom_info: Any = '{"note":"fix"}', data: bytes = FILE, **extra: Any
+) -> dict[str, Any]:
+    body = {
+        "product_id": pid,
+        "name": "lamp-fw",
+        "version": version,
+        "fw_type": "mcu",
+        "file_name": "lamp.bin",
+        "file_size": len(data),
+        "description": "fixes",
+        **extra,
+    }
     if custom_info is not None:
         body["custom_info"] = custom_info
     r = api.post("/v1/firmware", body)
@@ -151,60 +162,101 @@ def test_registration_measures_size_and_md5_from_the_stored_object(api, fleet):
 
 def test_firmware_inputs_are_validated_with_their_codes(api, fleet, monkeypatch):
     pid = fleet["pid"]
-    base = {"product_id": pid, "name": "fw", "version": "3.0", "fw_type": "mcu", "file_name": "a.bin",
-            "file_size": 10}
+    base = {"product_id": pid, "name": "fw", "version": "3.0", "fw_type": "mcu", "file_name": "a.bin", "file_size": 10}
     mb = 1024 * 1024
-    expect_error(api.post("/v1/firmware", {**base, "file_size": 1025 * mb}), 413, "RequestTooLarge.FileTooLarge",
-                 "file_size")
+    expect_error(
+        api.post("/v1/firmware", {**base, "file_size": 1025 * mb}), 413, "RequestTooLarge.FileTooLarge", "file_size"
+    )
     assert api.post("/v1/firmware", {**base, "version": "3.1", "file_size": 1024 * mb}).status_code == 201
-    expect_error(api.post("/v1/firmware", {**base, "file_name": "setup.exe"}), 400,
-                 "InvalidParameterValue.FileTypeInvalid", "file_name")
+    expect_error(
+        api.post("/v1/firmware", {**base, "file_name": "setup.exe"}),
+        400,
+        "InvalidParameterValue.FileTypeInvalid",
+        "file_name",
+    )
     info = json.dumps({"k": "x" * 1527})
     assert len(info.encode()) == 1536
     assert api.post("/v1/firmware", {**base, "version": "3.2", "custom_info": info}).status_code == 201
     too_long = json.dumps({"k": "x" * 1528})
-    expect_error(api.post("/v1/firmware", {**base, "custom_info": too_long}), 400,
-                 "InvalidParameterValue.CustomInfoTooLong", "custom_info")
+    expect_error(
+        api.post("/v1/firmware", {**base, "custom_info": too_long}),
+        400,
+        "InvalidParameterValue.CustomInfoTooLong",
+        "custom_info",
+    )
     multibyte = json.dumps({"k": "é" * 764}, ensure_ascii=False)  # 1537 bytes, 772 characters
     assert len(multibyte.encode()) == 1537
-    expect_error(api.post("/v1/firmware", {**base, "custom_info": multibyte}), 400,
-                 "InvalidParameterValue.CustomInfoTooLong", "custom_info")
-    expect_error(api.post("/v1/firmware", {**base, "custom_info": "not json"}), 400,
-                 "InvalidParameterValue.CustomInfoInvalid", "custom_info")
-    expect_error(api.post("/v1/firmware", {**base, "name": "_bad"}), 400,
-                 "InvalidParameterValue.FirmwareNameInvalid", "name")
-    expect_error(api.post("/v1/firmware", {**base, "version": "1 0"}), 400,
-                 "InvalidParameterValue.FirmwareVersionInvalid", "version")
-    expect_error(api.post("/v1/firmware", {**base, "version": "2.0"}), 409,
-                 "ResourceInUse.FirmwareVersionExists", "version")
+    expect_error(
+        api.post("/v1/firmware", {**base, "custom_info": multibyte}),
+        400,
+        "InvalidParameterValue.CustomInfoTooLong",
+        "custom_info",
+    )
+    expect_error(
+        api.post("/v1/firmware", {**base, "custom_info": "not json"}),
+        400,
+        "InvalidParameterValue.CustomInfoInvalid",
+        "custom_info",
+    )
+    expect_error(
+        api.post("/v1/firmware", {**base, "name": "_bad"}), 400, "InvalidParameterValue.FirmwareNameInvalid", "name"
+    )
+    expect_error(
+        api.post("/v1/firmware", {**base, "version": "1 0"}),
+        400,
+        "InvalidParameterValue.FirmwareVersionInvalid",
+        "version",
+    )
+    expect_error(
+        api.post("/v1/firmware", {**base, "version": "2.0"}), 409, "ResourceInUse.FirmwareVersionExists", "version"
+    )
     # the same version is fine for another type (module firmware)
     assert api.post("/v1/firmware", {**base, "version": "2.0", "fw_type": "wifi_module"}).status_code == 201
-    expect_error(api.post("/v1/firmware", {**base, "product_id": "ZZZZZZZZZZ"}), 404,
-                 "ResourceNotFound.ProductNotExist", "product_id")
+    expect_error(
+        api.post("/v1/firmware", {**base, "product_id": "ZZZZZZZZZZ"}),
+        404,
+        "ResourceNotFound.ProductNotExist",
+        "product_id",
+    )
 
 
 def test_the_101st_firmware_is_refused(api, fleet):
     pid = fleet["pid"]  # holds 1
     for i in range(99):
-        r = api.post("/v1/firmware", {"product_id": pid, "name": f"fw{i}", "version": f"9.{i}",
-                                      "file_name": "a.bin", "file_size": 1})
+        r = api.post(
+            "/v1/firmware",
+            {"product_id": pid, "name": f"fw{i}", "version": f"9.{i}", "file_name": "a.bin", "file_size": 1},
+        )
         assert r.status_code == 201, (i, r.body)
-    expect_error(api.post("/v1/firmware", {"product_id": pid, "name": "one-more", "version": "10.0",
-                                           "file_name": "a.bin", "file_size": 1}),
-                 409, "LimitExceeded.FirmwareExceedLimit", "product_id")
+    expect_error(
+        api.post(
+            "/v1/firmware",
+            {"product_id": pid, "name": "one-more", "version": "10.0", "file_name": "a.bin", "file_size": 1},
+        ),
+        409,
+        "LimitExceeded.FirmwareExceedLimit",
+        "product_id",
+    )
     # deleting one frees a slot
     victim = api.get(f"/v1/firmware?product_id={pid}&limit=1").json["items"][0]["id"]
     assert api.delete(f"/v1/firmware/{victim}").status_code == 204
-    assert api.post("/v1/firmware", {"product_id": pid, "name": "one-more", "version": "10.0",
-                                     "file_name": "a.bin", "file_size": 1}).status_code == 201
+    assert (
+        api.post(
+            "/v1/firmware",
+            {"product_id": pid, "name": "one-more", "version": "10.0", "file_name": "a.bin", "file_size": 1},
+        ).status_code
+        == 201
+    )
 
 
 def test_the_real_size_is_checked_again_at_registration(api, fleet, monkeypatch):
     # a configured 1000-byte limit stands in for 1024 MB: the declared size passes, the upload lies
     monkeypatch.setenv("FLEETBOX_FIRMWARE_MAX_BYTES", "1000")
     reload_settings()
-    r = api.post("/v1/firmware", {"product_id": fleet["pid"], "name": "big", "version": "5.0",
-                                  "file_name": "big.bin", "file_size": 900})
+    r = api.post(
+        "/v1/firmware",
+        {"product_id": fleet["pid"], "name": "big", "version": "5.0", "file_name": "big.bin", "file_size": 900},
+    )
     assert r.status_code == 201
     assert requests.put(r.json["upload_url"], data=b"x" * 1001, timeout=10).status_code == 200
     expect_error(api.post(f"/v1/firmware/{r.json['id']}/complete"), 413, "RequestTooLarge.FileTooLarge", "file")
@@ -256,8 +308,10 @@ def test_a_by_version_task_upgrades_every_device_and_ends_done(api, fleet, queue
 def test_late_duplicate_and_illegal_reports_change_nothing(api, fleet, queue, rec):
     pid, fw = fleet["pid"], fleet["fw"]
     task = create_task(api, queue, fw["id"], device_names=["dev0", "dev1"], scope="selected")
-    send(progress(pid, "dev0", "fail", code="-4", msg="md5 mismatch"),
-         progress(pid, "dev0", "fail", code="-5", msg="burn failed"))  # the SDK's double fail
+    send(
+        progress(pid, "dev0", "fail", code="-4", msg="md5 mismatch"),
+        progress(pid, "dev0", "fail", code="-5", msg="burn failed"),
+    )  # the SDK's double fail
     send(progress(pid, "dev0", "downloading", percent="10"))  # late: dev0 has failed
     job = {j["device_name"]: j for j in api.get(f"/v1/ota-tasks/{task['id']}/devices").json["items"]}["dev0"]
     assert job["state"] == "failed" and job["result_code"] == -4 and "md5 mismatch" in job["reason"]
@@ -267,8 +321,11 @@ def test_late_duplicate_and_illegal_reports_change_nothing(api, fleet, queue, re
     send(progress(pid, "dev4", "done"))
     assert "dev4" not in states(api, task["id"])
     # SDK devices skip burning: done straight after downloading is accepted
-    send(progress(pid, "dev1", "downloading", percent="100"), progress(pid, "dev1", "done"),
-         report_version(pid, "dev1", "2.0"))
+    send(
+        progress(pid, "dev1", "downloading", percent="100"),
+        progress(pid, "dev1", "done"),
+        report_version(pid, "dev1", "2.0"),
+    )
     send(report_version(pid, "dev1", "2.0"))  # a second confirmation is a no-op
     final = api.get(f"/v1/ota-tasks/{task['id']}").json
     assert final["statistics"]["succeeded"] == 1 and final["statistics"]["failed"] == 1
@@ -289,8 +346,9 @@ def test_a_device_reporting_another_version_gets_the_notification_again(api, fle
 
 def test_a_silent_device_is_redispatched_then_failed_with_timeout(api, fleet, queue, rec, seen):
     pid, fw = fleet["pid"], fleet["fw"]
-    task = create_task(api, queue, fw["id"], device_names=["dev0", "dev1"], scope="selected",
-                       timeout_minutes=2, max_retries=2)  # a "minute" is 1 s here
+    task = create_task(
+        api, queue, fw["id"], device_names=["dev0", "dev1"], scope="selected", timeout_minutes=2, max_retries=2
+    )  # a "minute" is 1 s here
     send(progress(pid, "dev1", "downloading", percent="5"))
     queue.advance(1.5)
     assert len(updates(rec, pid, "dev0")) == 1  # not yet due
@@ -313,12 +371,24 @@ def test_cancel_and_retry_per_device(api, fleet, queue, rec):
     task = create_task(api, queue, fw["id"])
     r = api.post(f"/v1/ota-tasks/{task['id']}/devices/dev0/cancel")
     assert r.status_code == 200 and r.json["state"] == "failed" and r.json["reason"] == "cancelled"
-    expect_error(api.post(f"/v1/ota-tasks/{task['id']}/devices/dev0/cancel"), 409,
-                 "FailedOperation.DeviceUpgradeFinished", "device_name")
-    expect_error(api.post(f"/v1/ota-tasks/{task['id']}/devices/dev1/retry"), 409,
-                 "FailedOperation.DeviceNotFailed", "device_name")
-    expect_error(api.post(f"/v1/ota-tasks/{task['id']}/devices/nobody/retry"), 404,
-                 "ResourceNotFound.DeviceNotExist", "device_name")
+    expect_error(
+        api.post(f"/v1/ota-tasks/{task['id']}/devices/dev0/cancel"),
+        409,
+        "FailedOperation.DeviceUpgradeFinished",
+        "device_name",
+    )
+    expect_error(
+        api.post(f"/v1/ota-tasks/{task['id']}/devices/dev1/retry"),
+        409,
+        "FailedOperation.DeviceNotFailed",
+        "device_name",
+    )
+    expect_error(
+        api.post(f"/v1/ota-tasks/{task['id']}/devices/nobody/retry"),
+        404,
+        "ResourceNotFound.DeviceNotExist",
+        "device_name",
+    )
     r = api.post(f"/v1/ota-tasks/{task['id']}/devices/dev0/retry")
     assert r.status_code == 200 and r.json["state"] == "pending"
     queue.drain()
@@ -336,8 +406,7 @@ def test_cancelling_a_task_fails_its_unfinished_devices(api, fleet, queue, rec):
     assert r.status_code == 200 and r.json["status"] == "cancelled"
     queue.drain()
     final = api.get(f"/v1/ota-tasks/{task['id']}").json
-    assert final["statistics"] == {"total": 5, "pending": 0, "pushed": 0, "upgrading": 0, "succeeded": 1,
-                                   "failed": 4}
+    assert final["statistics"] == {"total": 5, "pending": 0, "pushed": 0, "upgrading": 0, "succeeded": 1, "failed": 4}
     assert set(states(api, task["id"], "failed")) == {"dev1", "dev2", "dev3", "dev4"}
     send(progress(pid, "dev1", "downloading", percent="1"))  # too late
     assert api.get(f"/v1/ota-tasks/{task['id']}").json["statistics"]["failed"] == 4
@@ -388,15 +457,21 @@ def test_a_user_confirm_task_waits_for_the_app(api, fleet, queue, rec):
     assert r.status_code == 200 and r.json["awaiting_confirmation"] is False
     queue.drain()
     assert len(updates(rec, pid, "dev0")) == 1 and not updates(rec, pid, "dev1")
-    expect_error(api.post(f"/v1/ota-tasks/{task['id']}/devices/dev0/confirm"), 409,
-                 "FailedOperation.DeviceNotAwaitingConfirmation", "device_name")
+    expect_error(
+        api.post(f"/v1/ota-tasks/{task['id']}/devices/dev0/confirm"),
+        409,
+        "FailedOperation.DeviceNotAwaitingConfirmation",
+        "device_name",
+    )
 
 
 def test_a_dynamic_task_picks_up_devices_that_come_later(api, fleet, queue, rec):
     pid = fleet["pid"]
     task = create_task(api, queue, fleet["fw"]["id"], mode="dynamic")
-    send(*(progress(pid, f"dev{i}", "done") for i in range(5)), *(report_version(pid, f"dev{i}", "2.0")
-                                                                   for i in range(5)))
+    send(
+        *(progress(pid, f"dev{i}", "done") for i in range(5)),
+        *(report_version(pid, f"dev{i}", "2.0") for i in range(5)),
+    )
     assert api.get(f"/v1/ota-tasks/{task['id']}").json["status"] == "created"  # dynamic: runs on
     make_device(api, pid, "late")  # activates after the task started
     send(report_version(pid, "late", "1.0"))
@@ -416,21 +491,39 @@ def test_a_device_csv_reports_unknown_devices_and_refuses_10001_names(api, fleet
     task = create_task(api, queue, fw, method="by_device", source_versions=None, devices_csv=csv_text)
     assert task["statistics"]["total"] == 2 and task["rejected_count"] == 2
     assert {r["device_name"]: r["reason"] for r in task["rejected_devices"]} == {
-        "ghost1": "device does not exist", "bad name!": "invalid device name"}
+        "ghost1": "device does not exist",
+        "bad name!": "invalid device name",
+    }
     template = api.client.http.get("/v1/ota-device-list-template", headers={"Authorization": f"Bearer {api.key}"})
     assert template.status_code == 200 and template.headers["Content-Type"].startswith("text/csv")
     assert ota_tasks._parse_names({"devices_csv": template.body.decode()}) == ["device_001", "device_002"]
     big = "\n".join(f"d{i}" for i in range(10_001))
-    expect_error(api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": big}),
-                 409, "LimitExceeded.DeviceListExceedLimit", "devices_csv")
+    expect_error(
+        api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": big}),
+        409,
+        "LimitExceeded.DeviceListExceedLimit",
+        "devices_csv",
+    )
     ok = "\n".join(f"d{i}" for i in range(10_000))
     assert api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": ok}).status_code == 202
-    expect_error(api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_version"}), 400,
-                 "MissingParameter", "source_versions")
-    expect_error(api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": "a",
-                                            "mode": "dynamic"}), 400, "InvalidParameterValue.ModeInvalid", "mode")
-    expect_error(api.post("/v1/ota-tasks", {"firmware_id": "fwnothere0000", "method": "by_device",
-                                            "devices_csv": "a"}), 404, "ResourceNotFound.FirmwareNotExist", "id")
+    expect_error(
+        api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_version"}),
+        400,
+        "MissingParameter",
+        "source_versions",
+    )
+    expect_error(
+        api.post("/v1/ota-tasks", {"firmware_id": fw, "method": "by_device", "devices_csv": "a", "mode": "dynamic"}),
+        400,
+        "InvalidParameterValue.ModeInvalid",
+        "mode",
+    )
+    expect_error(
+        api.post("/v1/ota-tasks", {"firmware_id": "fwnothere0000", "method": "by_device", "devices_csv": "a"}),
+        404,
+        "ResourceNotFound.FirmwareNotExist",
+        "id",
+    )
 
 
 # ------------------------------------------------------------------ resources
@@ -439,8 +532,10 @@ def test_a_device_csv_reports_unknown_devices_and_refuses_10001_names(api, fleet
 def test_a_resource_is_distributed_on_the_same_engine(api, fleet, queue, rec, seen):
     pid = fleet["pid"]
     data = b"RIFF" + b"\0" * 100
-    r = api.post("/v1/resources", {"product_id": pid, "name": "chime", "file_name": "chime.wav",
-                                   "file_size": len(data), "thumbnails": ["a.png"]})
+    r = api.post(
+        "/v1/resources",
+        {"product_id": pid, "name": "chime", "file_name": "chime.wav", "file_size": len(data), "thumbnails": ["a.png"]},
+    )
     assert r.status_code == 201 and len(r.json["thumbnail_upload_urls"]) == 1
     assert requests.put(r.json["upload_url"], data=data, timeout=10).status_code == 200
     res = api.post(f"/v1/resources/{r.json['id']}/complete").json
@@ -451,8 +546,11 @@ def test_a_resource_is_distributed_on_the_same_engine(api, fleet, queue, rec, se
     msg = rec.last(f"resource/down/service/{pid}/dev2")
     assert msg["type"] == "download" and msg["name"] == "chime" and msg["size"] == len(data)
     assert msg["md5sum"] == res["md5"] and msg["url"].startswith("http://127.0.0.1:8000/resource-")
-    body = {"type": "report_download_progress", "name": "chime",
-            "progress": {"state": "downloading", "percent": "40", "result_code": "0", "result_msg": ""}}
+    body = {
+        "type": "report_download_progress",
+        "name": "chime",
+        "progress": {"state": "downloading", "percent": "40", "result_code": "0", "result_msg": ""},
+    }
     send(up(pid, "dev2", "resource/up/service", body))
     devs = api.get(f"/v1/resource-tasks/{t.json['id']}/devices?state=downloading").json["items"]
     assert [d["device_name"] for d in devs] == ["dev2"] and devs[0]["percent"] == 40
@@ -508,9 +606,21 @@ def test_resources_share_one_gigabyte_per_account_and_at_most_six_thumbnails(api
     assert resource("one", 100).status_code == 200
     expect_error(resource("two", 60), 409, "LimitExceeded.ResourceStorageExceedLimit", "file")
     assert resource("three", 50).status_code == 200
-    expect_error(api.post("/v1/resources", {"product_id": pid, "name": "x", "file_name": "x.wav", "file_size": 1,
-                                            "thumbnails": [f"t{i}.png" for i in range(7)]}),
-                 400, "InvalidParameterValue.ThumbnailInvalid", "thumbnails")
+    expect_error(
+        api.post(
+            "/v1/resources",
+            {
+                "product_id": pid,
+                "name": "x",
+                "file_name": "x.wav",
+                "file_size": 1,
+                "thumbnails": [f"t{i}.png" for i in range(7)],
+            },
+        ),
+        400,
+        "InvalidParameterValue.ThumbnailInvalid",
+        "thumbnails",
+    )
 
 
 def test_tasks_are_listed_per_firmware_and_by_status(api, fleet, queue, rec):

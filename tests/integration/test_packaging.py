@@ -6,6 +6,7 @@ dependency has no such wheel it builds the sdist on *this* machine, or drops the
 says nothing: the bundle then fails at import on Lambda. So this test opens the zip and checks
 every compiled file the way the Lambda loader would see it.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,16 @@ MAX_DIRECT_UPLOAD = 50 * 2**20
 #: libraries a manylinux wheel may expect from the system (the manylinux2014 policy, minus
 #: the X11/GL ones Lambda does not have); everything else must be vendored in the zip
 SYSTEM_LIBS = {
-    "libc.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libpthread.so.0",
-    "libutil.so.1", "libresolv.so.2", "libnsl.so.1", "libgcc_s.so.1", "libstdc++.so.6",
+    "libc.so.6",
+    "libm.so.6",
+    "libdl.so.2",
+    "librt.so.1",
+    "libpthread.so.0",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libnsl.so.1",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
     "ld-linux-x86-64.so.2",
     # not in the policy, but numpy's and Pillow's manylinux wheels link it unvendored: the
     # runtime's own CPython `zlib` module needs it, so every Lambda image has it
@@ -73,7 +82,11 @@ def package() -> Path:
     # brought it up to date, and a test must not reinstall the shared venv.
     proc = subprocess.run(
         ["make", "--no-print-directory", "-o", ".venv/.installed", "package"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=840,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
     )
     assert proc.returncode == 0, f"make package failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert TEMPLATE.is_file() and BUNDLE.is_file(), sorted(p.name for p in OUT.iterdir())
@@ -116,7 +129,8 @@ def _load_cfn_yaml(path: Path) -> dict:
 
 def _functions(template: dict) -> dict[str, dict]:
     return {
-        name: res for name, res in template["Resources"].items()
+        name: res
+        for name, res in template["Resources"].items()
         if res["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
     }
 
@@ -173,7 +187,9 @@ def test_template_passes_cfn_lint_including_informational_rules(package):
     # resources, IAM statement actions matching their resources); no rule is ignored.
     proc = subprocess.run(
         [*cmd, "--include-checks", "I", "--", str(TEMPLATE)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -253,8 +269,7 @@ def test_stage_policy_reaches_only_its_own_stage(stage):
     text = (POLICIES / f"policy-{stage}.json").read_text()
     other = "dev" if stage == "prod" else "prod"
     # one policy, two stages: dev is prod with the prefix swapped, so they cannot drift
-    assert text.replace(f"fleetbox-{stage}", f"fleetbox-{other}") == (
-        POLICIES / f"policy-{other}.json").read_text()
+    assert text.replace(f"fleetbox-{stage}", f"fleetbox-{other}") == (POLICIES / f"policy-{other}.json").read_text()
     for statement in json.loads(text)["Statement"]:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -284,8 +299,7 @@ def _runs_on_lambda(tag: str) -> bool:
     if platform == "any":
         return True
     m = re.fullmatch(r"manylinux_(\d+)_(\d+)_x86_64", platform)
-    legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12),
-              "manylinux2014_x86_64": (2, 17)}
+    legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12), "manylinux2014_x86_64": (2, 17)}
     glibc = (int(m.group(1)), int(m.group(2))) if m else legacy.get(platform)
     if glibc is None or glibc > LAMBDA_GLIBC:
         return False
@@ -315,13 +329,13 @@ def _elf_info(data: bytes) -> tuple[int, list[str], set[str]]:
     assert data[:4] == b"\x7fELF", "not an ELF file"
     assert data[4] == 2 and data[5] == 1, "not a 64-bit little-endian ELF"
     machine = struct.unpack_from("<H", data, 18)[0]
-    shoff, = struct.unpack_from("<Q", data, 40)
+    (shoff,) = struct.unpack_from("<Q", data, 40)
     shentsize, shnum = struct.unpack_from("<HH", data, 58)
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
 
     def string(table_index: int, offset: int) -> str:
         start = sections[table_index][4] + offset
-        return data[start:data.index(b"\0", start)].decode()
+        return data[start : data.index(b"\0", start)].decode()
 
     needed, versions = [], set()
     for _name, kind, _flags, _addr, offset, size, link, info, _align, _entsize in sections:
@@ -357,8 +371,9 @@ def test_every_shared_object_loads_on_lambda_python311_x86_64(bundle):
         tag = re.search(r"\.cpython-(\d+)-([^.]+)\.so$", name)
         if tag and tag.groups() != ("311", "x86_64-linux-gnu"):
             problems.append(f"{name}: built for {tag.groups()}, not CPython 3.11 x86_64")
-        glibc = max((tuple(map(int, v[6:].split("."))) for v in versions
-                     if re.fullmatch(r"GLIBC_\d+(\.\d+)+", v)), default=(0,))
+        glibc = max(
+            (tuple(map(int, v[6:].split("."))) for v in versions if re.fullmatch(r"GLIBC_\d+(\.\d+)+", v)), default=(0,)
+        )
         if glibc > LAMBDA_GLIBC:
             problems.append(f"{name}: needs glibc {'.'.join(map(str, glibc))}")
         missing = [lib for lib in needed if lib not in SYSTEM_LIBS and lib not in vendored]

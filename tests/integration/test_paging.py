@@ -1,4 +1,5 @@
 """Paging tokens: every page is new, and a forged token is a 400, never a 5xx."""
+
 import base64
 import json
 
@@ -23,8 +24,14 @@ def test_audit_pages_cover_every_record_once(api, product):
 
 def test_forged_tokens_are_refused_on_every_listing(api, product):
     pid = product["product_id"]
-    for path in ("/v1/audit", "/v1/products", f"/v1/products/{pid}/devices",
-                 f"/v1/products/{pid}/devices?status=online", "/v1/keys", "/v1/audit"):
+    for path in (
+        "/v1/audit",
+        "/v1/products",
+        f"/v1/products/{pid}/devices",
+        f"/v1/products/{pid}/devices?status=online",
+        "/v1/keys",
+        "/v1/audit",
+    ):
         sep = "&" if "?" in path else "?"
         for token in (FORGED, "not-base64!", "e30"):
             resp = api.get(f"{path}{sep}next={token}")
@@ -38,8 +45,12 @@ def test_a_device_token_of_another_product_is_refused(api, product):
     for i in range(3):
         api.post(f"/v1/products/{pid}/devices", {"device_name": f"d{i}"})
     page = api.get(f"/v1/products/{pid}/devices?limit=1").json
-    other = api.post("/v1/products", {**{k: product[k] for k in ("category", "device_type", "comm_method",
-                                                                 "auth_type", "data_protocol")},
-                                      "name": "Other"}).json["product_id"]
+    other = api.post(
+        "/v1/products",
+        {
+            **{k: product[k] for k in ("category", "device_type", "comm_method", "auth_type", "data_protocol")},
+            "name": "Other",
+        },
+    ).json["product_id"]
     resp = api.get(f"/v1/products/{other}/devices?next={page['next']}")
     assert resp.status_code == 400

@@ -1,5 +1,6 @@
 """Online/offline (SPEC §5, §6.4): lifecycle events drive status, times, the presence log and
 the online counter; stale disconnects and unknown clients change nothing."""
+
 from __future__ import annotations
 
 from chalicelib.core import clock
@@ -11,8 +12,9 @@ DEV = "/v1/products/{}/devices/dev1"
 
 
 def event(pid: str, connected: bool, session: str, **kw):
-    return lifecycle.handle(presence_event(f"{pid}dev1", connected, timestamp_ms=clock.now_ms(), session_id=session,
-                                          **kw))
+    return lifecycle.handle(
+        presence_event(f"{pid}dev1", connected, timestamp_ms=clock.now_ms(), session_id=session, **kw)
+    )
 
 
 def device(api, pid):

@@ -4,6 +4,7 @@ The list-scoping and secret findings (1 and most of 2) are proven across every r
 ``test_list_security.py``; the local stack's own findings (unmatched paths, body limits, the
 object store, a killed batch, MQTT payload limits) in ``tests/e2e/test_probe_e2e.py``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,8 +56,12 @@ def _released_with_registration(api: Api, name: str = "Factory") -> tuple[str, s
 def test_an_application_key_gets_no_batch_link_and_no_product_secret(api, drained):
     # Given a released product with dynamic registration and a finished batch
     pid, _ = _released_with_registration(api)
-    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                                      "quantity": 3}), 202)
+    job = ok(
+        api.post(
+            "/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 3}
+        ),
+        202,
+    )
     drained()
     app = ok(api.post("/v1/applications", {"name": "App", "products": [pid]}), 201)
     key = api.as_key(app["keys"][0]["api_key"])
@@ -67,19 +72,36 @@ def test_an_application_key_gets_no_batch_link_and_no_product_secret(api, draine
     expect_error(key.get(f"/v1/batches/{job['id']}?include_secret=true"), 403, "UnauthorizedOperation", None)
     reg = ok(key.get(f"/v1/products/{pid}/dynamic-registration"))
     assert reg["secret_set"] is True and "product_secret" not in reg
-    expect_error(key.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true"), 403,
-                 "UnauthorizedOperation", None)
+    expect_error(
+        key.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true"), 403, "UnauthorizedOperation", None
+    )
     # even a policy edit cannot give an application a secret-reading action
-    expect_error(api.put(f"/v1/principals/{app['principal_id']}/policy", {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["*"], "resource": ["*"]}]}), 409, "UnsupportedOperation.ApplicationPolicy",
-        "principal_id")
+    expect_error(
+        api.put(
+            f"/v1/principals/{app['principal_id']}/policy",
+            {"version": "2.0", "statement": [{"effect": "allow", "action": ["*"], "resource": ["*"]}]},
+        ),
+        409,
+        "UnsupportedOperation.ApplicationPolicy",
+        "principal_id",
+    )
 
 
 def test_registration_never_replaces_a_batch_devices_secret(api, drained):
     # Given devices made by a one-device-one-secret batch (secrets burned at the factory)
     pid, psecret = _released_with_registration(api, "Burned")
-    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
-                                      "names_csv": "DeviceName\nshipped-1\n"}), 202)
+    job = ok(
+        api.post(
+            "/v1/batches",
+            {
+                "product_id": pid,
+                "burn_method": "per_device_secret",
+                "generation": "upload",
+                "names_csv": "DeviceName\nshipped-1\n",
+            },
+        ),
+        202,
+    )
     drained()
     link = ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))["csv_url"]
     burned = list(csv.DictReader(io.StringIO(requests.get(link, timeout=10).text)))[0]["DevicePsk"]
@@ -93,8 +115,18 @@ def test_registration_never_replaces_a_batch_devices_secret(api, drained):
 def test_a_keyless_device_gets_one_secret_and_keeps_it(api, drained):
     # Given a one-type-one-secret batch device (made without a secret)
     pid, psecret = _released_with_registration(api, "Keyless")
-    ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_product_secret", "generation": "upload",
-                                "names_csv": "DeviceName\nbox-1\n"}), 202)
+    ok(
+        api.post(
+            "/v1/batches",
+            {
+                "product_id": pid,
+                "burn_method": "per_product_secret",
+                "generation": "upload",
+                "names_csv": "DeviceName\nbox-1\n",
+            },
+        ),
+        202,
+    )
     drained()
     assert ok(api.get(f"/v1/products/{pid}/devices/box-1"))["secret_set"] is False
     # When it registers twice
@@ -196,12 +228,26 @@ def test_the_local_stack_keeps_the_users_loopback_choice(monkeypatch, tmp_path):
 
 
 def _gateway_event(method: str, resource: str, path: str, params: dict[str, str] | None) -> dict[str, Any]:
-    return {"resource": resource, "path": path, "httpMethod": method,
-            "headers": {"Authorization": "Bearer fbk_aaaaaaaaaaaaaaaa.secretsecret", "Content-Type": "application/json"},
-            "multiValueHeaders": {}, "queryStringParameters": None, "multiValueQueryStringParameters": None,
-            "pathParameters": params, "stageVariables": None, "body": None, "isBase64Encoded": False,
-            "requestContext": {"resourcePath": resource, "httpMethod": method, "path": path, "requestId": "r",
-                               "identity": {"sourceIp": "203.0.113.9"}}}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Authorization": "Bearer fbk_aaaaaaaaaaaaaaaa.secretsecret", "Content-Type": "application/json"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": params,
+        "stageVariables": None,
+        "body": None,
+        "isBase64Encoded": False,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": path,
+            "requestId": "r",
+            "identity": {"sourceIp": "203.0.113.9"},
+        },
+    }
 
 
 def test_on_aws_unmatched_paths_and_methods_answer_the_error_envelope(aws):
@@ -243,8 +289,12 @@ def test_every_secret_in_a_batch_csv_decodes(api, drained):
     from chalicelib.core.config import reload_settings
 
     pid, _ = _released_with_registration(api, "Big")
-    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
-                                      "quantity": 40}), 202)
+    job = ok(
+        api.post(
+            "/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto", "quantity": 40}
+        ),
+        202,
+    )
     drained()
     reload_settings()
     link = ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))["csv_url"]
@@ -259,8 +309,18 @@ def test_every_secret_in_a_batch_csv_decodes(api, drained):
 
 def test_a_batch_name_a_spreadsheet_would_run_is_reported_not_written(api, drained):
     pid, _ = _released_with_registration(api, "Names")
-    job = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "upload",
-                                      "names_csv": "DeviceName\n-12\nok-1\n=cmd|' /C calc'!A0\n"}), 202)
+    job = ok(
+        api.post(
+            "/v1/batches",
+            {
+                "product_id": pid,
+                "burn_method": "per_device_secret",
+                "generation": "upload",
+                "names_csv": "DeviceName\n-12\nok-1\n=cmd|' /C calc'!A0\n",
+            },
+        ),
+        202,
+    )
     drained()
     done = ok(api.get(f"/v1/batches/{job['id']}?include_secret=true"))
     assert (done["success_count"], done["failure_count"]) == (1, 2)
@@ -304,8 +364,9 @@ def test_names_are_unicode_normalised(api):
     # "café" typed decomposed (e + combining accent) is the same name as precomposed
     nfd = ok(api.post("/v1/products", {**PRODUCT, "name": "Cafe\u0301 lamp"}), 201)
     assert nfd["name"] == "Caf\u00e9 lamp"
-    expect_error(api.post("/v1/products", {**PRODUCT, "name": "Caf\u00e9 lamp"}), 409,
-                 "ResourceInUse.ProductNameExists", "name")
+    expect_error(
+        api.post("/v1/products", {**PRODUCT, "name": "Caf\u00e9 lamp"}), 409, "ResourceInUse.ProductNameExists", "name"
+    )
 
 
 def test_a_tag_filter_without_a_value_is_refused(api, product):
@@ -315,21 +376,35 @@ def test_a_tag_filter_without_a_value_is_refused(api, product):
 
 
 def test_a_principal_can_be_deleted_and_its_keys_stop_working(api):
-    p = ok(api.post("/v1/principals", {"name": "staff", "policy": {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["*"], "resource": ["*"]}]}}), 201)
+    p = ok(
+        api.post(
+            "/v1/principals",
+            {
+                "name": "staff",
+                "policy": {"version": "2.0", "statement": [{"effect": "allow", "action": ["*"], "resource": ["*"]}]},
+            },
+        ),
+        201,
+    )
     key = ok(api.post("/v1/keys", {"principal_id": p["principal_id"], "name": "k"}), 201)["api_key"]
     assert api.as_key(key).get("/v1/products").status_code == 200
     assert api.delete(f"/v1/principals/{p['principal_id']}").status_code == 204
     expect_error(api.as_key(key).get("/v1/products"), 401, "AuthFailure.InvalidCredential", None)
-    expect_error(api.get(f"/v1/principals/{p['principal_id']}"), 404, "ResourceNotFound.PrincipalNotExist",
-                 "principal_id")
+    expect_error(
+        api.get(f"/v1/principals/{p['principal_id']}"), 404, "ResourceNotFound.PrincipalNotExist", "principal_id"
+    )
     expect_error(api.delete("/v1/principals/root"), 409, "UnsupportedOperation.DeleteSelf", "principal_id")
 
 
 def test_rule_debug_names_the_device_of_a_thing_topic(api, product):
     pid = product["product_id"]
-    ok(api.post("/v1/rules", {"name": "who", "sql": "SELECT deviceName() AS dn, productId() AS pid FROM "
-                                                    "'thing/up/property/+/+'"}), 201)
+    ok(
+        api.post(
+            "/v1/rules",
+            {"name": "who", "sql": "SELECT deviceName() AS dn, productId() AS pid FROM 'thing/up/property/+/+'"},
+        ),
+        201,
+    )
     out = ok(api.post("/v1/rules/who/debug", {"topic": f"thing/up/property/{pid}/lamp-7", "payload": {}}))
     assert out["output"] == {"dn": "lamp-7", "pid": pid}
     out = ok(api.post("/v1/rules/who/debug", {"topic": f"$thing/up/property/{pid}/lamp-8", "payload": {}}))

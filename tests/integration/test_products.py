@@ -3,6 +3,7 @@
 Every rule is broken once and the answer is checked to the status, the stable error
 code and the field at fault.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,13 +16,17 @@ import pytest
 
 from tests.integration.helpers import PRODUCT, expect_error, make_device
 
-CUSTOM = {"name": "Pipe", "category": "custom", "device_type": "device", "comm_method": "ethernet",
-          "auth_type": "key", "data_protocol": "custom"}
+CUSTOM = {
+    "name": "Pipe",
+    "category": "custom",
+    "device_type": "device",
+    "comm_method": "ethernet",
+    "auth_type": "key",
+    "data_protocol": "custom",
+}
 
 
 # ------------------------------------------------------------------ helpers
-
-
 
 
 def make(api: Any, **overrides: Any) -> Any:
@@ -84,16 +89,18 @@ def test_product_ids_are_ten_upper_alnum_and_unique(api):
     assert all(re.fullmatch(r"[A-Z0-9]{10}", pid) for pid in ids)
 
 
-@pytest.mark.parametrize("name", ["A", "x" * 40, "智能灯 (1)", "Lámpara-2", "Лампа_3", "lamp@home/2\\b",
-                                  "灯（客厅）", "a b"])
+@pytest.mark.parametrize(
+    "name", ["A", "x" * 40, "智能灯 (1)", "Lámpara-2", "Лампа_3", "lamp@home/2\\b", "灯（客厅）", "a b"]
+)
 def test_product_name_accepts_valid(api, name):
     resp = make(api, name=name)
     assert resp.status_code == 201, resp.body
     assert resp.json["name"] == name
 
 
-@pytest.mark.parametrize("name", ["x" * 41, " Lamp", "Lamp ", " ", "", "Lamp#1", "Lamp!", "a.b", "a*b",
-                                  "a\tb", "a,b", "a\nb", "emoji😀"])
+@pytest.mark.parametrize(
+    "name", ["x" * 41, " Lamp", "Lamp ", " ", "", "Lamp#1", "Lamp!", "a.b", "a*b", "a\tb", "a,b", "a\nb", "emoji😀"]
+)
 def test_product_name_refuses_invalid(api, name):
     expect_error(make(api, name=name), 400, "InvalidParameterValue.ProductNameInvalid", "name")
 
@@ -108,13 +115,16 @@ def test_duplicate_product_name_refused(api, product):
     assert [p["product_id"] for p in listing["items"]] == [product["product_id"]]
 
 
-@pytest.mark.parametrize("field,code", [
-    ("device_type", "DeviceTypeInvalid"),
-    ("comm_method", "CommMethodInvalid"),
-    ("auth_type", "AuthTypeInvalid"),
-    ("data_protocol", "DataProtocolInvalid"),
-    ("binding_strategy", "BindingStrategyInvalid"),
-])
+@pytest.mark.parametrize(
+    "field,code",
+    [
+        ("device_type", "DeviceTypeInvalid"),
+        ("comm_method", "CommMethodInvalid"),
+        ("auth_type", "AuthTypeInvalid"),
+        ("data_protocol", "DataProtocolInvalid"),
+        ("binding_strategy", "BindingStrategyInvalid"),
+    ],
+)
 def test_enum_fields_refuse_unknown_values(api, field, code):
     expect_error(make(api, **{field: "bogus"}), 400, f"InvalidParameterValue.{code}", field)
     expect_error(make(api, **{field: 3}), 400, f"InvalidParameterValue.{code}", field)
@@ -131,8 +141,12 @@ def test_every_comm_method_accepted(api, method):
 
 
 def test_subdevice_protocol_invalid_value(api):
-    expect_error(make(api, device_type="subdevice", subdevice_protocol="wifi"), 400,
-                 "InvalidParameterValue.SubdeviceProtocolInvalid", "subdevice_protocol")
+    expect_error(
+        make(api, device_type="subdevice", subdevice_protocol="wifi"),
+        400,
+        "InvalidParameterValue.SubdeviceProtocolInvalid",
+        "subdevice_protocol",
+    )
 
 
 @pytest.mark.parametrize("proto", ["zigbee", "ble", "433", "custom"])
@@ -147,14 +161,19 @@ def test_subdevice_without_protocol_refused(api):
 
 @pytest.mark.parametrize("device_type", ["device", "gateway"])
 def test_subdevice_protocol_on_non_subdevice_refused(api, device_type):
-    expect_error(make(api, device_type=device_type, subdevice_protocol="zigbee"), 400,
-                 "InvalidParameterValue.SubdeviceProtocolInvalid", "subdevice_protocol")
+    expect_error(
+        make(api, device_type=device_type, subdevice_protocol="zigbee"),
+        400,
+        "InvalidParameterValue.SubdeviceProtocolInvalid",
+        "subdevice_protocol",
+    )
 
 
 def test_description_limits(api):
     assert created(api, description="d" * 80)["description"] == "d" * 80
-    expect_error(make(api, name="Other", description="d" * 81), 400,
-                 "InvalidParameterValue.DescriptionInvalid", "description")
+    expect_error(
+        make(api, name="Other", description="d" * 81), 400, "InvalidParameterValue.DescriptionInvalid", "description"
+    )
 
 
 @pytest.mark.parametrize("category", ["", "a/", "/a", "a//b", "a b", "x" * 33, "a/b/c/d/e/f/g"])
@@ -166,8 +185,7 @@ def test_unknown_field_refused(api):
     expect_error(make(api, colour="red"), 400, "UnknownParameter", "colour")
 
 
-@pytest.mark.parametrize("missing", ["name", "category", "device_type", "comm_method", "auth_type",
-                                     "data_protocol"])
+@pytest.mark.parametrize("missing", ["name", "category", "device_type", "comm_method", "auth_type", "data_protocol"])
 def test_missing_required_field(api, missing):
     body = {k: v for k, v in PRODUCT.items() if k != missing}
     expect_error(api.post("/v1/products", body), 400, "MissingParameter", missing)
@@ -177,12 +195,12 @@ def test_empty_body_names_first_missing_field(api):
     expect_error(api.post("/v1/products"), 400, "MissingParameter", "name")
 
 
-@pytest.mark.parametrize("raw", ["[1, 2]", "\"Lamp\"", "42", "null"])
+@pytest.mark.parametrize("raw", ["[1, 2]", '"Lamp"', "42", "null"])
 def test_body_not_an_object(api, raw):
     expect_error(api.post("/v1/products", raw=raw), 400, "InvalidParameterValue.InvalidBody", "body")
 
 
-@pytest.mark.parametrize("raw", ["{", "{\"name\": }", "not json", b"\xff\xfe{}"])
+@pytest.mark.parametrize("raw", ["{", '{"name": }', "not json", b"\xff\xfe{}"])
 def test_malformed_json(api, raw):
     expect_error(api.post("/v1/products", raw=raw), 400, "InvalidParameterValue.InvalidJson", "body")
 
@@ -191,8 +209,12 @@ def test_deeply_nested_json_is_a_400(api, product):
     deep = "[" * 100_000 + "]" * 100_000
     expect_error(api.post("/v1/products", raw=deep), 400, "InvalidParameterValue.InvalidJson", "body")
     nested_model = '{"properties":' + "[" * 50_000 + "]" * 50_000 + "}"
-    expect_error(api.put(f"/v1/products/{product['product_id']}/thing-model", raw=nested_model), 400,
-                 "InvalidParameterValue.InvalidJson", "body")
+    expect_error(
+        api.put(f"/v1/products/{product['product_id']}/thing-model", raw=nested_model),
+        400,
+        "InvalidParameterValue.InvalidJson",
+        "body",
+    )
 
 
 def test_lone_surrogate_is_a_400(api, product):
@@ -200,8 +222,12 @@ def test_lone_surrogate_is_a_400(api, product):
     raw = json.dumps({**PRODUCT, "name": "Other"})[:-1] + ', "description": "x\\ud800"}'
     expect_error(api.post("/v1/products", raw=raw), 400, "InvalidParameterValue.InvalidJson", "body")
     model = '{"properties":[{"id":"a","name":"A","desc":"x\\ud800","define":{"type":"bool"}}]}'
-    expect_error(api.put(f"/v1/products/{product['product_id']}/thing-model", raw=model), 400,
-                 "InvalidParameterValue.InvalidJson", "body")
+    expect_error(
+        api.put(f"/v1/products/{product['product_id']}/thing-model", raw=model),
+        400,
+        "InvalidParameterValue.InvalidJson",
+        "body",
+    )
     assert [p["name"] for p in api.get("/v1/products").json["items"]] == ["Lamp"]
 
 
@@ -222,11 +248,15 @@ def test_nothing_written_on_validation_failure(api):
 
 @pytest.mark.parametrize("pid", ["ZZZZZZZZZZ", "abc", "abcdefghij", "A" * 11])
 def test_unknown_product_is_404(api, pid):
-    for resp in (api.get(f"/v1/products/{pid}"), api.patch(f"/v1/products/{pid}", {"description": "x"}),
-                 api.delete(f"/v1/products/{pid}"), api.post(f"/v1/products/{pid}/publish"),
-                 api.get(f"/v1/products/{pid}/thing-model"),
-                 api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}),
-                 api.get(f"/v1/products/{pid}/topics")):
+    for resp in (
+        api.get(f"/v1/products/{pid}"),
+        api.patch(f"/v1/products/{pid}", {"description": "x"}),
+        api.delete(f"/v1/products/{pid}"),
+        api.post(f"/v1/products/{pid}/publish"),
+        api.get(f"/v1/products/{pid}/thing-model"),
+        api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}),
+        api.get(f"/v1/products/{pid}/topics"),
+    ):
         expect_error(resp, 404, "ResourceNotFound.ProductNotExist", "product_id")
 
 
@@ -243,8 +273,7 @@ def test_publish_unpublish_cycle(api, product):
     resp = api.post(f"/v1/products/{pid}/unpublish")
     assert resp.status_code == 200, resp.body
     assert resp.json["status"] == "developing"
-    expect_error(api.post(f"/v1/products/{pid}/unpublish"), 409, "UnsupportedOperation.ProductNotReleased",
-                 "status")
+    expect_error(api.post(f"/v1/products/{pid}/unpublish"), 409, "UnsupportedOperation.ProductNotReleased", "status")
 
 
 def test_released_product_is_frozen(api, product):
@@ -252,10 +281,18 @@ def test_released_product_is_frozen(api, product):
     assert api.post(f"/v1/products/{pid}/publish").status_code == 200
     for body in ({"name": "New name"}, {"description": "x"}, {"comm_method": "cellular"}):
         expect_error(api.patch(f"/v1/products/{pid}", body), 409, "UnsupportedOperation.ProductReleased", "status")
-    expect_error(api.put(f"/v1/products/{pid}/thing-model", {"properties": []}), 409,
-                 "UnsupportedOperation.ProductReleased", "status")
-    expect_error(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}), 409,
-                 "UnsupportedOperation.ProductReleased", "status")
+    expect_error(
+        api.put(f"/v1/products/{pid}/thing-model", {"properties": []}),
+        409,
+        "UnsupportedOperation.ProductReleased",
+        "status",
+    )
+    expect_error(
+        api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}),
+        409,
+        "UnsupportedOperation.ProductReleased",
+        "status",
+    )
     after = api.get(f"/v1/products/{pid}").json
     assert after["name"] == "Lamp" and after["comm_method"] == "wifi" and after["dynamic_registration"] is False
     # back to developing: changes allowed again
@@ -280,27 +317,45 @@ def test_patch_name_and_description(api, product):
 
 def test_patch_validates_fields(api, product):
     pid = product["product_id"]
-    expect_error(api.patch(f"/v1/products/{pid}", {"name": "bad#"}), 400,
-                 "InvalidParameterValue.ProductNameInvalid", "name")
-    expect_error(api.patch(f"/v1/products/{pid}", {"description": "d" * 81}), 400,
-                 "InvalidParameterValue.DescriptionInvalid", "description")
-    expect_error(api.patch(f"/v1/products/{pid}", {"comm_method": "carrier-pigeon"}), 400,
-                 "InvalidParameterValue.CommMethodInvalid", "comm_method")
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"name": "bad#"}), 400, "InvalidParameterValue.ProductNameInvalid", "name"
+    )
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"description": "d" * 81}),
+        400,
+        "InvalidParameterValue.DescriptionInvalid",
+        "description",
+    )
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"comm_method": "carrier-pigeon"}),
+        400,
+        "InvalidParameterValue.CommMethodInvalid",
+        "comm_method",
+    )
     expect_error(api.patch(f"/v1/products/{pid}", {"status": "released"}), 400, "UnknownParameter", "status")
-    expect_error(api.patch(f"/v1/products/{pid}", {"device_type": "subdevice"}), 400, "MissingParameter",
-                 "subdevice_protocol")
-    expect_error(api.patch(f"/v1/products/{pid}", {"subdevice_protocol": "zigbee"}), 400,
-                 "InvalidParameterValue.SubdeviceProtocolInvalid", "subdevice_protocol")
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"device_type": "subdevice"}), 400, "MissingParameter", "subdevice_protocol"
+    )
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"subdevice_protocol": "zigbee"}),
+        400,
+        "InvalidParameterValue.SubdeviceProtocolInvalid",
+        "subdevice_protocol",
+    )
     assert api.get(f"/v1/products/{pid}").json == product
 
 
 def test_patch_structural_fields_without_devices(api, product):
     pid = product["product_id"]
-    resp = api.patch(f"/v1/products/{pid}", {"device_type": "subdevice", "subdevice_protocol": "ble",
-                                             "comm_method": "ble"})
+    resp = api.patch(
+        f"/v1/products/{pid}", {"device_type": "subdevice", "subdevice_protocol": "ble", "comm_method": "ble"}
+    )
     assert resp.status_code == 200, resp.body
-    assert (resp.json["device_type"], resp.json["subdevice_protocol"], resp.json["comm_method"]) == \
-        ("subdevice", "ble", "ble")
+    assert (resp.json["device_type"], resp.json["subdevice_protocol"], resp.json["comm_method"]) == (
+        "subdevice",
+        "ble",
+        "ble",
+    )
     resp = api.patch(f"/v1/products/{pid}", {"device_type": "gateway"})
     assert resp.status_code == 200, resp.body
     assert (resp.json["device_type"], resp.json["subdevice_protocol"]) == ("gateway", None)
@@ -309,12 +364,24 @@ def test_patch_structural_fields_without_devices(api, product):
 def test_patch_structural_refused_while_devices_exist(api, product):
     pid = product["product_id"]
     make_device(api, pid, "dev1")
-    expect_error(api.patch(f"/v1/products/{pid}", {"comm_method": "cellular"}), 409,
-                 "UnsupportedOperation.DevicesExistUnderProduct", "comm_method")
-    expect_error(api.patch(f"/v1/products/{pid}", {"auth_type": "certificate"}), 409,
-                 "UnsupportedOperation.DevicesExistUnderProduct", "auth_type")
-    expect_error(api.patch(f"/v1/products/{pid}", {"name": "Renamed", "data_protocol": "custom"}), 409,
-                 "UnsupportedOperation.DevicesExistUnderProduct", "data_protocol")
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"comm_method": "cellular"}),
+        409,
+        "UnsupportedOperation.DevicesExistUnderProduct",
+        "comm_method",
+    )
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"auth_type": "certificate"}),
+        409,
+        "UnsupportedOperation.DevicesExistUnderProduct",
+        "auth_type",
+    )
+    expect_error(
+        api.patch(f"/v1/products/{pid}", {"name": "Renamed", "data_protocol": "custom"}),
+        409,
+        "UnsupportedOperation.DevicesExistUnderProduct",
+        "data_protocol",
+    )
     got = api.get(f"/v1/products/{pid}").json
     assert (got["name"], got["comm_method"], got["data_protocol"]) == ("Lamp", "wifi", "thing_model")
     resp = api.patch(f"/v1/products/{pid}", {"name": "Renamed", "description": "still fine"})
@@ -325,8 +392,12 @@ def test_patch_structural_refused_while_devices_exist(api, product):
 def test_rename_to_existing_name_refused_and_rename_frees_old_name(api, product):
     pid = product["product_id"]
     other = created(api, name="Fan")
-    expect_error(api.patch(f"/v1/products/{other['product_id']}", {"name": "Lamp"}), 409,
-                 "ResourceInUse.ProductNameExists", "name")
+    expect_error(
+        api.patch(f"/v1/products/{other['product_id']}", {"name": "Lamp"}),
+        409,
+        "ResourceInUse.ProductNameExists",
+        "name",
+    )
     assert api.get(f"/v1/products/{other['product_id']}").json["name"] == "Fan"
     assert api.patch(f"/v1/products/{pid}", {"name": "Lamp v2"}).status_code == 200
     # the old name is free, the new one is taken
@@ -348,12 +419,10 @@ def test_delete_refused_with_devices_then_allowed(api, product):
     make_device(api, pid, "d1")
     make_device(api, pid, "d2")
     assert api.get(f"/v1/products/{pid}").json["device_count"] == 2
-    expect_error(api.delete(f"/v1/products/{pid}"), 409, "UnsupportedOperation.DevicesExistUnderProduct",
-                 "product_id")
+    expect_error(api.delete(f"/v1/products/{pid}"), 409, "UnsupportedOperation.DevicesExistUnderProduct", "product_id")
     assert api.get(f"/v1/products/{pid}").status_code == 200
     assert api.delete(f"/v1/products/{pid}/devices/d1").status_code == 204
-    expect_error(api.delete(f"/v1/products/{pid}"), 409, "UnsupportedOperation.DevicesExistUnderProduct",
-                 "product_id")
+    expect_error(api.delete(f"/v1/products/{pid}"), 409, "UnsupportedOperation.DevicesExistUnderProduct", "product_id")
     assert api.delete(f"/v1/products/{pid}/devices/d2").status_code == 204
     resp = api.delete(f"/v1/products/{pid}")
     assert resp.status_code == 204, resp.body
@@ -419,16 +488,18 @@ def test_list_products_limit_bounds_accepted(api, product):
     assert api.get("/v1/products?limit=100").status_code == 200
 
 
-@pytest.mark.parametrize("token", [
-    "garbage!!",
-    "bm90IGpzb24",  # base64 of "not json"
-    base64.urlsafe_b64encode(b"[1,2]").decode().rstrip("="),
-    base64.urlsafe_b64encode(b'{"a":1}').decode().rstrip("="),  # an object, but not a token we issued
-    base64.urlsafe_b64encode(b'{"product_id":{"S":"X"}}').decode().rstrip("="),
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage!!",
+        "bm90IGpzb24",  # base64 of "not json"
+        base64.urlsafe_b64encode(b"[1,2]").decode().rstrip("="),
+        base64.urlsafe_b64encode(b'{"a":1}').decode().rstrip("="),  # an object, but not a token we issued
+        base64.urlsafe_b64encode(b'{"product_id":{"S":"X"}}').decode().rstrip("="),
+    ],
+)
 def test_list_products_bad_next_token(api, product, token):
-    expect_error(api.get(f"/v1/products?next={quote(token)}"), 400, "InvalidParameterValue.NextTokenInvalid",
-                 "next")
+    expect_error(api.get(f"/v1/products?next={quote(token)}"), 400, "InvalidParameterValue.NextTokenInvalid", "next")
 
 
 def test_list_products_unknown_query_parameter(api):
@@ -455,8 +526,10 @@ def test_dynamic_registration_enable_generates_secret(api, product):
     assert resp.status_code == 200, resp.body
     assert "product_secret" not in resp.json and resp.json["secret_set"] is True
     assert "product_secret" not in api.get(f"/v1/products/{pid}/dynamic-registration").json
-    assert api.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true").json["product_secret"] == \
-        reg["product_secret"]
+    assert (
+        api.get(f"/v1/products/{pid}/dynamic-registration?include_secret=true").json["product_secret"]
+        == reg["product_secret"]
+    )
 
 
 def test_dynamic_registration_secrets_differ_between_products(api):
@@ -467,15 +540,18 @@ def test_dynamic_registration_secrets_differ_between_products(api):
     assert len(secrets) == 3
 
 
-@pytest.mark.parametrize("body,code,field", [
-    ({"register_type": 3}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
-    ({"register_type": -1}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
-    ({"register_type": "1"}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
-    ({"register_type": True}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
-    ({}, "MissingParameter", "register_type"),
-    ({"register_type": 2, "register_limit": -5}, "InvalidParameterValue.RegisterLimitInvalid", "register_limit"),
-    ({"register_type": 1, "secret": "x"}, "UnknownParameter", "secret"),
-])
+@pytest.mark.parametrize(
+    "body,code,field",
+    [
+        ({"register_type": 3}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
+        ({"register_type": -1}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
+        ({"register_type": "1"}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
+        ({"register_type": True}, "InvalidParameterValue.RegisterTypeInvalid", "register_type"),
+        ({}, "MissingParameter", "register_type"),
+        ({"register_type": 2, "register_limit": -5}, "InvalidParameterValue.RegisterLimitInvalid", "register_limit"),
+        ({"register_type": 1, "secret": "x"}, "UnknownParameter", "secret"),
+    ],
+)
 def test_dynamic_registration_validation(api, product, body, code, field):
     pid = product["product_id"]
     expect_error(api.put(f"/v1/products/{pid}/dynamic-registration", body), 400, code, field)
@@ -509,8 +585,12 @@ def test_custom_product_has_default_topics(api):
 
 def test_thing_model_product_refuses_custom_topics(api, product):
     pid = product["product_id"]
-    expect_error(api.post(f"/v1/products/{pid}/topics", {"name": "up", "permission": "pub"}), 409,
-                 "UnsupportedOperation.NotCustomProtocol", "data_protocol")
+    expect_error(
+        api.post(f"/v1/products/{pid}/topics", {"name": "up", "permission": "pub"}),
+        409,
+        "UnsupportedOperation.NotCustomProtocol",
+        "data_protocol",
+    )
     assert api.get(f"/v1/products/{pid}/topics").json["items"] == []
 
 
@@ -521,10 +601,18 @@ def test_add_and_delete_custom_topic(api):
     assert resp.json == {"name": "upload_1", "permission": "pub", "topic": f"{pid}/${{deviceName}}/upload_1"}
     names = [t["name"] for t in api.get(f"/v1/products/{pid}/topics").json["items"]]
     assert "upload_1" in names
-    expect_error(api.post(f"/v1/products/{pid}/topics", {"name": "upload_1", "permission": "sub"}), 409,
-                 "ResourceInUse.TopicExists", "name")
-    expect_error(api.post(f"/v1/products/{pid}/topics", {"name": "data", "permission": "sub"}), 409,
-                 "ResourceInUse.TopicExists", "name")
+    expect_error(
+        api.post(f"/v1/products/{pid}/topics", {"name": "upload_1", "permission": "sub"}),
+        409,
+        "ResourceInUse.TopicExists",
+        "name",
+    )
+    expect_error(
+        api.post(f"/v1/products/{pid}/topics", {"name": "data", "permission": "sub"}),
+        409,
+        "ResourceInUse.TopicExists",
+        "name",
+    )
     assert api.delete(f"/v1/products/{pid}/topics/upload_1").status_code == 204
     names = [t["name"] for t in api.get(f"/v1/products/{pid}/topics").json["items"]]
     assert "upload_1" not in names
@@ -540,19 +628,28 @@ def test_topic_names_accepted(api, name):
     assert resp.json["name"] == name
 
 
-@pytest.mark.parametrize("name", ["a" * 65, "", "a+", "+a", "a/b+", "a#", "#", "a-b", "a b", "a//b", "/a", "a/",
-                                  "主题", "a.b"])
+@pytest.mark.parametrize(
+    "name", ["a" * 65, "", "a+", "+a", "a/b+", "a#", "#", "a-b", "a b", "a//b", "/a", "a/", "主题", "a.b"]
+)
 def test_topic_names_refused(api, name):
     pid = created(api, **CUSTOM)["product_id"]
-    expect_error(api.post(f"/v1/products/{pid}/topics", {"name": name, "permission": "pub"}), 400,
-                 "InvalidParameterValue.TopicNameInvalid", "name")
+    expect_error(
+        api.post(f"/v1/products/{pid}/topics", {"name": name, "permission": "pub"}),
+        400,
+        "InvalidParameterValue.TopicNameInvalid",
+        "name",
+    )
 
 
 @pytest.mark.parametrize("perm", ["rw", "PUB", "", None, 1])
 def test_topic_permission_enum(api, perm):
     pid = created(api, **CUSTOM)["product_id"]
-    expect_error(api.post(f"/v1/products/{pid}/topics", {"name": "up", "permission": perm}), 400,
-                 "InvalidParameterValue.TopicPermissionInvalid", "permission")
+    expect_error(
+        api.post(f"/v1/products/{pid}/topics", {"name": "up", "permission": perm}),
+        400,
+        "InvalidParameterValue.TopicPermissionInvalid",
+        "permission",
+    )
 
 
 def test_topic_missing_fields(api):
@@ -577,39 +674,99 @@ FULL_MODEL: dict[str, Any] = {
     "version": "1.0",
     "profile": {"ProductId": "IGNOREDXXX", "CategoryId": "1"},
     "properties": [
-        {"id": "power_switch", "name": "Power", "desc": "on/off", "required": True, "mode": "rw",
-         "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}}},
-        {"id": "brightness", "name": "Brightness", "desc": "", "required": False, "mode": "rw",
-         "define": {"type": "int", "min": "0", "max": "100", "start": "1", "step": "1", "unit": "%"}},
-        {"id": "voltage", "name": "Voltage", "mode": "r",
-         "define": {"type": "float", "min": "0.0", "max": "24.5", "step": "0.5", "unit": "V"}},
+        {
+            "id": "power_switch",
+            "name": "Power",
+            "desc": "on/off",
+            "required": True,
+            "mode": "rw",
+            "define": {"type": "bool", "mapping": {"0": "off", "1": "on"}},
+        },
+        {
+            "id": "brightness",
+            "name": "Brightness",
+            "desc": "",
+            "required": False,
+            "mode": "rw",
+            "define": {"type": "int", "min": "0", "max": "100", "start": "1", "step": "1", "unit": "%"},
+        },
+        {
+            "id": "voltage",
+            "name": "Voltage",
+            "mode": "r",
+            "define": {"type": "float", "min": "0.0", "max": "24.5", "step": "0.5", "unit": "V"},
+        },
         {"id": "label", "name": "Label", "define": {"type": "string", "min": "0", "max": "2048"}},
-        {"id": "color", "name": "Color", "define": {"type": "enum", "mapping": {"0": "Red", "1": "Green", "2": "Blue"}}},
+        {
+            "id": "color",
+            "name": "Color",
+            "define": {"type": "enum", "mapping": {"0": "Red", "1": "Green", "2": "Blue"}},
+        },
         {"id": "mode_s", "name": "Mode", "define": {"type": "stringenum", "mapping": {"eco": "Eco", "turbo": "Turbo"}}},
         {"id": "_updated", "name": "Updated", "mode": "r", "define": {"type": "timestamp"}},
-        {"id": "pos", "name": "Position", "define": {"type": "struct", "specs": [
-            {"id": "lat", "name": "Lat", "dataType": {"type": "float", "min": "-90", "max": "90"}},
-            {"id": "on", "name": "On", "dataType": {"type": "bool", "mapping": {"0": "no", "1": "yes"}}},
-            {"id": "tag", "name": "Tag", "dataType": {"type": "string", "min": "0", "max": "16"}}]}},
-        {"id": "aps", "name": "Access points", "define": {"type": "array", "maxItems": 16, "arrayInfo": {
-            "type": "struct", "specs": [
-                {"id": "mac", "name": "MAC", "dataType": {"type": "string", "min": "0", "max": "17"}},
-                {"id": "rssi", "name": "RSSI", "dataType": {"type": "int", "min": "-120", "max": "0"}}]}}},
-        {"id": "levels", "name": "Levels", "define": {"type": "array", "arrayInfo": {"type": "int", "min": "0",
-                                                                                        "max": "9"}}},
+        {
+            "id": "pos",
+            "name": "Position",
+            "define": {
+                "type": "struct",
+                "specs": [
+                    {"id": "lat", "name": "Lat", "dataType": {"type": "float", "min": "-90", "max": "90"}},
+                    {"id": "on", "name": "On", "dataType": {"type": "bool", "mapping": {"0": "no", "1": "yes"}}},
+                    {"id": "tag", "name": "Tag", "dataType": {"type": "string", "min": "0", "max": "16"}},
+                ],
+            },
+        },
+        {
+            "id": "aps",
+            "name": "Access points",
+            "define": {
+                "type": "array",
+                "maxItems": 16,
+                "arrayInfo": {
+                    "type": "struct",
+                    "specs": [
+                        {"id": "mac", "name": "MAC", "dataType": {"type": "string", "min": "0", "max": "17"}},
+                        {"id": "rssi", "name": "RSSI", "dataType": {"type": "int", "min": "-120", "max": "0"}},
+                    ],
+                },
+            },
+        },
+        {
+            "id": "levels",
+            "name": "Levels",
+            "define": {"type": "array", "arrayInfo": {"type": "int", "min": "0", "max": "9"}},
+        },
     ],
     "events": [
-        {"id": "low_voltage", "name": "LowVoltage", "type": "alert", "required": False,
-         "params": [{"id": "voltage", "name": "Voltage",
-                     "define": {"type": "float", "min": "0.0", "max": "24.0", "step": "1", "unit": "V"}}]},
+        {
+            "id": "low_voltage",
+            "name": "LowVoltage",
+            "type": "alert",
+            "required": False,
+            "params": [
+                {
+                    "id": "voltage",
+                    "name": "Voltage",
+                    "define": {"type": "float", "min": "0.0", "max": "24.0", "step": "1", "unit": "V"},
+                }
+            ],
+        },
         {"id": "hello", "name": "Hello", "type": "info", "params": []},
-        {"id": "broken", "name": "Broken", "type": "fault",
-         "params": [{"id": "code", "name": "Code", "define": {"type": "int", "min": 0, "max": 255}}]},
+        {
+            "id": "broken",
+            "name": "Broken",
+            "type": "fault",
+            "params": [{"id": "code", "name": "Code", "define": {"type": "int", "min": 0, "max": 255}}],
+        },
     ],
     "actions": [
-        {"id": "unlock", "name": "Unlock", "required": False,
-         "input": [{"id": "order_id", "name": "Order", "define": {"type": "string", "min": "0", "max": "2048"}}],
-         "output": [{"id": "code", "name": "Code", "define": {"type": "int", "min": "0", "max": "100"}}]},
+        {
+            "id": "unlock",
+            "name": "Unlock",
+            "required": False,
+            "input": [{"id": "order_id", "name": "Order", "define": {"type": "string", "min": "0", "max": "2048"}}],
+            "output": [{"id": "code", "name": "Code", "define": {"type": "int", "min": "0", "max": "100"}}],
+        },
     ],
 }
 
@@ -618,7 +775,11 @@ def _subset(small: Any, big: Any) -> bool:
     if isinstance(small, dict):
         return isinstance(big, dict) and all(k in big and _subset(v, big[k]) for k, v in small.items())
     if isinstance(small, list):
-        return isinstance(big, list) and len(small) == len(big) and all(_subset(a, b) for a, b in zip(small, big, strict=True))
+        return (
+            isinstance(big, list)
+            and len(small) == len(big)
+            and all(_subset(a, b) for a, b in zip(small, big, strict=True))
+        )
     return small == big
 
 
@@ -658,54 +819,118 @@ def _prop(define: dict[str, Any], ident: str = "p1") -> dict[str, Any]:
     return {"id": ident, "name": "P", "mode": "rw", "define": define}
 
 
-@pytest.mark.parametrize("model,field", [
-    ({"properties": [_prop({"type": "int", "min": "10", "max": "5"})]}, "properties[0].define.max"),
-    ({"properties": [_prop({"type": "float", "min": 1.5, "max": 1.0})]}, "properties[0].define.max"),
-    ({"properties": [_prop({"type": "enum", "mapping": {"0": "x" * 13}})]}, "properties[0].define.mapping.0"),
-    ({"properties": [_prop({"type": "bool"}, ident="1power")]}, "properties[0].id"),
-    ({"properties": [_prop({"type": "bool"}, ident="a" * 33)]}, "properties[0].id"),
-    ({"properties": [_prop({"type": "bool"}, ident="bad-id")]}, "properties[0].id"),
-    ({"properties": [_prop({"type": "bool"}, ident="dup"), _prop({"type": "int", "min": 0, "max": 1}, ident="dup")]},
-     "properties[1].id"),
-    ({"properties": [_prop({"type": "bool"}, ident="dup")],
-      "events": [{"id": "dup", "name": "E", "type": "info", "params": []}]}, "events[0].id"),
-    ({"properties": [_prop({"type": "decimal"})]}, "properties[0].define.type"),
-    ({"properties": [_prop({"type": "int", "min": "0"})]}, "properties[0].define.max"),
-    ({"properties": [_prop({"type": "string", "min": "0", "max": "2049"})]}, "properties[0].define.max"),
-    ({"properties": [{"id": "p", "name": "n" * 21, "define": {"type": "bool"}}]}, "properties[0].name"),
-    ({"properties": [{"id": "p", "name": "P", "desc": "d" * 81, "define": {"type": "bool"}}]}, "properties[0].desc"),
-    ({"properties": [{"id": "p", "name": "P", "mode": "w", "define": {"type": "bool"}}]}, "properties[0].mode"),
-    ({"properties": [_prop({"type": "struct", "specs": [
-        {"id": "inner", "name": "I", "dataType": {"type": "struct", "specs": []}}]})]},
-     "properties[0].define.specs[0].dataType.type"),
-    ({"properties": [_prop({"type": "array", "arrayInfo": {"type": "bool"}})]}, "properties[0].define.arrayInfo.type"),
-    ({"events": [{"id": "e", "name": "E", "type": "warning", "params": []}]}, "events[0].type"),
-    ({"events": [{"id": "e", "name": "E", "type": "alert", "params": [
-        {"id": "v", "name": "V", "define": {"type": "stringenum", "mapping": {"k": "l" * 13}}}]}]},
-     "events[0].params[0].define.mapping.k"),
-    ({"actions": [{"id": "a", "name": "A", "input": [
-        {"id": "x", "name": "X", "define": {"type": "int", "min": "5", "max": "1"}}], "output": []}]},
-     "actions[0].input[0].define.max"),
-    ({"properties": "none"}, "properties"),
-])
+@pytest.mark.parametrize(
+    "model,field",
+    [
+        ({"properties": [_prop({"type": "int", "min": "10", "max": "5"})]}, "properties[0].define.max"),
+        ({"properties": [_prop({"type": "float", "min": 1.5, "max": 1.0})]}, "properties[0].define.max"),
+        ({"properties": [_prop({"type": "enum", "mapping": {"0": "x" * 13}})]}, "properties[0].define.mapping.0"),
+        ({"properties": [_prop({"type": "bool"}, ident="1power")]}, "properties[0].id"),
+        ({"properties": [_prop({"type": "bool"}, ident="a" * 33)]}, "properties[0].id"),
+        ({"properties": [_prop({"type": "bool"}, ident="bad-id")]}, "properties[0].id"),
+        (
+            {
+                "properties": [
+                    _prop({"type": "bool"}, ident="dup"),
+                    _prop({"type": "int", "min": 0, "max": 1}, ident="dup"),
+                ]
+            },
+            "properties[1].id",
+        ),
+        (
+            {
+                "properties": [_prop({"type": "bool"}, ident="dup")],
+                "events": [{"id": "dup", "name": "E", "type": "info", "params": []}],
+            },
+            "events[0].id",
+        ),
+        ({"properties": [_prop({"type": "decimal"})]}, "properties[0].define.type"),
+        ({"properties": [_prop({"type": "int", "min": "0"})]}, "properties[0].define.max"),
+        ({"properties": [_prop({"type": "string", "min": "0", "max": "2049"})]}, "properties[0].define.max"),
+        ({"properties": [{"id": "p", "name": "n" * 21, "define": {"type": "bool"}}]}, "properties[0].name"),
+        (
+            {"properties": [{"id": "p", "name": "P", "desc": "d" * 81, "define": {"type": "bool"}}]},
+            "properties[0].desc",
+        ),
+        ({"properties": [{"id": "p", "name": "P", "mode": "w", "define": {"type": "bool"}}]}, "properties[0].mode"),
+        (
+            {
+                "properties": [
+                    _prop(
+                        {
+                            "type": "struct",
+                            "specs": [{"id": "inner", "name": "I", "dataType": {"type": "struct", "specs": []}}],
+                        }
+                    )
+                ]
+            },
+            "properties[0].define.specs[0].dataType.type",
+        ),
+        (
+            {"properties": [_prop({"type": "array", "arrayInfo": {"type": "bool"}})]},
+            "properties[0].define.arrayInfo.type",
+        ),
+        ({"events": [{"id": "e", "name": "E", "type": "warning", "params": []}]}, "events[0].type"),
+        (
+            {
+                "events": [
+                    {
+                        "id": "e",
+                        "name": "E",
+                        "type": "alert",
+                        "params": [
+                            {"id": "v", "name": "V", "define": {"type": "stringenum", "mapping": {"k": "l" * 13}}}
+                        ],
+                    }
+                ]
+            },
+            "events[0].params[0].define.mapping.k",
+        ),
+        (
+            {
+                "actions": [
+                    {
+                        "id": "a",
+                        "name": "A",
+                        "input": [{"id": "x", "name": "X", "define": {"type": "int", "min": "5", "max": "1"}}],
+                        "output": [],
+                    }
+                ]
+            },
+            "actions[0].input[0].define.max",
+        ),
+        ({"properties": "none"}, "properties"),
+    ],
+)
 def test_invalid_thing_model_refused_with_path(api, product, model, field):
     pid = product["product_id"]
-    expect_error(api.put(f"/v1/products/{pid}/thing-model", model), 400,
-                 "InvalidParameterValue.ModelDefineInvalid", field)
+    expect_error(
+        api.put(f"/v1/products/{pid}/thing-model", model), 400, "InvalidParameterValue.ModelDefineInvalid", field
+    )
     assert api.get(f"/v1/products/{pid}/thing-model").json["properties"] == []
 
 
 def test_thing_model_error_message_names_the_rule(api, product):
-    err = expect_error(api.put(f"/v1/products/{product['product_id']}/thing-model",
-                               {"properties": [_prop({"type": "int", "min": "10", "max": "5"})]}),
-                       400, "InvalidParameterValue.ModelDefineInvalid", "properties[0].define.max")
+    err = expect_error(
+        api.put(
+            f"/v1/products/{product['product_id']}/thing-model",
+            {"properties": [_prop({"type": "int", "min": "10", "max": "5"})]},
+        ),
+        400,
+        "InvalidParameterValue.ModelDefineInvalid",
+        "properties[0].define.max",
+    )
     assert "properties[0].define.max" in err["message"] and "below min" in err["message"]
 
 
 def test_custom_protocol_product_refuses_thing_model(api):
     pid = created(api, **CUSTOM)["product_id"]
-    expect_error(api.put(f"/v1/products/{pid}/thing-model", FULL_MODEL), 409,
-                 "UnsupportedOperation.CustomProtocolProduct", "data_protocol")
+    expect_error(
+        api.put(f"/v1/products/{pid}/thing-model", FULL_MODEL),
+        409,
+        "UnsupportedOperation.CustomProtocolProduct",
+        "data_protocol",
+    )
 
 
 def test_standard_features_catalogue(api):
@@ -713,8 +938,17 @@ def test_standard_features_catalogue(api):
     assert resp.status_code == 200
     items = resp.json["items"]
     ids = {f["id"] for f in items}
-    assert {"GPS_Info", "GPS_ExtInfo", "Cell_Info", "Wifi_Info", "power_switch", "brightness", "color",
-            "color_temp", "name"} <= ids
+    assert {
+        "GPS_Info",
+        "GPS_ExtInfo",
+        "Cell_Info",
+        "Wifi_Info",
+        "power_switch",
+        "brightness",
+        "color",
+        "color_temp",
+        "name",
+    } <= ids
     for f in items:
         assert f["kind"] in ("property", "event", "action")
 

@@ -3,6 +3,7 @@
 Payloads are decrypted with pycryptodome — an AES implementation independent of the
 product's — and the decrypted secret must then authenticate an MQTT connect.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,7 +74,9 @@ def test_v2_gives_a_precreated_device_its_own_secret_and_never_replaces_it(api):
     assert body["Len"] == len(json.dumps(doc, separators=(",", ":")))
     # and registering again (anyone holding the product secret could) changes nothing: the shipped
     # device still logs in with the secret it was burned with
-    again = decrypt(psecret, *(lambda r: (r["Payload"], r["Len"]))(v2_request(api, pid, "dev1", psecret).json["Response"]))
+    again = decrypt(
+        psecret, *(lambda r: (r["Payload"], r["Len"]))(v2_request(api, pid, "dev1", psecret).json["Response"])
+    )
     assert again["psk"] == burned
     assert mqtt_connects(pid, "dev1", burned)
 
@@ -165,7 +168,7 @@ def test_a_bad_signature_is_refused_and_diagnosed(api):
     assert v2_error(v2_request(api, pid, "dev1", psecret, uri="/other"))["Code"] == "AuthFailure.SignatureFailure"
 
 
-@pytest.mark.parametrize("skew", [-301, 301, -10**6])
+@pytest.mark.parametrize("skew", [-301, 301, -(10**6)])
 def test_a_stale_timestamp_is_refused(api, skew):
     pid, psecret = dynreg_product(api, 1)
     make_device(api, pid, "dev1")
@@ -238,15 +241,20 @@ def test_an_invalid_device_name_for_creation_is_refused(api):
     assert err["Code"] == "InvalidParameterValue.DeviceNameInvalid"
 
 
-@pytest.mark.parametrize("body,headers", [
-    (b"", {}),
-    (b"not json", {"X-Tc-Nonce": "1"}),
-    (b'{"ProductId": 5}', {}),
-    (b"\xff\xfe", {"Content-Type": "application/octet-stream"}),
-    (b'{"ProductId":"ABCDEFGHIJ","DeviceName":"d"}', {"X-Tc-Algorithm": "hmacsha256", "X-Tc-Timestamp": "x",
-                                                     "X-Tc-Nonce": "1", "X-Tc-Signature": "s"}),
-    (b"[" * 5000, {}),
-])
+@pytest.mark.parametrize(
+    "body,headers",
+    [
+        (b"", {}),
+        (b"not json", {"X-Tc-Nonce": "1"}),
+        (b'{"ProductId": 5}', {}),
+        (b"\xff\xfe", {"Content-Type": "application/octet-stream"}),
+        (
+            b'{"ProductId":"ABCDEFGHIJ","DeviceName":"d"}',
+            {"X-Tc-Algorithm": "hmacsha256", "X-Tc-Timestamp": "x", "X-Tc-Nonce": "1", "X-Tc-Signature": "s"},
+        ),
+        (b"[" * 5000, {}),
+    ],
+)
 def test_malformed_v2_requests_get_a_200_error_envelope(api, body, headers):
     resp = registration_answer(api.client.http.post("/device/register", headers=headers, body=body))
     assert v2_error(resp)["Code"] in ("InvalidParameterValue", "MissingParameter")
@@ -284,10 +292,20 @@ def test_legacy_refusals_carry_their_reasons(api):
     assert legacy_request(api, pid, "dev1", psecret, nonce=5, ts=ts).json["code"] == 1012
 
 
-@pytest.mark.parametrize("body", [b"", b"junk", b"{}", b'{"deviceName":"d"}', b'{"deviceName":["x"],"nonce":1,'
-                                  b'"productId":"ABCDEFGHIJ","timestamp":1,"signature":"s"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"junk",
+        b"{}",
+        b'{"deviceName":"d"}',
+        b'{"deviceName":["x"],"nonce":1,"productId":"ABCDEFGHIJ","timestamp":1,"signature":"s"}',
+    ],
+)
 def test_malformed_legacy_requests_get_a_200_error(api, body):
-    resp = registration_answer(api.client.http.post("/register/dev", headers={"Content-Type": "application/json"}, body=body))
+    resp = registration_answer(
+        api.client.http.post("/register/dev", headers={"Content-Type": "application/json"}, body=body)
+    )
     assert resp.json["code"] == 1001 and resp.json["message"] and resp.json["requestId"]
 
 

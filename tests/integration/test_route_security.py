@@ -4,6 +4,7 @@ Given the live route table, when each route is called without a credential, then
 answers 401; with a policy that denies exactly that route's action, 403; and a
 principal limited to product A gets 403 on every product-scoped route of product B.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,20 +19,37 @@ V1 = [r for r in ROUTES if r.path.startswith("/v1/")]
 
 def test_every_v1_route_goes_through_the_route_kit():
     # Given the routes Chalice actually serves
-    served = {(path, method) for path, methods in app.routes.items() for method in methods
-              if path.startswith("/v1/") and (path, method) not in FALLBACKS}
+    served = {
+        (path, method)
+        for path, methods in app.routes.items()
+        for method in methods
+        if path.startswith("/v1/") and (path, method) not in FALLBACKS
+    }
     # Then each one was registered with an action (none bypasses the policy check)
     kit = {(r.path, r.method) for r in V1 if r.action and not r.public}
     assert served and served == kit
 
 
 def _fill(path: str, pid: str, dn: str) -> str:
-    values = {"product_id": pid, "device_name": dn, "key_id": "aaaaaaaaaaaaaaaa", "principal_id": "root",
-              "application_id": "app-000000000000", "name": "data",
-              "property_id": "brightness", "action_id": "unlock", "client_token": "clientToken-0",
-              "batch_id": "batnosuchbatch0000", "binding_id": f"{pid}{dn}.aaaaaaaaaaaa", "user_id": "u1",
-              "firmware_id": "fwaaaaaaaaaaaa", "task_id": "otaaaaaaaaaaaa", "resource_id": "rsaaaaaaaaaaaa",
-              "letter_id": "0000000000000abcd", "stream_id": "st-000000000000"}
+    values = {
+        "product_id": pid,
+        "device_name": dn,
+        "key_id": "aaaaaaaaaaaaaaaa",
+        "principal_id": "root",
+        "application_id": "app-000000000000",
+        "name": "data",
+        "property_id": "brightness",
+        "action_id": "unlock",
+        "client_token": "clientToken-0",
+        "batch_id": "batnosuchbatch0000",
+        "binding_id": f"{pid}{dn}.aaaaaaaaaaaa",
+        "user_id": "u1",
+        "firmware_id": "fwaaaaaaaaaaaa",
+        "task_id": "otaaaaaaaaaaaa",
+        "resource_id": "rsaaaaaaaaaaaa",
+        "letter_id": "0000000000000abcd",
+        "stream_id": "st-000000000000",
+    }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
@@ -47,8 +65,17 @@ def _principal_key(api, policy: dict) -> str:
 def two_products(api):
     ids = []
     for name in ("Product A", "Product B"):
-        r = api.post("/v1/products", {"name": name, "category": "custom", "device_type": "device",
-                                      "comm_method": "wifi", "auth_type": "key", "data_protocol": "thing_model"})
+        r = api.post(
+            "/v1/products",
+            {
+                "name": name,
+                "category": "custom",
+                "device_type": "device",
+                "comm_method": "wifi",
+                "auth_type": "key",
+                "data_protocol": "thing_model",
+            },
+        )
         assert r.status_code == 201
         ids.append(r.json["product_id"])
         assert api.post(f"/v1/products/{ids[-1]}/devices", {"device_name": "dev1"}).status_code == 201
@@ -68,9 +95,16 @@ def test_a_policy_denying_the_action_is_403_everywhere(api, two_products):
     pid = two_products[0]
     for spec in V1:
         # allow everything, deny exactly this action: deny must win
-        key = _principal_key(api, {"version": "2.0", "statement": [
-            {"effect": "allow", "action": ["*"], "resource": ["*"]},
-            {"effect": "deny", "action": [f"iotexplorer:{spec.action}"], "resource": ["*"]}]})
+        key = _principal_key(
+            api,
+            {
+                "version": "2.0",
+                "statement": [
+                    {"effect": "allow", "action": ["*"], "resource": ["*"]},
+                    {"effect": "deny", "action": [f"iotexplorer:{spec.action}"], "resource": ["*"]},
+                ],
+            },
+        )
         resp = api.call(spec.method, _fill(spec.path, pid, "dev1"), body={}, key=key)
         assert resp.status_code == 403, (spec.method, spec.path, resp.body)
         assert resp.json["error"]["code"] == "UnauthorizedOperation"
@@ -78,8 +112,15 @@ def test_a_policy_denying_the_action_is_403_everywhere(api, two_products):
 
 def test_a_principal_limited_to_product_a_cannot_touch_product_b(api, two_products):
     a, b = two_products
-    key = _principal_key(api, {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}]})
+    key = _principal_key(
+        api,
+        {
+            "version": "2.0",
+            "statement": [
+                {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{a}", f"product/{a}/*"]}
+            ],
+        },
+    )
     scoped = [r for r in V1 if "{product_id}" in r.path]
     assert scoped
     for spec in scoped:

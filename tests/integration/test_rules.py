@@ -6,6 +6,7 @@ The forward queue is drained in-process by ``drain_forwards`` (tests/integration
 does what the ``forward`` worker's event source does: receive a batch, run it
 (``delivery.run_batch``), delete what succeeded.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,8 +21,10 @@ from chalicelib.protocol.events import UplinkMessage
 from tests.integration.helpers import Recorder, drain_forwards, expect_error
 from tests.receiver import Receiver
 
-SQL = ("SELECT room1.temperature AS temp, room1.humidity AS hum FROM '/+/data' "
-       "WHERE topic(2) = 'device00' AND room1.temperature > 30")
+SQL = (
+    "SELECT room1.temperature AS temp, room1.humidity AS hum FROM '/+/data' "
+    "WHERE topic(2) = 'device00' AND room1.temperature > 30"
+)
 
 
 @pytest.fixture()
@@ -36,15 +39,25 @@ def uplink(pid: str, dn: str, payload: Any, name: str = "data", qos: int = 1) ->
     from chalicelib.services import uplink
 
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    msg = UplinkMessage(topic=f"{pid}/{dn}/{name}", payload=raw, client_id=f"{pid}{dn}",
-                        timestamp_ms=int(time.time() * 1000), qos=qos)
+    msg = UplinkMessage(
+        topic=f"{pid}/{dn}/{name}", payload=raw, client_id=f"{pid}{dn}", timestamp_ms=int(time.time() * 1000), qos=qos
+    )
     return uplink.process_batch([msg])
 
 
-def make_rule(api: Any, name: str, actions: list[dict[str, Any]], *, sql: str = SQL, enabled: bool = True,
-              error_actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    resp = api.post("/v1/rules", {"name": name, "sql": sql, "actions": actions, "enabled": enabled,
-                                  "error_actions": error_actions or []})
+def make_rule(
+    api: Any,
+    name: str,
+    actions: list[dict[str, Any]],
+    *,
+    sql: str = SQL,
+    enabled: bool = True,
+    error_actions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    resp = api.post(
+        "/v1/rules",
+        {"name": name, "sql": sql, "actions": actions, "enabled": enabled, "error_actions": error_actions or []},
+    )
     assert resp.status_code == 201, resp.body
     return resp.json
 
@@ -60,30 +73,52 @@ def test_rule_crud_validation_and_debug(api: Any, loopback: None) -> None:
     err = expect_error(resp, 400, "InvalidParameterValue.SqlInvalid", "sql")
     assert "IN is not supported" in err["message"] and err["details"]["position"] == 33
     resp = api.post("/v1/rules", {"name": "bad", "sql": "SELECT a[1] FROM 'x'"})
-    assert "JSON arrays are not supported" in expect_error(resp, 400, "InvalidParameterValue.SqlInvalid", "sql")["message"]
+    assert (
+        "JSON arrays are not supported" in expect_error(resp, 400, "InvalidParameterValue.SqlInvalid", "sql")["message"]
+    )
     too_many = [{"type": "republish", "topic": "a/b"}] * 11
-    expect_error(api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": too_many}), 400,
-                 "InvalidParameterValue.ActionInvalid", "actions")
-    expect_error(api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": [{"type": "ftp"}]}), 400,
-                 "InvalidParameterValue.ActionInvalid", "actions[0].type")
-    expect_error(api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": [{"type": "dynamodb", "table": "t1x"}]}),
-                 400, "InvalidParameterValue.ActionInvalid", "actions[0].fields")
+    expect_error(
+        api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": too_many}),
+        400,
+        "InvalidParameterValue.ActionInvalid",
+        "actions",
+    )
+    expect_error(
+        api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": [{"type": "ftp"}]}),
+        400,
+        "InvalidParameterValue.ActionInvalid",
+        "actions[0].type",
+    )
+    expect_error(
+        api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": [{"type": "dynamodb", "table": "t1x"}]}),
+        400,
+        "InvalidParameterValue.ActionInvalid",
+        "actions[0].fields",
+    )
 
-    rule = make_rule(api, "house", [{"type": "republish", "topic": "house_monitor/${house}/app"}], enabled=False,
-                     sql="SELECT house, room1.temperature AS temp FROM '/+/data' WHERE room1.temperature > 30")
+    rule = make_rule(
+        api,
+        "house",
+        [{"type": "republish", "topic": "house_monitor/${house}/app"}],
+        enabled=False,
+        sql="SELECT house, room1.temperature AS temp FROM '/+/data' WHERE room1.temperature > 30",
+    )
     assert rule["enabled"] is False and rule["topic_filter"] == "/+/data"
     assert rule["stats"] == {"hits": 0, "forwards_ok": 0, "failures": 0, "dead_letters": 0}
     expect_error(api.post("/v1/rules", {"name": "house", "sql": SQL}), 409, "ResourceInUse.RuleAlreadyExists", "name")
     assert [r["name"] for r in api.get("/v1/rules").json["items"]] == ["house"]
 
-    resp = api.post("/v1/rules/house/debug", {"topic": "P1/device00/data",
-                                              "payload": {"house": "h7", "room1": {"temperature": 33}}})
+    resp = api.post(
+        "/v1/rules/house/debug", {"topic": "P1/device00/data", "payload": {"house": "h7", "room1": {"temperature": 33}}}
+    )
     assert resp.status_code == 200, resp.body
     assert resp.json["matched"] is True and resp.json["output"] == {"house": "h7", "temp": 33}
     resp = api.post("/v1/rules/house/debug", {"topic": "P1/device00/data", "payload": {"room1": {"temperature": 3}}})
     assert resp.json["matched"] is False and resp.json["topic_matched"] is True
-    resp = api.post("/v1/rules/house/debug", {"topic": "P1/device00/data", "payload_base64": "AAEC",
-                                              "sql": "SELECT * FROM '+/+/data'"})
+    resp = api.post(
+        "/v1/rules/house/debug",
+        {"topic": "P1/device00/data", "payload_base64": "AAEC", "sql": "SELECT * FROM '+/+/data'"},
+    )
     assert resp.json["output_base64"] == "AAEC" and resp.json["payload_json"] is False
 
     resp = api.put("/v1/rules/house", {"sql": "SELECT * FROM 'a/#/b'"})
@@ -98,8 +133,9 @@ def test_rule_crud_validation_and_debug(api: Any, loopback: None) -> None:
 def test_enabling_a_url_that_does_not_echo_fails(api: Any, loopback: None, receiver: Receiver) -> None:
     receiver.echo = False
     make_rule(api, "hook", [{"type": "http", "url": receiver.url, "token": "tok123"}], enabled=False)
-    err = expect_error(api.post("/v1/rules/hook/enable"), 400, "InvalidParameterValue.InvalidCallbackUrl",
-                       "actions[0].url")
+    err = expect_error(
+        api.post("/v1/rules/hook/enable"), 400, "InvalidParameterValue.InvalidCallbackUrl", "actions[0].url"
+    )
     assert "Echostr" in err["message"]
     assert api.get("/v1/rules/hook").json["enabled"] is False
     # the verification GET was signed with the token
@@ -108,53 +144,89 @@ def test_enabling_a_url_that_does_not_echo_fails(api: Any, loopback: None, recei
     assert api.post("/v1/rules/hook/enable").json["enabled"] is True
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/x", "http://10.0.0.8/x", "http://169.254.169.254/latest",
-                                 "http://[::1]/x", "http://192.168.1.4/x", "http://[fe80::1]/x",
-                                 "http://[::ffff:10.0.0.1]/x", "http://localhost/x", "https://example.com:8443/x",
-                                 "ftp://example.com/x", "http://0.0.0.0/x", "http://224.0.0.1/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/x",
+        "http://10.0.0.8/x",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x",
+        "http://192.168.1.4/x",
+        "http://[fe80::1]/x",
+        "http://[::ffff:10.0.0.1]/x",
+        "http://localhost/x",
+        "https://example.com:8443/x",
+        "ftp://example.com/x",
+        "http://0.0.0.0/x",
+        "http://224.0.0.1/x",
+    ],
+)
 def test_private_link_local_and_metadata_urls_are_refused(api: Any, url: str) -> None:
-    err = expect_error(api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": [{"type": "http", "url": url}]}),
-                       400, "InvalidParameterValue.InvalidUrl", "actions[0].url")
+    err = expect_error(
+        api.post("/v1/rules", {"name": "r", "sql": SQL, "actions": [{"type": "http", "url": url}]}),
+        400,
+        "InvalidParameterValue.InvalidUrl",
+        "actions[0].url",
+    )
     assert "not allowed" in err["message"]
 
 
 def test_loopback_is_allowed_only_where_configured(api: Any, loopback: None) -> None:
     make_rule(api, "lo", [{"type": "http", "url": "http://127.0.0.1:9/x"}], enabled=False)
-    expect_error(api.post("/v1/rules", {"name": "r2", "sql": SQL,
-                                        "actions": [{"type": "http", "url": "http://169.254.169.254/x"}]}),
-                 400, "InvalidParameterValue.InvalidUrl", "actions[0].url")
+    expect_error(
+        api.post(
+            "/v1/rules", {"name": "r2", "sql": SQL, "actions": [{"type": "http", "url": "http://169.254.169.254/x"}]}
+        ),
+        400,
+        "InvalidParameterValue.InvalidUrl",
+        "actions[0].url",
+    )
 
 
 # ------------------------------------------------------------------ forwarding
 
 
-def test_http_forward_signed_envelope_and_every_action_kind(api: Any, loopback: None, receiver: Receiver,
-                                                           device: tuple[str, str], recorder: Recorder) -> None:
+def test_http_forward_signed_envelope_and_every_action_kind(
+    api: Any, loopback: None, receiver: Receiver, device: tuple[str, str], recorder: Recorder
+) -> None:
     pid, dn = device
     sent = recorder.raw
-    sqs, sns, kin, ddb, s3 = (boto3.client(s, region_name="us-east-1") for s in ("sqs", "sns", "kinesis", "dynamodb", "s3"))
+    sqs, sns, kin, ddb, s3 = (
+        boto3.client(s, region_name="us-east-1") for s in ("sqs", "sns", "kinesis", "dynamodb", "s3")
+    )
     qurl = sqs.create_queue(QueueName="sink")["QueueUrl"]
     topic_arn = sns.create_topic(Name="sink")["TopicArn"]
     sns_q = sqs.create_queue(QueueName="sns-sink")["QueueUrl"]
     sns_q_arn = sqs.get_queue_attributes(QueueUrl=sns_q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=sns_q_arn, Attributes={"RawMessageDelivery": "true"})
     kin.create_stream(StreamName="sink", ShardCount=1)
-    ddb.create_table(TableName="readings", BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "device", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "device", "KeyType": "HASH"}])
+    ddb.create_table(
+        TableName="readings",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "device", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "device", "KeyType": "HASH"}],
+    )
     s3.create_bucket(Bucket="sink-bucket")
     http = {"type": "http", "url": receiver.url, "token": "tok123"}
-    rule = make_rule(api, "room", [
-        http,
-        {"type": "republish", "topic": "house_monitor/${house}/app"},
-        {"type": "sqs", "queue_url": qurl},
-        {"type": "sns", "topic_arn": topic_arn},
-        {"type": "kinesis", "stream_name": "sink"},
-        {"type": "dynamodb", "table": "readings", "fields": {"device": "${deviceName}", "temp": "${temp}",
-                                                               "label": "t=${temp}", "source": "fleetbox"}},
-        {"type": "s3", "bucket": "sink-bucket"},
-    ], sql="SELECT house, room1.temperature AS temp, room1.humidity AS hum FROM '/+/data' "
-           "WHERE topic(2) = 'device00' AND room1.temperature > 30")
+    rule = make_rule(
+        api,
+        "room",
+        [
+            http,
+            {"type": "republish", "topic": "house_monitor/${house}/app"},
+            {"type": "sqs", "queue_url": qurl},
+            {"type": "sns", "topic_arn": topic_arn},
+            {"type": "kinesis", "stream_name": "sink"},
+            {
+                "type": "dynamodb",
+                "table": "readings",
+                "fields": {"device": "${deviceName}", "temp": "${temp}", "label": "t=${temp}", "source": "fleetbox"},
+            },
+            {"type": "s3", "bucket": "sink-bucket"},
+        ],
+        sql="SELECT house, room1.temperature AS temp, room1.humidity AS hum FROM '/+/data' "
+        "WHERE topic(2) = 'device00' AND room1.temperature > 30",
+    )
     receiver.secret = rule["actions"][0]["secret"]
     assert receiver.secret.startswith("whsec_")
 
@@ -166,7 +238,7 @@ def test_http_forward_signed_envelope_and_every_action_kind(api: Any, loopback: 
     drain_forwards(lambda: api.get("/v1/rules/room").json["stats"]["forwards_ok"] == 7)
 
     out = {"house": "h1", "temp": 31.5, "hum": 40}
-    hit, = receiver.ok_hits()
+    (hit,) = receiver.ok_hits()
     assert hit.sha1_valid is True and hit.standard_valid is True
     assert set(hit.body) == {"devicename", "productid", "payload", "seq", "timestamp", "timemills", "topic"}
     assert hit.body["devicename"] == dn and hit.body["productid"] == pid and hit.body["payload"] == out
@@ -184,14 +256,15 @@ def test_http_forward_signed_envelope_and_every_action_kind(api: Any, loopback: 
 
     check_queue_envelope(sqs.receive_message(QueueUrl=qurl)["Messages"][0]["Body"])
     check_queue_envelope(sqs.receive_message(QueueUrl=sns_q)["Messages"][0]["Body"])
-    shard = kin.get_shard_iterator(StreamName="sink", ShardId="shardId-000000000000",
-                                   ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    shard = kin.get_shard_iterator(StreamName="sink", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")[
+        "ShardIterator"
+    ]
     records = kin.get_records(ShardIterator=shard)["Records"]
     assert len(records) == 1 and records[0]["PartitionKey"] == f"{pid}/{dn}"
     check_queue_envelope(records[0]["Data"].decode())
     item = ddb.get_item(TableName="readings", Key={"device": {"S": dn}})["Item"]
     assert item == {"device": {"S": dn}, "temp": {"N": "31.5"}, "label": {"S": "t=31.5"}, "source": {"S": "fleetbox"}}
-    key, = [o["Key"] for o in s3.list_objects_v2(Bucket="sink-bucket")["Contents"]]
+    (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket="sink-bucket")["Contents"]]
     assert key.startswith(f"rules/{pid}/{dn}/")
     assert json.loads(s3.get_object(Bucket="sink-bucket", Key=key)["Body"].read()) == out
 
@@ -213,15 +286,17 @@ def test_lambda_action_invokes_with_the_queue_envelope(api: Any, loopback: None,
     client = base.aws("lambda")
     make_rule(api, "fn", [{"type": "lambda", "function_name": "consumer"}], sql="SELECT * FROM '+/+/data'")
     with Stubber(client) as stub:
-        stub.add_response("invoke", {"StatusCode": 202},
-                          {"FunctionName": "consumer", "InvocationType": "Event", "Payload": ANY})
+        stub.add_response(
+            "invoke", {"StatusCode": 202}, {"FunctionName": "consumer", "InvocationType": "Event", "Payload": ANY}
+        )
         uplink(pid, dn, {"a": 1})
         drain_forwards(lambda: api.get("/v1/rules/fn").json["stats"]["forwards_ok"] == 1)
         stub.assert_no_pending_responses()
 
 
-def test_binary_payload_is_forwarded_only_by_select_star(api: Any, loopback: None, receiver: Receiver,
-                                                         device: tuple[str, str]) -> None:
+def test_binary_payload_is_forwarded_only_by_select_star(
+    api: Any, loopback: None, receiver: Receiver, device: tuple[str, str]
+) -> None:
     pid, dn = device
     make_rule(api, "bin", [{"type": "http", "url": receiver.url, "token": "tok123"}], sql="SELECT * FROM '+/+/data'")
     uplink(pid, dn, b"\x00\x01\xfe")
@@ -229,8 +304,9 @@ def test_binary_payload_is_forwarded_only_by_select_star(api: Any, loopback: Non
     assert receiver.ok_hits()[0].body["payload"] == base64.b64encode(b"\x00\x01\xfe").decode()
 
 
-def test_missing_republish_field_is_a_payload_no_field_diagnostic(api: Any, loopback: None,
-                                                                 device: tuple[str, str]) -> None:
+def test_missing_republish_field_is_a_payload_no_field_diagnostic(
+    api: Any, loopback: None, device: tuple[str, str]
+) -> None:
     pid, dn = device
     make_rule(api, "rp", [{"type": "republish", "topic": "out/${nothere}"}], sql="SELECT a FROM '+/+/data'")
     uplink(pid, dn, {"a": 1})
@@ -238,19 +314,24 @@ def test_missing_republish_field_is_a_payload_no_field_diagnostic(api: Any, loop
     now = int(time.time() * 1000)
     logs = api.get(f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]
     assert [entry["code"] for entry in logs] == ["Payload_No_Field"]
-    letter, = api.get("/v1/dead-letters").json["items"]
+    (letter,) = api.get("/v1/dead-letters").json["items"]
     assert "nothere" in letter["reason"] and letter["rule"] == "rp"
 
 
-def test_retries_error_action_dead_letter_and_replay(api: Any, loopback: None, receiver: Receiver,
-                                                     device: tuple[str, str]) -> None:
+def test_retries_error_action_dead_letter_and_replay(
+    api: Any, loopback: None, receiver: Receiver, device: tuple[str, str]
+) -> None:
     """Receiver down: attempts at +0, +1, +3, +10 s, the error action (also down) once, then a dead
     letter with the reason; replayed once the receiver is back: delivered once, same webhook-id."""
     pid, dn = device
     port = receiver.port
-    rule = make_rule(api, "down", [{"type": "http", "url": receiver.url, "token": "tok123"}],
-                     error_actions=[{"type": "http", "url": receiver.url.replace("/hook", "/errors"), "token": "tok123"}],
-                     sql="SELECT * FROM '+/+/data'")
+    rule = make_rule(
+        api,
+        "down",
+        [{"type": "http", "url": receiver.url, "token": "tok123"}],
+        error_actions=[{"type": "http", "url": receiver.url.replace("/hook", "/errors"), "token": "tok123"}],
+        sql="SELECT * FROM '+/+/data'",
+    )
     receiver.stop()
     uplink(pid, dn, {"a": 1})
     drain_forwards(lambda: api.get("/v1/rules/down").json["stats"]["dead_letters"] == 1, timeout=40)
@@ -262,23 +343,29 @@ def test_retries_error_action_dead_letter_and_replay(api: Any, loopback: None, r
         assert want - 0.05 <= got <= want + 2.5, offsets
     err_log = api.get("/v1/deliveries?target=rule/down/error/0").json["items"]
     assert len(err_log) == 1 and err_log[0]["time"] >= attempts[-1]["time"]
-    letter, = api.get("/v1/dead-letters").json["items"]
+    (letter,) = api.get("/v1/dead-letters").json["items"]
     assert letter["status"] == "dead" and letter["attempts"] == 4 and "the connection was refused" in letter["reason"]
     assert "error actions failed" in letter["reason"]
     assert api.get("/v1/rules/down").json["stats"] == {"hits": 1, "forwards_ok": 0, "failures": 4, "dead_letters": 1}
     now = int(time.time() * 1000)
-    codes = [e["code"] for e in api.get(
-        f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]]
+    codes = [
+        e["code"]
+        for e in api.get(f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]
+    ]
     assert codes == ["Forward_Third_Not_Responding"]
 
     back = Receiver(token="tok123", secret=rule["actions"][0]["secret"], port=port).start()
     try:
         resp = api.post(f"/v1/dead-letters/{letter['id']}/replay")
         assert resp.status_code == 202 and resp.json["status"] == "replaying"
-        expect_error(api.post(f"/v1/dead-letters/{letter['id']}/replay"), 409,
-                     "FailedOperation.DeadLetterNotReplayable", "letter_id")
+        expect_error(
+            api.post(f"/v1/dead-letters/{letter['id']}/replay"),
+            409,
+            "FailedOperation.DeadLetterNotReplayable",
+            "letter_id",
+        )
         drain_forwards(lambda: api.get("/v1/dead-letters").json["items"][0]["status"] == "replayed")
-        hit, = back.hits
+        (hit,) = back.hits
         assert hit.status == 200 and hit.sha1_valid and hit.standard_valid
         assert hit.headers["webhook-id"] == attempts[0]["webhook_id"]
         assert hit.body["payload"] == {"a": 1}
@@ -286,8 +373,9 @@ def test_retries_error_action_dead_letter_and_replay(api: Any, loopback: None, r
         back.stop()
 
 
-def test_410_stops_the_target_and_429_honours_retry_after(api: Any, loopback: None, receiver: Receiver,
-                                                          device: tuple[str, str]) -> None:
+def test_410_stops_the_target_and_429_honours_retry_after(
+    api: Any, loopback: None, receiver: Receiver, device: tuple[str, str]
+) -> None:
     pid, dn = device
     receiver.fail_rate, receiver.status_on_fail = 1.0, 410
     make_rule(api, "gone", [{"type": "http", "url": receiver.url, "token": "tok123"}], sql="SELECT * FROM '+/+/data'")
@@ -296,7 +384,7 @@ def test_410_stops_the_target_and_429_honours_retry_after(api: Any, loopback: No
     rule = api.get("/v1/rules/gone").json
     assert "410" in rule["actions"][0]["disabled"] and "410" in rule["note"]
     assert len(receiver.hits) == 1  # no retry after 410
-    uplink(pid, dn, {"a": 2})       # the stopped target gets nothing more
+    uplink(pid, dn, {"a": 2})  # the stopped target gets nothing more
     drain_forwards(lambda: True, timeout=3)
     assert len(receiver.hits) == 1
 
@@ -305,7 +393,8 @@ BURST = 200
 
 
 def test_a_burst_with_half_failing_counts_in_equal_delivered_plus_dead(
-        api: Any, loopback: None, receiver: Receiver, device: tuple[str, str]) -> None:
+    api: Any, loopback: None, receiver: Receiver, device: tuple[str, str]
+) -> None:
     """200 matches queued by the rule engine at once (the uplink hook's evaluate + enqueue);
     the receiver fails half of the requests; every message ends delivered or dead-lettered.
     (The 1,000-message burst runs end to end through MQTT in tests/e2e/test_rules_e2e.py.)"""
@@ -314,10 +403,16 @@ def test_a_burst_with_half_failing_counts_in_equal_delivered_plus_dead(
 
     pid, dn = device
     receiver.fail_rate = 0.5
-    make_rule(api, "burst", [{"type": "http", "url": receiver.url, "token": "tok123"}], sql="SELECT n FROM '+/+/data' WHERE n >= 0")
+    make_rule(
+        api,
+        "burst",
+        [{"type": "http", "url": receiver.url, "token": "tok123"}],
+        sql="SELECT n FROM '+/+/data' WHERE n >= 0",
+    )
     now = int(time.time() * 1000)
-    batch = [rules.Inbound(pid, dn, f"{pid}/{dn}/data", json.dumps({"n": i}).encode(), 1, now + i)
-             for i in range(BURST)]
+    batch = [
+        rules.Inbound(pid, dn, f"{pid}/{dn}/data", json.dumps({"n": i}).encode(), 1, now + i) for i in range(BURST)
+    ]
     assert rules.on_uplink(batch) == []
 
     def settled() -> bool:
@@ -343,18 +438,24 @@ def test_a_burst_with_half_failing_counts_in_equal_delivered_plus_dead(
 
 
 def test_fleetbox_own_resources_are_never_rule_targets(api: Any, loopback: None) -> None:
-    for action, field in ([{"type": "dynamodb", "table": "fleetbox-test-api_keys", "fields": {"a": "${a}"}}, "table"],
-                          [{"type": "s3", "bucket": "fleetbox-test-files"}, "bucket"],
-                          [{"type": "sqs", "queue_url": "https://sqs.us-east-1.amazonaws.com/1/fleetbox-test-jobs"},
-                           "queue_url"]):
-        err = expect_error(api.post("/v1/rules", {"name": "own", "sql": SQL, "actions": [action]}), 400,
-                           "InvalidParameterValue.ActionInvalid", f"actions[0].{field}")
+    for action, field in (
+        [{"type": "dynamodb", "table": "fleetbox-test-api_keys", "fields": {"a": "${a}"}}, "table"],
+        [{"type": "s3", "bucket": "fleetbox-test-files"}, "bucket"],
+        [{"type": "sqs", "queue_url": "https://sqs.us-east-1.amazonaws.com/1/fleetbox-test-jobs"}, "queue_url"],
+    ):
+        err = expect_error(
+            api.post("/v1/rules", {"name": "own", "sql": SQL, "actions": [action]}),
+            400,
+            "InvalidParameterValue.ActionInvalid",
+            f"actions[0].{field}",
+        )
         assert "sink-" in err["message"]
     make_rule(api, "sink", [{"type": "dynamodb", "table": "fleetbox-test-sink-readings", "fields": {"a": "${a}"}}])
 
 
-def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback: None,
-                                                              device: tuple[str, str]) -> None:
+def test_status_changes_reach_rules_as_status_change_messages(
+    api: Any, loopback: None, device: tuple[str, str]
+) -> None:
     from chalicelib.protocol.events import presence_event
     from chalicelib.services import lifecycle
 
@@ -374,8 +475,9 @@ def test_status_changes_reach_rules_as_status_change_messages(api: Any, loopback
         assert json.loads(base64.b64decode(b["Payload"]))["event"] == b["Event"]
 
 
-def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopback: None,
-                                                               device: tuple[str, str], recorder: Recorder) -> None:
+def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(
+    api: Any, loopback: None, device: tuple[str, str], recorder: Recorder
+) -> None:
     pid, dn = device
     recorder.listening = False  # nobody subscribes: every QoS 1 attempt fails
     tries = recorder.times
@@ -387,8 +489,10 @@ def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopbac
     for got, want in zip(offsets[1:], (3, 6, 9), strict=True):
         assert want - 0.1 <= got <= want + 2.5, offsets
     now = int(time.time() * 1000)
-    codes = [e["code"] for e in api.get(
-        f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]]
+    codes = [
+        e["code"]
+        for e in api.get(f"/v1/products/{pid}/devices/{dn}/logs?kind=diagnostic&start=0&end={now + 1000}").json["items"]
+    ]
     assert codes == ["Rule_Repub_System_Err"]
     tries.clear()
     uplink(pid, dn, {"a": 2}, qos=0)  # QoS 0: one attempt, nobody listening is not a failure
@@ -396,8 +500,9 @@ def test_republish_qos1_retries_after_3_6_9_s_then_dead_letter(api: Any, loopbac
     assert len(tries) == 1
 
 
-def test_refused_forward_jobs_are_dead_lettered_not_lost(api: Any, loopback: None, device: tuple[str, str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_forward_jobs_are_dead_lettered_not_lost(
+    api: Any, loopback: None, device: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from chalicelib.forwarders import engine
 
     pid, dn = device
@@ -411,12 +516,14 @@ def test_refused_forward_jobs_are_dead_lettered_not_lost(api: Any, loopback: Non
             return real.get_queue_url(**kw)
 
         def send_message_batch(self, **kw: Any) -> Any:
-            return {"Successful": [], "Failed": [{"Id": e["Id"], "Code": "ThrottlingException", "SenderFault": False}
-                                               for e in kw["Entries"]]}
+            return {
+                "Successful": [],
+                "Failed": [{"Id": e["Id"], "Code": "ThrottlingException", "SenderFault": False} for e in kw["Entries"]],
+            }
 
     monkeypatch.setattr(engine, "_sqs", lambda: Refusing())
     result = uplink(pid, dn, {"a": 1})
     assert result.failed == [] and result.processed == 1
-    letter, = api.get("/v1/dead-letters").json["items"]
+    (letter,) = api.get("/v1/dead-letters").json["items"]
     assert "forward queue refused" in letter["reason"] and letter["rule"] == "refused"
     assert api.get("/v1/rules/refused").json["stats"]["dead_letters"] == 1

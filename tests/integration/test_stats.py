@@ -1,5 +1,6 @@
 """Operational analytics (SPEC §13): counters maintained on the message path, the overview,
 message series per hour/day, and the regional distribution — per product and for all."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,11 @@ def _hour_row(items, now_s):
 
 def test_message_counters_per_hour_and_day(api, lamp, recorder):
     make_device(api, lamp, "dev2")
-    run(report(lamp, "dev1", {"brightness": 1}), report(lamp, "dev2", {"brightness": 999}),
-        up(lamp, "dev1", "thing/up/property", b"not json"))
+    run(
+        report(lamp, "dev1", {"brightness": 1}),
+        report(lamp, "dev2", {"brightness": 999}),
+        up(lamp, "dev1", "thing/up/property", b"not json"),
+    )
     now = clock.now_s()
     hourly = api.get(f"/v1/stats/messages?product_id={lamp}&granularity=hour")
     assert hourly.status_code == 200, hourly.body
@@ -64,12 +68,18 @@ def test_overview_for_one_product_and_for_all(api, lamp, recorder):
     start = clock.now_s() - 2 * 86400
     ranged = api.get(f"/v1/stats/overview?product_id={lamp}&start={start}&end={clock.now_s()}").json
     assert len(ranged["daily"]) == 3 and ranged["daily"][-1]["activations"] == 2
-    expect_error(api.get("/v1/stats/overview?product_id=NOPRODUCT1"), 404, "ResourceNotFound.ProductNotExist",
-                 "product_id")
-    expect_error(api.get("/v1/stats/messages?granularity=minute"), 400, "InvalidParameterValue.GranularityInvalid",
-                 "granularity")
-    expect_error(api.get(f"/v1/stats/messages?start={clock.now_s()}&end={clock.now_s() - 5}"), 400,
-                 "InvalidParameterValue.TimeRangeInvalid", "start")
+    expect_error(
+        api.get("/v1/stats/overview?product_id=NOPRODUCT1"), 404, "ResourceNotFound.ProductNotExist", "product_id"
+    )
+    expect_error(
+        api.get("/v1/stats/messages?granularity=minute"), 400, "InvalidParameterValue.GranularityInvalid", "granularity"
+    )
+    expect_error(
+        api.get(f"/v1/stats/messages?start={clock.now_s()}&end={clock.now_s() - 5}"),
+        400,
+        "InvalidParameterValue.TimeRangeInvalid",
+        "start",
+    )
 
 
 def test_a_principal_sees_only_its_products_figures(api, lamp, recorder):
@@ -77,8 +87,22 @@ def test_a_principal_sees_only_its_products_figures(api, lamp, recorder):
     make_device(api, other, "f1")
     connect(lamp, "dev1")
     connect(other, "f1")
-    p = api.post("/v1/principals", {"name": "partner", "policy": {"version": "2.0", "statement": [
-        {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{lamp}", f"product/{lamp}/*"]}]}})
+    p = api.post(
+        "/v1/principals",
+        {
+            "name": "partner",
+            "policy": {
+                "version": "2.0",
+                "statement": [
+                    {
+                        "effect": "allow",
+                        "action": ["iotexplorer:*"],
+                        "resource": [f"product/{lamp}", f"product/{lamp}/*"],
+                    }
+                ],
+            },
+        },
+    )
     key = api.post("/v1/keys", {"principal_id": p.json["principal_id"], "name": "k"}).json["api_key"]
     limited = api.as_key(key)
     assert limited.get("/v1/stats/overview").json["online"] == 1
@@ -89,11 +113,25 @@ def test_distribution_by_label_and_by_position(api, lamp, recorder):
     for dn in ("dev2", "dev3", "dev4"):
         make_device(api, lamp, dn)
     # a device label wins; a report_info position and a GPS report map to continents
-    run(up(lamp, "dev1", "thing/up/property", {"method": "report_info", "clientToken": "a", "params": {
-            "fw_ver": "1.0", "lat": 31.23, "lon": 121.47, "device_label": {"region": "Shanghai"}}}),
-        up(lamp, "dev2", "thing/up/property", {"method": "report_info", "clientToken": "b", "params": {
-            "fw_ver": "1.0", "lat": 48.85, "lon": 2.35}}),
-        report(lamp, "dev3", {"GPS_Info": {"latitude": 40.7, "longitude": -74.0}}))
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/property",
+            {
+                "method": "report_info",
+                "clientToken": "a",
+                "params": {"fw_ver": "1.0", "lat": 31.23, "lon": 121.47, "device_label": {"region": "Shanghai"}},
+            },
+        ),
+        up(
+            lamp,
+            "dev2",
+            "thing/up/property",
+            {"method": "report_info", "clientToken": "b", "params": {"fw_ver": "1.0", "lat": 48.85, "lon": 2.35}},
+        ),
+        report(lamp, "dev3", {"GPS_Info": {"latitude": 40.7, "longitude": -74.0}}),
+    )
     dist = api.get(f"/v1/stats/distribution?product_id={lamp}").json
     assert dist["devices"] == 4 and dist["located"] == 3 and dist["unlocated"] == 1
     assert {i["region"]: i["count"] for i in dist["items"]} == {"Shanghai": 1, "Europe": 1, "North America": 1}

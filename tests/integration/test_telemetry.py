@@ -2,6 +2,7 @@
 events, actions, the time service — driven through ``uplink.process_batch`` with a
 recording device publisher, and checked through the HTTP API a user would read.
 """
+
 from __future__ import annotations
 
 import base64
@@ -69,13 +70,29 @@ def test_dollar_topics_are_answered_on_the_dollar_form(api, lamp, recorder):
 
 def test_only_newer_times_win_the_latest_value_but_history_keeps_all(api, lamp, recorder):
     now = clock.now_ms()
-    run(up(lamp, "dev1", "thing/up/property",
-           {"method": "report", "clientToken": "a", "params": {"brightness": 10}, "timestamp": now}))
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/property",
+            {"method": "report", "clientToken": "a", "params": {"brightness": 10}, "timestamp": now},
+        )
+    )
     # an older (buffered) value arrives later: in seconds this time
     # (a report-only batch reads nothing: the stored time guards the write, which is retried without it)
-    run(up(lamp, "dev1", "thing/up/property", {"method": "report", "clientToken": "b",
-                                                "params": {"brightness": 20, "power_switch": 1},
-                                                "timestamp": now // 1000 - 60}))
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/property",
+            {
+                "method": "report",
+                "clientToken": "b",
+                "params": {"brightness": 20, "power_switch": 1},
+                "timestamp": now // 1000 - 60,
+            },
+        )
+    )
     latest = {p["id"]: p for p in props(api, lamp)["properties"]}
     assert latest["brightness"]["value"] == 10 and latest["brightness"]["time_ms"] == now
     assert latest["power_switch"]["value"] == 1
@@ -94,10 +111,12 @@ def test_client_tokens_are_never_deduplicated(api, lamp, recorder):
 
 def test_a_poison_message_never_blocks_its_neighbours(api, lamp, recorder):
     make_device(api, lamp, "dev2")
-    result = run(up(lamp, "dev1", "thing/up/property", b"\xff{not json"),
-                 report(lamp, "dev2", {"brightness": 7}),
-                 up(lamp, "dev1", "thing/up/property", ["a", "list"]),
-                 report(lamp, "dev1", {"brightness": 8}))
+    result = run(
+        up(lamp, "dev1", "thing/up/property", b"\xff{not json"),
+        report(lamp, "dev2", {"brightness": 7}),
+        up(lamp, "dev1", "thing/up/property", ["a", "list"]),
+        report(lamp, "dev1", {"brightness": 8}),
+    )
     assert result.failed == [] and result.processed == 4
     assert {p["id"]: p["value"] for p in props(api, lamp, "dev2")["properties"]} == {"brightness": 7}
     assert {p["id"]: p["value"] for p in props(api, lamp, "dev1")["properties"]} == {"brightness": 8}
@@ -109,9 +128,13 @@ def test_unknown_and_disabled_devices_are_dropped(api, lamp, recorder):
     for dn in ("off", "off2"):
         make_device(api, lamp, dn)
         assert api.patch(f"/v1/products/{lamp}/devices/{dn}", {"enabled": False}).status_code == 200
-    result = run(report(lamp, "ghost", {"brightness": 1}), report(lamp, "off", {"brightness": 1}),
-                 up(lamp, "off", "thing/up/property", {"method": "get_status", "clientToken": "g"}),
-                 report(lamp, "off2", {"brightness": 2}), report("ZZZZZZZZZZ", "dev1", {"brightness": 1}))
+    result = run(
+        report(lamp, "ghost", {"brightness": 1}),
+        report(lamp, "off", {"brightness": 1}),
+        up(lamp, "off", "thing/up/property", {"method": "get_status", "clientToken": "g"}),
+        report(lamp, "off2", {"brightness": 2}),
+        report("ZZZZZZZZZZ", "dev1", {"brightness": 1}),
+    )
     assert result.dropped == 5 and recorder.sent == []
     for dn, count in (("off", 2), ("off2", 1)):
         assert props(api, lamp, dn)["properties"] == []
@@ -131,23 +154,43 @@ def test_get_status_answers_reported_and_pending_control(api, lamp, recorder):
     assert r.json["delivery"] == "desired" and r.json["client_token"].startswith("clientToken-")
     assert recorder.on(f"thing/down/property/{lamp}/dev1")[-1]["method"] == "report_reply"  # nothing published
     assert [d["value"] for d in props(api, lamp)["desired"]] == [80]
-    run(up(lamp, "dev1", "thing/up/property", {"method": "get_status", "clientToken": "s1", "type": "report"}),
-        up(lamp, "dev1", "thing/up/property", {"method": "get_status", "clientToken": "s2", "type": "control"}))
+    run(
+        up(lamp, "dev1", "thing/up/property", {"method": "get_status", "clientToken": "s1", "type": "report"}),
+        up(lamp, "dev1", "thing/up/property", {"method": "get_status", "clientToken": "s2", "type": "control"}),
+    )
     first, second = recorder.on(f"thing/down/property/{lamp}/dev1")[-2:]
-    assert first == {"method": "get_status_reply", "clientToken": "s1", "code": 0, "status": "success",
-                     "type": "report", "data": {"reported": {"brightness": 30}}}
-    assert second == {"method": "get_status_reply", "clientToken": "s2", "code": 0, "status": "success",
-                      "type": "control", "data": {"control": {"brightness": 80}}}
+    assert first == {
+        "method": "get_status_reply",
+        "clientToken": "s1",
+        "code": 0,
+        "status": "success",
+        "type": "report",
+        "data": {"reported": {"brightness": 30}},
+    }
+    assert second == {
+        "method": "get_status_reply",
+        "clientToken": "s2",
+        "code": 0,
+        "status": "success",
+        "type": "control",
+        "data": {"control": {"brightness": 80}},
+    }
     # clear_control empties the pending values
     run(up(lamp, "dev1", "thing/up/property", {"method": "clear_control", "clientToken": "c"}))
     assert recorder.last(f"thing/down/property/{lamp}/dev1") == {
-        "method": "clear_control_reply", "clientToken": "c", "code": 0, "status": "success"}
+        "method": "clear_control_reply",
+        "clientToken": "c",
+        "code": 0,
+        "status": "success",
+    }
     assert props(api, lamp)["desired"] == []
 
 
 def test_a_report_then_get_status_in_one_batch_sees_the_new_value(api, lamp, recorder):
-    run(report(lamp, "dev1", {"brightness": 55}),
-        up(lamp, "dev1", "thing/up/property", {"method": "get_status", "clientToken": "s"}))
+    run(
+        report(lamp, "dev1", {"brightness": 55}),
+        up(lamp, "dev1", "thing/up/property", {"method": "get_status", "clientToken": "s"}),
+    )
     reply = recorder.last(f"thing/down/property/{lamp}/dev1")
     assert reply["data"]["reported"] == {"brightness": 55}
 
@@ -177,9 +220,16 @@ def test_control_publishes_both_forms_when_the_form_is_unknown(api, lamp, record
 
 def test_control_with_wait_returns_the_reply(api, lamp, recorder):
     connect(lamp, "dev1")
-    replier = _reply_when_published(recorder, f"thing/down/property/{lamp}/dev1", lambda sent: up(
-        lamp, "dev1", "thing/up/property",
-        {"method": "control_reply", "clientToken": sent["clientToken"], "code": 0, "status": "ok"}))
+    replier = _reply_when_published(
+        recorder,
+        f"thing/down/property/{lamp}/dev1",
+        lambda sent: up(
+            lamp,
+            "dev1",
+            "thing/up/property",
+            {"method": "control_reply", "clientToken": sent["clientToken"], "code": 0, "status": "ok"},
+        ),
+    )
     r = api.post(f"/v1/products/{lamp}/devices/dev1/control", {"params": {"brightness": 9}, "timeout": 5})
     replier.join(5)
     assert r.status_code == 200, r.body
@@ -187,11 +237,33 @@ def test_control_with_wait_returns_the_reply(api, lamp, recorder):
 
 
 def test_report_info_sets_firmware_and_module_information(api, lamp, recorder):
-    run(up(lamp, "dev1", "thing/up/property", {"method": "report_info", "clientToken": "i", "params": {
-        "fw_ver": "1.2.3", "module_hardinfo": "ESP8266", "module_softinfo": "v2", "mac": "aa:bb",
-        "imei": "123", "lat": "31.2", "lon": "121.5", "device_label": {"region": "Shanghai"}}}))
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/property",
+            {
+                "method": "report_info",
+                "clientToken": "i",
+                "params": {
+                    "fw_ver": "1.2.3",
+                    "module_hardinfo": "ESP8266",
+                    "module_softinfo": "v2",
+                    "mac": "aa:bb",
+                    "imei": "123",
+                    "lat": "31.2",
+                    "lon": "121.5",
+                    "device_label": {"region": "Shanghai"},
+                },
+            },
+        )
+    )
     assert recorder.last(f"thing/down/property/{lamp}/dev1") == {
-        "method": "report_info_reply", "clientToken": "i", "code": 0, "status": "success"}
+        "method": "report_info_reply",
+        "clientToken": "i",
+        "code": 0,
+        "status": "success",
+    }
     assert api.get(f"/v1/products/{lamp}/devices/dev1").json["firmware_version"] == "1.2.3"
     run(up(lamp, "dev1", "thing/up/property", {"method": "report_info", "clientToken": "j", "params": {"mac": "x"}}))
     bad = recorder.last(f"thing/down/property/{lamp}/dev1")
@@ -203,22 +275,90 @@ def test_report_info_sets_firmware_and_module_information(api, lamp, recorder):
 
 def test_events_in_both_shapes_and_an_unknown_event(api, lamp, recorder):
     topic = f"thing/down/event/{lamp}/dev1"
-    run(up(lamp, "dev1", "thing/up/event", {"method": "event_post", "clientToken": "e1", "eventId": "low_voltage",
-                                            "type": "alert", "timestamp": 0, "params": {"voltage": 3.3}}))
-    assert recorder.last(topic) == {"method": "event_reply", "clientToken": "e1", "code": 0, "status": "success",
-                                    "data": {}}
-    run(up(lamp, "dev1", "thing/up/event", {"method": "event_post", "clientToken": "e2", "events": [
-        {"eventId": "boot", "type": "info", "timestamp": clock.now_ms(), "params": {}},
-        {"eventId": "low_voltage", "type": "alert", "timestamp": clock.now_ms(), "params": {"voltage": 1.0}}]}))
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/event",
+            {
+                "method": "event_post",
+                "clientToken": "e1",
+                "eventId": "low_voltage",
+                "type": "alert",
+                "timestamp": 0,
+                "params": {"voltage": 3.3},
+            },
+        )
+    )
+    assert recorder.last(topic) == {
+        "method": "event_reply",
+        "clientToken": "e1",
+        "code": 0,
+        "status": "success",
+        "data": {},
+    }
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/event",
+            {
+                "method": "event_post",
+                "clientToken": "e2",
+                "events": [
+                    {"eventId": "boot", "type": "info", "timestamp": clock.now_ms(), "params": {}},
+                    {
+                        "eventId": "low_voltage",
+                        "type": "alert",
+                        "timestamp": clock.now_ms(),
+                        "params": {"voltage": 1.0},
+                    },
+                ],
+            },
+        )
+    )
     assert recorder.last(topic)["code"] == 0 and recorder.last(topic)["method"] == "event_reply"
-    run(up(lamp, "dev1", "thing/up/event", {"method": "events_post", "clientToken": "e3", "events": [
-        {"eventId": "boot", "type": "info", "timestamp": 0, "params": {}}]}))
-    assert recorder.last(topic) == {"method": "events_reply", "clientToken": "e3", "code": 0, "status": "success",
-                                    "data": {}}
-    run(up(lamp, "dev1", "thing/up/event", {"method": "event_post", "clientToken": "e4", "eventId": "nope",
-                                            "type": "info", "timestamp": 0, "params": {}}))
-    assert recorder.last(topic) == {"method": "event_reply", "clientToken": "e4", "code": 404,
-                                    "status": "nope not defined", "data": {}}
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/event",
+            {
+                "method": "events_post",
+                "clientToken": "e3",
+                "events": [{"eventId": "boot", "type": "info", "timestamp": 0, "params": {}}],
+            },
+        )
+    )
+    assert recorder.last(topic) == {
+        "method": "events_reply",
+        "clientToken": "e3",
+        "code": 0,
+        "status": "success",
+        "data": {},
+    }
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/event",
+            {
+                "method": "event_post",
+                "clientToken": "e4",
+                "eventId": "nope",
+                "type": "info",
+                "timestamp": 0,
+                "params": {},
+            },
+        )
+    )
+    assert recorder.last(topic) == {
+        "method": "event_reply",
+        "clientToken": "e4",
+        "code": 404,
+        "status": "nope not defined",
+        "data": {},
+    }
     events = api.get(f"/v1/products/{lamp}/devices/dev1/events").json["items"]
     assert sorted(e["event_id"] for e in events) == ["boot", "boot", "low_voltage", "low_voltage"]
     assert {e["type"] for e in events if e["event_id"] == "low_voltage"} == {"alert"}
@@ -245,9 +385,22 @@ def _reply_when_published(recorder: Recorder, topic: str, answer: Any) -> thread
 
 def test_a_sync_action_returns_the_device_reply(api, lamp, recorder):
     connect(lamp, "dev1")
-    replier = _reply_when_published(recorder, f"thing/down/action/{lamp}/dev1", lambda sent: up(
-        lamp, "dev1", "thing/up/action", {"method": "action_reply", "clientToken": sent["clientToken"], "code": 0,
-                                          "status": "done", "response": {"code": 7}}))
+    replier = _reply_when_published(
+        recorder,
+        f"thing/down/action/{lamp}/dev1",
+        lambda sent: up(
+            lamp,
+            "dev1",
+            "thing/up/action",
+            {
+                "method": "action_reply",
+                "clientToken": sent["clientToken"],
+                "code": 0,
+                "status": "done",
+                "response": {"code": 7},
+            },
+        ),
+    )
     r = api.post(f"/v1/products/{lamp}/devices/dev1/actions/unlock", {"params": {"order_id": "A1"}, "timeout": 5})
     replier.join(5)
     assert r.status_code == 200, r.body
@@ -283,8 +436,14 @@ def test_an_async_action_is_queryable_later(api, lamp, recorder):
     assert r.status_code == 200, r.body
     token = r.json["client_token"]
     assert r.json["status"] == "pending"
-    run(up(lamp, "dev1", "thing/up/action", {"method": "action_reply", "clientToken": token, "code": 0,
-                                             "status": "ok", "response": {"code": 1}}))
+    run(
+        up(
+            lamp,
+            "dev1",
+            "thing/up/action",
+            {"method": "action_reply", "clientToken": token, "code": 0, "status": "ok", "response": {"code": 1}},
+        )
+    )
     call = api.get(f"/v1/products/{lamp}/devices/dev1/calls/{token}").json
     assert call["status"] == "replied" and call["response"] == {"code": 1} and call["action_id"] == "unlock"
 
@@ -315,13 +474,21 @@ def test_the_lambda_handlers_take_kinesis_and_lifecycle_events(api, lamp, record
     from app import app
 
     event = kinesis_event([report(lamp, "dev1", {"brightness": 11})], "arn:aws:kinesis:us-east-1:1:stream/x")
-    event["Records"].append({**event["Records"][0], "kinesis": {**event["Records"][0]["kinesis"],
-                                                                "data": base64.b64encode(b"garbage").decode(),
-                                                                "sequenceNumber": "9"}})
+    event["Records"].append(
+        {
+            **event["Records"][0],
+            "kinesis": {
+                **event["Records"][0]["kinesis"],
+                "data": base64.b64encode(b"garbage").decode(),
+                "sequenceNumber": "9",
+            },
+        }
+    )
     assert app.handler_map["uplink"](event, None) == {"batchItemFailures": []}
     assert {p["id"]: p["value"] for p in props(api, lamp)["properties"]} == {"brightness": 11}
-    out = app.handler_map["presence"](presence_event(f"{lamp}dev1", True, timestamp_ms=clock.now_ms(),
-                                                     ip="1.2.3.4"), None)
+    out = app.handler_map["presence"](
+        presence_event(f"{lamp}dev1", True, timestamp_ms=clock.now_ms(), ip="1.2.3.4"), None
+    )
     assert out["applied"] is True
     assert api.get(f"/v1/products/{lamp}/devices/dev1").json["status"] == "online"
 
@@ -353,6 +520,8 @@ def test_a_batch_of_reports_amortises_to_well_under_three_requests(api, lamp, re
     with counter.counting():
         run(*[report(lamp, n, {"brightness": i % 100, "power_switch": i % 2}) for i, n in enumerate(names)])
     per_report = len(counter.calls) / len(names)
-    print(f"\nDynamoDB requests for {len(names)} reports: {len(counter.calls)} ({per_report:.2f} per report): "
-          f"{sorted(set(counter.calls))}")
+    print(
+        f"\nDynamoDB requests for {len(names)} reports: {len(counter.calls)} ({per_report:.2f} per report): "
+        f"{sorted(set(counter.calls))}"
+    )
     assert per_report <= 1.5, counter.calls

@@ -3,6 +3,7 @@
 Runs over moto's ``mock_aws`` with the resources of infra/aws/resources.yaml (stage "test");
 AWS_ENDPOINT_URL stays unset because mock_aws ignores custom endpoints.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,11 @@ def test_each_message_is_delivered_once_as_a_lambda_event_and_deleted(sqs, jobs_
         seen.add(event.to_dict(), event.context, [r.to_dict() for r in event])
 
     for n in range(3):
-        sqs.send_message(QueueUrl=jobs_url, MessageBody=json.dumps({"n": n}),
-                         MessageAttributes={"kind": {"DataType": "String", "StringValue": "test"}})
+        sqs.send_message(
+            QueueUrl=jobs_url,
+            MessageBody=json.dumps({"n": n}),
+            MessageAttributes={"kind": {"DataType": "String", "StringValue": "test"}},
+        )
 
     # When the worker loop runs
     run_loop(app)

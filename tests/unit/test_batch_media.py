@@ -1,4 +1,5 @@
 """QR codes, CSV escaping and the deterministic names of batch jobs (SPEC §7.1, §7.2, §15)."""
+
 from __future__ import annotations
 
 import csv
@@ -15,12 +16,15 @@ from chalicelib.services.devices import device_name_ok
 from tests.helpers import scan, sign_qr
 
 
-@pytest.mark.parametrize("content", [
-    device_code("ABCDEFGHIJ", "a" * 48, "lDZ6Uqt+I9E0wW7rvDUs7Q=="),
-    device_code("ABCDEFGHIJ", "x", "k"),
-    "ABCDEFGHIJ0123456789ABCDEF",
-    '{"ProductId":"ABCDEFGHIJ","Signature":"' + "f" * 64 + '"}',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        device_code("ABCDEFGHIJ", "a" * 48, "lDZ6Uqt+I9E0wW7rvDUs7Q=="),
+        device_code("ABCDEFGHIJ", "x", "k"),
+        "ABCDEFGHIJ0123456789ABCDEF",
+        '{"ProductId":"ABCDEFGHIJ","Signature":"' + "f" * 64 + '"}',
+    ],
+)
 def test_every_code_scans_back_to_its_content(content: str) -> None:
     png = qr.png(content)
     assert Image.open(io.BytesIO(png)).mode == "1"  # the 1-bit PNG writer, not a PIL drawing
@@ -36,7 +40,8 @@ def test_device_code_is_compact_json_with_the_hmac_signature() -> None:
     expected = sign_qr("secret", "ABCDEFGHIJ", "lamp-1")
     assert qr_signature("secret", "ABCDEFGHIJ", "lamp-1") == expected
     assert device_code("ABCDEFGHIJ", "lamp-1", "secret") == (
-        '{"ProductId":"ABCDEFGHIJ","DeviceName":"lamp-1","Signature":"' + expected + '"}')
+        '{"ProductId":"ABCDEFGHIJ","DeviceName":"lamp-1","Signature":"' + expected + '"}'
+    )
 
 
 def test_auto_names_are_valid_deterministic_and_distinct() -> None:

@@ -4,6 +4,7 @@ The broker runs for real on a free port, with fake app hooks (authorizer answers
 evaluator, presence and diagnostic recorders) and an in-memory uplink handler; clients are
 paho-mqtt or a raw socket when the test needs bytes paho would never send.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -24,7 +25,7 @@ from infra.local.broker import AppHooks, BrokerLimits, BrokerPublisher, LocalBro
 from tests.helpers import wait_until
 
 P = "ABCDEFGHIJ"
-LONG_DN = "d" * 43                    # {pid}{dn} = 53 characters, as the Tencent SDK sends
+LONG_DN = "d" * 43  # {pid}{dn} = 53 characters, as the Tencent SDK sends
 DEVICE = f"{P}{LONG_DN}"
 
 
@@ -34,10 +35,19 @@ DEVICE = f"{P}{LONG_DN}"
 def own_policy(client_id: str) -> list[dict[str, Any]]:
     """A policy in the fake's shape: (action, glob) rules scoped to the device's own topics."""
     pid, dn = client_id[:10], client_id[10:]
-    return [{"allow": [("iot:Connect", client_id),
-                       ("iot:Publish", f"*/{pid}/{dn}"), ("iot:Publish", f"*/*/{pid}/{dn}"),
-                       ("iot:Subscribe", f"*/{pid}/{dn}"), ("iot:Subscribe", f"*/*/{pid}/{dn}"),
-                       ("iot:Receive", f"*/{pid}/{dn}"), ("iot:Receive", f"*/*/{pid}/{dn}")]}]
+    return [
+        {
+            "allow": [
+                ("iot:Connect", client_id),
+                ("iot:Publish", f"*/{pid}/{dn}"),
+                ("iot:Publish", f"*/*/{pid}/{dn}"),
+                ("iot:Subscribe", f"*/{pid}/{dn}"),
+                ("iot:Subscribe", f"*/*/{pid}/{dn}"),
+                ("iot:Receive", f"*/{pid}/{dn}"),
+                ("iot:Receive", f"*/*/{pid}/{dn}"),
+            ]
+        }
+    ]
 
 
 def fake_policy_allows(docs: list[dict[str, Any]], action: str, topic: str) -> bool:
@@ -63,8 +73,13 @@ class FakeApp:
             raise answer
         if answer is not None:
             return answer
-        return {"isAuthenticated": True, "principalId": client_id, "refreshAfterInSeconds": 300,
-                "disconnectAfterInSeconds": 86400, "policyDocuments": own_policy(client_id)}
+        return {
+            "isAuthenticated": True,
+            "principalId": client_id,
+            "refreshAfterInSeconds": 300,
+            "disconnectAfterInSeconds": 86400,
+            "policyDocuments": own_policy(client_id),
+        }
 
     def record_presence(self, event: dict[str, Any]) -> None:
         with self.lock:
@@ -102,10 +117,15 @@ def make_broker(app: FakeApp):
         if bare:
             b = LocalBroker.bare()
         else:
-            hooks = AppHooks(authorize=app.authorize, policy_allows=fake_policy_allows,
-                             presence=app.record_presence, diagnostic=app.record_diagnostic)
-            bridge = UplinkBridge(app.uplink_handler, "arn:aws:kinesis:us-east-1:123456789012:stream/uplink",
-                                  max_wait_s=0.005)
+            hooks = AppHooks(
+                authorize=app.authorize,
+                policy_allows=fake_policy_allows,
+                presence=app.record_presence,
+                diagnostic=app.record_diagnostic,
+            )
+            bridge = UplinkBridge(
+                app.uplink_handler, "arn:aws:kinesis:us-east-1:123456789012:stream/uplink", max_wait_s=0.005
+            )
             b = LocalBroker("127.0.0.1", 0, hooks=hooks, bridge=bridge, limits=limits, reauth_s=reauth_s)
         b.start()
         started.append(b)
@@ -127,8 +147,16 @@ def broker(make_broker) -> LocalBroker:
 class Device:
     """A paho client that records what happened to it."""
 
-    def __init__(self, port: int, client_id: str = DEVICE, *, protocol: int = mqtt.MQTTv311, keepalive: int = 60,
-                 username: str = "user", password: str = "pw") -> None:
+    def __init__(
+        self,
+        port: int,
+        client_id: str = DEVICE,
+        *,
+        protocol: int = mqtt.MQTTv311,
+        keepalive: int = 60,
+        username: str = "user",
+        password: str = "pw",
+    ) -> None:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         self.client.username_pw_set(username, password)
         self.connack: list[Any] = []
@@ -189,8 +217,16 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + broker_mod._remaining_length(len(body)) + body
 
 
-def raw_connect(port: int, *, client_id: str = DEVICE, name: str = "MQTT", level: int = 4, keepalive: int = 60,
-                username: str | None = "user", password: str | None = "pw") -> socket.socket:
+def raw_connect(
+    port: int,
+    *,
+    client_id: str = DEVICE,
+    name: str = "MQTT",
+    level: int = 4,
+    keepalive: int = 60,
+    username: str | None = "user",
+    password: str | None = "pw",
+) -> socket.socket:
     flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     body = _string(name) + bytes([level, flags]) + struct.pack("!H", keepalive) + _string(client_id)
     if username is not None:
@@ -332,8 +368,13 @@ def test_suback_grants_qos1_at_once(broker):
     sock = raw_connect(broker.port)
     assert read_packet(sock) == (0x20, b"\x00\x00")
     # When it subscribes to $ota/update with QoS 1 (and something else with QoS 2)
-    body = struct.pack("!H", 7) + _string(f"$ota/update/{P}/{LONG_DN}") + b"\x01" \
-        + _string(f"$thing/down/action/{P}/{LONG_DN}") + b"\x02"
+    body = (
+        struct.pack("!H", 7)
+        + _string(f"$ota/update/{P}/{LONG_DN}")
+        + b"\x01"
+        + _string(f"$thing/down/action/{P}/{LONG_DN}")
+        + b"\x02"
+    )
     started = time.monotonic()
     sock.sendall(_packet(0x82, body))
     # Then the SUBACK grants QoS 1 to both (IoT Core's maximum), well within the SDK's 2 s
@@ -380,11 +421,15 @@ def test_pings_keep_a_session_alive(broker):
 # ------------------------------------------------------------------ P4: never silently killed
 
 
-@pytest.mark.parametrize("packet", [
-    _packet(0x36, _string(f"thing/up/property/{P}/{LONG_DN}") + b"\x00\x01{}"),  # QoS 3
-    _packet(0x10, _string("MQTT") + b"\x04\x02\x00\x3c" + _string(DEVICE)),    # a second CONNECT
-    _packet(0x30, _string(f"thing/up/+/{P}/{LONG_DN}") + b"{}"),                  # wildcard in a topic name
-], ids=["qos3", "second-connect", "wildcard-topic"])
+@pytest.mark.parametrize(
+    "packet",
+    [
+        _packet(0x36, _string(f"thing/up/property/{P}/{LONG_DN}") + b"\x00\x01{}"),  # QoS 3
+        _packet(0x10, _string("MQTT") + b"\x04\x02\x00\x3c" + _string(DEVICE)),  # a second CONNECT
+        _packet(0x30, _string(f"thing/up/+/{P}/{LONG_DN}") + b"{}"),  # wildcard in a topic name
+    ],
+    ids=["qos3", "second-connect", "wildcard-topic"],
+)
 def test_a_protocol_error_is_logged_diagnosed_and_closed_cleanly(broker, app, packet, caplog):
     sock = raw_connect(broker.port)
     assert read_packet(sock) == (0x20, b"\x00\x00")
@@ -403,10 +448,16 @@ def test_clean_disconnect_and_lost_connection_are_told_apart(broker, devices, ap
     assert read_packet(sock) == (0x20, b"\x00\x00")
     sock.close()
     assert wait_until(lambda: len(app.presence_of()) == 4)
-    assert app.presence_of() == [("connected", None), ("disconnected", "CLIENT_INITIATED_DISCONNECT"),
-                                 ("connected", None), ("disconnected", "CONNECTION_LOST")]
+    assert app.presence_of() == [
+        ("connected", None),
+        ("disconnected", "CLIENT_INITIATED_DISCONNECT"),
+        ("connected", None),
+        ("disconnected", "CONNECTION_LOST"),
+    ]
     assert [e.get("clientInitiatedDisconnect") for e in app.presence if e["eventType"] == "disconnected"] == [
-        True, False]
+        True,
+        False,
+    ]
 
 
 # ------------------------------------------------------------------ P7: takeover
@@ -420,23 +471,29 @@ def test_a_duplicate_client_id_takes_the_session_over(broker, devices, app):
     assert wait_until(lambda: len(app.presence_of()) == 3)
     # the old session's disconnect is reported before the new session's connect
     assert app.presence_of() == [("connected", None), ("disconnected", "DUPLICATE_CLIENTID"), ("connected", None)]
-    assert app.presence[0]["sessionIdentifier"] == app.presence[1]["sessionIdentifier"] != \
-        app.presence[2]["sessionIdentifier"]
+    assert (
+        app.presence[0]["sessionIdentifier"]
+        == app.presence[1]["sessionIdentifier"]
+        != app.presence[2]["sessionIdentifier"]
+    )
     assert broker.connected() == [DEVICE]
 
 
 # ------------------------------------------------------------------ P8: authentication and policy
 
 
-@pytest.mark.parametrize("answer,code", [
-    ({"isAuthenticated": False, "reason": "signature_mismatch"}, 4),
-    ({"isAuthenticated": False, "reason": "expired"}, 4),
-    ({"isAuthenticated": False, "reason": "device_disabled"}, 5),
-    ({"isAuthenticated": False, "reason": "device_not_found"}, 5),
-    ({"isAuthenticated": False, "reason": "system_error"}, 3),
-    (RuntimeError("authorizer down"), 3),
-    ({"isAuthenticated": True, "policyDocuments": []}, 5),   # no iot:Connect in the policy
-])
+@pytest.mark.parametrize(
+    "answer,code",
+    [
+        ({"isAuthenticated": False, "reason": "signature_mismatch"}, 4),
+        ({"isAuthenticated": False, "reason": "expired"}, 4),
+        ({"isAuthenticated": False, "reason": "device_disabled"}, 5),
+        ({"isAuthenticated": False, "reason": "device_not_found"}, 5),
+        ({"isAuthenticated": False, "reason": "system_error"}, 3),
+        (RuntimeError("authorizer down"), 3),
+        ({"isAuthenticated": True, "policyDocuments": []}, 5),  # no iot:Connect in the policy
+    ],
+)
 def test_the_authorizer_answer_decides_the_connack(broker, app, answer, code):
     app.answers[DEVICE] = answer
     sock = raw_connect(broker.port)
@@ -452,8 +509,9 @@ def test_publishing_outside_the_policy_is_dropped_and_diagnosed(broker, devices,
     # When it publishes on another device's topic
     device.client.publish(f"thing/up/property/{P}/victim", b'{"method":"report"}', qos=1)
     # Then the message is dropped, both devices' diagnostic logs say so, and the session goes on
-    assert wait_until(lambda: "Dev_Pub_Unauthorized" in app.codes() and
-                      "Dev_Pub_Unauthorized" in app.codes(f"{P}victim"))
+    assert wait_until(
+        lambda: "Dev_Pub_Unauthorized" in app.codes() and "Dev_Pub_Unauthorized" in app.codes(f"{P}victim")
+    )
     device.client.publish(f"thing/up/property/{P}/{LONG_DN}", b'{"method":"report"}', qos=1)
     assert wait_until(lambda: app.uplinks)
     assert [m.topic for m in app.uplinks] == [f"thing/up/property/{P}/{LONG_DN}"]
@@ -488,8 +546,11 @@ def test_a_successful_reauthorisation_keeps_the_session(make_broker, devices, ap
 
 
 def test_disconnect_after_seconds_is_honoured(broker, devices, app):
-    app.answers[DEVICE] = {"isAuthenticated": True, "disconnectAfterInSeconds": 1,
-                           "policyDocuments": own_policy(DEVICE)}
+    app.answers[DEVICE] = {
+        "isAuthenticated": True,
+        "disconnectAfterInSeconds": 1,
+        "policyDocuments": own_policy(DEVICE),
+    }
     device = devices(broker.port).connect()
     assert device.disconnected.wait(4)
     assert wait_until(lambda: app.presence_of()[-1:] == [("disconnected", "CUSTOMAUTH_TTL_EXPIRATION")])
@@ -510,8 +571,8 @@ def test_an_oversized_payload_is_dropped_and_diagnosed(make_broker, devices, app
     b = make_broker(limits=BrokerLimits(max_payload=1024))
     device = devices(b.port).connect()
     topic = f"thing/up/property/{P}/{LONG_DN}"
-    device.client.publish(topic, b"x" * 2000, qos=1)          # over the limit
-    device.client.publish(topic, b"y" * 200_000, qos=1)       # far over: read and discarded
+    device.client.publish(topic, b"x" * 2000, qos=1)  # over the limit
+    device.client.publish(topic, b"y" * 200_000, qos=1)  # far over: read and discarded
     device.client.publish(topic, b"{}", qos=1)
     assert wait_until(lambda: app.uplinks)
     assert [m.payload for m in app.uplinks] == [b"{}"]
@@ -533,7 +594,7 @@ def test_the_publish_rate_is_limited_per_connection(make_broker, devices, app):
     assert wait_until(lambda: "Subscribe_Topic_Unauthorized" in app.codes())
     assert b.bridge.drain(5)
     assert 4 <= len(app.uplinks) <= 7
-    assert app.codes().count("Dev_Pub_Reach_Max_Limit") == 1   # diagnostics are throttled
+    assert app.codes().count("Dev_Pub_Reach_Max_Limit") == 1  # diagnostics are throttled
 
 
 # ------------------------------------------------------------------ the publisher port, shutdown
@@ -587,8 +648,13 @@ def test_the_bare_broker_relays_between_clients(make_broker, devices):
 def test_diagnostic_codes_are_the_device_logs_codes():
     from chalicelib.protocol import diagnostics
 
-    for name in ("DEV_CONN_SYSTEM_ERR", "SUBSCRIBE_TOPIC_UNAUTHORIZED", "DEV_PUB_UNAUTHORIZED",
-                 "DEV_PUB_REACH_MAX_LIMIT", "DEV_PUB_PAYLOAD_TOOLONG"):
+    for name in (
+        "DEV_CONN_SYSTEM_ERR",
+        "SUBSCRIBE_TOPIC_UNAUTHORIZED",
+        "DEV_PUB_UNAUTHORIZED",
+        "DEV_PUB_REACH_MAX_LIMIT",
+        "DEV_PUB_PAYLOAD_TOOLONG",
+    ):
         assert getattr(broker_mod, name) == getattr(diagnostics, name)
 
 

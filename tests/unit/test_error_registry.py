@@ -1,4 +1,5 @@
 """The error registry: every code declared once in chalicelib/core/errors.py and raised by name."""
+
 from __future__ import annotations
 
 import ast
@@ -38,14 +39,27 @@ def test_every_status_is_the_family_rule_or_a_listed_exception() -> None:
     assert set(STATUS_EXCEPTIONS) <= set(errors.REGISTRY)
 
 
-@pytest.mark.parametrize("code,status", [
-    ("InvalidParameterValue.DeviceNameInvalid", 400), ("MissingParameter", 400), ("UnknownParameter", 400),
-    ("UnsupportedMediaType", 415), ("AuthFailure.InvalidCredential", 401), ("UnauthorizedOperation", 403),
-    ("ResourceNotFound.DeviceNotExist", 404), ("ResourceNotFound.Route", 404), ("MethodNotAllowed", 405),
-    ("ResourceInUse.DeviceAlreadyExists", 409), ("UnsupportedOperation.ProductReleased", 409),
-    ("FailedOperation.DeviceOffline", 409), ("LimitExceeded.DeviceExceedLimit", 409),
-    ("RequestTooLarge.FileTooLarge", 413), ("FailedOperation.ActionTimeout", 504), ("InternalError", 500),
-])
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        ("InvalidParameterValue.DeviceNameInvalid", 400),
+        ("MissingParameter", 400),
+        ("UnknownParameter", 400),
+        ("UnsupportedMediaType", 415),
+        ("AuthFailure.InvalidCredential", 401),
+        ("UnauthorizedOperation", 403),
+        ("ResourceNotFound.DeviceNotExist", 404),
+        ("ResourceNotFound.Route", 404),
+        ("MethodNotAllowed", 405),
+        ("ResourceInUse.DeviceAlreadyExists", 409),
+        ("UnsupportedOperation.ProductReleased", 409),
+        ("FailedOperation.DeviceOffline", 409),
+        ("LimitExceeded.DeviceExceedLimit", 409),
+        ("RequestTooLarge.FileTooLarge", 413),
+        ("FailedOperation.ActionTimeout", 504),
+        ("InternalError", 500),
+    ],
+)
 def test_statuses_on_the_wire(code: str, status: int) -> None:
     assert errors.FleetboxError(code, "m").status == status
     assert errors.REGISTRY[code]("m").status == status
@@ -55,8 +69,7 @@ def test_cloud_codes_equal_the_code_but_for_the_listed_exceptions() -> None:
     for code, spec in errors.REGISTRY.items():
         assert spec.cloud == CLOUD_EXCEPTIONS.get(code, code)
         assert spec("m").cloud_api_code == spec.cloud
-    assert errors.forbidden("iotexplorer:CreateDevice", "*").cloud_api_code == \
-        "UnauthorizedOperation.PermissionDenied"
+    assert errors.forbidden("iotexplorer:CreateDevice", "*").cloud_api_code == "UnauthorizedOperation.PermissionDenied"
 
 
 def test_an_explicit_status_still_wins() -> None:
@@ -77,12 +90,22 @@ def test_an_unregistered_code_is_refused() -> None:
 
 def test_a_registered_code_builds_the_same_error_by_name_or_by_string() -> None:
     by_name = errors.DEVICE_NAME_INVALID("device_name is bad", "device_name", details={"k": 1})
-    by_string = errors.FleetboxError("InvalidParameterValue.DeviceNameInvalid", "device_name is bad", "device_name",
-                                     details={"k": 1})
-    assert by_name.body("r") == by_string.body("r") == {
-        "error": {"code": "InvalidParameterValue.DeviceNameInvalid", "message": "device_name is bad",
-                  "field": "device_name", "details": {"k": 1}},
-        "request_id": "r"}
+    by_string = errors.FleetboxError(
+        "InvalidParameterValue.DeviceNameInvalid", "device_name is bad", "device_name", details={"k": 1}
+    )
+    assert (
+        by_name.body("r")
+        == by_string.body("r")
+        == {
+            "error": {
+                "code": "InvalidParameterValue.DeviceNameInvalid",
+                "message": "device_name is bad",
+                "field": "device_name",
+                "details": {"k": 1},
+            },
+            "request_id": "r",
+        }
+    )
     assert by_name.status == by_string.status == 400
 
 
@@ -167,7 +190,7 @@ def sources() -> list[pathlib.Path]:
 
 
 def test_the_scan_sees_every_spelling() -> None:
-    sample = '''
+    sample = """
 raise errors.FleetboxError("InvalidParameterValue.X", "m")
 raise FleetboxError(f"ResourceNotFound.{what}", "m")
 raise errors.FleetboxError(code="InternalError", message="m")
@@ -180,7 +203,7 @@ raise errors.DEVICE_NAME_INVALID("m", "f")
 raise errors.FleetboxError(errors.ROUTE_NOT_FOUND, "m", None, status=404)
 NAME = String(max_len=3, code=errors.DEVICE_NAME_INVALID)
 log.write(pid, dn, "presence", code="connected")
-'''
+"""
     assert len(spelled_codes(sample)) == 8
 
 

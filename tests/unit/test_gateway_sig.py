@@ -1,4 +1,5 @@
 """Gateway bind signatures (SPEC §6.5): key = the subdevice secret text, both hashes."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,9 @@ from chalicelib.protocol import gateway_sig
 P, D, SECRET = "SUBPROD001", "sensor_1", "lDZ6Uqt+I9E0wW7rvDUs7Q=="
 
 
-@pytest.mark.parametrize("method,digest", [("hmacsha256", hashlib.sha256), ("hmacsha1", hashlib.sha1),
-                                           ("HMACSHA1", hashlib.sha1)])
+@pytest.mark.parametrize(
+    "method,digest", [("hmacsha256", hashlib.sha256), ("hmacsha1", hashlib.sha1), ("HMACSHA1", hashlib.sha1)]
+)
 def test_a_gateway_signature_verifies(method, digest):
     # Given what a gateway computes, written from the spec
     text = f"{P}{D};12345;1700000000".encode()
@@ -37,8 +39,7 @@ def test_absent_method_means_sha256():
 @pytest.mark.parametrize("change", ["random", "timestamp", "device", "secret", "method", "junk"])
 def test_anything_else_fails(change):
     sig = gateway_sig.sign(P, D, SECRET, 1, 2)
-    args = dict(product_id=P, device_name=D, secret=SECRET, random=1, timestamp=2, signature=sig,
-                method="hmacsha256")
+    args = dict(product_id=P, device_name=D, secret=SECRET, random=1, timestamp=2, signature=sig, method="hmacsha256")
     if change == "random":
         args["random"] = 3
     elif change == "timestamp":

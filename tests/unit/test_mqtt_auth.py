@@ -1,4 +1,5 @@
 """MQTT key authentication (SPEC §6.2, §6.6): usernames, passwords, expiry."""
+
 from __future__ import annotations
 
 import base64
@@ -56,21 +57,25 @@ def test_an_expired_username_is_refused(expiry):
 def test_the_expiry_is_64_bit():
     top = 2**63 - 1
     username = f"{P}{D};1;xyz12;{top}"
-    assert mqtt_auth.authenticate(P + D, username, mqtt_password(username, SECRET, "hmacsha1"),
-                                  SECRET, NOW).expiry == top
+    assert (
+        mqtt_auth.authenticate(P + D, username, mqtt_password(username, SECRET, "hmacsha1"), SECRET, NOW).expiry == top
+    )
     with pytest.raises(Refused) as exc:
         mqtt_auth.parse_username(f"{P}{D};1;xyz12;{top + 1}")
     assert exc.value.reason == mqtt_auth.EXPIRY_INVALID
 
 
-@pytest.mark.parametrize("given,reason", [
-    ("0" * 64 + ";hmacsha256", mqtt_auth.SIGNATURE_MISMATCH),
-    ("", mqtt_auth.PASSWORD_MALFORMED),
-    ("nohash", mqtt_auth.PASSWORD_MALFORMED),
-    ("a;b;c", mqtt_auth.PASSWORD_MALFORMED),
-    ("abcdef;hmacmd5", mqtt_auth.ALGORITHM_UNSUPPORTED),
-    ("ab;", mqtt_auth.ALGORITHM_UNSUPPORTED),
-])
+@pytest.mark.parametrize(
+    "given,reason",
+    [
+        ("0" * 64 + ";hmacsha256", mqtt_auth.SIGNATURE_MISMATCH),
+        ("", mqtt_auth.PASSWORD_MALFORMED),
+        ("nohash", mqtt_auth.PASSWORD_MALFORMED),
+        ("a;b;c", mqtt_auth.PASSWORD_MALFORMED),
+        ("abcdef;hmacmd5", mqtt_auth.ALGORITHM_UNSUPPORTED),
+        ("ab;", mqtt_auth.ALGORITHM_UNSUPPORTED),
+    ],
+)
 def test_a_wrong_password_is_refused_with_its_reason(given, reason):
     username = f"{P}{D};12010126;xyz12;{NOW + 60}"
     with pytest.raises(Refused) as exc:
@@ -94,24 +99,27 @@ def test_uppercase_hex_and_label_are_tolerated():
     assert mqtt_auth.verify_password(username, f"{hexmac.upper()};HMACSHA256", SECRET) == "hmacsha256"
 
 
-@pytest.mark.parametrize("username,reason", [
-    ("", mqtt_auth.USERNAME_MALFORMED),
-    (f"{P}{D}", mqtt_auth.USERNAME_MALFORMED),
-    (f"{P}{D};1;abcde", mqtt_auth.USERNAME_MALFORMED),
-    (f"{P}{D};1;abcde;{NOW + 9};x", mqtt_auth.USERNAME_MALFORMED),
-    (f"{P};1;abcde;{NOW + 9}", mqtt_auth.USERNAME_MALFORMED),          # no device name
-    (f"abcdefghij{D};1;abcde;{NOW + 9}", mqtt_auth.USERNAME_MALFORMED),  # lower-case product id
-    (f"{P}bad name;1;abcde;{NOW + 9}", mqtt_auth.USERNAME_MALFORMED),
-    (f"{P}{D};1;abcd;{NOW + 9}", mqtt_auth.CONNID_INVALID),
-    (f"{P}{D};1;abcdef;{NOW + 9}", mqtt_auth.CONNID_INVALID),
-    (f"{P}{D};1;ab-de;{NOW + 9}", mqtt_auth.CONNID_INVALID),
-    (f"{P}{D};1;abcde;", mqtt_auth.EXPIRY_INVALID),
-    (f"{P}{D};1;abcde;-5", mqtt_auth.EXPIRY_INVALID),
-    (f"{P}{D};1;abcde;12.5", mqtt_auth.EXPIRY_INVALID),
-    (f"{P}{D};1;abcde; 99999999999", mqtt_auth.EXPIRY_INVALID),
-    (f"{P}{D};1;abcde;0x10", mqtt_auth.EXPIRY_INVALID),
-    (f"{P}{D};1;abcde;{'9' * 20}", mqtt_auth.EXPIRY_INVALID),
-])
+@pytest.mark.parametrize(
+    "username,reason",
+    [
+        ("", mqtt_auth.USERNAME_MALFORMED),
+        (f"{P}{D}", mqtt_auth.USERNAME_MALFORMED),
+        (f"{P}{D};1;abcde", mqtt_auth.USERNAME_MALFORMED),
+        (f"{P}{D};1;abcde;{NOW + 9};x", mqtt_auth.USERNAME_MALFORMED),
+        (f"{P};1;abcde;{NOW + 9}", mqtt_auth.USERNAME_MALFORMED),  # no device name
+        (f"abcdefghij{D};1;abcde;{NOW + 9}", mqtt_auth.USERNAME_MALFORMED),  # lower-case product id
+        (f"{P}bad name;1;abcde;{NOW + 9}", mqtt_auth.USERNAME_MALFORMED),
+        (f"{P}{D};1;abcd;{NOW + 9}", mqtt_auth.CONNID_INVALID),
+        (f"{P}{D};1;abcdef;{NOW + 9}", mqtt_auth.CONNID_INVALID),
+        (f"{P}{D};1;ab-de;{NOW + 9}", mqtt_auth.CONNID_INVALID),
+        (f"{P}{D};1;abcde;", mqtt_auth.EXPIRY_INVALID),
+        (f"{P}{D};1;abcde;-5", mqtt_auth.EXPIRY_INVALID),
+        (f"{P}{D};1;abcde;12.5", mqtt_auth.EXPIRY_INVALID),
+        (f"{P}{D};1;abcde; 99999999999", mqtt_auth.EXPIRY_INVALID),
+        (f"{P}{D};1;abcde;0x10", mqtt_auth.EXPIRY_INVALID),
+        (f"{P}{D};1;abcde;{'9' * 20}", mqtt_auth.EXPIRY_INVALID),
+    ],
+)
 def test_malformed_usernames_say_which_part_is_wrong(username, reason):
     with pytest.raises(Refused) as exc:
         mqtt_auth.parse_username(username)
@@ -132,8 +140,7 @@ def test_device_names_with_colons_and_dashes_split_after_the_product_id():
 def test_the_client_id_must_match_the_username(client_id):
     username = f"{P}{D};12010126;xyz12;{NOW + 60}"
     with pytest.raises(Refused) as exc:
-        mqtt_auth.authenticate(client_id, username, mqtt_password(username, SECRET, "hmacsha256"),
-                               SECRET, NOW)
+        mqtt_auth.authenticate(client_id, username, mqtt_password(username, SECRET, "hmacsha256"), SECRET, NOW)
     assert exc.value.reason == mqtt_auth.CLIENT_ID_MISMATCH
 
 

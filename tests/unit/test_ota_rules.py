@@ -1,4 +1,5 @@
 """Pure OTA rules: firmware names and custom information, device-list CSVs, HTTP Range."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,21 @@ from chalicelib.services.ota import tasks as ota_tasks
 from infra.local.downloads import _byte_range, is_download
 
 
-@pytest.mark.parametrize("name,ok", [("lamp-fw", True), ("固件_1(beta)", True), ("9lives", True),
-                                     ("_x", False), ("-x", False), ("a b", False), ("a" * 32, True),
-                                     ("a" * 33, False), ("", False), ("fw.bin", False)])
+@pytest.mark.parametrize(
+    "name,ok",
+    [
+        ("lamp-fw", True),
+        ("固件_1(beta)", True),
+        ("9lives", True),
+        ("_x", False),
+        ("-x", False),
+        ("a b", False),
+        ("a" * 32, True),
+        ("a" * 33, False),
+        ("", False),
+        ("fw.bin", False),
+    ],
+)
 def test_firmware_names_follow_spec_1(name, ok):
     assert firmware.name_ok(name) is ok
 
@@ -40,10 +53,20 @@ def test_device_csv_first_column_header_optional_duplicates_dropped():
     assert err.value.code == "LimitExceeded.DeviceListExceedLimit"
 
 
-@pytest.mark.parametrize("header,expected", [
-    (None, None), ("bytes=0-99", (0, 99)), ("bytes=0-1000", (0, 999)),  # the SDK's end == size
-    ("bytes=900-", (900, 999)), ("bytes=-100", (900, 999)), ("bytes=1000-", False), ("bytes=5-2", False),
-    ("bytes=0-1,5-6", None), ("items=0-1", None)])
+@pytest.mark.parametrize(
+    "header,expected",
+    [
+        (None, None),
+        ("bytes=0-99", (0, 99)),
+        ("bytes=0-1000", (0, 999)),  # the SDK's end == size
+        ("bytes=900-", (900, 999)),
+        ("bytes=-100", (900, 999)),
+        ("bytes=1000-", False),
+        ("bytes=5-2", False),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+    ],
+)
 def test_range_requests_as_devices_send_them(header, expected):
     assert _byte_range(header, 1000) == expected
 

@@ -1,5 +1,6 @@
 """Dynamic-registration crypto and wire formats (SPEC §6.3), checked against an independent AES
 (pycryptodome) and hand-written HMACs, never against the module under test alone."""
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,11 @@ def test_zero_byte_padding_to_the_block(size):
 
 def test_certificate_plaintext_shape():
     doc = json.loads(proto.cert_plaintext("-----BEGIN CERTIFICATE-----\nX\n", "-----BEGIN PRIVATE KEY-----\nY\n"))
-    assert doc == {"encryptionType": 1, "clientCert": "-----BEGIN CERTIFICATE-----\nX\n",
-                   "clientKey": "-----BEGIN PRIVATE KEY-----\nY\n"}
+    assert doc == {
+        "encryptionType": 1,
+        "clientCert": "-----BEGIN CERTIFICATE-----\nX\n",
+        "clientKey": "-----BEGIN PRIVATE KEY-----\nY\n",
+    }
 
 
 class CI(dict):
@@ -58,8 +62,16 @@ class CI(dict):
 
 def test_v2_string_to_sign_has_eight_lines():
     text = proto.string_to_sign_v2("example.com", "/device/register", "hmacsha256", "1700000000", "42", b"{}")
-    assert text.split("\n") == ["POST", "example.com", "/device/register", "", "hmacsha256", "1700000000", "42",
-                                hashlib.sha256(b"{}").hexdigest()]
+    assert text.split("\n") == [
+        "POST",
+        "example.com",
+        "/device/register",
+        "",
+        "hmacsha256",
+        "1700000000",
+        "42",
+        hashlib.sha256(b"{}").hexdigest(),
+    ]
 
 
 @pytest.mark.parametrize("uri", ["/device/register", "/api/device/register"])
@@ -67,8 +79,9 @@ def test_v2_request_verifies_with_the_raw_body_host_without_port_and_either_uri(
     # Given a body with spacing an SDK might send (hashed RAW, never re-serialised)
     body = b'{"ProductId": "ABCDEFGHIJ",  "DeviceName": "dev1"}'
     sig = sign_register_v2(SPEC_SECRET, "iot.example.com", uri, "HmacSha256", "1700000000", "123", body)
-    headers = CI({"X-Tc-Algorithm": "HmacSha256", "X-Tc-Timestamp": "1700000000", "X-Tc-Nonce": "123",
-                  "X-Tc-Signature": sig})
+    headers = CI(
+        {"X-Tc-Algorithm": "HmacSha256", "X-Tc-Timestamp": "1700000000", "X-Tc-Nonce": "123", "X-Tc-Signature": sig}
+    )
     # When it is parsed with the received path
     req = proto.parse_v2(headers, body, "iot.example.com:8443", ["/api/device/register"])
     # Then it names the device and verifies with the product secret only
@@ -98,8 +111,9 @@ def test_v2_refusals_name_the_missing_or_bad_part():
 def test_legacy_signature_is_base64_of_the_hex_text():
     sig = sign_register_legacy(SPEC_SECRET, "dev1", "77", "ABCDEFGHIJ", "1700000000")
     assert len(base64.b64decode(sig)) == 40  # 20-byte SHA-1 as 40 hex characters
-    body = json.dumps({"deviceName": "dev1", "nonce": 77, "productId": "ABCDEFGHIJ", "timestamp": 1700000000,
-                       "signature": sig}).encode()
+    body = json.dumps(
+        {"deviceName": "dev1", "nonce": 77, "productId": "ABCDEFGHIJ", "timestamp": 1700000000, "signature": sig}
+    ).encode()
     req = proto.parse_legacy(body)
     assert req.signature_ok(SPEC_SECRET) and not req.signature_ok("y" * 24)
     assert proto.sign_legacy(SPEC_SECRET, "deviceName=dev1&nonce=77&productId=ABCDEFGHIJ&timestamp=1700000000") == sig
@@ -107,8 +121,9 @@ def test_legacy_signature_is_base64_of_the_hex_text():
 
 def test_legacy_accepts_a_form_encoded_body_too():
     sig = sign_register_legacy(SPEC_SECRET, "dev1", "5", "ABCDEFGHIJ", "1700000000")
-    body = urlencode({"deviceName": "dev1", "nonce": "5", "productId": "ABCDEFGHIJ", "timestamp": "1700000000",
-                      "signature": sig})
+    body = urlencode(
+        {"deviceName": "dev1", "nonce": "5", "productId": "ABCDEFGHIJ", "timestamp": "1700000000", "signature": sig}
+    )
     req = proto.parse_legacy(body.encode())
     assert req.device_name == "dev1" and req.signature_ok(SPEC_SECRET)
 
@@ -116,15 +131,31 @@ def test_legacy_accepts_a_form_encoded_body_too():
 def test_envelopes_match_the_spec():
     r = proto.refuse("signature")
     assert proto.v2_success("P", 53, "rid") == {"Response": {"Len": 53, "Payload": "P", "RequestId": "rid"}}
-    assert proto.v2_error(r, "rid") == {"Response": {"Error": {"Code": "AuthFailure.SignatureFailure",
-                                                               "Message": "Check signature failed"},
-                                                     "RequestId": "rid"}}
-    assert proto.legacy_success("P", 53, "rid") == {"code": 0, "message": "success", "len": 53, "payload": "P",
-                                                    "requestId": "rid"}
+    assert proto.v2_error(r, "rid") == {
+        "Response": {
+            "Error": {"Code": "AuthFailure.SignatureFailure", "Message": "Check signature failed"},
+            "RequestId": "rid",
+        }
+    }
+    assert proto.legacy_success("P", 53, "rid") == {
+        "code": 0,
+        "message": "success",
+        "len": 53,
+        "payload": "P",
+        "requestId": "rid",
+    }
     assert proto.legacy_error(r, "rid") == {"code": 1010, "message": "Check signature failed", "requestId": "rid"}
 
 
-@pytest.mark.parametrize("host,bare", [("a.example.com:443", "a.example.com"), ("a.example.com", "a.example.com"),
-                                       ("127.0.0.1:8000", "127.0.0.1"), ("[::1]:8000", "[::1]"), (None, "")])
+@pytest.mark.parametrize(
+    "host,bare",
+    [
+        ("a.example.com:443", "a.example.com"),
+        ("a.example.com", "a.example.com"),
+        ("127.0.0.1:8000", "127.0.0.1"),
+        ("[::1]:8000", "[::1]"),
+        (None, ""),
+    ],
+)
 def test_host_without_port(host, bare):
     assert proto.host_without_port(host) == bare

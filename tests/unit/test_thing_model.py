@@ -1,4 +1,5 @@
 """Unit tests for chalicelib.services.thing_model (SPEC §1, §4, §6.4, §10)."""
+
 from __future__ import annotations
 
 import copy
@@ -18,6 +19,7 @@ CODE = "InvalidParameterValue.ModelDefineInvalid"
 
 # --------------------------------------------------------------------------- helpers
 
+
 def prop(define: dict | None = None, ident: str = "p", **fields) -> dict:
     item = {"id": ident, "name": "Prop", "define": define if define is not None else {"type": "bool"}}
     item.update(fields)
@@ -36,16 +38,25 @@ def event(ident: str = "e", params: list | None = None, **fields) -> dict:
     return item
 
 
-def action(ident: str = "a", input: list | None = None,  # noqa: A002 - the model's own field name
-           output: list | None = None, **fields) -> dict:
+def action(
+    ident: str = "a",
+    input: list | None = None,  # noqa: A002 - the model's own field name
+    output: list | None = None,
+    **fields,
+) -> dict:
     item = {"id": ident, "name": "Action", "input": input or [], "output": output or []}
     item.update(fields)
     return item
 
 
 def model(properties=(), events=(), actions=()) -> dict:
-    return {"version": "1.0", "profile": {"ProductId": "ABCDEFGHIJ", "CategoryId": "1"},
-            "properties": list(properties), "events": list(events), "actions": list(actions)}
+    return {
+        "version": "1.0",
+        "profile": {"ProductId": "ABCDEFGHIJ", "CategoryId": "1"},
+        "properties": list(properties),
+        "events": list(events),
+        "actions": list(actions),
+    }
 
 
 def INT(lo="0", hi="100", **extra) -> dict:
@@ -87,22 +98,50 @@ def check_one(define: dict, value, **kw):
 
 # =========================================================================== document shape
 
+
 class TestDocument:
     def test_spec_example_is_valid_and_normalized(self):
         # Given the example model of SPEC §4
-        doc = {"version": "1.0", "profile": {"ProductId": "ABCDEFGHIJ", "CategoryId": "1"},
-               "properties": [{"id": "brightness", "name": "brightness", "desc": "", "required": False,
-                               "mode": "rw", "define": {"type": "int", "min": "0", "max": "100",
-                                                        "start": "1", "step": "1", "unit": "%"}}],
-               "events": [{"id": "low_voltage", "name": "LowVoltage", "type": "alert", "required": False,
-                           "params": [{"id": "voltage", "name": "Voltage",
-                                       "define": {"type": "float", "min": "0.0", "max": "24.0",
-                                                  "step": "1", "unit": "V"}}]}],
-               "actions": [{"id": "unlock", "name": "Unlock", "required": False,
-                            "input": [{"id": "order_id", "name": "Order",
-                                       "define": {"type": "string", "min": "0", "max": "2048"}}],
-                            "output": [{"id": "code", "name": "Code",
-                                        "define": {"type": "int", "min": "0", "max": "100"}}]}]}
+        doc = {
+            "version": "1.0",
+            "profile": {"ProductId": "ABCDEFGHIJ", "CategoryId": "1"},
+            "properties": [
+                {
+                    "id": "brightness",
+                    "name": "brightness",
+                    "desc": "",
+                    "required": False,
+                    "mode": "rw",
+                    "define": {"type": "int", "min": "0", "max": "100", "start": "1", "step": "1", "unit": "%"},
+                }
+            ],
+            "events": [
+                {
+                    "id": "low_voltage",
+                    "name": "LowVoltage",
+                    "type": "alert",
+                    "required": False,
+                    "params": [
+                        {
+                            "id": "voltage",
+                            "name": "Voltage",
+                            "define": {"type": "float", "min": "0.0", "max": "24.0", "step": "1", "unit": "V"},
+                        }
+                    ],
+                }
+            ],
+            "actions": [
+                {
+                    "id": "unlock",
+                    "name": "Unlock",
+                    "required": False,
+                    "input": [
+                        {"id": "order_id", "name": "Order", "define": {"type": "string", "min": "0", "max": "2048"}}
+                    ],
+                    "output": [{"id": "code", "name": "Code", "define": {"type": "int", "min": "0", "max": "100"}}],
+                }
+            ],
+        }
         original = copy.deepcopy(doc)
         pristine = copy.deepcopy(doc)
         # When it is validated
@@ -115,8 +154,9 @@ class TestDocument:
         assert doc == pristine
 
     def test_defaults_are_filled(self):
-        result = tm.validate_model({"properties": [{"id": "x", "name": "X", "define": {"type": "timestamp"}}],
-                                    "custom": {"kept": True}})
+        result = tm.validate_model(
+            {"properties": [{"id": "x", "name": "X", "define": {"type": "timestamp"}}], "custom": {"kept": True}}
+        )
         assert result["version"] == "1.0"
         assert result["profile"] == {}
         assert result["events"] == [] and result["actions"] == []
@@ -206,6 +246,7 @@ class TestDocument:
 
 # =========================================================================== identifiers, names, common fields
 
+
 class TestCommonFields:
     @pytest.mark.parametrize("ident", ["1abc", "", "a-b", "a b", "é", "a" * 33, "x\n", 5, True, None])
     def test_bad_identifiers(self, ident):
@@ -284,16 +325,24 @@ class TestCommonFields:
         rejects(model([], [], [action(input=[5])]), "actions[0].input[0]", "must be an object")
 
     def test_param_ids_unique_within_list(self):
-        rejects(model([], [event(params=[param("v", INT()), param("v", INT())])]),
-                "events[0].params[1].id", "already used")
-        rejects(model([], [], [action(input=[param("v", INT()), param("v", INT())])]),
-                "actions[0].input[1].id", "already used")
+        rejects(
+            model([], [event(params=[param("v", INT()), param("v", INT())])]), "events[0].params[1].id", "already used"
+        )
+        rejects(
+            model([], [], [action(input=[param("v", INT()), param("v", INT())])]),
+            "actions[0].input[1].id",
+            "already used",
+        )
 
     def test_param_ids_may_repeat_across_lists_and_features(self):
         # input and output of one action, and params of two events, are separate namespaces
-        tm.validate_model(model([prop(ident="v")],
-                                [event("e1", [param("v", INT())]), event("e2", [param("v", INT())])],
-                                [action("a1", [param("v", INT())], [param("v", INT())])]))
+        tm.validate_model(
+            model(
+                [prop(ident="v")],
+                [event("e1", [param("v", INT())]), event("e2", [param("v", INT())])],
+                [action("a1", [param("v", INT())], [param("v", INT())])],
+            )
+        )
 
     def test_param_count_limit(self):
         params = [param(f"v{i}", INT()) for i in range(21)]
@@ -306,6 +355,7 @@ class TestCommonFields:
 
 
 # =========================================================================== defines
+
 
 class TestDefineType:
     def test_define_required(self):
@@ -339,8 +389,9 @@ class TestNumericDefine:
         rejects_define({"type": kind, "min": "1"}, "is required", ".max")
 
     def test_int_min_above_max(self):
-        err = rejects(model([prop(INT("0")), prop(ident="q"), prop(INT("10", "5"), ident="r")]),
-                      "properties[2].define.max")
+        err = rejects(
+            model([prop(INT("0")), prop(ident="q"), prop(INT("10", "5"), ident="r")]), "properties[2].define.max"
+        )
         assert err.message == "properties[2].define.max is below min"
 
     def test_float_min_above_max(self):
@@ -361,12 +412,13 @@ class TestNumericDefine:
         tm.validate_model(model([prop(INT(good, "10"))]))
 
     def test_int_bounds_within_64_bits(self):
-        tm.validate_model(model([prop(INT(str(-2 ** 63), str(2 ** 63 - 1)))]))
-        rejects_define(INT("0", str(2 ** 63)), "64-bit", ".max")
+        tm.validate_model(model([prop(INT(str(-(2**63)), str(2**63 - 1)))]))
+        rejects_define(INT("0", str(2**63)), "64-bit", ".max")
 
     @pytest.mark.parametrize("field", ["min", "max", "step", "start"])
-    @pytest.mark.parametrize("bad", ["abc", True, "nan", "inf", float("nan"), float("inf"), "1e999",
-                                     10 ** 400, "1_0", []])
+    @pytest.mark.parametrize(
+        "bad", ["abc", True, "nan", "inf", float("nan"), float("inf"), "1e999", 10**400, "1_0", []]
+    )
     def test_float_fields_must_be_finite_numbers(self, field, bad):
         define = FLOAT("0", "100", step="1", start="0")
         define[field] = bad
@@ -429,8 +481,7 @@ class TestMappingDefines:
         tm.validate_model(model([prop({"type": "enum", "mapping": {"0": "l" * 12}})]))
 
     def test_event_param_enum_label_path(self):
-        doc = model([], [event(params=[param("a", INT()),
-                                       param("b", {"type": "enum", "mapping": {"3": "x" * 13}})])])
+        doc = model([], [event(params=[param("a", INT()), param("b", {"type": "enum", "mapping": {"3": "x" * 13}})])])
         rejects(doc, "events[0].params[1].define.mapping.3", "label")
 
     @pytest.mark.parametrize("key", ["a", "1.5", "01", " 1", "", "-0", "99999999999999999999"])
@@ -472,11 +523,25 @@ def member(ident: str, data_type: dict, **fields) -> dict:
 
 class TestStructDefine:
     def test_valid_struct(self):
-        tm.validate_model(model([prop({"type": "struct", "specs": [member(t, {"type": t}) for t in
-                                                                   ("bool", "timestamp")] + [
-            member("i", INT()), member("f", FLOAT()), member("s", {"type": "string"}),
-            member("e", {"type": "enum", "mapping": {"1": "a"}}),
-            member("se", {"type": "stringenum", "mapping": {"a": "a"}})]})]))
+        tm.validate_model(
+            model(
+                [
+                    prop(
+                        {
+                            "type": "struct",
+                            "specs": [member(t, {"type": t}) for t in ("bool", "timestamp")]
+                            + [
+                                member("i", INT()),
+                                member("f", FLOAT()),
+                                member("s", {"type": "string"}),
+                                member("e", {"type": "enum", "mapping": {"1": "a"}}),
+                                member("se", {"type": "stringenum", "mapping": {"a": "a"}}),
+                            ],
+                        }
+                    )
+                ]
+            )
+        )
 
     def test_specs_required_non_empty_list(self):
         rejects_define({"type": "struct"}, "is required", ".specs")
@@ -489,8 +554,11 @@ class TestStructDefine:
 
     def test_struct_inside_struct_refused(self):
         inner = {"type": "struct", "specs": [member("x", INT())]}
-        rejects_define({"type": "struct", "specs": [member("a", INT()), member("b", inner)]},
-                       "one level deep", ".specs[1].dataType.type")
+        rejects_define(
+            {"type": "struct", "specs": [member("a", INT()), member("b", inner)]},
+            "one level deep",
+            ".specs[1].dataType.type",
+        )
 
     def test_array_inside_struct_refused(self):
         inner = {"type": "array", "arrayInfo": INT()}
@@ -498,28 +566,29 @@ class TestStructDefine:
 
     def test_struct_in_action_input_path(self):
         inner = {"type": "struct", "specs": [member("x", INT())]}
-        doc = model([], [], [action(input=[param("s", {"type": "struct", "specs": [
-            member("a", INT()), member("b", inner)]})])])
+        doc = model(
+            [], [], [action(input=[param("s", {"type": "struct", "specs": [member("a", INT()), member("b", inner)]})])]
+        )
         rejects(doc, "actions[0].input[0].define.specs[1].dataType.type", "one level deep")
 
     def test_member_ids_unique_and_valid(self):
-        rejects_define({"type": "struct", "specs": [member("a", INT()), member("a", INT())]},
-                       "already used", ".specs[1].id")
+        rejects_define(
+            {"type": "struct", "specs": [member("a", INT()), member("a", INT())]}, "already used", ".specs[1].id"
+        )
         rejects_define({"type": "struct", "specs": [member("1a", INT())]}, "identifier", ".specs[0].id")
 
     def test_member_ids_need_not_differ_from_feature_ids(self):
-        tm.validate_model(model([prop(ident="a"), prop({"type": "struct", "specs": [member("a", INT())]},
-                                                       ident="s")]))
+        tm.validate_model(model([prop(ident="a"), prop({"type": "struct", "specs": [member("a", INT())]}, ident="s")]))
 
     def test_member_needs_name_and_datatype(self):
         rejects_define({"type": "struct", "specs": [{"id": "a", "dataType": INT()}]}, "is required", ".specs[0].name")
-        rejects_define({"type": "struct", "specs": [{"id": "a", "name": "A"}]}, "is required",
-                       ".specs[0].dataType")
+        rejects_define({"type": "struct", "specs": [{"id": "a", "name": "A"}]}, "is required", ".specs[0].dataType")
         rejects_define({"type": "struct", "specs": ["a"]}, "must be an object", ".specs[0]")
 
     def test_member_define_rules_apply(self):
-        rejects_define({"type": "struct", "specs": [member("a", INT("5", "1"))]}, "is below min",
-                       ".specs[0].dataType.max")
+        rejects_define(
+            {"type": "struct", "specs": [member("a", INT("5", "1"))]}, "is below min", ".specs[0].dataType.max"
+        )
 
 
 class TestArrayDefine:
@@ -528,13 +597,20 @@ class TestArrayDefine:
             tm.validate_model(model([prop({"type": "array", "arrayInfo": info, "maxItems": 10})]))
 
     def test_array_of_struct(self):
-        define = {"type": "array", "arrayInfo": {"type": "struct", "specs": [
-            member("Mac", {"type": "string"}), member("Rssi", INT("-120", "0"))]}}
+        define = {
+            "type": "array",
+            "arrayInfo": {
+                "type": "struct",
+                "specs": [member("Mac", {"type": "string"}), member("Rssi", INT("-120", "0"))],
+            },
+        }
         tm.validate_model(model([prop(define)]))
 
     def test_array_of_struct_member_rules(self):
-        define = {"type": "array", "arrayInfo": {"type": "struct", "specs": [
-            member("a", {"type": "struct", "specs": [member("x", INT())]})]}}
+        define = {
+            "type": "array",
+            "arrayInfo": {"type": "struct", "specs": [member("a", {"type": "struct", "specs": [member("x", INT())]})]},
+        }
         rejects_define(define, "one level deep", ".arrayInfo.specs[0].dataType.type")
         rejects_define({"type": "array", "arrayInfo": {"type": "struct"}}, "is required", ".arrayInfo.specs")
 
@@ -561,13 +637,19 @@ class TestArrayDefine:
 
 # =========================================================================== value checks
 
+
 class TestPropertyValues:
     def test_message_shapes_from_the_brief(self):
-        cm = compiled([prop(INT("0", "100"), "brightness"),
-                       prop({"type": "enum", "mapping": {"0": "R", "1": "G", "2": "B"}}, "color"),
-                       prop({"type": "bool"}, "power_switch", mode="r")])
+        cm = compiled(
+            [
+                prop(INT("0", "100"), "brightness"),
+                prop({"type": "enum", "mapping": {"0": "R", "1": "G", "2": "B"}}, "color"),
+                prop({"type": "bool"}, "power_switch", mode="r"),
+            ]
+        )
         accepted, problems = cm.check_properties(
-            {"brightness": 120, "color": "x", "nope": 1, "power_switch": 1}, writable_only=True)
+            {"brightness": 120, "color": "x", "nope": 1, "power_switch": 1}, writable_only=True
+        )
         assert accepted == {}
         assert [(p.key, p.code, p.message) for p in problems] == [
             ("brightness", "400", "brightness: 120 above max 100"),
@@ -598,8 +680,10 @@ class TestPropertyValues:
         assert cm.check_properties(None) == ({}, [])
 
     # --- bool
-    @pytest.mark.parametrize("value,expected", [(0, 0), (1, 1), (True, 1), (False, 0), ("0", 0), ("1", 1),
-                                                ("true", 1), ("false", 0), (1.0, 1)])
+    @pytest.mark.parametrize(
+        "value,expected",
+        [(0, 0), (1, 1), (True, 1), (False, 0), ("0", 0), ("1", 1), ("true", 1), ("false", 0), (1.0, 1)],
+    )
     def test_bool_accepts(self, value, expected):
         got, problem = check_one({"type": "bool"}, value)
         assert problem is None and got == expected and type(got) is int
@@ -610,14 +694,17 @@ class TestPropertyValues:
         assert got is None and problem.code == "400" and "is not a bool" in problem.message
 
     # --- int
-    @pytest.mark.parametrize("value,expected", [(5, 5), ("12", 12), ("-3", -3), (7.0, 7), ("+8", 8),
-                                                ("9.0", 9), (0, 0), (100, 100), (-10, -10)])
+    @pytest.mark.parametrize(
+        "value,expected",
+        [(5, 5), ("12", 12), ("-3", -3), (7.0, 7), ("+8", 8), ("9.0", 9), (0, 0), (100, 100), (-10, -10)],
+    )
     def test_int_accepts(self, value, expected):
         got, problem = check_one(INT("-10", "100"), value)
         assert problem is None and got == expected and type(got) is int
 
-    @pytest.mark.parametrize("value", [True, False, 1.5, "1.5", "abc", "", None, [], {}, float("nan"),
-                                       float("inf"), "1e2", "٣"])
+    @pytest.mark.parametrize(
+        "value", [True, False, 1.5, "1.5", "abc", "", None, [], {}, float("nan"), float("inf"), "1e2", "٣"]
+    )
     def test_int_rejects_wrong_types(self, value):
         got, problem = check_one(INT("-10", "100"), value)
         assert got is None and "is not an integer" in problem.message
@@ -633,22 +720,24 @@ class TestPropertyValues:
         assert check_one(INT("0", "100"), "101")[1].message == "p: 101 above max 100"
 
     def test_huge_numbers_do_not_crash(self):
-        _, problem = check_one(INT("0", "100"), 10 ** 5000)
+        _, problem = check_one(INT("0", "100"), 10**5000)
         assert "above max" in problem.message
         _, problem = check_one(INT("0", "100"), "9" * 5000)
         assert "is not an integer" in problem.message
-        _, problem = check_one(FLOAT("0", "100"), 10 ** 5000)
+        _, problem = check_one(FLOAT("0", "100"), 10**5000)
         assert "finite" in problem.message
 
     # --- float
-    @pytest.mark.parametrize("value,expected", [(1.5, 1.5), ("2.25", 2.25), (3, 3.0), ("1e1", 10.0),
-                                                (-1, -1.0), (".5", 0.5)])
+    @pytest.mark.parametrize(
+        "value,expected", [(1.5, 1.5), ("2.25", 2.25), (3, 3.0), ("1e1", 10.0), (-1, -1.0), (".5", 0.5)]
+    )
     def test_float_accepts(self, value, expected):
         got, problem = check_one(FLOAT("-1", "10"), value)
         assert problem is None and got == expected and type(got) is float
 
-    @pytest.mark.parametrize("value", [True, "abc", None, float("nan"), float("inf"), float("-inf"),
-                                       "NaN", "Infinity", [], "1_0"])
+    @pytest.mark.parametrize(
+        "value", [True, "abc", None, float("nan"), float("inf"), float("-inf"), "NaN", "Infinity", [], "1_0"]
+    )
     def test_float_rejects(self, value):
         got, problem = check_one(FLOAT("-1", "10"), value)
         assert got is None and "is not a finite number" in problem.message
@@ -692,19 +781,20 @@ class TestPropertyValues:
         assert check_one(define, 1)[1] is not None
 
     # --- timestamp
-    @pytest.mark.parametrize("value,expected", [(0, 0), (1_700_000_000, 1_700_000_000),
-                                                (1_700_000_000_123, 1_700_000_000_123), ("1700000000", 1700000000)])
+    @pytest.mark.parametrize(
+        "value,expected",
+        [(0, 0), (1_700_000_000, 1_700_000_000), (1_700_000_000_123, 1_700_000_000_123), ("1700000000", 1700000000)],
+    )
     def test_timestamp_accepts(self, value, expected):
         assert check_one({"type": "timestamp"}, value) == (expected, None)
 
-    @pytest.mark.parametrize("value", [-1, True, 1.5, "x", None, 10 ** 16])
+    @pytest.mark.parametrize("value", [-1, True, 1.5, "x", None, 10**16])
     def test_timestamp_rejects(self, value):
         assert check_one({"type": "timestamp"}, value)[1] is not None
 
     # --- struct
     def test_struct_members(self):
-        define = {"type": "struct", "specs": [member("lat", FLOAT("-90", "90")),
-                                              member("on", {"type": "bool"})]}
+        define = {"type": "struct", "specs": [member("lat", FLOAT("-90", "90")), member("on", {"type": "bool"})]}
         assert check_one(define, {"lat": "1.5", "on": True}) == ({"lat": 1.5, "on": 1}, None)
         assert check_one(define, {"lat": 1.5}) == ({"lat": 1.5}, None)  # missing members allowed
         assert check_one(define, {})[0] == {}
@@ -727,8 +817,13 @@ class TestPropertyValues:
         assert "above maxItems 512" in check_one(define, [1] * 513)[1].message
 
     def test_array_of_struct_values(self):
-        define = {"type": "array", "arrayInfo": {"type": "struct", "specs": [
-            member("Mac", {"type": "string", "max": "17"}), member("Rssi", INT("-120", "0"))]}}
+        define = {
+            "type": "array",
+            "arrayInfo": {
+                "type": "struct",
+                "specs": [member("Mac", {"type": "string", "max": "17"}), member("Rssi", INT("-120", "0"))],
+            },
+        }
         value = [{"Mac": "aa:bb:cc:dd:ee:ff", "Rssi": -40}, {"Mac": "x", "Rssi": "-50"}]
         assert check_one(define, value) == ([value[0], {"Mac": "x", "Rssi": -50}], None)
         _, problem = check_one(define, [value[0], {"Rssi": True}])
@@ -746,8 +841,8 @@ class TestEventsAndActions:
         self.cm = compiled(
             [prop(INT(), "x")],
             [event("low_voltage", [param("voltage", FLOAT("0", "24"))], type="alert"), event("ping")],
-            [action("unlock", [param("order_id", {"type": "string", "max": "8"})],
-                    [param("code", INT("0", "100"))])])
+            [action("unlock", [param("order_id", {"type": "string", "max": "8"})], [param("code", INT("0", "100"))])],
+        )
 
     def test_event_ok(self):
         assert self.cm.check_event("low_voltage", {"voltage": "3.5"}) == ({"voltage": 3.5}, [])
@@ -774,8 +869,10 @@ class TestEventsAndActions:
 
     def test_action_input_and_output(self):
         assert self.cm.check_action_input("unlock", {"order_id": "A1"}) == ({"order_id": "A1"}, [])
-        assert self.cm.check_action_input("unlock", {"order_id": "A" * 9})[1][0].message == \
-            "order_id: length 9 above max 8"
+        assert (
+            self.cm.check_action_input("unlock", {"order_id": "A" * 9})[1][0].message
+            == "order_id: length 9 above max 8"
+        )
         assert self.cm.check_action_input("unlock", {"code": 1})[1][0].code == "404"
         assert self.cm.check_action_output("unlock", {"code": "7"}) == ({"code": 7}, [])
         assert self.cm.check_action_output("unlock", {"code": 101})[1][0].message == "code: 101 above max 100"
@@ -793,9 +890,14 @@ class TestEventsAndActions:
 class TestCompileFromStorage:
     def test_decimals_from_dynamodb_compile_and_export(self):
         # Given a model as DynamoDB returns it (numbers as Decimal)
-        doc = tm.validate_model(model([prop({"type": "int", "min": Decimal("0"), "max": Decimal("10")}),
-                                       prop({"type": "float", "min": Decimal("0.5"), "max": Decimal("2")},
-                                            ident="f")]))
+        doc = tm.validate_model(
+            model(
+                [
+                    prop({"type": "int", "min": Decimal("0"), "max": Decimal("10")}),
+                    prop({"type": "float", "min": Decimal("0.5"), "max": Decimal("2")}, ident="f"),
+                ]
+            )
+        )
         cm = tm.compile_model(doc)
         assert cm.check_properties({"p": 10, "f": 1}) == ({"p": 10, "f": 1.0}, [])
         # When it is exported, it serializes as plain JSON
@@ -814,6 +916,7 @@ class TestCompileFromStorage:
 
 # =========================================================================== standard features
 
+
 class TestStandardFeatures:
     SECTIONS = {"property": "properties", "event": "events", "action": "actions"}
 
@@ -823,8 +926,17 @@ class TestStandardFeatures:
 
     def test_required_features_present(self):
         ids = {f["id"] for f in tm.standard_features()}
-        assert {"GPS_Info", "GPS_ExtInfo", "Cell_Info", "Wifi_Info", "power_switch", "brightness",
-                "color", "color_temp", "name"} <= ids
+        assert {
+            "GPS_Info",
+            "GPS_ExtInfo",
+            "Cell_Info",
+            "Wifi_Info",
+            "power_switch",
+            "brightness",
+            "color",
+            "color_temp",
+            "name",
+        } <= ids
 
     @pytest.mark.parametrize("entry", tm.STANDARD_FEATURES, ids=lambda e: e["id"])
     def test_each_entry_validates(self, entry):
@@ -836,15 +948,37 @@ class TestStandardFeatures:
         for entry in tm.standard_features():
             doc[self.SECTIONS[entry.pop("kind")]].append(entry)
         cm = tm.compile_model(tm.validate_model(doc))
-        accepted, problems = cm.check_properties({
-            "GPS_Info": {"latitude": 22.54, "longitude": 113.93},
-            "GPS_ExtInfo": {"latitude": "22.5", "longitude": 113, "altitude": 10.5, "gps_speed": 3,
-                            "direction": 90, "location_state": 1, "satellites": 9,
-                            "gps_time": 1_700_000_000, "collect_time": 1_700_000_000_000},
-            "Cell_Info": {"mcc": 460, "mnc": 0, "lac": 4301, "cid": 20986, "rss": -80, "networktype": 5,
-                          "collect_time": 1_700_000_000},
-            "Wifi_Info": [{"Mac": "aa:bb:cc:dd:ee:ff", "Rssi": -60}],
-            "power_switch": True, "brightness": 50, "color": 2, "color_temp": 4000, "name": "lamp"})
+        accepted, problems = cm.check_properties(
+            {
+                "GPS_Info": {"latitude": 22.54, "longitude": 113.93},
+                "GPS_ExtInfo": {
+                    "latitude": "22.5",
+                    "longitude": 113,
+                    "altitude": 10.5,
+                    "gps_speed": 3,
+                    "direction": 90,
+                    "location_state": 1,
+                    "satellites": 9,
+                    "gps_time": 1_700_000_000,
+                    "collect_time": 1_700_000_000_000,
+                },
+                "Cell_Info": {
+                    "mcc": 460,
+                    "mnc": 0,
+                    "lac": 4301,
+                    "cid": 20986,
+                    "rss": -80,
+                    "networktype": 5,
+                    "collect_time": 1_700_000_000,
+                },
+                "Wifi_Info": [{"Mac": "aa:bb:cc:dd:ee:ff", "Rssi": -60}],
+                "power_switch": True,
+                "brightness": 50,
+                "color": 2,
+                "color_temp": 4000,
+                "name": "lamp",
+            }
+        )
         assert problems == []
         assert accepted["power_switch"] == 1
 
@@ -858,8 +992,11 @@ class TestStandardFeatures:
     def test_common_feature_bounds(self):
         by_id = {f["id"]: f for f in tm.standard_features()}
         assert by_id["power_switch"]["define"]["type"] == "bool"
-        assert (by_id["brightness"]["define"]["min"], by_id["brightness"]["define"]["max"],
-                by_id["brightness"]["define"]["unit"]) == ("0", "100", "%")
+        assert (
+            by_id["brightness"]["define"]["min"],
+            by_id["brightness"]["define"]["max"],
+            by_id["brightness"]["define"]["unit"],
+        ) == ("0", "100", "%")
         assert by_id["color"]["define"]["type"] == "enum"
         assert (by_id["color_temp"]["define"]["min"], by_id["color_temp"]["define"]["max"]) == ("2700", "6500")
         assert by_id["name"]["define"] == {"type": "string", "min": "0", "max": "64"}
@@ -875,20 +1012,22 @@ class TestStandardFeatures:
 # =========================================================================== properties (hypothesis)
 
 _int_values = st.one_of(
-    st.integers(min_value=-10 ** 20, max_value=10 ** 20),
+    st.integers(min_value=-(10**20), max_value=10**20),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
-    st.integers(min_value=-10 ** 6, max_value=10 ** 6).map(str),
+    st.integers(min_value=-(10**6), max_value=10**6).map(str),
     st.text(max_size=12),
     st.none(),
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(low=st.integers(min_value=-10 ** 12, max_value=10 ** 12),
-       span=st.integers(min_value=0, max_value=10 ** 12),
-       as_strings=st.booleans(),
-       values=st.lists(_int_values, max_size=10))
+@given(
+    low=st.integers(min_value=-(10**12), max_value=10**12),
+    span=st.integers(min_value=0, max_value=10**12),
+    as_strings=st.booleans(),
+    values=st.lists(_int_values, max_size=10),
+)
 def test_accepted_int_values_lie_within_bounds(low, span, as_strings, values):
     high = low + span
     define = {"type": "int", "min": str(low) if as_strings else low, "max": str(high) if as_strings else high}
@@ -905,10 +1044,13 @@ def test_accepted_int_values_lie_within_bounds(low, span, as_strings, values):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                    lambda children: st.lists(children, max_size=4)
-                    | st.dictionaries(st.text(max_size=6), children, max_size=4),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+        max_leaves=20,
+    )
+)
 def test_validate_model_never_crashes(doc):
     # Any JSON-ish input either validates or raises the one model error
     try:
@@ -918,20 +1060,27 @@ def test_validate_model_never_crashes(doc):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["lat", "on", "arr", "e", "s", "t", "zz"]),
-                       st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c,
-                                                                                       max_size=3),
-                                    max_leaves=10)))
+@given(
+    st.dictionaries(
+        st.sampled_from(["lat", "on", "arr", "e", "s", "t", "zz"]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+            max_leaves=10,
+        ),
+    )
+)
 def test_value_checks_never_crash(params):
-    cm = compiled([
-        prop({"type": "struct", "specs": [member("x", FLOAT("-1", "1")), member("y", {"type": "bool"})]}, "lat"),
-        prop({"type": "bool"}, "on"),
-        prop({"type": "array", "arrayInfo": {"type": "struct", "specs": [member("m", INT())]}}, "arr"),
-        prop({"type": "enum", "mapping": {"1": "a"}}, "e"),
-        prop({"type": "string", "max": "3"}, "s"),
-        prop({"type": "timestamp"}, "t"),
-    ])
+    cm = compiled(
+        [
+            prop({"type": "struct", "specs": [member("x", FLOAT("-1", "1")), member("y", {"type": "bool"})]}, "lat"),
+            prop({"type": "bool"}, "on"),
+            prop({"type": "array", "arrayInfo": {"type": "struct", "specs": [member("m", INT())]}}, "arr"),
+            prop({"type": "enum", "mapping": {"1": "a"}}, "e"),
+            prop({"type": "string", "max": "3"}, "s"),
+            prop({"type": "timestamp"}, "t"),
+        ]
+    )
     accepted, problems = cm.check_properties(params)
     assert set(accepted).isdisjoint(p.key for p in problems)
     assert len(accepted) + len(problems) == len(params)

@@ -1,4 +1,5 @@
 """Device topics (SPEC §6.1, §6.6): parsing, replies on the device's own form, builders."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,16 +9,26 @@ from chalicelib.protocol import topics
 P, D = "ABCDEFGHIJ", "lamp_01"
 
 
-@pytest.mark.parametrize("family,direction", [
-    ("thing/up/property", "up"), ("thing/down/property", "down"),
-    ("thing/up/event", "up"), ("thing/down/event", "down"),
-    ("thing/up/action", "up"), ("thing/down/action", "down"),
-    ("ota/report", "up"), ("ota/update", "down"),
-    ("resource/up/service", "up"), ("resource/down/service", "down"),
-    ("sys/operation", "up"), ("sys/operation/result", "down"),
-    ("gateway/operation", "up"), ("gateway/operation/result", "down"),
-    ("broadcast/rxd", "down"),
-])
+@pytest.mark.parametrize(
+    "family,direction",
+    [
+        ("thing/up/property", "up"),
+        ("thing/down/property", "down"),
+        ("thing/up/event", "up"),
+        ("thing/down/event", "down"),
+        ("thing/up/action", "up"),
+        ("thing/down/action", "down"),
+        ("ota/report", "up"),
+        ("ota/update", "down"),
+        ("resource/up/service", "up"),
+        ("resource/down/service", "down"),
+        ("sys/operation", "up"),
+        ("sys/operation/result", "down"),
+        ("gateway/operation", "up"),
+        ("gateway/operation/result", "down"),
+        ("broadcast/rxd", "down"),
+    ],
+)
 @pytest.mark.parametrize("dollar", [False, True])
 def test_every_standard_topic_parses_in_both_forms(family, direction, dollar):
     # Given a standard topic, bare or $-prefixed
@@ -37,19 +48,28 @@ def test_custom_topics_parse_with_their_name():
     assert topics.parse(f"{P}/{D}/control").name == "control"
 
 
-@pytest.mark.parametrize("text", [
-    "", "thing", "thing/up/property", f"thing/up/property/{P}", f"thing/up/property/{P}/{D}/extra",
-    f"thing/up/property/abcdefghij/{D}",      # product ids are upper-case
-    f"thing/up/property/ABCDEFGHI/{D}",       # 9 characters
-    f"thing/up/property/{P}/bad name",        # a space is not a device-name character
-    f"thing/up/property/{P}/" + "d" * 49,     # 49 characters
-    f"thing/sideways/property/{P}/{D}",
-    f"${P}/{D}/data",                         # custom topics never carry $
-    f"{P}/{D}/data/+",                        # a filter, not a topic
-    f"{P}/{D}/#", f"{P}/{D}/", f"{P}/{D}",
-    "$aws/events/presence/connected/x",
-    f"{P}/{D}/" + "a" * 65,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "thing",
+        "thing/up/property",
+        f"thing/up/property/{P}",
+        f"thing/up/property/{P}/{D}/extra",
+        f"thing/up/property/abcdefghij/{D}",  # product ids are upper-case
+        f"thing/up/property/ABCDEFGHI/{D}",  # 9 characters
+        f"thing/up/property/{P}/bad name",  # a space is not a device-name character
+        f"thing/up/property/{P}/" + "d" * 49,  # 49 characters
+        f"thing/sideways/property/{P}/{D}",
+        f"${P}/{D}/data",  # custom topics never carry $
+        f"{P}/{D}/data/+",  # a filter, not a topic
+        f"{P}/{D}/#",
+        f"{P}/{D}/",
+        f"{P}/{D}",
+        "$aws/events/presence/connected/x",
+        f"{P}/{D}/" + "a" * 65,
+    ],
+)
 def test_anything_else_is_not_a_device_topic(text):
     assert topics.parse(text) is None
 
@@ -59,15 +79,18 @@ def test_normalize_strips_one_dollar():
     assert topics.normalize("thing/up/property/P/D") == ("thing/up/property/P/D", False)
 
 
-@pytest.mark.parametrize("up,down", [
-    ("thing/up/property", "thing/down/property"),
-    ("thing/up/event", "thing/down/event"),
-    ("thing/up/action", "thing/down/action"),
-    ("ota/report", "ota/update"),
-    ("resource/up/service", "resource/down/service"),
-    ("sys/operation", "sys/operation/result"),
-    ("gateway/operation", "gateway/operation/result"),
-])
+@pytest.mark.parametrize(
+    "up,down",
+    [
+        ("thing/up/property", "thing/down/property"),
+        ("thing/up/event", "thing/down/event"),
+        ("thing/up/action", "thing/down/action"),
+        ("ota/report", "ota/update"),
+        ("resource/up/service", "resource/down/service"),
+        ("sys/operation", "sys/operation/result"),
+        ("gateway/operation", "gateway/operation/result"),
+    ],
+)
 @pytest.mark.parametrize("dollar", ["", "$"])
 def test_the_cloud_answers_on_the_form_the_device_used(up, down, dollar):
     assert topics.reply_topic(f"{dollar}{up}/{P}/{D}") == f"{dollar}{down}/{P}/{D}"
@@ -97,8 +120,12 @@ def test_builders_take_full_and_short_family_names():
 
 def test_device_topics_are_the_devices_own_in_both_forms():
     # Given a custom product's declared topics
-    declared = [{"name": "control", "permission": "sub"}, {"name": "data", "permission": "pubsub"},
-                {"name": "event", "permission": "pub"}, {"name": "zone/+", "permission": "pub"}]
+    declared = [
+        {"name": "control", "permission": "sub"},
+        {"name": "data", "permission": "pubsub"},
+        {"name": "event", "permission": "pub"},
+        {"name": "zone/+", "permission": "pub"},
+    ]
     # When the device's topics are listed
     dt = topics.device_topics(P, D, declared)
     # Then it publishes to its uplinks and subscribes to its downlinks, both forms
@@ -117,19 +144,22 @@ def test_device_topics_are_the_devices_own_in_both_forms():
     assert not any(t.startswith("$") for t in topics.device_topics(P, D, declared, dollar_forms=False).publish)
 
 
-@pytest.mark.parametrize("pattern,topic,ok", [
-    ("data", "data", True),
-    ("data/+", "data/room1", True),
-    ("data/+", "data", False),             # + is exactly one level
-    ("data/+", "data/a/b", False),         # never several
-    ("data/+", "data/", False),            # never an empty level
-    ("data/+", "data/+", True),            # the declared filter itself
-    ("data/+", "data/#", False),
-    ("+/x", "a/x", True),
-    ("+/x", "a/y", False),
-    ("P/D/data/+", "P/D/data/z", True),
-    ("data/+", "datax/1", False),
-])
+@pytest.mark.parametrize(
+    "pattern,topic,ok",
+    [
+        ("data", "data", True),
+        ("data/+", "data/room1", True),
+        ("data/+", "data", False),  # + is exactly one level
+        ("data/+", "data/a/b", False),  # never several
+        ("data/+", "data/", False),  # never an empty level
+        ("data/+", "data/+", True),  # the declared filter itself
+        ("data/+", "data/#", False),
+        ("+/x", "a/x", True),
+        ("+/x", "a/y", False),
+        ("P/D/data/+", "P/D/data/z", True),
+        ("data/+", "datax/1", False),
+    ],
+)
 def test_custom_topic_plus_is_one_whole_level(pattern, topic, ok):
     assert topics.custom_topic_matches(pattern, topic) is ok
 

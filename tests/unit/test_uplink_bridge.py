@@ -1,4 +1,5 @@
 """The local topic-rule → Kinesis → uplink bridge (infra/local/bridge.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,12 @@ ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/fleetbox-test-uplink"
 
 
 def message(device: str, n: int) -> UplinkMessage:
-    return UplinkMessage(topic=f"thing/up/property/ABCDEFGHIJ/{device}", payload=str(n).encode(),
-                         client_id=f"ABCDEFGHIJ{device}", timestamp_ms=1_700_000_000_000 + n)
+    return UplinkMessage(
+        topic=f"thing/up/property/ABCDEFGHIJ/{device}",
+        payload=str(n).encode(),
+        client_id=f"ABCDEFGHIJ{device}",
+        timestamp_ms=1_700_000_000_000 + n,
+    )
 
 
 def decode(event: dict[str, Any]) -> list[UplinkMessage]:
@@ -87,8 +92,13 @@ def test_a_failing_handler_is_retried_then_the_messages_are_recorded(caplog):
         calls.append(len(event["Records"]))
         raise ValueError("boom")
 
-    bridge = UplinkBridge(handler, ARN, max_attempts=3, retry_delay_s=0.01,
-                          on_failed=lambda msgs, reason: failed.append((list(msgs), reason)))
+    bridge = UplinkBridge(
+        handler,
+        ARN,
+        max_attempts=3,
+        retry_delay_s=0.01,
+        on_failed=lambda msgs, reason: failed.append((list(msgs), reason)),
+    )
     bridge.start()
     with caplog.at_level(logging.ERROR, logger="infra.local.bridge"):
         bridge.submit(message("a", 1))

@@ -1,4 +1,5 @@
 """Webhook signatures and the SSRF guard (SPEC §9.2)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,7 @@ from chalicelib.forwarders import webhook
 
 
 def test_sha1_signature_matches_the_spec_vector() -> None:
-    assert webhook.sha1_signature("aaa", "1604458421", "IkOaKMDalrAzUTxC") == \
-        "c259ed29ec13ba7c649fe0893007401a36e70453"
+    assert webhook.sha1_signature("aaa", "1604458421", "IkOaKMDalrAzUTxC") == "c259ed29ec13ba7c649fe0893007401a36e70453"
 
 
 def test_signed_headers_verify_with_the_standardwebhooks_package() -> None:
@@ -40,22 +40,34 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     def getaddrinfo(host: str, port: Any, *args: Any, **kw: Any) -> list[Any]:
         if host not in table:
             raise socket.gaierror(-2, "Name or service not known")
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
-                for a in table[host]]
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in table[host]
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return table
 
 
-@pytest.mark.parametrize("addresses,why", [
-    (["10.1.2.3"], "private"), (["172.16.0.1"], "private"), (["192.168.0.1"], "private"),
-    (["127.0.0.1"], "loopback"), (["::1"], "loopback"), (["169.254.169.254"], "metadata"),
-    (["169.254.1.1"], "link-local"), (["fe80::1"], "link-local"), (["fd12::1"], "private"),
-    (["::ffff:10.0.0.1"], "private"), (["224.0.0.5"], "multicast"), (["0.0.0.0"], "reserved"),
-    (["100.64.0.1"], "reserved"), (["93.184.216.34", "10.0.0.1"], "private"),
-])
-def test_every_resolved_address_must_be_public(fake_dns: dict[str, list[str]], addresses: list[str],
-                                               why: str) -> None:
+@pytest.mark.parametrize(
+    "addresses,why",
+    [
+        (["10.1.2.3"], "private"),
+        (["172.16.0.1"], "private"),
+        (["192.168.0.1"], "private"),
+        (["127.0.0.1"], "loopback"),
+        (["::1"], "loopback"),
+        (["169.254.169.254"], "metadata"),
+        (["169.254.1.1"], "link-local"),
+        (["fe80::1"], "link-local"),
+        (["fd12::1"], "private"),
+        (["::ffff:10.0.0.1"], "private"),
+        (["224.0.0.5"], "multicast"),
+        (["0.0.0.0"], "reserved"),
+        (["100.64.0.1"], "reserved"),
+        (["93.184.216.34", "10.0.0.1"], "private"),
+    ],
+)
+def test_every_resolved_address_must_be_public(fake_dns: dict[str, list[str]], addresses: list[str], why: str) -> None:
     fake_dns["hook.example.com"] = addresses
     with pytest.raises(webhook.Blocked) as info:
         webhook.resolve("https://hook.example.com/x")

@@ -7,6 +7,7 @@ job through downloading / burning / done / fail.  Dynamic by-version tasks add a
 reports a source version — which a newly activated device does as its first OTA message, so
 "devices that activate later" join through the same path without a presence hook.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from .. import files, jobs
 from ..uplink_view import DeviceView, Received
 from . import store
 
-PROGRESS_CODES = {"0": "success", "-1": "download timeout", "-2": "file missing", "-3": "authentication failed",
-                  "-4": "MD5 mismatch", "-5": "burn failed"}
+PROGRESS_CODES = {
+    "0": "success",
+    "-1": "download timeout",
+    "-2": "file missing",
+    "-3": "authentication failed",
+    "-4": "MD5 mismatch",
+    "-5": "burn failed",
+}
 
 
 def _body(dev: DeviceView, m: Received) -> dict[str, Any] | None:
@@ -72,12 +79,23 @@ def _report_version(dev: DeviceView, m: Received, report: dict[str, Any]) -> Non
         dev.uplink_fail += 1
         reason = "report.version must be 1-32 characters of A-Z a-z 0-9 . _ -"
         dev.diagnostic(diagnostics.PAYLOAD_NO_FIELD, reason, m)
-        dev.reply(m, {"type": "report_version_rsp", "result_code": 1, "result_msg": reason,
-                      "version": version if isinstance(version, str) else ""}, qos=1)
+        dev.reply(
+            m,
+            {
+                "type": "report_version_rsp",
+                "result_code": 1,
+                "result_msg": reason,
+                "version": version if isinstance(version, str) else "",
+            },
+            qos=1,
+        )
         return
     dev.reply(m, {"type": "report_version_rsp", "result_code": 0, "result_msg": "success", "version": version}, qos=1)
-    info = dict(dev.info) if dev.info is not None else (dynamo.plain(dev.rec.info) if dev.rec is not None and
-                                                        dev.rec.info is not None else {})
+    info = (
+        dict(dev.info)
+        if dev.info is not None
+        else (dynamo.plain(dev.rec.info) if dev.rec is not None and dev.rec.info is not None else {})
+    )
     info.update(fw_ver=version, time=m.msg.timestamp_ms or clock.now_ms())
     dev.info, dev.firmware = info, version  # stored by the batch's one device update
     for job in store.active_jobs(dev.pid, dev.dn, FIRMWARE_KIND):
@@ -102,9 +120,14 @@ def _version_of_job(dev: DeviceView, m: Received, job: dict[str, Any], version: 
             reason = f"the device still runs {version} after the upgrade"
             ok = store.move(j, store.FAILED, sets={"running_version": version, "reason": reason})
             return ("failed", reason) if ok else False
-        ok = store.move(j, store.PUSHED, due_at=now + float(task["timeout_minutes"]) * store.minute(),
-                   attempt=j["state"] == store.UPGRADING, running=True,
-                   sets={"running_version": version, "detail": None, "percent": None, "dollar": m.topic.dollar})
+        ok = store.move(
+            j,
+            store.PUSHED,
+            due_at=now + float(task["timeout_minutes"]) * store.minute(),
+            attempt=j["state"] == store.UPGRADING,
+            running=True,
+            sets={"running_version": version, "detail": None, "percent": None, "dollar": m.topic.dollar},
+        )
         return "repush" if ok else False
 
     outcome = store.apply(job["task_id"], job["device_name"], decide, first=job)
@@ -120,15 +143,27 @@ def _version_of_job(dev: DeviceView, m: Received, job: dict[str, Any], version: 
 
 def _join_dynamic(dev: DeviceView, version: str) -> None:
     for task in store.live_tasks():
-        if (task.get("kind") != FIRMWARE_KIND or task.get("mode") != "dynamic" or task["product_id"] != dev.pid
-                or version not in (task.get("source_versions") or [])):
+        if (
+            task.get("kind") != FIRMWARE_KIND
+            or task.get("mode") != "dynamic"
+            or task["product_id"] != dev.pid
+            or version not in (task.get("source_versions") or [])
+        ):
             continue
         job = store.new_job(task, {"device_name": dev.dn, "firmware_version": version, "dollar": dev.dollar})
         try:
-            dynamo.client().transact_write_items(TransactItems=[
-                {"Put": {"TableName": store.jobs_table(), "Item": {k: dynamo.to_av(v) for k, v in job.items() if v is not None},
-                         "ConditionExpression": "attribute_not_exists(task_id)"}},
-                {"Update": store.counter_update(task["task_id"], {"n_total": 1, "n_pending": 1}, running=True)}])
+            dynamo.client().transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": store.jobs_table(),
+                            "Item": {k: dynamo.to_av(v) for k, v in job.items() if v is not None},
+                            "ConditionExpression": "attribute_not_exists(task_id)",
+                        }
+                    },
+                    {"Update": store.counter_update(task["task_id"], {"n_total": 1, "n_pending": 1}, running=True)},
+                ]
+            )
         except ClientError as exc:
             if store.cancellation_reasons(exc):
                 continue  # already part of the task, or the task stopped
@@ -158,8 +193,9 @@ def _report_progress(dev: DeviceView, m: Received, report: dict[str, Any], kind:
     msg = progress.get("result_msg") if isinstance(progress.get("result_msg"), str) else None
     target = report.get("version") if kind == FIRMWARE_KIND else (report.get("name") or report.get("resource_name"))
     candidates = store.active_jobs(dev.pid, dev.dn, kind)
-    chosen = [j for j in candidates if j.get("target_version") == target] or \
-        (candidates if len(candidates) == 1 else [])
+    chosen = [j for j in candidates if j.get("target_version") == target] or (
+        candidates if len(candidates) == 1 else []
+    )
     if not chosen:
         logger.info("progress report without an unfinished job ignored", extra={"device": f"{dev.pid}/{dev.dn}"})
         return  # late or duplicate: the job is finished (or never was)
@@ -176,16 +212,22 @@ def _report_progress(dev: DeviceView, m: Received, report: dict[str, Any], kind:
         if state == "fail":
             text = msg or PROGRESS_CODES.get(str(code), "failed")
             reason = f"device reported {code if code is not None else 'an error'}: {text}"
-            ok = store.move(j, store.FAILED, sets={"result_code": code, "result_msg": msg, "reason": reason,
-                                        "detail": "fail"})
+            ok = store.move(
+                j, store.FAILED, sets={"result_code": code, "result_msg": msg, "reason": reason, "detail": "fail"}
+            )
             return ("failed", reason) if ok else False
         if state == "done" and kind == RESOURCE_KIND:
-            ok = store.move(j, store.SUCCEEDED, sets={"detail": "done", "percent": 100, "result_code": code or 0,
-                                           "result_msg": msg})
+            ok = store.move(
+                j, store.SUCCEEDED, sets={"detail": "done", "percent": 100, "result_code": code or 0, "result_msg": msg}
+            )
             return "succeeded" if ok else False
         pct = 100 if state == "done" else (max(0, min(100, percent)) if percent is not None else None)
-        ok = store.move(j, store.UPGRADING, due_at=due, sets={"detail": state, "percent": pct, "result_code": code,
-                                                   "result_msg": msg})
+        ok = store.move(
+            j,
+            store.UPGRADING,
+            due_at=due,
+            sets={"detail": state, "percent": pct, "result_code": code, "result_msg": msg},
+        )
         return "progress" if ok else False
 
     outcome = store.apply(job["task_id"], job["device_name"], decide, first=job)

@@ -12,6 +12,7 @@
   failed with reason "timeout" (self-scheduled after each push, and from the minute tick).
 * ``ota.close`` — a cancelled or aborted task's unfinished jobs become failed ("cancelled").
 """
+
 from __future__ import annotations
 
 import json
@@ -47,19 +48,27 @@ def plan_step(body: dict[str, Any]) -> None:
     if task.get("names_key"):
         names = files.get_text(task["names_key"]).split("\n")
         offset = int(cursor.get("o", 0))
-        part = names[offset:offset + chunk]
+        part = names[offset : offset + chunk]
         targets, rejected = _known_devices(task, part)
         nxt = {"o": offset + len(part)} if offset + len(part) < len(names) else {"end": True}
     else:
         versions = task.get("source_versions") or []
         vi = int(cursor.get("v", 0))
         request: dict[str, Any] = {
-            "TableName": settings().table("devices"), "IndexName": "firmware-index", "Limit": chunk,
+            "TableName": settings().table("devices"),
+            "IndexName": "firmware-index",
+            "Limit": chunk,
             "KeyConditionExpression": "#p = :p AND #fw = :v",
-            "ExpressionAttributeNames": {"#p": "product_id", "#fw": "firmware_version", "#dn": "device_name",
-                                         "#en": "enabled", "#dl": "dollar"},
+            "ExpressionAttributeNames": {
+                "#p": "product_id",
+                "#fw": "firmware_version",
+                "#dn": "device_name",
+                "#en": "enabled",
+                "#dl": "dollar",
+            },
             "ExpressionAttributeValues": {":p": {"S": task["product_id"]}, ":v": {"S": versions[vi]}},
-            "ProjectionExpression": "#p, #dn, #fw, #en, #dl"}
+            "ProjectionExpression": "#p, #dn, #fw, #en, #dl",
+        }
         if cursor.get("k"):
             request["ExclusiveStartKey"] = cursor["k"]
         out = dynamo.client().query(**request)
@@ -77,12 +86,16 @@ def plan_step(body: dict[str, Any]) -> None:
     sets: dict[str, Any] = {"plan_cursor": new_cursor, "updated_at": clock.now_s()}
     if rejected and room:
         sets["rejected"] = (task.get("rejected") or []) + rejected[:room]
-    update = store.counter_update(task["task_id"], {"n_total": len(targets), "n_pending": len(targets),
-                                               "n_rejected": len(rejected)}, extra_sets=sets)
+    update = store.counter_update(
+        task["task_id"],
+        {"n_total": len(targets), "n_pending": len(targets), "n_rejected": len(rejected)},
+        extra_sets=sets,
+    )
     update["ConditionExpression"] = "#cur = :cur AND #st = :creating"
     update["ExpressionAttributeNames"].update({"#cur": "plan_cursor", "#st": "status"})
-    update["ExpressionAttributeValues"].update({":cur": {"S": task.get("plan_cursor") or ""},
-                                                ":creating": {"S": "creating"}})
+    update["ExpressionAttributeValues"].update(
+        {":cur": {"S": task.get("plan_cursor") or ""}, ":creating": {"S": "creating"}}
+    )
     try:
         dynamo.client().update_item(**update)
     except ClientError as exc:
@@ -93,17 +106,29 @@ def plan_step(body: dict[str, Any]) -> None:
 
 
 def _known_devices(task: dict[str, Any], names: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    rejected = [{"device_name": n[:64], "reason": "invalid device name"} for n in names
-                if not store.DEVICE_NAME_RE.fullmatch(n)]
+    rejected = [
+        {"device_name": n[:64], "reason": "invalid device name"} for n in names if not store.DEVICE_NAME_RE.fullmatch(n)
+    ]
     valid = [n for n in names if store.DEVICE_NAME_RE.fullmatch(n)]
     table = settings().table("devices")
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(valid), 100):
-        pending: dict[str, Any] | None = {table: {
-            "Keys": [{"product_id": {"S": task["product_id"]}, "device_name": {"S": n}} for n in valid[start:start + 100]],
-            "ProjectionExpression": "#p, #dn, #fw, #en, #dl",
-            "ExpressionAttributeNames": {"#p": "product_id", "#dn": "device_name", "#fw": "firmware_version",
-                                         "#en": "enabled", "#dl": "dollar"}}}
+        pending: dict[str, Any] | None = {
+            table: {
+                "Keys": [
+                    {"product_id": {"S": task["product_id"]}, "device_name": {"S": n}}
+                    for n in valid[start : start + 100]
+                ],
+                "ProjectionExpression": "#p, #dn, #fw, #en, #dl",
+                "ExpressionAttributeNames": {
+                    "#p": "product_id",
+                    "#dn": "device_name",
+                    "#fw": "firmware_version",
+                    "#en": "enabled",
+                    "#dl": "dollar",
+                },
+            }
+        }
         for attempt in range(8):
             out = dynamo.client().batch_get_item(RequestItems=pending)
             for raw in (out.get("Responses") or {}).get(table, []):
@@ -112,7 +137,7 @@ def _known_devices(task: dict[str, Any], names: list[str]) -> tuple[list[dict[st
             pending = out.get("UnprocessedKeys") or {}
             if not pending:
                 break
-            time.sleep(0.05 * 2 ** attempt)
+            time.sleep(0.05 * 2**attempt)
         if pending:
             raise jobs.Retry("device reads stayed unprocessed")
     targets = []
@@ -134,13 +159,15 @@ def _known_devices(task: dict[str, Any], names: list[str]) -> tuple[list[dict[st
 def _put_jobs(task: dict[str, Any], targets: list[dict[str, Any]]) -> None:
     items = [{k: dynamo.to_av(v) for k, v in store.new_job(task, dev).items() if v is not None} for dev in targets]
     for start in range(0, len(items), 25):
-        request: dict[str, Any] = {store.jobs_table(): [{"PutRequest": {"Item": it}} for it in items[start:start + 25]]}
+        request: dict[str, Any] = {
+            store.jobs_table(): [{"PutRequest": {"Item": it}} for it in items[start : start + 25]]
+        }
         for attempt in range(8):
             out = dynamo.client().batch_write_item(RequestItems=request)
             request = out.get("UnprocessedItems") or {}
             if not request:
                 break
-            time.sleep(0.05 * 2 ** attempt)
+            time.sleep(0.05 * 2**attempt)
         if request:
             raise jobs.Retry("job writes stayed unprocessed")
 
@@ -148,22 +175,34 @@ def _put_jobs(task: dict[str, Any], targets: list[dict[str, Any]]) -> None:
 def _begin(task: dict[str, Any]) -> None:
     now = clock.now_s()
     try:
-        dynamo.client().update_item(TableName=store.tasks_table(), Key={"task_id": {"S": task["task_id"]}},
-                           UpdateExpression="SET #st = :created, #live = :one, #pl = :t, #sa = :now",
-                           ConditionExpression="#st = :creating",
-                           ExpressionAttributeNames={"#st": "status", "#live": "live", "#pl": "planned",
-                                                     "#sa": "started_at"},
-                           ExpressionAttributeValues={":created": {"S": "created"}, ":one": {"S": "1"},
-                                                      ":t": {"BOOL": True}, ":now": {"N": str(now)},
-                                                      ":creating": {"S": "creating"}})
+        dynamo.client().update_item(
+            TableName=store.tasks_table(),
+            Key={"task_id": {"S": task["task_id"]}},
+            UpdateExpression="SET #st = :created, #live = :one, #pl = :t, #sa = :now",
+            ConditionExpression="#st = :creating",
+            ExpressionAttributeNames={"#st": "status", "#live": "live", "#pl": "planned", "#sa": "started_at"},
+            ExpressionAttributeValues={
+                ":created": {"S": "created"},
+                ":one": {"S": "1"},
+                ":t": {"BOOL": True},
+                ":now": {"N": str(now)},
+                ":creating": {"S": "creating"},
+            },
+        )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return
         raise
     store.forget_live()
-    events.emit(f"{store.EVENT_PREFIX[task['kind']]}.task.started", task["product_id"], task_id=task["task_id"],
-                firmware_id=task["firmware_id"], target_version=task["target_version"],
-                total=int(task.get("n_total") or 0), rejected=int(task.get("n_rejected") or 0))
+    events.emit(
+        f"{store.EVENT_PREFIX[task['kind']]}.task.started",
+        task["product_id"],
+        task_id=task["task_id"],
+        firmware_id=task["firmware_id"],
+        target_version=task["target_version"],
+        total=int(task.get("n_total") or 0),
+        rejected=int(task.get("n_rejected") or 0),
+    )
     jobs.enqueue("ota.dispatch", {"task_id": task["task_id"]})
 
 
@@ -180,14 +219,21 @@ def dispatch_step(body: dict[str, Any]) -> None:
     if rate:
         used = int(task.get("window_count") or 0) if task.get("window") == window else 0
         if used >= rate:
-            jobs.enqueue("ota.dispatch", {"task_id": task["task_id"]},
-                         delay_s=max(1, math.ceil((window + 1) * store.minute() - now)))
+            jobs.enqueue(
+                "ota.dispatch",
+                {"task_id": task["task_id"]},
+                delay_s=max(1, math.ceil((window + 1) * store.minute() - now)),
+            )
             return
         limit = min(limit, rate - used)
-    out = dynamo.client().query(TableName=store.jobs_table(), IndexName="task-state-index", Limit=limit,
-                       KeyConditionExpression="#t = :t AND begins_with(#sk, :p)",
-                       ExpressionAttributeNames={"#t": "task_id", "#sk": "state_key"},
-                       ExpressionAttributeValues={":t": {"S": task["task_id"]}, ":p": {"S": f"{store.PENDING}#"}})
+    out = dynamo.client().query(
+        TableName=store.jobs_table(),
+        IndexName="task-state-index",
+        Limit=limit,
+        KeyConditionExpression="#t = :t AND begins_with(#sk, :p)",
+        ExpressionAttributeNames={"#t": "task_id", "#sk": "state_key"},
+        ExpressionAttributeValues={":t": {"S": task["task_id"]}, ":p": {"S": f"{store.PENDING}#"}},
+    )
     pending = [dynamo.item(i) for i in out.get("Items", [])]
     if not pending:
         store.maybe_finish(task["task_id"])
@@ -196,7 +242,7 @@ def dispatch_step(body: dict[str, Any]) -> None:
     pushed: list[dict[str, Any]] = []
     stopped = False
     for start in range(0, len(pending), TX_JOBS):
-        part = pending[start:start + TX_JOBS]
+        part = pending[start : start + TX_JOBS]
         while part:
             sets: dict[str, Any] = {}
             adds: dict[str, int] = {}
@@ -206,11 +252,20 @@ def dispatch_step(body: dict[str, Any]) -> None:
                 else:
                     sets.update(window=window, window_count=len(part))
                     task["window"] = window
-            counter = store.counter_update(task["task_id"], {"n_pending": -len(part), "n_pushed": len(part)},
-                                      running=True, extra_sets=sets, extra_adds=adds)
-            updates = [store.job_update(j, store.PUSHED, due_at=due, attempt=True, sets={"pushed_at": int(now)}) for j in part]
+            counter = store.counter_update(
+                task["task_id"],
+                {"n_pending": -len(part), "n_pushed": len(part)},
+                running=True,
+                extra_sets=sets,
+                extra_adds=adds,
+            )
+            updates = [
+                store.job_update(j, store.PUSHED, due_at=due, attempt=True, sets={"pushed_at": int(now)}) for j in part
+            ]
             try:
-                dynamo.client().transact_write_items(TransactItems=[{"Update": counter}, *({"Update": u} for u in updates)])
+                dynamo.client().transact_write_items(
+                    TransactItems=[{"Update": counter}, *({"Update": u} for u in updates)]
+                )
                 pushed += part
                 break
             except ClientError as exc:
@@ -230,8 +285,11 @@ def dispatch_step(body: dict[str, Any]) -> None:
         url = files.download_url(task["file_key"])
         message = store.notification(task, url)
         store.publish(task, [(j, message) for j in pushed])
-        jobs.enqueue("ota.sweep", {"task_id": task["task_id"]},
-                     delay_s=max(1, math.ceil(float(task["timeout_minutes"]) * store.minute()) + 1))
+        jobs.enqueue(
+            "ota.sweep",
+            {"task_id": task["task_id"]},
+            delay_s=max(1, math.ceil(float(task["timeout_minutes"]) * store.minute()) + 1),
+        )
     if stopped:
         return
     if len(pending) >= limit:
@@ -249,23 +307,34 @@ def sweep_step(body: dict[str, Any]) -> None:
     if task is None or task["status"] != "created":
         return
     now = clock.now()
-    out = dynamo.client().query(TableName=store.jobs_table(), IndexName="due-index", Limit=settings().ota_chunk,
-                       KeyConditionExpression="#t = :t AND #d <= :now",
-                       ExpressionAttributeNames={"#t": "task_id", "#d": "due_at"},
-                       ExpressionAttributeValues={":t": {"S": task["task_id"]}, ":now": {"N": str(int(now))}})
+    out = dynamo.client().query(
+        TableName=store.jobs_table(),
+        IndexName="due-index",
+        Limit=settings().ota_chunk,
+        KeyConditionExpression="#t = :t AND #d <= :now",
+        ExpressionAttributeNames={"#t": "task_id", "#d": "due_at"},
+        ExpressionAttributeValues={":t": {"S": task["task_id"]}, ":now": {"N": str(int(now))}},
+    )
     due_jobs = [dynamo.item(i) for i in out.get("Items", [])]
     repushed: list[dict[str, Any]] = []
     failed = 0
     new_due = now + float(task["timeout_minutes"]) * store.minute()
     for job in due_jobs:
+
         def decide(j: dict[str, Any]) -> Any:
             if j["state"] not in (store.PUSHED, store.UPGRADING) or float(j.get("due_at") or 0) > now:
                 return None
             if int(j.get("attempts") or 0) > int(task.get("max_retries") or 0):
                 ok = store.move(j, store.FAILED, sets={"reason": "timeout", "detail": None})
                 return "failed" if ok else False
-            ok = store.move(j, store.PUSHED, due_at=new_due, attempt=True, running=True,
-                       sets={"pushed_at": int(now), "detail": None, "percent": None})
+            ok = store.move(
+                j,
+                store.PUSHED,
+                due_at=new_due,
+                attempt=True,
+                running=True,
+                sets={"pushed_at": int(now), "detail": None, "percent": None},
+            )
             return j if ok else False
 
         outcome = store.apply(job["task_id"], job["device_name"], decide, first=job)
@@ -294,15 +363,24 @@ def close_step(body: dict[str, Any]) -> None:
     reason = body.get("reason") or "cancelled"
     moved = 0
     for state in store.ACTIVE:
-        out = dynamo.client().query(TableName=store.jobs_table(), IndexName="task-state-index", Limit=settings().ota_chunk,
-                           KeyConditionExpression="#t = :t AND begins_with(#sk, :p)",
-                           ExpressionAttributeNames={"#t": "task_id", "#sk": "state_key"},
-                           ExpressionAttributeValues={":t": {"S": task["task_id"]}, ":p": {"S": state}})
+        out = dynamo.client().query(
+            TableName=store.jobs_table(),
+            IndexName="task-state-index",
+            Limit=settings().ota_chunk,
+            KeyConditionExpression="#t = :t AND begins_with(#sk, :p)",
+            ExpressionAttributeNames={"#t": "task_id", "#sk": "state_key"},
+            ExpressionAttributeValues={":t": {"S": task["task_id"]}, ":p": {"S": state}},
+        )
         for raw in out.get("Items", []):
             job = dynamo.item(raw)
-            store.apply(job["task_id"], job["device_name"],
-                   lambda j: None if j["state"] not in store.ACTIVE else store.move(j, store.FAILED, sets={"reason": reason}),
-                   first=job)
+            store.apply(
+                job["task_id"],
+                job["device_name"],
+                lambda j: (
+                    None if j["state"] not in store.ACTIVE else store.move(j, store.FAILED, sets={"reason": reason})
+                ),
+                first=job,
+            )
             moved += 1
     if moved:
         jobs.enqueue("ota.close", body)

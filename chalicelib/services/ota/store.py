@@ -12,6 +12,7 @@ seconds (:func:`minute`), so tests run the same rules in seconds.  The three aud
 ``tasks`` (the HTTP API), ``rollout`` (the queued steps) and ``device`` (the device protocol) —
 build on this module and never on each other's privates.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,13 @@ DEVICE_NAME_RE = re.compile(r"[A-Za-z0-9_:\-]{1,48}")
 VERSION_RE = re.compile(r"[A-Za-z0-9._\-]{1,32}")
 
 
-COUNTERS = {PENDING: "n_pending", PUSHED: "n_pushed", UPGRADING: "n_upgrading", SUCCEEDED: "n_succeeded",
-            FAILED: "n_failed"}
+COUNTERS = {
+    PENDING: "n_pending",
+    PUSHED: "n_pushed",
+    UPGRADING: "n_upgrading",
+    SUCCEEDED: "n_succeeded",
+    FAILED: "n_failed",
+}
 
 
 DOWN_FAMILY = {FIRMWARE_KIND: "ota/update", RESOURCE_KIND: "resource/down/service"}
@@ -93,8 +99,7 @@ def minute() -> float:
 
 
 def cancellation_reasons(exc: ClientError) -> list[str | None]:
-    return [r.get("Code") if r.get("Code") != "None" else None
-            for r in exc.response.get("CancellationReasons") or []]
+    return [r.get("Code") if r.get("Code") != "None" else None for r in exc.response.get("CancellationReasons") or []]
 
 
 def read_task(task_id: str) -> dict[str, Any] | None:
@@ -112,15 +117,20 @@ def statistics(task: dict[str, Any]) -> dict[str, int]:
 
 
 def read_job(task_id: str, dn: str) -> dict[str, Any] | None:
-    out = dynamo.client().get_item(TableName=jobs_table(), Key={"task_id": {"S": task_id}, "device_name": {"S": dn}},
-                          ConsistentRead=True)
+    out = dynamo.client().get_item(
+        TableName=jobs_table(), Key={"task_id": {"S": task_id}, "device_name": {"S": dn}}, ConsistentRead=True
+    )
     return dynamo.item(out["Item"]) if out.get("Item") else None
 
 
 def active_jobs(pid: str, dn: str, kind: str) -> list[dict[str, Any]]:
-    out = dynamo.client().query(TableName=jobs_table(), IndexName="device-active-index", KeyConditionExpression="#a = :a",
-                       ExpressionAttributeNames={"#a": "active_device"},
-                       ExpressionAttributeValues={":a": {"S": f"{pid}/{dn}"}})
+    out = dynamo.client().query(
+        TableName=jobs_table(),
+        IndexName="device-active-index",
+        KeyConditionExpression="#a = :a",
+        ExpressionAttributeNames={"#a": "active_device"},
+        ExpressionAttributeValues={":a": {"S": f"{pid}/{dn}"}},
+    )
     return [j for j in (dynamo.item(i) for i in out.get("Items", [])) if j.get("kind") == kind]
 
 
@@ -129,13 +139,23 @@ def job_keys(task_id: str, dn: str, firmware_id: str, state: str, waiting: bool 
     return {"state": state, "state_key": f"{prefix}#{dn}", "fw_state_key": f"{prefix}#{task_id}#{dn}"}
 
 
-def job_update(job: dict[str, Any], to: str, *, sets: dict[str, Any] | None = None, due_at: float | None = None,
-                waiting: bool = False, attempt: bool = False) -> dict[str, Any]:
+def job_update(
+    job: dict[str, Any],
+    to: str,
+    *,
+    sets: dict[str, Any] | None = None,
+    due_at: float | None = None,
+    waiting: bool = False,
+    attempt: bool = False,
+) -> dict[str, Any]:
     """The Update of one job moving from its current state (condition) to ``to``."""
     values: dict[str, Any] = {}
     names: dict[str, str] = {"#sk": "state_key"}
-    assigns: dict[str, Any] = {**job_keys(job["task_id"], job["device_name"], job["firmware_id"], to, waiting),
-                               "updated_at": clock.now_s(), **(sets or {})}
+    assigns: dict[str, Any] = {
+        **job_keys(job["task_id"], job["device_name"], job["firmware_id"], to, waiting),
+        "updated_at": clock.now_s(),
+        **(sets or {}),
+    }
     parts, removes = [], []
     for i, (attr, value) in enumerate(assigns.items()):
         names[f"#s{i}"] = attr
@@ -159,14 +179,24 @@ def job_update(job: dict[str, Any], to: str, *, sets: dict[str, Any] | None = No
         parts.append("#at = if_not_exists(#at, :zero) + :one")
     values[":from"] = {"S": job["state_key"]}
     expression = "SET " + ", ".join(parts) + (" REMOVE " + ", ".join(removes) if removes else "")
-    return {"TableName": jobs_table(), "Key": {"task_id": {"S": job["task_id"]}, "device_name": {"S": job["device_name"]}},
-            "UpdateExpression": expression, "ConditionExpression": "#sk = :from",
-            "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
+    return {
+        "TableName": jobs_table(),
+        "Key": {"task_id": {"S": job["task_id"]}, "device_name": {"S": job["device_name"]}},
+        "UpdateExpression": expression,
+        "ConditionExpression": "#sk = :from",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
 
 
-def counter_update(task_id: str, moves: dict[str, int], *, running: bool = False,
-                    extra_sets: dict[str, Any] | None = None, extra_adds: dict[str, int] | None = None
-                    ) -> dict[str, Any]:
+def counter_update(
+    task_id: str,
+    moves: dict[str, int],
+    *,
+    running: bool = False,
+    extra_sets: dict[str, Any] | None = None,
+    extra_adds: dict[str, int] | None = None,
+) -> dict[str, Any]:
     names, values, adds, sets = {}, {}, [], []
     for i, (attr, n) in enumerate([*moves.items(), *(extra_adds or {}).items()]):
         if not n:
@@ -179,9 +209,13 @@ def counter_update(task_id: str, moves: dict[str, int], *, running: bool = False
         values[f":e{i}"] = dynamo.to_av(value)
         sets.append(f"#e{i} = :e{i}")
     expression = ("SET " + ", ".join(sets) + " " if sets else "") + ("ADD " + ", ".join(adds) if adds else "")
-    update: dict[str, Any] = {"TableName": tasks_table(), "Key": {"task_id": {"S": task_id}},
-                              "UpdateExpression": expression.strip(), "ExpressionAttributeNames": names,
-                              "ExpressionAttributeValues": values}
+    update: dict[str, Any] = {
+        "TableName": tasks_table(),
+        "Key": {"task_id": {"S": task_id}},
+        "UpdateExpression": expression.strip(),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
     if running:
         names["#st"] = "status"
         values[":created"] = {"S": "created"}
@@ -206,10 +240,15 @@ def move(job: dict[str, Any], to: str, *, running: bool = False, **kw: Any) -> b
     if moves:
         task_item = {"Update": counter_update(job["task_id"], moves, running=running)}
     else:  # same state, the task must still run: a check, nothing to count
-        task_item = {"ConditionCheck": {"TableName": tasks_table(), "Key": {"task_id": {"S": job["task_id"]}},
-                                        "ConditionExpression": "#st = :created",
-                                        "ExpressionAttributeNames": {"#st": "status"},
-                                        "ExpressionAttributeValues": {":created": {"S": "created"}}}}
+        task_item = {
+            "ConditionCheck": {
+                "TableName": tasks_table(),
+                "Key": {"task_id": {"S": job["task_id"]}},
+                "ConditionExpression": "#st = :created",
+                "ExpressionAttributeNames": {"#st": "status"},
+                "ExpressionAttributeValues": {":created": {"S": "created"}},
+            }
+        }
     for attempt in range(5):
         try:
             dynamo.client().transact_write_items(TransactItems=[{"Update": update}, task_item])
@@ -219,14 +258,13 @@ def move(job: dict[str, Any], to: str, *, running: bool = False, **kw: Any) -> b
             if "ConditionalCheckFailed" in reasons:
                 return False
             if "TransactionConflict" in reasons and attempt < 4:
-                time.sleep(0.02 * 2 ** attempt)
+                time.sleep(0.02 * 2**attempt)
                 continue
             raise
     return False
 
 
-def apply(task_id: str, dn: str, decide: Callable[[dict[str, Any]], Any], first: dict[str, Any] | None = None
-           ) -> Any:
+def apply(task_id: str, dn: str, decide: Callable[[dict[str, Any]], Any], first: dict[str, Any] | None = None) -> Any:
     """Decide on ``first`` (often a GSI copy, which may lag), then on consistent reads: again when
     the job moved under us (False), and once more when a possibly stale copy said "nothing to do"."""
     job, fresh = first, first is None
@@ -246,11 +284,20 @@ def apply(task_id: str, dn: str, decide: Callable[[dict[str, Any]], Any], first:
 def new_job(task: dict[str, Any], dev: dict[str, Any]) -> dict[str, Any]:
     dn = dev["device_name"]
     waiting = task.get("confirm") == "user_confirm"
-    job = {"task_id": task["task_id"], "device_name": dn, "product_id": task["product_id"],
-           "firmware_id": task["firmware_id"], "kind": task["kind"], "active_device": f"{task['product_id']}/{dn}",
-           "source_version": dev.get("firmware_version"), "target_version": task["target_version"],
-           "attempts": 0, "created_at": clock.now_s(), "updated_at": clock.now_s(),
-           **job_keys(task["task_id"], dn, task["firmware_id"], PENDING, waiting)}
+    job = {
+        "task_id": task["task_id"],
+        "device_name": dn,
+        "product_id": task["product_id"],
+        "firmware_id": task["firmware_id"],
+        "kind": task["kind"],
+        "active_device": f"{task['product_id']}/{dn}",
+        "source_version": dev.get("firmware_version"),
+        "target_version": task["target_version"],
+        "attempts": 0,
+        "created_at": clock.now_s(),
+        "updated_at": clock.now_s(),
+        **job_keys(task["task_id"], dn, task["firmware_id"], PENDING, waiting),
+    }
     if dev.get("dollar") is not None:
         job["dollar"] = bool(dev["dollar"])
     return job
@@ -258,10 +305,21 @@ def new_job(task: dict[str, Any], dev: dict[str, Any]) -> dict[str, Any]:
 
 def notification(task: dict[str, Any], url: str) -> dict[str, Any]:
     if task["kind"] == FIRMWARE_KIND:
-        return {"type": "update_firmware", "version": task["target_version"], "url": url, "md5sum": task["md5"],
-                "file_size": int(task["size"]), "user_defined": task.get("user_defined") or ""}
-    return {"type": "download", "name": task["target_version"], "size": int(task["size"]), "md5sum": task["md5"],
-            "url": url}
+        return {
+            "type": "update_firmware",
+            "version": task["target_version"],
+            "url": url,
+            "md5sum": task["md5"],
+            "file_size": int(task["size"]),
+            "user_defined": task.get("user_defined") or "",
+        }
+    return {
+        "type": "download",
+        "name": task["target_version"],
+        "size": int(task["size"]),
+        "md5sum": task["md5"],
+        "url": url,
+    }
 
 
 def publish(task: dict[str, Any], pushes: list[tuple[dict[str, Any], dict[str, Any]]]) -> int:
@@ -272,7 +330,7 @@ def publish(task: dict[str, Any], pushes: list[tuple[dict[str, Any], dict[str, A
     sends: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
     for job, message in pushes:
         dollar = job.get("dollar")
-        for form in ([dollar] if dollar is not None else [False, True]):
+        for form in [dollar] if dollar is not None else [False, True]:
             sends.append((job, topics.down(family, job["product_id"], job["device_name"], dollar=form), message))
     if len(sends) > PARALLEL_PUBLISH_OVER:
         # IoT Core's data plane is one HTTPS request per message: a chunk of 500 in parallel
@@ -284,8 +342,11 @@ def publish(task: dict[str, Any], pushes: list[tuple[dict[str, Any], dict[str, A
     ok_by_job: dict[str, bool] = {}
     for (job, topic, message), ok in zip(sends, results, strict=True):
         ok_by_job[job["device_name"]] = ok_by_job.get(job["device_name"], False) or ok
-        rows.append(device_logs.entry(job["product_id"], job["device_name"], "content", direction="down",
-                                      topic=topic, payload=message))
+        rows.append(
+            device_logs.entry(
+                job["product_id"], job["device_name"], "content", direction="down", topic=topic, payload=message
+            )
+        )
     for job, _ in pushes:
         ok = ok_by_job.get(job["device_name"], False)
         received += ok
@@ -303,7 +364,7 @@ def write_rows(rows: list[Any]) -> None:
     table = rows[0].Meta.table_name
     items = [r.serialize() for r in rows]
     for start in range(0, len(items), 25):
-        request: dict[str, Any] = {table: [{"PutRequest": {"Item": it}} for it in items[start:start + 25]]}
+        request: dict[str, Any] = {table: [{"PutRequest": {"Item": it}} for it in items[start : start + 25]]}
         for attempt in range(6):
             try:
                 out = dynamo.client().batch_write_item(RequestItems=request)
@@ -313,12 +374,18 @@ def write_rows(rows: list[Any]) -> None:
             request = out.get("UnprocessedItems") or {}
             if not request:
                 break
-            time.sleep(0.05 * 2 ** attempt)
+            time.sleep(0.05 * 2**attempt)
 
 
 def device_failed(task: dict[str, Any], job: dict[str, Any], reason: str) -> None:
-    events.emit(f"{EVENT_PREFIX[task['kind']]}.device.failed", task["product_id"], task_id=task["task_id"],
-                device_name=job["device_name"], reason=reason, target_version=task.get("target_version"))
+    events.emit(
+        f"{EVENT_PREFIX[task['kind']]}.device.failed",
+        task["product_id"],
+        task_id=task["task_id"],
+        device_name=job["device_name"],
+        reason=reason,
+        target_version=task.get("target_version"),
+    )
 
 
 def finish(task_id: str, status: str, reason: str | None, condition_zero: bool) -> dict[str, Any] | None:
@@ -335,10 +402,15 @@ def finish(task_id: str, status: str, reason: str | None, condition_zero: bool) 
         values.update({":z": {"N": "0"}, ":t": {"BOOL": True}, ":static": {"S": "static"}})
         condition += " AND #a = :z AND #b = :z AND #c = :z AND #pl = :t AND #m = :static"
     try:
-        out = dynamo.client().update_item(TableName=tasks_table(), Key={"task_id": {"S": task_id}},
-                                 UpdateExpression=f"SET {sets} REMOVE #live", ConditionExpression=condition,
-                                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                                 ReturnValues="ALL_NEW")
+        out = dynamo.client().update_item(
+            TableName=tasks_table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression=f"SET {sets} REMOVE #live",
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+        )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             return None
@@ -350,8 +422,13 @@ def finish(task_id: str, status: str, reason: str | None, condition_zero: bool) 
 def maybe_finish(task_id: str) -> None:
     task = finish(task_id, "done", None, condition_zero=True)
     if task is not None:
-        events.emit(f"{EVENT_PREFIX[task['kind']]}.task.done", task["product_id"], task_id=task_id,
-                    firmware_id=task["firmware_id"], statistics=statistics(task))
+        events.emit(
+            f"{EVENT_PREFIX[task['kind']]}.task.done",
+            task["product_id"],
+            task_id=task_id,
+            firmware_id=task["firmware_id"],
+            statistics=statistics(task),
+        )
 
 
 def maybe_abort(task_id: str) -> bool:
@@ -362,13 +439,21 @@ def maybe_abort(task_id: str) -> bool:
     decided = failed + succeeded
     if decided < int(task.get("abort_min") or 1) or failed / decided <= float(task["abort_ratio"]):
         return False
-    reason = (f"aborted: {failed} of {decided} finished devices failed "
-              f"({failed / decided:.0%} > {float(task['abort_ratio']):.0%})")
+    reason = (
+        f"aborted: {failed} of {decided} finished devices failed "
+        f"({failed / decided:.0%} > {float(task['abort_ratio']):.0%})"
+    )
     done = finish(task_id, "failed", reason, condition_zero=False)
     if done is None:
         return False
-    events.emit(f"{EVENT_PREFIX[task['kind']]}.task.aborted", task["product_id"], task_id=task_id,
-                firmware_id=task["firmware_id"], reason=reason, statistics=statistics(done))
+    events.emit(
+        f"{EVENT_PREFIX[task['kind']]}.task.aborted",
+        task["product_id"],
+        task_id=task_id,
+        firmware_id=task["firmware_id"],
+        reason=reason,
+        statistics=statistics(done),
+    )
     jobs.enqueue("ota.close", {"task_id": task_id, "reason": "task aborted"})
     return True
 
@@ -382,12 +467,14 @@ def require_job(task_id: str, dn: str) -> dict[str, Any]:
 
 def reopen(task_id: str) -> None:
     try:
-        dynamo.client().update_item(TableName=tasks_table(), Key={"task_id": {"S": task_id}},
-                           UpdateExpression="SET #st = :created, #live = :one REMOVE #end",
-                           ConditionExpression="#st = :done",
-                           ExpressionAttributeNames={"#st": "status", "#live": "live", "#end": "ended_at"},
-                           ExpressionAttributeValues={":created": {"S": "created"}, ":one": {"S": "1"},
-                                                      ":done": {"S": "done"}})
+        dynamo.client().update_item(
+            TableName=tasks_table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression="SET #st = :created, #live = :one REMOVE #end",
+            ConditionExpression="#st = :done",
+            ExpressionAttributeNames={"#st": "status", "#live": "live", "#end": "ended_at"},
+            ExpressionAttributeValues={":created": {"S": "created"}, ":one": {"S": "1"}, ":done": {"S": "done"}},
+        )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
@@ -413,9 +500,13 @@ def live_tasks(fresh: bool = False) -> list[dict[str, Any]]:
             return _live_cache["tasks"]
         tasks, key = [], None
         while True:
-            request: dict[str, Any] = {"TableName": tasks_table(), "IndexName": "live-index",
-                                       "KeyConditionExpression": "#l = :one", "ExpressionAttributeNames": {"#l": "live"},
-                                       "ExpressionAttributeValues": {":one": {"S": "1"}}}
+            request: dict[str, Any] = {
+                "TableName": tasks_table(),
+                "IndexName": "live-index",
+                "KeyConditionExpression": "#l = :one",
+                "ExpressionAttributeNames": {"#l": "live"},
+                "ExpressionAttributeValues": {":one": {"S": "1"}},
+            }
             if key:
                 request["ExclusiveStartKey"] = key
             out = dynamo.client().query(**request)
