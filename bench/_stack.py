@@ -44,10 +44,18 @@ def start_stack(home: Path, **env_overrides: str) -> tuple[subprocess.Popen, dic
     return proc, json.loads(info_path.read_text())
 
 
-def dynamodb_calls(home: Path) -> dict[str, int]:
-    """DynamoDB requests the stack has made so far, by operation."""
+def _aws_calls(home: Path) -> dict:
     try:
-        doc = json.loads((home / ".fleetbox" / "aws_calls.json").read_text())
+        return json.loads((home / ".fleetbox" / "aws_calls.json").read_text())
     except (OSError, ValueError):
         return {}
-    return dict(doc.get("dynamodb", {}))
+
+
+def dynamodb_calls(home: Path) -> dict[str, int]:
+    """DynamoDB requests the stack has made so far, by operation."""
+    return dict(_aws_calls(home).get("dynamodb", {}))
+
+
+def dynamodb_units(home: Path) -> dict[str, float]:
+    """DynamoDB capacity units the stack has consumed so far, by operation (reads and writes)."""
+    return dict(_aws_calls(home).get("dynamodb_capacity", {}))

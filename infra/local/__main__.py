@@ -2,11 +2,12 @@
 
 Settings (environment): FLEETBOX_HOST (127.0.0.1), FLEETBOX_HTTP_PORT (8000),
 FLEETBOX_MQTT_PORT (1883), FLEETBOX_HOME (the repo root; where .fleetbox/local.json goes),
-FLEETBOX_STATE_DIR (unset = in memory), FLEETBOX_ADMIN_API_KEY (unset = generated),
-FLEETBOX_SCHEDULE_SPEEDUP (1; divides rate() schedule intervals), FLEETBOX_MOTO_PORT
-(unset = a free port; moto's endpoint is s3_endpoint in local.json).
+FLEETBOX_STATE_DIR (unset = in memory; `make run` sets .fleetbox/state), FLEETBOX_ADMIN_API_KEY (unset = generated),
+FLEETBOX_SCHEDULE_SPEEDUP (1; divides rate() schedule intervals), FLEETBOX_MOTO_PORT and
+FLEETBOX_DYNAMODB_PORT (unset = free ports; the endpoints are s3_endpoint and
+dynamodb_endpoint in local.json).
 
-SIGINT and SIGTERM stop everything (workers, HTTP, moto) and exit 0.
+SIGINT and SIGTERM stop everything (workers, HTTP, moto, DynamoDB Local) and exit 0.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> int:
         print(stack.banner(), flush=True)
         while not stop.wait(1.0):
             if not stack.healthy():
-                log.error("moto server exited unexpectedly; stopping (see %s)", stack.info_path.parent / "moto.log")
+                log.error("%s; stopping", stack.unhealthy_reason())
                 code = 1
                 break
     except _Interrupted:

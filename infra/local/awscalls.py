@@ -4,6 +4,13 @@
 boto3 and PynamoDB request in this process is counted by service and operation, and writes
 the running totals to ``path`` (JSON) twice a second.  Counting is off unless the stack is
 started with FLEETBOX_COUNT_AWS_CALLS=1.
+
+DynamoDB requests are also counted in capacity units, as AWS bills them: every DynamoDB data
+call asks for ``ReturnConsumedCapacity=TOTAL`` (PynamoDB already does; a boto3 caller that did
+not ask gets the extra key in its response, which nothing reads) and the reported
+``CapacityUnits`` — table plus every index the write touched — are summed per operation under
+``dynamodb_capacity``.  DynamoDB bills a transactional write twice (prepare and commit); DynamoDB
+Local reports it once, so ``TransactWriteItems`` / ``TransactGetItems`` units are doubled here.
 """
 
 from __future__ import annotations
@@ -16,16 +23,47 @@ from pathlib import Path
 from typing import Any
 
 _counts: Counter[tuple[str, str]] = Counter()
+_units: Counter[str] = Counter()
 _lock = threading.Lock()
 _installed = False
 
 
-def snapshot() -> dict[str, dict[str, int]]:
+_DATA_CALLS = frozenset(
+    {
+        "GetItem",
+        "BatchGetItem",
+        "Query",
+        "Scan",
+        "PutItem",
+        "UpdateItem",
+        "DeleteItem",
+        "BatchWriteItem",
+        "TransactWriteItems",
+        "TransactGetItems",
+    }
+)
+_TRANSACTIONAL = frozenset({"TransactWriteItems", "TransactGetItems"})
+
+
+def consumed_units(operation: str, response: Any) -> float:
+    """The capacity units one DynamoDB response reports (doubled for transactions, see above)."""
+    consumed = response.get("ConsumedCapacity") if isinstance(response, dict) else None
+    if consumed is None:
+        return 0.0
+    parts = consumed if isinstance(consumed, list) else [consumed]
+    units = sum(float(part.get("CapacityUnits", 0.0)) for part in parts)
+    return units * 2 if operation in _TRANSACTIONAL else units
+
+
+def snapshot() -> dict[str, dict[str, Any]]:
     with _lock:
         items = list(_counts.items())
-    out: dict[str, dict[str, int]] = {}
+        units = dict(_units)
+    out: dict[str, dict[str, Any]] = {}
     for (service, operation), n in items:
         out.setdefault(service, {})[operation] = n
+    if units:
+        out["dynamodb_capacity"] = {op: round(u, 3) for op, u in units.items()}
     return out
 
 
@@ -38,10 +76,18 @@ def install(path: Path, interval_s: float = 0.5) -> None:
     original = BaseClient._make_api_call  # noqa: SLF001 - counting is the point: every client call passes here
 
     def counted(self: Any, operation_name: str, api_params: Any) -> Any:
-        key = (self.meta.service_model.service_name, operation_name)
+        service = self.meta.service_model.service_name
         with _lock:
-            _counts[key] += 1
-        return original(self, operation_name, api_params)
+            _counts[service, operation_name] += 1
+        if service != "dynamodb" or operation_name not in _DATA_CALLS:
+            return original(self, operation_name, api_params)
+        if "ReturnConsumedCapacity" not in api_params:
+            api_params = {**api_params, "ReturnConsumedCapacity": "TOTAL"}
+        response = original(self, operation_name, api_params)
+        units = consumed_units(operation_name, response)
+        with _lock:
+            _units[operation_name] += units
+        return response
 
     BaseClient._make_api_call = counted  # type: ignore[method-assign]  # noqa: SLF001
     _installed = True

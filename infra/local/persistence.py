@@ -1,10 +1,18 @@
-"""Local state that survives a restart (``FLEETBOX_STATE_DIR``).
+"""Local state that survives a restart (``FLEETBOX_STATE_DIR``; ``make run`` uses ``.fleetbox/state``).
 
-How it works: moto's request recorder appends every request the server receives to
+Tables live in DynamoDB Local's own files (``dynamodb/``, see ``infra/local/dynamodb_local.py``):
+nothing to replay, and a ``kill -9`` loses nothing that was answered.  The other services run
+on moto, kept by its request recorder: every request the server receives is appended to
 ``moto-recording.jsonl``; on the next start that file is replayed into the fresh server
-(``/moto-api/recorder/replay-recording``) before anything else talks to it. DynamoDB and S3
-replay deterministically (the app chooses the keys and timestamps), so items and objects come
-back exactly.
+(``/moto-api/recorder/replay-recording``) before anything else talks to it. S3 replays
+deterministically (the app chooses the keys), so objects come back exactly.
+
+A state directory written before the tables moved to DynamoDB Local holds its tables in the
+recording: the first start moves those requests out (``dynamodb-migration.jsonl``) and
+:func:`replay_dynamodb` re-issues them to DynamoDB Local, so nothing stored is lost.
+
+One stack at a time: :meth:`StateDir.lock` holds an exclusive lock on ``lock`` for the stack's
+life (the kernel releases it when the process dies, however it dies).
 
 Two things do not replay faithfully, and are handled here:
 
@@ -25,10 +33,13 @@ including presigned-URL uploads, do.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
 import re
+import secrets
+import string
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,17 +164,47 @@ class StateDir:
         self.admin_key_file = self.path / "admin_api_key"
         #: the key moto's requests are signed with: recorded requests replay only under it
         self.moto_secret_file = self.path / "moto_secret_key"
+        #: the access key id of the stack's credentials: DynamoDB Local's database is named by it
+        self.access_key_file = self.path / "access_key_id"
+        self.dynamodb_dir = self.path / "dynamodb"
+        self.dynamodb_tmp = self.path / "dynamodb-tmp"
+        self.dynamodb_pid = self.path / "dynamodb.pid"
+        #: the table requests of a recording made before the tables moved to DynamoDB Local
+        self.dynamodb_migration = self.path / "dynamodb-migration.jsonl"
+        self.lock_file = self.path / "lock"
+        self._lock_fd: int | None = None
 
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)  # the recording holds credentials' hashes and device secrets
         self.recording.touch(mode=0o600, exist_ok=True)
 
+    def lock(self) -> bool:
+        """Hold this directory for this process; False when another live process holds it."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+
     # -- recording
 
     def compact_recording(self) -> tuple[int, int]:
-        """Keep only state-changing requests; returns (kept, dropped). Call while moto is down."""
+        """Keep only state-changing requests; returns (kept, dropped). Call while moto is down.
+
+        Table requests (an old recording's) move to :attr:`dynamodb_migration`, in order."""
         kept: list[str] = []
+        tables: list[str] = []
         dropped = unreadable = 0
         for entry in _entries(self.recording.read_text(encoding="utf-8")):
             if entry is None:
@@ -172,6 +213,9 @@ class StateDir:
             if not changes_state(entry):
                 dropped += 1
                 continue
+            if _service(entry) == "dynamodb":
+                tables.append(json.dumps(entry))
+                continue
             headers = entry.get("headers") or {}
             # requests (the replayer) does not do 100-continue; the header would stall it
             for key in [k for k in headers if k.lower() == "expect"]:
@@ -179,7 +223,13 @@ class StateDir:
             kept.append(json.dumps(entry))
         if unreadable:
             log.warning("state: skipped %d unreadable fragment(s) of %s", unreadable, self.recording)
-        if dropped or unreadable:
+        if tables:
+            # written (and synced) before the recording loses them
+            with open(self.dynamodb_migration, "a", encoding="utf-8") as fh:
+                fh.write("".join(line + "\n" for line in tables))
+                fh.flush()
+                os.fsync(fh.fileno())
+        if dropped or unreadable or tables:
             write_atomic(self.recording, "".join(line + "\n" for line in kept).encode())
         return len(kept), dropped + unreadable
 
@@ -256,16 +306,59 @@ class StateDir:
 
     def moto_secret(self) -> str:
         """This state's moto key: made once, kept (recorded requests are signed with it)."""
-        try:
-            key = self.moto_secret_file.read_text(encoding="utf-8").strip()
-        except OSError:
-            key = ""
-        if not key:
-            import secrets
+        return self._kept(self.moto_secret_file, lambda: secrets.token_urlsafe(30))
 
-            key = secrets.token_urlsafe(30)
-            write_atomic(self.moto_secret_file, key.encode())
-        return key
+    def access_key_id(self) -> str:
+        """This state's access key id: made once, kept (DynamoDB Local's database is named by it)."""
+        return self._kept(self.access_key_file, new_access_key_id)
+
+    @staticmethod
+    def _kept(path: Path, make: Any) -> str:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            value = ""
+        if not value:
+            value = make()
+            write_atomic(path, value.encode())
+        return value
+
+    # -- tables of an old recording
+
+    def pending_table_migration(self) -> list[dict]:
+        if not self.dynamodb_migration.exists():
+            return []
+        return [e for e in _entries(self.dynamodb_migration.read_text(encoding="utf-8")) if e is not None]
+
+    def migration_done(self) -> None:
+        self.dynamodb_migration.unlink(missing_ok=True)
+
+
+def new_access_key_id() -> str:
+    """An access key id DynamoDB Local accepts (letters and digits only), unguessable."""
+    alphabet = string.ascii_uppercase + string.digits
+    return "FBL" + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+def replay_dynamodb(client: Any, entries: list[dict]) -> int:
+    """Re-issue recorded DynamoDB requests (JSON protocol: the body is the request's parameters)
+    through ``client``, in order; returns how many.  A request refused now (e.g. a table that
+    exists already) is logged and skipped, as it was answered once before."""
+    from botocore import xform_name
+    from botocore.exceptions import ClientError
+
+    done = 0
+    for entry in entries:
+        operation = _operation(entry)
+        body = entry.get("body") or "{}"
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8")
+        try:
+            getattr(client, xform_name(operation))(**json.loads(body))
+            done += 1
+        except ClientError as exc:
+            log.warning("state: recorded %s not replayed: %s", operation, exc)
+    return done
 
 
 def _saved_message(message: dict) -> dict:

@@ -629,6 +629,11 @@ class Simulator:
             if loop.is_alive():
                 loop.join(timeout)
 
+    def reset_latencies(self) -> None:
+        """Forget the reply latencies seen so far (a benchmark window starts)."""
+        for loop in self.loops:
+            loop.call(loop.stats.latencies_ms.clear)
+
     def stats(self) -> dict[str, Any]:
         out = self._sum().as_dict()
         out["devices"] = len(self.creds)

@@ -1,14 +1,17 @@
-"""The embedded local stack: moto server, the resources, chalice local, the worker loop.
+"""The embedded local stack: DynamoDB Local, moto server, the resources, chalice local, the worker loop.
 
 :class:`LocalStack` is what ``python -m infra.local`` runs; tests can drive it in-process
 too (``start()`` / ``stop()``), though the e2e tests start the real command.
 
 Start-up order matters and is the point of this module:
 
-1. moto server (child process); with ``FLEETBOX_STATE_DIR`` the recording is replayed into it
-   before anything else talks to it, then recording starts;
-2. the AWS environment (``AWS_ENDPOINT_URL`` → moto, fake credentials) is set *before* the
-   app is imported, so every boto3 client and PynamoDB model the app builds targets moto;
+1. the storage: DynamoDB Local (child process; the tables, on disk in ``FLEETBOX_STATE_DIR``
+   or in memory) and moto server (child process; S3, SQS, SNS, Kinesis, IoT data) — with a
+   state directory, locked for this stack, moto's recording is replayed into it before
+   anything else talks to it, then recording starts;
+2. the AWS environment (``AWS_ENDPOINT_URL_DYNAMODB`` → DynamoDB Local, ``AWS_ENDPOINT_URL`` →
+   moto, the stack's own credentials) is set *before* the app is imported, so every boto3
+   client and PynamoDB model the app builds targets them;
 3. tables, queues and bucket from ``infra/aws/resources.yaml``; then ``FLEETBOX_BUCKET``;
 4. the app, loaded through chalice's own config loader for stage ``local`` so the stage's
    environment variables reach ``os.environ`` first; the root principal and admin key;
@@ -33,8 +36,9 @@ from urllib.parse import urlparse
 import boto3
 
 from infra.local.bootstrap import REPO_ROOT, bootstrap
+from infra.local.dynamodb_local import DynamoDBLocal, DynamoDBLocalMissing
 from infra.local.moto_server import MotoServer
-from infra.local.persistence import StateDir, write_atomic
+from infra.local.persistence import StateDir, new_access_key_id, replay_dynamodb, write_atomic
 from infra.local.web import ServerThread, create_server
 from infra.local.worker import WorkerLoop
 
@@ -43,9 +47,6 @@ log = logging.getLogger(__name__)
 STAGE = "local"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-#: the access key id of the stack's AWS credentials; the secret key is the stack's own
-#: (random, or kept in the state dir): moto refuses requests not signed with it
-ACCESS_KEY_ID = "fleetboxlocal"
 
 #: environment that could steer boto3 away from moto or leak real credentials into it
 _AWS_ENV_TO_CLEAR = (
@@ -78,11 +79,16 @@ class StackSettings:
     http_port: int = 8000
     mqtt_port: int = 1883
     moto_port: int | None = None
+    dynamodb_port: int | None = None
     state_dir: Path | None = None
     admin_api_key: str | None = None
     schedule_speedup: float = 1.0
     #: seconds between re-authorisations of each MQTT connection (a disabled device is cut off)
     mqtt_reauth_s: float = 60.0
+    #: how long the uplink bridge lets a batch gather (AWS: MaximumBatchingWindowInSeconds 1 in
+    #: infra/aws/resources.yaml; locally 30 ms so a lone message is answered at once —
+    #: bench/uplink.py sets 1 s to measure AWS's batch shape)
+    uplink_window_s: float = 0.03
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackSettings:
@@ -97,10 +103,12 @@ class StackSettings:
                 http_port=int(env.get("FLEETBOX_HTTP_PORT") or 8000),
                 mqtt_port=int(env.get("FLEETBOX_MQTT_PORT") or 1883),
                 moto_port=int(env["FLEETBOX_MOTO_PORT"]) if env.get("FLEETBOX_MOTO_PORT") else None,
+                dynamodb_port=int(env["FLEETBOX_DYNAMODB_PORT"]) if env.get("FLEETBOX_DYNAMODB_PORT") else None,
                 state_dir=path("FLEETBOX_STATE_DIR"),
                 admin_api_key=env.get("FLEETBOX_ADMIN_API_KEY", "").strip() or None,
                 schedule_speedup=float(env.get("FLEETBOX_SCHEDULE_SPEEDUP") or 1.0),
                 mqtt_reauth_s=float(env.get("FLEETBOX_MQTT_REAUTH_S") or 60.0),
+                uplink_window_s=float(env.get("FLEETBOX_UPLINK_WINDOW_S") or 0.03),
             )
         except ValueError as exc:
             raise StackError(f"bad local stack setting: {exc}") from exc
@@ -127,6 +135,10 @@ class LocalStack:
         self.info_path = settings.home / ".fleetbox" / "local.json"
         self.state = StateDir(settings.state_dir) if settings.state_dir else None
         self.moto: MotoServer | None = None
+        self.dynamodb: DynamoDBLocal | None = None
+        #: the stack's credentials (random, or kept in the state dir): moto refuses requests not
+        #: signed with the secret key, DynamoDB Local keeps its tables under the access key id
+        self.aws_access_key_id = ""
         self.aws_secret_key = ""
         self.resources: dict[str, Any] = {}
         self.app: Any = None
@@ -151,7 +163,7 @@ class LocalStack:
         """Start everything; returns what local.json holds. On failure, stop() what started."""
         self._claim_info_file()
         try:
-            self._start_moto()
+            self._start_storage()
             self._set_aws_environment()
             self._create_resources()
             self._load_app()
@@ -180,14 +192,57 @@ class LocalStack:
         self.info_path.parent.mkdir(parents=True, exist_ok=True)
         self._owns_info_file = True
 
-    def _start_moto(self) -> None:
+    def _start_storage(self) -> None:
         recording = None
         if self.state is not None:
             self.state.prepare()
+            if not self.state.lock():
+                raise StackError(f"another local stack is using {self.state.path}; stop it or set FLEETBOX_STATE_DIR")
             kept, dropped = self.state.compact_recording()
             log.info("state: %s (%d recorded change(s); %d read(s) compacted away)", self.state.path, kept, dropped)
             recording = self.state.recording
-        self.aws_secret_key = self.state.moto_secret() if self.state is not None else secrets.token_urlsafe(30)
+            self.aws_access_key_id, self.aws_secret_key = self.state.access_key_id(), self.state.moto_secret()
+        else:
+            self.aws_access_key_id, self.aws_secret_key = new_access_key_id(), secrets.token_urlsafe(30)
+        self._start_dynamodb()
+        self._start_moto(recording)
+
+    def _start_dynamodb(self) -> None:
+        home = self.info_path.parent
+        try:
+            self.dynamodb = DynamoDBLocal(
+                "127.0.0.1",
+                port=self.settings.dynamodb_port,
+                data_dir=self.state.dynamodb_dir if self.state else None,
+                tmp_dir=self.state.dynamodb_tmp if self.state else home / "dynamodb-tmp",
+                pid_file=self.state.dynamodb_pid if self.state else None,
+                log_path=home / "dynamodb.log",
+                access_key_id=self.aws_access_key_id,
+                secret_key=self.aws_secret_key,
+                region=REGION,
+            )
+            self.dynamodb.start()
+        except (DynamoDBLocalMissing, RuntimeError) as exc:
+            raise StackError(str(exc)) from exc
+        if self.state is not None:
+            self._migrate_tables()
+
+    def _migrate_tables(self) -> None:
+        """Tables an older stack kept in moto's recording move into DynamoDB Local, once."""
+        assert self.state is not None and self.dynamodb is not None
+        entries = self.state.pending_table_migration()
+        if not entries:
+            return
+        client = self.dynamodb.client()
+        # a migration file still here means the last one did not finish: start it over
+        for name in client.list_tables().get("TableNames", []):
+            client.delete_table(TableName=name)
+        log.info("state: moving %d recorded table request(s) into DynamoDB Local…", len(entries))
+        done = replay_dynamodb(client, entries)
+        self.state.migration_done()
+        log.info("state: %d table request(s) moved; the tables now live in %s", done, self.state.dynamodb_dir)
+
+    def _start_moto(self, recording: Path | None) -> None:
         self.moto = MotoServer(
             "127.0.0.1",
             port=self.settings.moto_port,
@@ -206,16 +261,17 @@ class LocalStack:
             self.moto.start_recording()
 
     def _set_aws_environment(self) -> None:
-        assert self.moto is not None
+        assert self.moto is not None and self.dynamodb is not None
         for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL_")] + list(_AWS_ENV_TO_CLEAR):
             os.environ.pop(name, None)
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": self.moto.endpoint,
+                "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.endpoint,
                 "AWS_REGION": REGION,
                 "AWS_DEFAULT_REGION": REGION,
                 # the stack's own credentials always: real ones must never be sent to (or recorded by) moto
-                "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+                "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
                 "AWS_SECRET_ACCESS_KEY": self.aws_secret_key,
                 # and no profile settings (sso, credential_process, s3 addressing, retries) either
                 "AWS_CONFIG_FILE": os.devnull,
@@ -340,6 +396,7 @@ class LocalStack:
             account_id=ACCOUNT_ID,
             stage=STAGE,
             reauth_s=self.settings.mqtt_reauth_s,
+            max_wait_s=self.settings.uplink_window_s,
         )
         try:
             broker.start()
@@ -363,8 +420,10 @@ class LocalStack:
             "mqtt_port": self.settings.mqtt_port,
             "admin_api_key": self.admin_api_key,
             "s3_endpoint": self.moto.endpoint,
-            # moto (S3, SQS, …) answers only requests signed with these (infra/local/moto_auth.py)
-            "aws_access_key_id": ACCESS_KEY_ID,
+            "dynamodb_endpoint": self.dynamodb.endpoint if self.dynamodb else None,
+            # moto (S3, SQS, …) answers only requests signed with these (infra/local/moto_auth.py);
+            # DynamoDB Local keeps the tables under this access key id
+            "aws_access_key_id": self.aws_access_key_id,
             "aws_secret_access_key": self.aws_secret_key,
         }
         # 0600: it holds the admin key
@@ -375,7 +434,13 @@ class LocalStack:
     # ------------------------------------------------------------ running
 
     def healthy(self) -> bool:
-        return self.moto is not None and self.moto.alive()
+        return all(child is not None and child.alive() for child in (self.moto, self.dynamodb))
+
+    def unhealthy_reason(self) -> str:
+        for child, log_name in ((self.dynamodb, "dynamodb.log"), (self.moto, "moto.log")):
+            if child is None or not child.alive():
+                return f"{child.name if child else 'a storage server'} exited unexpectedly (see {self.info_path.parent / log_name})"
+        return ""
 
     def banner(self) -> str:
         assert self.info is not None
@@ -396,7 +461,8 @@ class LocalStack:
             f"  API           {self.info['api_url']}   (OpenAPI: {self.info['api_url']}/openapi.json)",
             f"  MQTT broker   {mqtt}",
             f"  Admin key     Authorization: Bearer {self.info['admin_api_key']}",
-            f"  S3 endpoint   {self.info['s3_endpoint']}   (moto; also DynamoDB, SQS)",
+            f"  DynamoDB      {self.info['dynamodb_endpoint']}   (DynamoDB Local)",
+            f"  S3 endpoint   {self.info['s3_endpoint']}   (moto; also SQS, SNS, Kinesis, IoT data)",
             f"  Data          {state}",
             *[f"  {s.name:<13} {s.banner}" for s in self.services if s.banner],
             f"  Details       {self.info_path}",
@@ -434,6 +500,10 @@ class LocalStack:
             self._quietly("save queued messages", save)
         if self.moto is not None:
             self._quietly("stop moto", self.moto.stop)
+        if self.dynamodb is not None:
+            self._quietly("stop DynamoDB Local", self.dynamodb.stop)
+        if self.state is not None:
+            self.state.unlock()
 
     @staticmethod
     def _quietly(what: str, action: Callable[[], Any]) -> None:

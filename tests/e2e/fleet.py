@@ -206,12 +206,13 @@ class Device:
 
 
 def aws_client(info: dict[str, Any], service: str) -> Any:
-    """A boto3 client of the stack's own moto server, signed with the stack's key (local.json)."""
+    """A boto3 client of the stack's own servers (DynamoDB Local for tables, moto for the rest),
+    with the stack's credentials (local.json)."""
     import boto3
 
     return boto3.client(
         service,
-        endpoint_url=info["s3_endpoint"],
+        endpoint_url=info["dynamodb_endpoint"] if service == "dynamodb" else info["s3_endpoint"],
         region_name="us-east-1",
         aws_access_key_id=info["aws_access_key_id"],
         aws_secret_access_key=info["aws_secret_access_key"],
