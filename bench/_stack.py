@@ -59,3 +59,9 @@ def dynamodb_calls(home: Path) -> dict[str, int]:
 def dynamodb_units(home: Path) -> dict[str, float]:
     """DynamoDB capacity units the stack has consumed so far, by operation (reads and writes)."""
     return dict(_aws_calls(home).get("dynamodb_capacity", {}))
+
+
+def dynamodb_units_by_table(home: Path) -> dict[str, dict[str, float]]:
+    """DynamoDB capacity units consumed so far, by table (without the stage prefix) and operation."""
+    tables = _aws_calls(home).get("dynamodb_capacity_by_table", {})
+    return {name.rsplit("-", 1)[-1]: dict(ops) for name, ops in tables.items()}

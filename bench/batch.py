@@ -156,7 +156,7 @@ def main() -> int:
                 break
             time.sleep(0.5)
         wall = time.monotonic() - t0
-        time.sleep(1.0)  # the counter file is written twice a second
+        time.sleep(1.0)  # the counter file is rewritten ten times a second
         calls1, mem1 = dynamodb_calls(home), memory_kb(proc.pid)
         by_op = {op: calls1.get(op, 0) - calls0.get(op, 0) for op in WRITE_OPS if calls1.get(op, 0) - calls0.get(op, 0)}
         writes = sum(by_op.values())

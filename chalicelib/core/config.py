@@ -16,6 +16,7 @@ from functools import lru_cache
 TABLES = (
     "products",
     "devices",
+    "shadows",
     "principals",
     "api_keys",
     "applications",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import BooleanAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import BooleanAttribute, MapAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
 from .base import JSONText, meta
@@ -22,7 +22,13 @@ class HistoryRecord(Model):
 
 
 class DeviceLogRecord(Model):
-    """pk "{pid}/{dn}/{kind}" with kind content | presence | diagnostic; sk "{ms:013d}#{seq}"; TTL 30 days."""
+    """pk "{pid}/{dn}/{kind}" with kind content | presence | diagnostic; sk "{ms:013d}#{seq}"; TTL 30 days.
+
+    A content row of an uplink message also carries the cloud's answer to it (``reply_*``: one
+    row, one write, for the request and its reply), and a property report's row carries the
+    accepted values (``props``: property id -> JSON text) — it is then the report's history row
+    too (``services/device_data.py`` reads history from both tables), kept as long as history.
+    """
 
     Meta = meta("device_logs")
 
@@ -34,6 +40,10 @@ class DeviceLogRecord(Model):
     code = UnicodeAttribute(null=True)
     message = UnicodeAttribute(null=True)
     expires_at = NumberAttribute(null=True)
+    reply_topic = UnicodeAttribute(null=True)
+    reply_payload = UnicodeAttribute(null=True)
+    reply_at = NumberAttribute(null=True)
+    props = MapAttribute(null=True)  # type: ignore[var-annotated]
 
 
 class CallRecord(Model):

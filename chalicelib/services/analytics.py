@@ -13,8 +13,9 @@ the products the caller may see, computed when read:
   ``activated`` (ADD 1 on a device's first connect) and ``region:<name>`` (devices per
   region, moved when a device's derived region changes).
 
-"First activity of the day" needs no extra request: the device update that the message or
-the connect causes anyway sets the device's ``active_day`` and returns the old value.
+"First activity of the day" needs no extra request on the message path: the shadow update the
+uplink makes anyway sets the device's ``active_day`` and returns the old value (a connect sets
+it with one small shadow update of its own).
 
 Region derivation (distribution): a ``device_label`` entry ``region`` reported with
 ``report_info`` wins; otherwise the device's latest position — ``lat``/``lon`` of

@@ -23,22 +23,22 @@ reply may be processed by any Lambda.
 
 from __future__ import annotations
 
+import heapq
+import json
 import time
 import uuid
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from ..core import clock, errors
 from ..core.config import settings
-from ..models import dynamo
 from ..models.devices import DeviceRecord
-from ..models.dynamo import plain, to_av
-from ..models.telemetry import CallRecord, HistoryRecord
-from . import catalog, device_logs, downlink, thing_model
+from ..models.dynamo import plain
+from ..models.telemetry import CallRecord, DeviceLogRecord, HistoryRecord
+from . import catalog, device_logs, downlink, shadow, thing_model
 from .devices import get_device
-from .paging import checked_start
+from .paging import newest_first
 from .uplink_view import history_key
 
 MS_THRESHOLD = 100_000_000_000
@@ -97,8 +97,8 @@ def _problems_error(problems: list[thing_model.Problem], what: str) -> errors.Fl
 def properties(pid: str, dn: str) -> dict[str, Any]:
     rec, product = _device(pid, dn)
     names = {p["id"]: p.get("name") for p in product.doc.get("properties") or ()}
-    reported = plain(rec.reported) if rec.reported is not None else {}
-    desired = plain(rec.desired) if rec.desired is not None else {}
+    state = shadow.read(rec)
+    reported, desired = state.reported, state.desired
     items = []
     for prop, entry in sorted(reported.items()):
         if isinstance(entry, dict):
@@ -146,28 +146,13 @@ def _history(
 ) -> tuple[list[HistoryRecord], dict[str, Any] | None]:
     lo, hi = f"{max(start_ms, 0):013d}", f"{max(end_ms, 0):013d}#~"
     _check_cursor(cursor, key, lo, hi)
-    live = HistoryRecord.expires_at.does_not_exist() | (HistoryRecord.expires_at > clock.now_s())
-    if cond is not None:
-        live = live & cond
+    skip = str(cursor["ts"]["S"]) if cursor is not None else None
     found: list[HistoryRecord] = []
-    last = cursor
-    with checked_start(cursor):
-        while True:
-            res = HistoryRecord.query(
-                key,
-                HistoryRecord.ts.between(lo, hi),
-                filter_condition=live,
-                scan_index_forward=False,
-                last_evaluated_key=last,
-                limit=max(limit, 25),
-            )
-            for rec in res:
-                found.append(rec)
-                if len(found) == limit:
-                    return found, {"key": {"S": key}, "ts": {"S": rec.ts}}
-            last = res.last_evaluated_key
-            if not last:
-                return found, None
+    for rec in newest_first(HistoryRecord, key, lo, skip or hi, cond, skip):
+        found.append(rec)
+        if len(found) == limit:
+            return found, {"key": {"S": key}, "ts": {"S": rec.ts}}
+    return found, None
 
 
 def _ms_of(rec: HistoryRecord) -> int:
@@ -177,11 +162,32 @@ def _ms_of(rec: HistoryRecord) -> int:
 def property_history(
     pid: str, dn: str, prop: str, start_ms: int, end_ms: int, limit: int, cursor: dict[str, Any] | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A property's values newest first, from the two places reports keep them: the report's own
+    content-log row (``props``, written since the shadow split: one row per report) and the
+    history table (older data, and reports stamped far from their arrival time, see
+    ``services/uplink_view.py``).  Both are key queries in the same sort-key space, merged."""
     _, product = _device(pid, dn)
     if prop not in product.model.property_ids:
         raise errors.PROPERTY_NOT_EXIST(f"property {prop} is not defined in the thing model of {pid}", "property_id")
-    recs, nxt = _history(history_key(pid, dn, prop), start_ms, end_ms, limit, cursor)
-    return [{"value": r.value, **_times(_ms_of(r))} for r in recs], nxt
+    key = history_key(pid, dn, prop)
+    lo, hi = f"{max(start_ms, 0):013d}", f"{max(end_ms, 0):013d}#~"
+    _check_cursor(cursor, key, lo, hi)
+    skip = None
+    if cursor is not None:
+        hi = skip = str(cursor["ts"]["S"])
+    rows = (
+        (rec.ts, json.loads(plain(rec.props)[prop]))
+        for rec in newest_first(
+            DeviceLogRecord, f"{pid}/{dn}/content", lo, hi, DeviceLogRecord.props[prop].exists(), skip
+        )
+    )
+    history = ((rec.ts, rec.value) for rec in newest_first(HistoryRecord, key, lo, hi, None, skip))
+    out: list[dict[str, Any]] = []
+    for ts, value in heapq.merge(rows, history, key=lambda row: row[0], reverse=True):
+        out.append({"value": value, **_times(int(ts.split("#", 1)[0]))})
+        if len(out) == limit:
+            return out, {"key": {"S": key}, "ts": {"S": ts}}
+    return out, None
 
 
 def events(
@@ -318,47 +324,11 @@ def control(pid: str, dn: str, params: dict[str, Any], timeout_s: float) -> dict
     message = {"method": "control", "clientToken": call.token, "params": accepted}
     delivered = rec.status == "online" and downlink.send(pid, dn, "property", message, dollar=rec.dollar)
     if not delivered:
-        _store_desired(pid, dn, accepted, call.token)
+        shadow.store_desired(pid, dn, accepted, call.token)
         return {**call_view(call), "delivery": "desired"}
     if timeout_s > 0:
         call = _wait(pid, dn, call.token, timeout_s)
     return {**call_view(call), "delivery": "published"}
-
-
-def _store_desired(pid: str, dn: str, values: dict[str, Any], token: str) -> None:
-    now = clock.now_ms()
-    names = {"#d": "desired", "#dn": "device_name"}
-    attrs: dict[str, Any] = {}
-    sets = []
-    for i, (prop, value) in enumerate(sorted(values.items())):
-        names[f"#p{i}"] = prop
-        attrs[f":v{i}"] = {"M": {"value": to_av(value), "time": {"N": str(now)}, "token": {"S": token}}}
-        sets.append(f"#d.#p{i} = :v{i}")
-    request = {
-        "TableName": DeviceRecord.Meta.table_name,
-        "Key": {"product_id": {"S": pid}, "device_name": {"S": dn}},
-        "UpdateExpression": "SET " + ", ".join(sets),
-        "ConditionExpression": "attribute_exists(#dn)",
-        "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": attrs,
-    }
-    client = dynamo.client()
-    try:
-        client.update_item(**request)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code == "ConditionalCheckFailedException":
-            raise errors.DEVICE_NOT_EXIST(f"device {pid}/{dn} does not exist", "device_name") from None
-        if code != "ValidationException":
-            raise
-        client.update_item(
-            TableName=request["TableName"],
-            Key=request["Key"],
-            UpdateExpression="SET #d = if_not_exists(#d, :e)",
-            ExpressionAttributeNames={"#d": "desired"},
-            ExpressionAttributeValues={":e": {"M": {}}},
-        )
-        client.update_item(**request)
 
 
 def call_action(

@@ -16,12 +16,11 @@ import json
 import secrets
 from typing import Any
 
-from pynamodb.exceptions import QueryError
-
 from ..core import clock, errors
 from ..core.config import settings
 from ..core.observability import logger
 from ..models.telemetry import DeviceLogRecord
+from .paging import newest_first
 
 KINDS = ("content", "presence", "diagnostic")
 DIRECTIONS = ("up", "down")
@@ -36,7 +35,7 @@ def _sort_key(ts_ms: int) -> str:
     return f"{ts_ms:013d}#{next(_seq) % 1_000_000:06d}{secrets.token_hex(2)}"
 
 
-def _text(payload: Any) -> str | None:
+def payload_text(payload: Any) -> str | None:
     if payload is None:
         return None
     if isinstance(payload, (bytes, bytearray)):
@@ -71,7 +70,7 @@ def entry(
         ts=_sort_key(ts),
         direction=direction,
         topic=topic,
-        payload=_text(payload),
+        payload=payload_text(payload),
         code=code,
         message=message[:1024] if message else message,
         expires_at=max(ts // 1000, clock.now_s()) + settings().device_log_days * 86400,
@@ -137,9 +136,11 @@ def diagnostic(
     )
 
 
-def view(rec: DeviceLogRecord) -> dict[str, Any]:
+def entries(rec: DeviceLogRecord) -> list[dict[str, Any]]:
+    """The log entries one row holds, newest first: a content row with the cloud's reply
+    attached is the reply (down) and then the request (up)."""
     kind = rec.key.rsplit("/", 1)[-1]
-    return {
+    up = {
         "time": int(rec.ts.split("#", 1)[0]),
         "kind": kind,
         "direction": rec.direction,
@@ -148,6 +149,22 @@ def view(rec: DeviceLogRecord) -> dict[str, Any]:
         "code": rec.code,
         "message": rec.message,
     }
+    if rec.reply_topic is None:
+        return [up]
+    down = {
+        "time": int(rec.reply_at if rec.reply_at is not None else up["time"]),
+        "kind": kind,
+        "direction": "down",
+        "topic": rec.reply_topic,
+        "payload": rec.reply_payload,
+        "code": None,
+        "message": None,
+    }
+    return [down, up]
+
+
+#: a cursor that ends inside a row (its reply was the page's last entry) carries this suffix
+MID_ROW = "!"
 
 
 def query(
@@ -161,14 +178,16 @@ def query(
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """One device's log of one kind between ``start_ms`` and ``end_ms`` (inclusive), newest first.
 
-    ``cursor`` is the raw DynamoDB key this function returned as the next cursor (encode it with
-    the route kit's ``encode_token``); a cursor of another listing is refused with
+    ``cursor`` is the raw key this function returned as the next cursor (encode it with the route
+    kit's ``encode_token``); a cursor of another listing is refused with
     ``InvalidParameterValue.NextTokenInvalid``.  Returns ``(items, next_cursor | None)``.
+    Report rows kept for history beyond the log's retention are not shown as log entries.
     """
     if kind not in KINDS:
         raise errors.LOG_KIND_INVALID(f"kind must be one of {', '.join(KINDS)}", "kind")
     key = f"{product_id}/{device_name}/{kind}"
     lo, hi = f"{max(int(start_ms), 0):013d}", f"{max(int(end_ms), 0):013d}#~"
+    resume, only_up = None, False
     if cursor is not None:
         good = (
             isinstance(cursor, dict)
@@ -180,28 +199,22 @@ def query(
         )
         if not good:
             raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next")
+        resume = str(cursor["ts"]["S"])
+        only_up = resume.endswith(MID_ROW)
+        resume = resume.removesuffix(MID_ROW)
+        hi = resume
     now_s = clock.now_s()
-    live = DeviceLogRecord.expires_at.does_not_exist() | (DeviceLogRecord.expires_at > now_s)
+    shown_from = (now_s - settings().device_log_days * 86400) * 1000
     items: list[dict[str, Any]] = []
-    last = cursor
-    try:
-        while True:
-            res = DeviceLogRecord.query(
-                key,
-                DeviceLogRecord.ts.between(lo, hi),
-                filter_condition=live,
-                scan_index_forward=False,
-                last_evaluated_key=last,
-                limit=max(limit, 25),
-            )
-            for rec in res:
-                items.append(view(rec))
-                if len(items) == limit:
-                    return items, {"key": {"S": key}, "ts": {"S": rec.ts}}
-            last = res.last_evaluated_key
-            if not last:
-                return items, None
-    except QueryError as exc:
-        if cursor is not None and getattr(exc, "cause_response_code", None) == "ValidationException":
-            raise errors.NEXT_TOKEN_INVALID("next is not a token this listing issued", "next") from None
-        raise
+    for rec in newest_first(DeviceLogRecord, key, lo, hi, None, None if only_up else resume):
+        parts = entries(rec)
+        if rec.ts == resume:
+            parts = parts[-1:]
+        if rec.props is not None and parts[-1]["time"] < shown_from:
+            continue
+        for i, part in enumerate(parts):
+            items.append(part)
+            if len(items) == limit:
+                inside = MID_ROW if i < len(parts) - 1 else ""
+                return items, {"key": {"S": key}, "ts": {"S": rec.ts + inside}}
+    return items, None

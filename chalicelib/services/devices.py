@@ -15,11 +15,11 @@ from ..core import clock, errors, ids
 from ..core.config import settings
 from ..models import txn
 from ..models.counters import QUOTA_AV_DEVICES, QUOTA_DEVICES, QUOTA_PK, CounterRecord
-from ..models.devices import DeviceRecord
+from ..models.devices import DeviceRecord, ShadowRecord
 from ..models.products import ProductRecord
 from ..models.txn import Transaction
 from ..protocol import publisher
-from . import analytics, certificates
+from . import analytics, certificates, shadow
 from .paging import checked_start, expect_key
 from .products import get_product
 
@@ -332,6 +332,7 @@ def create(
     def build(tx: Transaction) -> None:
         tx.update("quota", counter, actions=counter_actions, condition=counter_cond)
         tx.save("device", rec, condition=DeviceRecord.device_name.does_not_exist())
+        tx.save("shadow", shadow.fresh(rec))  # replaces any shadow a deleted namesake left
         tx.update(
             "product",
             ProductRecord(product_id),
@@ -427,6 +428,8 @@ def modify(product_id: str, device_name: str, fields: dict[str, Any]) -> dict[st
             rec.update(actions=actions, condition=DeviceRecord.device_name.exists())
         except UpdateError:
             raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist", "device_name") from None
+        if "enabled" in fields:
+            shadow.mirror_enabled(product_id, device_name, fields["enabled"])
         if fields.get("enabled") is False:
             publisher.disconnect(f"{product_id}{device_name}")  # a disabled device cannot stay connected
     return view(rec)
@@ -436,10 +439,12 @@ def delete(product_id: str, device_name: str) -> None:
     """Delete the device; its secret stops working at once (the record is gone)."""
     product = get_product(product_id)
     rec = _get(product_id, device_name)
+    state = shadow.read(rec)  # its region leaves the statistics with it
     counter = quota_counter(is_av(product))
 
     def build(tx: Transaction) -> None:
         tx.delete("device", rec, condition=DeviceRecord.device_name.exists())
+        tx.delete("shadow", ShadowRecord(product_id, device_name))
         tx.update("quota", counter, actions=[CounterRecord.count.add(-1)])
         tx.update(
             "product",
@@ -455,21 +460,20 @@ def delete(product_id: str, device_name: str) -> None:
             raise errors.DEVICE_NOT_EXIST(f"device {product_id}/{device_name} does not exist", "device_name") from None
         raise _contended() from None
     publisher.disconnect(f"{product_id}{device_name}")  # its secret no longer works: neither does its session
-    _release_gauges(rec)
+    _release_gauges(rec, state.region)
 
 
 def _contended() -> errors.FleetboxError:
     return errors.TRANSACTION_CONFLICT("the account's device records are busy; retry the request", None)
 
 
-def _release_gauges(rec: DeviceRecord) -> None:
+def _release_gauges(rec: DeviceRecord, region: str | None) -> None:
     """A deleted device no longer counts as online, activated or in its region (SPEC §13)."""
     gauges: dict[str, int] = {}
     if rec.status == "online":
         gauges["online"] = -1
     if rec.activated_at is not None:
         gauges["activated"] = -1
-    region = rec.region_label or rec.region_pos
     if region:
         gauges[analytics.REGION_PREFIX + region] = -1
     analytics.adjust_totals(rec.product_id, gauges)

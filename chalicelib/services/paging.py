@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from pynamodb.exceptions import QueryError, ScanError
 
-from ..core import errors
+from ..core import clock, errors
 
 
 @contextlib.contextmanager
@@ -68,3 +68,31 @@ def fill_page(
         last = nxt
         if not last:
             return items, None
+
+
+def newest_first(
+    model: Any, key: str, lo: str, hi: str, condition: Any = None, skip: str | None = None
+) -> Iterator[Any]:
+    """Every live record of one time-keyed partition (``key``, ``ts`` = "{ms:013d}#…", TTL
+    ``expires_at``) with ``lo <= ts <= hi``, newest first, across as many queries as it takes;
+    ``skip`` is a sort key already shown (a page's resume point).  Expired records are filtered
+    here: DynamoDB deletes them up to days late."""
+    live = model.expires_at.does_not_exist() | (model.expires_at > clock.now_s())
+    if condition is not None:
+        live = live & condition
+    last = None
+    while True:
+        res = model.query(
+            key,
+            model.ts.between(lo, hi),
+            filter_condition=live,
+            scan_index_forward=False,
+            last_evaluated_key=last,
+            limit=100,
+        )
+        for rec in res:
+            if rec.ts != skip:
+                yield rec
+        last = res.last_evaluated_key
+        if not last:
+            return

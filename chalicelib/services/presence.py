@@ -30,7 +30,7 @@ from ..core import clock
 from ..core.observability import logger
 from ..models import dynamo
 from ..models.devices import DeviceRecord
-from . import analytics, device_logs
+from . import analytics, device_logs, shadow
 
 KEEPALIVE_TIMEOUT = "MQTT_KEEP_ALIVE_TIMEOUT"
 ONLINE, OFFLINE = "online", "offline"
@@ -66,11 +66,10 @@ def connect(pid: str, dn: str, *, session: str | None, ip: str | None, ts_ms: in
         "#st": "status",
         "#lo": "last_online_at",
         "#act": "activated_at",
-        "#ad": "active_day",
         "#sid": "session_id",
     }
-    values: dict[str, Any] = {":on": {"S": ONLINE}, ":t": {"N": str(now_s)}, ":day": {"S": today}}
-    sets = ["#st = :on", "#lo = :t", "#act = if_not_exists(#act, :t)", "#ad = :day"]
+    values: dict[str, Any] = {":on": {"S": ONLINE}, ":t": {"N": str(now_s)}}
+    sets = ["#st = :on", "#lo = :t", "#act = if_not_exists(#act, :t)"]
     removes = []
     if session:
         values[":sid"] = {"S": session}
@@ -101,7 +100,7 @@ def connect(pid: str, dn: str, *, session: str | None, ip: str | None, ts_ms: in
     if old.activated_at is None:
         tally.add(pid, "activations", 1, ts_ms)
         gauges["activated"] = 1
-    if old.active_day != today:
+    if shadow.note_activity(old, today) != today:  # the activity day lives on the shadow
         tally.add(pid, "active", 1, ts_ms)
     if old.status != ONLINE:
         gauges["online"] = 1

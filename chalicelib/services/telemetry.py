@@ -77,9 +77,7 @@ def _report(dev: DeviceView, m: Received, body: dict) -> None:
     accepted, problems = dev.product.model.check_properties(body.get("params"))
     at = time_ms(body.get("timestamp"), m.msg.timestamp_ms or clock.now_ms())
     seq = message_seq(m.msg, "r")
-    for prop, value in accepted.items():
-        dev.add_row(history_row(history_key(dev.pid, dev.dn, prop), at, seq, value))
-        dev.report_value(prop, value, at)
+    dev.report(m, at, seq, accepted)
     for problem in problems:
         dev.diagnostic(diagnostics.THING_MODEL_INVALID, problem.message, m)
     if problems:

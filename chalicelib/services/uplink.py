@@ -7,23 +7,29 @@ one line in :data:`FAMILY_STAGES` / :data:`HANDOFFS`:
 1. **parse** — topic and JSON body; a message on an unknown topic is dropped (logged);
 2. **group** — per device, in arrival order, with its product from the catalogue; a gateway's
    message for a subdevice is checked against the topology (SPEC §6.5);
-3. **read** — devices whose messages depend on their state (anything but ``report``) are read,
-   one ``BatchGetItem`` per 100; unknown or disabled devices are dropped with a diagnostic;
+3. **read** — devices whose messages depend on their state (anything but ``report``) are read
+   with their shadows, one ``BatchGetItem`` per 50 devices; unknown or disabled devices are
+   dropped with a diagnostic;
 4. **handle** — each message goes to the stage of its topic family (:data:`FAMILY_STAGES`): the
    thing-model protocol (``telemetry``), gateways, OTA and resources (``ota.device``), custom
    topics; a stage records on the :class:`~.uplink_view.DeviceView` what to store and answer;
-5. **store** — one ``UpdateItem`` per device per batch: the newest value per property into the
+   every message gets one content-log row, which also carries the cloud's reply to it and, for a
+   report, the accepted values (the report's history);
+5. **store** — one ``UpdateItem`` per device per batch on its **shadow** (``services/shadow.py``,
+   a small item apart from the device record): the newest value per property into the
    ``reported`` map, each guarded by ``attribute_not_exists OR time <=`` so only newer times win,
-   the device's existence and ``enabled`` flag in the same condition (no read), the fields any
+   a complete shadow and its ``enabled`` flag in the same condition (no read), the fields any
    stage set, and ``ReturnValues=ALL_OLD`` to learn the previous activity day and region for
-   free; then one ``BatchWriteItem`` per 25 history and log rows of the whole batch;
+   free (a device without a shadow yet gets one from its record, once); then one
+   ``BatchWriteItem`` per 25 log and history rows of the whole batch;
 6. **reply** — the answers, through the device publisher, on the topic form the device used;
 7. **count** — one ``UpdateItem`` per product for every analytics counter (analytics.Tally);
 8. **hand off** — the accepted messages to the rule engine and the data streams
    (:data:`HANDOFFS`); indexes a hand-off could not take are re-delivered.
 
-The common path — a valid ``report`` — costs at most three DynamoDB requests, measured in
-``tests/integration/test_telemetry.py``.  One bad message never blocks its neighbours: a
+The common path — a valid one-property ``report`` — costs one shadow update and one row (two
+write units: measured by ``bench/uplink.py``) plus the batch's share of the counter updates,
+and no read; ``tests/integration/test_telemetry.py`` counts the requests.  One bad message never blocks its neighbours: a
 malformed payload is answered or logged as a diagnostic and counts as processed; only storage
 failures (throttling after retries) mark the messages of the devices concerned as failed so the
 stream redelivers them.  History rows have deterministic sort keys, so a redelivered batch
@@ -45,11 +51,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..core import clock
 from ..core.observability import logger
 from ..models import dynamo
-from ..models.devices import DeviceRecord
+from ..models.devices import DeviceRecord, ShadowRecord
 from ..models.dynamo import plain, to_av, transient
 from ..protocol import diagnostics, topics
 from ..protocol.events import UplinkMessage
-from . import analytics, device_logs, downlink, gateways, rules, streams, telemetry
+from . import analytics, device_logs, downlink, gateways, rules, shadow, streams, telemetry
 from .catalog import product_info
 from .ota import device as ota_device
 from .uplink_view import Accepted, BatchResult, DeviceView, Received
@@ -113,7 +119,7 @@ def process_batch(messages: list[UplinkMessage]) -> BatchResult:
         if dev.failed:
             continue
         if dev.read and (dev.rec is None or not dev.rec.enabled):
-            drop(dev, tally)
+            drop(dev, tally, disabled=dev.rec is not None)
             continue
         handle_all(dev)
     for dev in devices.values():
@@ -181,24 +187,26 @@ def _may_act(client_id: str, topic: topics.Topic) -> bool:
 
 
 def read_devices(devs: list[DeviceView], result: BatchResult) -> None:
-    table = DeviceRecord.Meta.table_name
+    """Each device's record and shadow, one ``BatchGetItem`` per 50 devices (100 keys)."""
+    tables = (DeviceRecord.Meta.table_name, ShadowRecord.Meta.table_name)
     by_key = {(d.pid, d.dn): d for d in devs}
     keys = list(by_key)
-    for start in range(0, len(keys), 100):
-        chunk = keys[start : start + 100]
-        pending: dict[str, Any] = {
-            table: {
-                "ConsistentRead": True,
-                "Keys": [{"product_id": {"S": p}, "device_name": {"S": n}} for p, n in chunk],
-            }
-        }
+    for start in range(0, len(keys), 50):
+        chunk = keys[start : start + 50]
+        wanted = [{"product_id": {"S": p}, "device_name": {"S": n}} for p, n in chunk]
+        pending: dict[str, Any] = {t: {"ConsistentRead": True, "Keys": wanted} for t in tables}
+        shadows: dict[tuple[str, str], ShadowRecord] = {}
         try:
             for attempt in range(8):
                 result.requests += 1
                 out = dynamo.client().batch_get_item(RequestItems=pending)
-                for item in (out.get("Responses") or {}).get(table, []):
+                responses = out.get("Responses") or {}
+                for item in responses.get(tables[0], []):
                     rec = DeviceRecord.from_raw_data(item)
                     by_key[(rec.product_id, rec.device_name)].rec = rec
+                for item in responses.get(tables[1], []):
+                    found = ShadowRecord.from_raw_data(item)
+                    shadows[(found.product_id, found.device_name)] = found
                 pending = out.get("UnprocessedKeys") or {}
                 if not pending:
                     break
@@ -211,13 +219,18 @@ def read_devices(devs: list[DeviceView], result: BatchResult) -> None:
                 # a throttled read is redelivered; anything else would fail forever: the devices
                 # count as unknown and their messages are dropped (logged above)
                 by_key[key].failed = transient(exc)
+            continue
+        for key in chunk:
+            dev = by_key[key]
+            if dev.rec is not None:
+                dev.shadow = shadow.state(dev.rec, shadows.get(key))
 
 
-def drop(dev: DeviceView, tally: analytics.Tally) -> None:
+def drop(dev: DeviceView, tally: analytics.Tally, *, disabled: bool) -> None:
     """Messages of an unknown, deleted or disabled device: dropped, a diagnostic where it is known."""
     dev.dropped = True
     dev.rows, dev.replies = [], []
-    if dev.rec is None:
+    if not disabled:
         logger.info("uplink of an unknown device dropped", extra={"device": f"{dev.pid}/{dev.dn}"})
         return
     for m in dev.msgs:
@@ -243,8 +256,7 @@ def handle_all(dev: DeviceView) -> None:
 
 
 def handle(dev: DeviceView, m: Received) -> None:
-    msg = m.msg
-    dev.log("content", direction="up", topic=msg.topic, payload=msg.payload, ts_ms=msg.timestamp_ms or None)
+    dev.request(m)
     if m.topic.family != topics.CUSTOM:
         dev.dollar = m.topic.dollar
     if m.refused_by:
@@ -264,97 +276,47 @@ def handle(dev: DeviceView, m: Received) -> None:
 
 
 def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -> None:
-    """The device's one UpdateItem (retried with fresher guards if a newer value won meanwhile)."""
+    """The device's one shadow ``UpdateItem`` (retried with fresher guards if a newer value won
+    meanwhile); a ``report_info`` also updates the device record (rare: once per boot)."""
     today = analytics.day_of(None)
+    if (dev.info is not None or dev.fields) and not _update_record(dev, tally, result):
+        return
     if (
         dev.read
         and not _has_changes(dev)
-        and dev.rec is not None
-        and dev.rec.active_day == today
-        and dev.rec.dollar == dev.dollar
+        and dev.shadow is not None
+        and dev.shadow.active_day == today
+        and dev.shadow.dollar == dev.dollar
     ):
         return
     ensured = False
     for _ in range(4):
-        names: dict[str, str] = {"#dn": "device_name", "#en": "enabled", "#ad": "active_day"}
-        values: dict[str, Any] = {":true": {"BOOL": True}, ":day": {"S": today}}
-        sets = ["#ad = :day"]
-        conds = ["attribute_exists(#dn)", "#en = :true"]
-        if dev.updates:
-            names.update({"#r": "reported", "#t": "time"})
-            guard = len(dev.updates) <= MAX_CONDITIONED_PROPS
-            for i, (prop, (value, at)) in enumerate(sorted(dev.updates.items())):
-                names[f"#p{i}"] = prop
-                values[f":v{i}"] = {"M": {"value": to_av(value), "time": {"N": str(at)}}}
-                sets.append(f"#r.#p{i} = :v{i}")
-                if guard:
-                    values[f":t{i}"] = {"N": str(at)}
-                    conds.append(f"(attribute_not_exists(#r.#p{i}) OR #r.#p{i}.#t <= :t{i})")
-        if dev.dollar is not None:
-            names["#dl"] = "dollar"
-            values[":dl"] = {"BOOL": dev.dollar}
-            sets.append("#dl = :dl")
-        if dev.clear_desired:
-            names["#ds"] = "desired"
-            values[":empty"] = {"M": {}}
-            sets.append("#ds = :empty")
-        if dev.info is not None:
-            names.update({"#info": "info", "#fw": "firmware_version"})
-            values.update({":info": to_av(dev.info), ":fw": {"S": dev.firmware or ""}})
-            sets += ["#info = :info", "#fw = :fw"]
-        if dev.label is not None:
-            names["#rl"] = "region_label"
-            values[":rl"] = {"S": dev.label} if dev.label else {"NULL": True}
-            sets.append("#rl = :rl")
-        for i, (name, value) in enumerate(sorted(dev.fields.items())):
-            names[f"#f{i}"] = name
-            values[f":f{i}"] = to_av(value)
-            sets.append(f"#f{i} = :f{i}")
-        pos_region = analytics.region_of(*dev.position) if dev.position is not None else None
-        if pos_region is not None:
-            names["#rp"] = "region_pos"
-            values[":rp"] = {"S": pos_region}
-            sets.append("#rp = :rp")
-        request = {
-            "TableName": DeviceRecord.Meta.table_name,
-            "Key": {"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": " AND ".join(conds),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            "ReturnValues": "ALL_OLD",
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+        request = _shadow_update(dev, today)
         try:
             result.requests += 1
             out = dynamo.client().update_item(**request)
         except ClientError as exc:
             code = dynamo.error_code(exc)
-            if code == "ConditionalCheckFailedException":
-                item = exc.response.get("Item")
-                if not item:
-                    dev.rec = None
-                    drop(dev, tally)
+            item = exc.response.get("Item") if code == "ConditionalCheckFailedException" else None
+            if code == "ConditionalCheckFailedException" and item and "reported" in item:
+                stored = ShadowRecord.from_raw_data(item)
+                if stored.enabled is False:
+                    drop(dev, tally, disabled=True)
                     return
-                stored = DeviceRecord.from_raw_data(item)
-                if not stored.enabled:
-                    dev.rec = stored
-                    drop(dev, tally)
+                _keep_newer(dev, plain(stored.reported))
+                continue
+            if code in ("ConditionalCheckFailedException", "ValidationException") and not ensured:
+                # no shadow yet, or a partial one: make it from the device record (which copies a
+                # record's values written before shadows existed), then write again
+                ensured = True
+                result.requests += 3  # two consistent reads and one transaction
+                if shadow.ensure(dev.pid, dev.dn) is None:
+                    drop(dev, tally, disabled=False)
                     return
-                _keep_newer(dev, stored)
                 continue
             if code == "ValidationException":
-                if not ensured:
-                    ensured = True
-                    _ensure_maps(dev, result)  # a record written before the reported map existed
-                    continue
                 # not a passing condition: retrying would fail forever (e.g. the item outgrew 400 KB)
-                logger.exception("device state refused by DynamoDB", extra={"device": f"{dev.pid}/{dev.dn}"})
-                dev.log(
-                    "diagnostic",
-                    code=diagnostics.DEV_CONN_SYSTEM_ERR,
-                    message=f"the device state could not be stored: {str(exc)[:200]}",
-                )
+                _refused(dev, exc)
                 return
             logger.exception("device update failed", extra={"device": f"{dev.pid}/{dev.dn}"})
             dev.failed = True
@@ -363,26 +325,113 @@ def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -
             logger.exception("device update failed", extra={"device": f"{dev.pid}/{dev.dn}"})
             dev.failed = True
             return
-        old = DeviceRecord.from_raw_data(out["Attributes"]) if out.get("Attributes") else None
-        _after_update(dev, old, today, pos_region, tally)
+        old = ShadowRecord.from_raw_data(out["Attributes"]) if out.get("Attributes") else None
+        _after_update(dev, old, today, request["ExpressionAttributeValues"].get(":rp"), tally)
         return
     logger.error("device update kept losing to newer values", extra={"device": f"{dev.pid}/{dev.dn}"})
     dev.failed = True
 
 
-def _has_changes(dev: DeviceView) -> bool:
-    return bool(
-        dev.updates
-        or dev.clear_desired
-        or dev.info is not None
-        or dev.label is not None
-        or dev.position is not None
-        or dev.fields
+def _shadow_update(dev: DeviceView, today: str) -> dict[str, Any]:
+    """The shadow's ``UpdateItem``: conditioned on a complete, enabled shadow, and per property on
+    the stored value being older; returns the old item (activity day, region) for free."""
+    names: dict[str, str] = {"#r": "reported", "#en": "enabled", "#ad": "active_day"}
+    values: dict[str, Any] = {":true": {"BOOL": True}, ":day": {"S": today}}
+    sets = ["#ad = :day"]
+    conds = ["attribute_exists(#r)", "#en = :true"]
+    if dev.updates:
+        names["#t"] = "time"
+        guard = len(dev.updates) <= MAX_CONDITIONED_PROPS
+        for i, (prop, (value, at)) in enumerate(sorted(dev.updates.items())):
+            names[f"#p{i}"] = prop
+            values[f":v{i}"] = {"M": {"value": to_av(value), "time": {"N": str(at)}}}
+            sets.append(f"#r.#p{i} = :v{i}")
+            if guard:
+                values[f":t{i}"] = {"N": str(at)}
+                conds.append(f"(attribute_not_exists(#r.#p{i}) OR #r.#p{i}.#t <= :t{i})")
+    if dev.dollar is not None:
+        names["#dl"] = "dollar"
+        values[":dl"] = {"BOOL": dev.dollar}
+        sets.append("#dl = :dl")
+    if dev.clear_desired:
+        names["#ds"] = "desired"
+        values[":empty"] = {"M": {}}
+        sets.append("#ds = :empty")
+    if dev.label is not None:
+        names["#rl"] = "region_label"
+        values[":rl"] = {"S": dev.label} if dev.label else {"NULL": True}
+        sets.append("#rl = :rl")
+    pos_region = analytics.region_of(*dev.position) if dev.position is not None else None
+    if pos_region is not None:
+        names["#rp"] = "region_pos"
+        values[":rp"] = {"S": pos_region}
+        sets.append("#rp = :rp")
+    return {
+        "TableName": ShadowRecord.Meta.table_name,
+        "Key": {"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
+        "UpdateExpression": "SET " + ", ".join(sets),
+        "ConditionExpression": " AND ".join(conds),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+        "ReturnValues": "ALL_OLD",
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+
+
+def _update_record(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -> bool:
+    """``report_info`` (and any stage's fields) onto the device record; False when the device is
+    gone or the write failed (then the device's messages are dropped or redelivered)."""
+    names: dict[str, str] = {"#dn": "device_name"}
+    values: dict[str, Any] = {}
+    sets = []
+    if dev.info is not None:
+        names.update({"#info": "info", "#fw": "firmware_version"})
+        values.update({":info": to_av(dev.info), ":fw": {"S": dev.firmware or ""}})
+        sets += ["#info = :info", "#fw = :fw"]
+    for i, (name, value) in enumerate(sorted(dev.fields.items())):
+        names[f"#f{i}"] = name
+        values[f":f{i}"] = to_av(value)
+        sets.append(f"#f{i} = :f{i}")
+    try:
+        result.requests += 1
+        dynamo.client().update_item(
+            TableName=DeviceRecord.Meta.table_name,
+            Key={"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="attribute_exists(#dn)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+        return True
+    except ClientError as exc:
+        code = dynamo.error_code(exc)
+        if code == "ConditionalCheckFailedException":
+            drop(dev, tally, disabled=False)
+            return False
+        if code == "ValidationException":
+            _refused(dev, exc)
+            return True
+        logger.exception("device update failed", extra={"device": f"{dev.pid}/{dev.dn}"})
+    except BotoCoreError:
+        logger.exception("device update failed", extra={"device": f"{dev.pid}/{dev.dn}"})
+    dev.failed = True
+    return False
+
+
+def _refused(dev: DeviceView, exc: ClientError) -> None:
+    logger.exception("device state refused by DynamoDB", extra={"device": f"{dev.pid}/{dev.dn}"})
+    dev.log(
+        "diagnostic",
+        code=diagnostics.DEV_CONN_SYSTEM_ERR,
+        message=f"the device state could not be stored: {str(exc)[:200]}",
     )
 
 
-def _keep_newer(dev: DeviceView, old: DeviceRecord) -> None:
-    stored = plain(old.reported) if old.reported is not None else {}
+def _has_changes(dev: DeviceView) -> bool:
+    return bool(dev.updates or dev.clear_desired or dev.label is not None or dev.position is not None)
+
+
+def _keep_newer(dev: DeviceView, stored: dict[str, Any]) -> None:
     for prop in list(dev.updates):
         entry = stored.get(prop)
         if (
@@ -393,31 +442,39 @@ def _keep_newer(dev: DeviceView, old: DeviceRecord) -> None:
             del dev.updates[prop]
 
 
-def _ensure_maps(dev: DeviceView, result: BatchResult) -> None:
-    result.requests += 1
-    dynamo.client().update_item(
-        TableName=DeviceRecord.Meta.table_name,
-        Key={"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
-        UpdateExpression="SET #r = if_not_exists(#r, :e), #d = if_not_exists(#d, :e)",
-        ConditionExpression="attribute_exists(#dn)",
-        ExpressionAttributeNames={"#r": "reported", "#d": "desired", "#dn": "device_name"},
-        ExpressionAttributeValues={":e": {"M": {}}},
-    )
-
-
 def _after_update(
-    dev: DeviceView, old: DeviceRecord | None, today: str, pos_region: str | None, tally: analytics.Tally
+    dev: DeviceView, old: ShadowRecord | None, today: str, pos: dict[str, Any] | None, tally: analytics.Tally
 ) -> None:
     first = dev.msgs[0].msg.timestamp_ms or None
     if old is None or old.active_day != today:
         tally.add(dev.pid, "active", 1, first)
+    if dev.dollar is not None and (old is None or old.dollar != dev.dollar):
+        _note_topic_form(dev)
     if old is None:
         return
+    pos_region = pos["S"] if pos else None
     old_region = old.region_label or old.region_pos
     label = old.region_label if dev.label is None else (dev.label or None)
     new_region = label or pos_region or old.region_pos
     if new_region != old_region:
         analytics.move_region(dev.pid, old_region, new_region)
+
+
+def _note_topic_form(dev: DeviceView) -> None:
+    """The device's topic form changed (its first message, or a new firmware): the device record
+    keeps it too, for the paths that address many devices from their records (OTA, controls)."""
+    try:
+        dynamo.client().update_item(
+            TableName=DeviceRecord.Meta.table_name,
+            Key={"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
+            UpdateExpression="SET #dl = :dl",
+            ConditionExpression="attribute_exists(#dn)",
+            ExpressionAttributeNames={"#dl": "dollar", "#dn": "device_name"},
+            ExpressionAttributeValues={":dl": {"BOOL": bool(dev.dollar)}},
+        )
+    except (ClientError, BotoCoreError):
+        # the downlinks then use both forms until the next change is noted: never lost
+        logger.warning("topic form not noted on the device record", extra={"device": f"{dev.pid}/{dev.dn}"})
 
 
 def store_rows(rows: list[tuple[DeviceView | None, Any]], result: BatchResult) -> None:

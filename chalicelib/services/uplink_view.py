@@ -26,16 +26,19 @@ from typing import Any
 from ..core import clock
 from ..core.config import settings
 from ..models.devices import DeviceRecord
-from ..models.dynamo import plain
-from ..models.telemetry import HistoryRecord
+from ..models.telemetry import DeviceLogRecord, HistoryRecord
 from ..protocol import topics
 from ..protocol.events import UplinkMessage
-from . import device_logs, thing_model
+from . import device_logs, shadow, thing_model
 from .catalog import ProductInfo
 
 CODE_OK, CODE_INVALID, CODE_NOT_FOUND = 0, 400, 404
 MAX_STATUS_CHARS = 512
 POSITION_PROPERTIES = ("GPS_Info", "GPS_ExtInfo")
+#: a report stamped within this of its arrival keeps its values on its content-log row (sorted by
+#: the report's own time: the log shows it at most this far from its arrival); one stamped further
+#: away (a device replaying stored data, a wrong clock) gets classic history rows as well
+REPORT_ROW_SKEW_MS = 60_000
 
 
 # ===================================================================== helpers
@@ -163,8 +166,10 @@ class DeviceView:
     def __init__(self, pid: str, dn: str, product: ProductInfo) -> None:
         self.pid, self.dn, self.product = pid, dn, product
         self.msgs: list[Received] = []
-        #: the stored device, when the pipeline read it (every message but reports needs it)
+        #: the stored device and its shadow, when the pipeline read them (every message but
+        #: reports needs them)
         self.rec: DeviceRecord | None = None
+        self.shadow: shadow.State | None = None
         self.read = False
         #: property -> (value, time ms): the newest values of this batch, for the shadow update
         self.updates: dict[str, tuple[Any, int]] = {}
@@ -177,16 +182,15 @@ class DeviceView:
         #: extra attributes for the device's one update (set by a stage; see :meth:`set_fields`)
         self.fields: dict[str, Any] = {}
         self.rows: list[Any] = []
+        #: message index -> its content-log row (the reply to it is written on the same row)
+        self.request_rows: dict[int, DeviceLogRecord] = {}
         self.replies: list[Reply] = []
         self.failed = False
         self.dropped = False
         self.uplink_fail = 0
-        self._stored: dict[str, Any] | None = None
 
     def _stored_reported(self) -> dict[str, Any]:
-        if self._stored is None:
-            self._stored = plain(self.rec.reported) if self.rec is not None and self.rec.reported is not None else {}
-        return self._stored
+        return self.shadow.reported if self.shadow is not None else {}
 
     # -- state as seen by this batch (reads only for devices that were read)
     def reported(self) -> dict[str, dict[str, Any]]:
@@ -196,9 +200,9 @@ class DeviceView:
         return base
 
     def desired(self) -> dict[str, dict[str, Any]]:
-        if self.clear_desired or self.rec is None or self.rec.desired is None:
+        if self.clear_desired or self.shadow is None:
             return {}
-        return plain(self.rec.desired)
+        return self.shadow.desired
 
     def stored_time(self, prop: str) -> int | None:
         if prop in self.updates:
@@ -228,6 +232,37 @@ class DeviceView:
     def log(self, kind: str, **kw: Any) -> None:
         self.rows.append(device_logs.entry(self.pid, self.dn, kind, **kw))
 
+    def request(self, m: Received) -> None:
+        """The message's content-log row (its reply, if any, is written on it)."""
+        row = device_logs.entry(
+            self.pid,
+            self.dn,
+            "content",
+            direction="up",
+            topic=m.msg.topic,
+            payload=m.msg.payload,
+            ts_ms=m.msg.timestamp_ms or None,
+        )
+        self.request_rows[m.index] = row
+        self.rows.append(row)
+
+    def report(self, m: Received, at: int, seq: str, values: dict[str, Any]) -> None:
+        """A report's accepted values: kept on its content-log row when stamped near its arrival
+        (one row for the log and the history), as history rows otherwise."""
+        row = self.request_rows.get(m.index)
+        arrived = m.msg.timestamp_ms or clock.now_ms()
+        if row is not None and values and abs(at - arrived) <= REPORT_ROW_SKEW_MS:
+            row.ts = f"{at:013d}#{seq}"  # deterministic: a redelivered batch rewrites the same row
+            row.props = {
+                prop: json.dumps(value, separators=(",", ":"), ensure_ascii=False) for prop, value in values.items()
+            }
+            row.expires_at = max(row.expires_at or 0, max(at // 1000, clock.now_s()) + settings().history_days * 86400)
+        else:
+            for prop, value in values.items():
+                self.add_row(history_row(history_key(self.pid, self.dn, prop), at, seq, value))
+        for prop, value in values.items():
+            self.report_value(prop, value, at)
+
     def diagnostic(self, code: str, message: str, m: Received) -> None:
         self.log(
             "diagnostic",
@@ -250,4 +285,8 @@ class DeviceView:
         if target is None:
             return
         self.replies.append(Reply(target, payload, m.index, qos))
-        self.log("content", direction="down", topic=target, payload=payload)
+        row = self.request_rows.get(m.index)
+        if row is not None and row.reply_topic is None:
+            row.reply_topic, row.reply_payload, row.reply_at = target, device_logs.payload_text(payload), clock.now_ms()
+        else:
+            self.log("content", direction="down", topic=target, payload=payload)

@@ -12,6 +12,7 @@ import boto3
 import pytest
 import requests
 
+from tests.e2e.fleet import Api, Device
 from tests.e2e.stack import StackProcess, process_gone
 from tests.helpers import wait_until
 
@@ -119,10 +120,10 @@ def test_the_stack_logs_one_line_per_request(local_stack_process):
 
 
 def test_sigterm_stops_everything_and_leaves_no_child_process(stack_factory):
-    # Given a running stack and its moto server child
+    # Given a running stack and its children (moto server, DynamoDB Local)
     stack = stack_factory()
     children = stack.children()
-    assert children, "the stack should run moto server as a child process"
+    assert children, "the stack should run moto server and DynamoDB Local as child processes"
     moto_url = stack.info["s3_endpoint"]
     assert accepts_connections(moto_url)
 
@@ -183,3 +184,43 @@ def test_without_state_dir_a_restart_starts_empty(stack_factory, tmp_path: Path)
     )
     assert fetched.status_code == 404
     assert second.terminate() == 0
+
+
+def test_kill_9_keeps_every_product_device_and_report(stack_factory, tmp_path: Path):
+    # Given a stack with a state directory: a product, a device and a value it reported over MQTT
+    state, home = tmp_path / "state", tmp_path / "home"
+    first = stack_factory(home=home, FLEETBOX_STATE_DIR=str(state))
+    api = Api(first.info)
+    pid = api.product()
+    dn, secret = api.device(pid)
+    device = Device(first.info, pid, dn, secret).connect()
+    device.publish(
+        device.topic("thing/up/property"), {"method": "report", "clientToken": "k9", "params": {"brightness": 61}}
+    )
+    assert device.reply_to("k9"), "no report_reply"
+    device.close()
+    children = first.children()
+
+    # When the stack is killed with SIGKILL (no chance to flush or stop anything)
+    first.kill()
+
+    # Then DynamoDB Local and moto die with it (they watch their parent)
+    assert wait_until(lambda: all(process_gone(p) for p in children), 10, 0.1), children
+    # And a stack restarted on the same state has the product, the device, its value and its history
+    second = stack_factory(home=home, FLEETBOX_STATE_DIR=str(state))
+    api = Api(second.info)
+    assert api.call("GET", f"/v1/products/{pid}", 200).json()["product_id"] == pid
+    assert api.describe(pid, dn)["device_name"] == dn
+    assert api.reported(pid, dn)["brightness"]["value"] == 61
+    history = api.call("GET", f"/v1/products/{pid}/devices/{dn}/properties/brightness/history", 200).json()
+    assert [h["value"] for h in history["items"]] == [61]
+    assert [e["direction"] for e in api.logs(pid, dn, "content")] == ["down", "up"]
+    # And the device's secret still works: it connects and reports again
+    device = Device(second.info, pid, dn, secret).connect()
+    device.publish(
+        device.topic("thing/up/property"), {"method": "report", "clientToken": "k9b", "params": {"brightness": 62}}
+    )
+    assert device.reply_to("k9b")
+    device.close()
+    assert wait_until(lambda: api.reported(pid, dn)["brightness"]["value"] == 62, 10, 0.1)
+    assert second.terminate() == 0, second.log_text()[-4000:]

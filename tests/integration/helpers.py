@@ -318,10 +318,12 @@ def mqtt_connects(pid: str, dn: str, secret: str) -> bool:
 
 
 class DynamoCounter:
-    """Counts DynamoDB API calls made through botocore (PynamoDB and raw clients alike)."""
+    """Counts DynamoDB API calls made through botocore (PynamoDB and raw clients alike), and
+    keeps each call's parameters (``requests``) to tell which table it wrote."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.requests: list[tuple[str, dict]] = []
 
     @contextmanager
     def counting(self) -> Iterator[DynamoCounter]:
@@ -333,6 +335,7 @@ class DynamoCounter:
         def counted(client: Any, operation: str, params: Any) -> Any:
             if client.meta.service_model.service_name == "dynamodb":
                 calls.append(operation)
+                self.requests.append((operation, params))
             return original(client, operation, params)
 
         botocore.client.BaseClient._make_api_call = counted

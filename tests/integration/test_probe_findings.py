@@ -216,7 +216,8 @@ def test_the_local_stack_keeps_the_users_loopback_choice(monkeypatch, tmp_path):
         os.environ["FLEETBOX_ALLOW_LOOPBACK"] = "false"
         stack = LocalStack(StackSettings(home=tmp_path))
         stack.moto = type("Moto", (), {"endpoint": "http://127.0.0.1:1"})()
-        stack.aws_secret_key = "k"
+        stack.dynamodb = type("DynamoDBLocal", (), {"endpoint": "http://127.0.0.1:2"})()
+        stack.aws_access_key_id, stack.aws_secret_key = "FBLTEST", "k"
         stack._set_aws_environment()
         assert os.environ["FLEETBOX_ALLOW_LOOPBACK"] == "false"
     finally:

@@ -41,7 +41,7 @@ def test_message_counters_per_hour_and_day(api, lamp, recorder):
 def test_counters_are_one_request_per_product_per_batch(api, lamp, recorder):
     for i in range(5):
         make_device(api, lamp, f"n{i}")
-    run(report(lamp, "n0", {"brightness": 0}))
+    run(*[report(lamp, f"n{i}", {"brightness": 0}) for i in range(5)])  # first messages: topic form noted
     counter = DynamoCounter()
     with counter.counting():
         run(*[report(lamp, f"n{i}", {"brightness": i}) for i in range(5)])
