@@ -134,11 +134,11 @@ def run(text: str) -> None:
         # never the text itself: a job body may carry a webhook URL or a token
         logger.error("unrunnable job message dropped", extra={"length": len(text)})
         return
-    logger.append_keys(job_kind=kind)
+    logger.thread_safe_append_keys(job_kind=kind)  # this thread only: the local stack serves HTTP beside it
     try:
         step(body)
     finally:
-        logger.remove_keys(["job_kind"])
+        logger.thread_safe_remove_keys(["job_kind"])
 
 
 def tick() -> dict[str, str]:

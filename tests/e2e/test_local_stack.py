@@ -194,6 +194,7 @@ def test_kill_9_keeps_every_product_device_and_report(stack_factory, tmp_path: P
     pid = api.product()
     dn, secret = api.device(pid)
     device = Device(first.info, pid, dn, secret).connect()
+    device.subscribe(device.topic("thing/down/property"))
     device.publish(
         device.topic("thing/up/property"), {"method": "report", "clientToken": "k9", "params": {"brightness": 61}}
     )
@@ -217,6 +218,7 @@ def test_kill_9_keeps_every_product_device_and_report(stack_factory, tmp_path: P
     assert [e["direction"] for e in api.logs(pid, dn, "content")] == ["down", "up"]
     # And the device's secret still works: it connects and reports again
     device = Device(second.info, pid, dn, secret).connect()
+    device.subscribe(device.topic("thing/down/property"))
     device.publish(
         device.topic("thing/up/property"), {"method": "report", "clientToken": "k9b", "params": {"brightness": 62}}
     )

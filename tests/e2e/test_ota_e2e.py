@@ -157,6 +157,11 @@ def test_timeouts_retries_cancel_and_abort(stack, client):
         assert job["state"] == "failed" and job["reason"] == "timeout" and job["attempts"] == 2
         assert len(sim.device(f"{pid}bad00000").updates) == 2
         assert view(client, silent)["rejected_devices"] == [{"device_name": "ghost", "reason": "device does not exist"}]
+        # the task lists filter by status and product on DynamoDB Local (which, unlike moto, refuses
+        # a filter on an index key)
+        done = client.call("GET", "/v1/ota-tasks", 200, params={"status": "done", "product_id": pid}).json()
+        assert silent in [t["id"] for t in done["items"]]
+        assert client.call("GET", "/v1/ota-tasks", 200, params={"status": "not_started"}).json()["items"] == []
         # retry brings it back to pending and pushes it again; cancel fails it "cancelled"
         client.call("POST", f"/v1/ota-tasks/{silent}/devices/bad00000/retry", 200)
         assert wait_until(lambda: len(sim.device(f"{pid}bad00000").updates) == 3, timeout=15)

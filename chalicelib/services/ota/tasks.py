@@ -236,6 +236,9 @@ def list_tasks(
             "ExpressionAttributeValues": {":h": {"S": firmware_id}},
         }
         key_attrs = ("task_id", "firmware_id", "created_at")
+        filters = ["#k = :k"]  # a firmware's OTA and resource tasks share its index
+        request["ExpressionAttributeNames"]["#k"] = "kind"
+        request["ExpressionAttributeValues"][":k"] = {"S": kind}
     else:
         request = {
             "IndexName": "kind-index",
@@ -244,9 +247,7 @@ def list_tasks(
             "ExpressionAttributeValues": {":h": {"S": kind}},
         }
         key_attrs = ("task_id", "kind", "created_at")
-    filters = ["#k = :k"]
-    request["ExpressionAttributeNames"]["#k"] = "kind"
-    request["ExpressionAttributeValues"][":k"] = {"S": kind}
+        filters = []  # DynamoDB refuses a filter on the index's own key (moto did not)
     if product_id:
         filters.append("#p = :p")
         request["ExpressionAttributeNames"]["#p"] = "product_id"
@@ -255,7 +256,9 @@ def list_tasks(
         filters.append("#s = :s")
         request["ExpressionAttributeNames"]["#s"] = "status"
         request["ExpressionAttributeValues"][":s"] = {"S": status}
-    request.update(TableName=store.tasks_table(), ScanIndexForward=False, FilterExpression=" AND ".join(filters))
+    request.update(TableName=store.tasks_table(), ScanIndexForward=False)
+    if filters:
+        request["FilterExpression"] = " AND ".join(filters)
     return _page(request, limit, start, lambda raw: view_task(dynamo.item(raw)), key_attrs, visible)
 
 
