@@ -93,7 +93,25 @@ class StackProcess:
 
 
 def start_stack(home: Path, **env_overrides: str) -> StackProcess:
-    """Start ``python -m infra.local`` in ``home``; returns once local.json is written."""
+    """Start ``python -m infra.local`` in ``home``; returns once local.json is written.
+
+    The ports are picked free just before the start; another process on this machine can take
+    one in between (a stack restarting on a state dir takes several seconds to get to its
+    listeners), so a start that lost its port that way is retried on new ports."""
+    for attempt in range(3):
+        try:
+            return _start_stack(home, **env_overrides)
+        except PortTaken:
+            if attempt == 2 or "FLEETBOX_HTTP_PORT" in env_overrides or "FLEETBOX_MQTT_PORT" in env_overrides:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(AssertionError):
+    """The stack could not listen: its port was taken after we picked it."""
+
+
+def _start_stack(home: Path, **env_overrides: str) -> StackProcess:
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     for name in ("AWS_ENDPOINT_URL", "FLEETBOX_STATE_DIR", "FLEETBOX_ADMIN_API_KEY", "FLEETBOX_HOST"):
@@ -114,6 +132,7 @@ def start_stack(home: Path, **env_overrides: str) -> StackProcess:
     info_path = home / ".fleetbox" / "local.json"
     # a stack killed with SIGKILL leaves its local.json behind: wait for a new one, not that one
     stale = info_path.read_bytes() if info_path.exists() else None
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "infra.local"],
@@ -127,6 +146,8 @@ def start_stack(home: Path, **env_overrides: str) -> StackProcess:
 
     def written() -> bytes | None:
         if process.poll() is not None:
+            if "Address already in use" in stack.log_text()[log_start:]:
+                raise PortTaken(stack.log_text()[-2000:])
             raise AssertionError(
                 f"the local stack exited with {process.returncode} during start-up\n{stack.log_text()[-4000:]}"
             )
