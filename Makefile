@@ -59,8 +59,15 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 ## test: the lint, then every test (unit, integration over moto, end-to-end on the real local stack, packaging)
+# The end-to-end suite mostly waits (on its stacks, devices and receivers) while unit and
+# integration keep a core busy: both run at once, the e2e output is shown when it is done.
 test: lint $(DDB_STAMP)
-	$(PY) -m pytest
+	@mkdir -p .fleetbox; rm -f .fleetbox/e2e.log
+	@$(PY) -m pytest tests/e2e > .fleetbox/e2e.log 2>&1 & e2e=$$!; \
+	$(PY) -m pytest tests/unit tests/integration; fast=$$?; \
+	wait $$e2e; slow=$$?; \
+	echo; echo "==================== tests/e2e (ran alongside) ===================="; cat .fleetbox/e2e.log; \
+	exit $$(( fast != 0 || slow != 0 ))
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
