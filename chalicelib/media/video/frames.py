@@ -6,6 +6,10 @@ each whole second are converted (``grab`` everywhere, ``retrieve`` only for samp
 10 fps clip pays the colour conversion once a second, not ten times).  The caller gives local
 paths only: what is fetched, from where, is decided above this layer (``services/video.py``).
 
+A frame's time follows the stream's timestamps while they run forward; where they jump (HLS
+discontinuities, segments whose timestamps restart, a camera that restarted) the clock moves on
+by one frame instead, so every second of the video is sampled once.
+
 Motion is measured on a small blurred grey copy of each view: the share of pixels whose
 brightness changed by more than :data:`MOTION_DELTA` since the previous sample (one second
 earlier); a share of :data:`MOTION_SHARE` or more is motion.
@@ -24,6 +28,10 @@ PERIOD_S = 1.0
 MOTION_WIDTH = 160
 MOTION_DELTA = 25
 MOTION_SHARE = 0.01
+#: a frame's time follows the stream's timestamps unless they jump back or by more than this; then
+#: it advances by one frame (1/fps, or this default when the container states no rate)
+MAX_STEP_S = 2.0
+DEFAULT_STEP_S = 0.1
 
 
 class MediaError(Exception):
@@ -76,11 +84,16 @@ def sample(path: str, layout: Layout, *, is_image: bool, max_duration_s: float) 
         frames = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
         if fps > 0 and frames > 0 and frames / fps > max_duration_s + 1:
             raise MediaError(f"the video lasts {frames / fps:.0f} s; at most {max_duration_s:.0f} s can be analysed")
-        due, index, produced = 0.0, -1, 0
+        step = 1.0 / fps if fps > 0 else DEFAULT_STEP_S
+        due, t, last_pos, produced = 0.0, 0.0, None, 0
         while cap.grab():
-            index += 1
             pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            t = pos if pos > 0 or index == 0 or fps <= 0 else index / fps
+            if last_pos is not None:
+                # the video's own clock while it runs forward in plausible steps; across a jump
+                # (an HLS discontinuity, a camera restart, segments that restart at 0) one frame
+                delta = pos - last_pos
+                t += delta if 0 < delta <= MAX_STEP_S else step
+            last_pos = pos
             if t > max_duration_s + 1:
                 raise MediaError(f"the video runs past {max_duration_s:.0f} s, the most that can be analysed")
             if t + 1e-6 < due:
