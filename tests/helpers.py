@@ -152,6 +152,11 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
 MEDIA_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "media-samples"
 #: when a person is in view in people-walking.mp4, in whole seconds (its SOURCES.md)
 PEOPLE_WALKING_PERSON_S = ((7, 19), (23, 44), (51, 69), (75, 86), (93, 119), (124, 135))
+#: the fields of a video result callback's POST body (SPEC §11)
+VIDEO_CALLBACK_KEYS = frozenset(
+    ("MsgType", "ProductId", "DeviceName", "ServiceType", "TaskId", "Status", "Result", "Files", "Time")
+    + ("StartTime", "EndTime")
+)
 
 
 def summary_spans(summary: str, subject: str = "A person is visible") -> list[tuple[int, int]]:

@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import MEDIA_SAMPLES, PEOPLE_WALKING_PERSON_S, covered_share, summary_spans, wait_until
+from tests.helpers import (
+    MEDIA_SAMPLES,
+    PEOPLE_WALKING_PERSON_S,
+    VIDEO_CALLBACK_KEYS,
+    covered_share,
+    summary_spans,
+    wait_until,
+)
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -31,19 +38,6 @@ pytestmark = pytest.mark.e2e
 NEGATIVES = ("empty-room.mp4", "bottles-static.mp4", "no-object-coffee.png", "cars-parking-lot.mp4")
 STILLS = ("person-standing.jpg", "person-astronaut.png", "no-object-coffee.png")
 HLS_START_S = 7  # people-hls is 7-31 s of people-walking.mp4 (SOURCES.md)
-DOC_KEYS = {
-    "MsgType",
-    "ProductId",
-    "DeviceName",
-    "ServiceType",
-    "TaskId",
-    "Status",
-    "Result",
-    "Files",
-    "Time",
-    "StartTime",
-    "EndTime",
-}
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -224,7 +218,7 @@ def test_results_reach_the_callback_signed_with_the_documented_body(analysed, re
     for hit in receiver.ok_hits():
         if hit.body["TaskId"] not in wanted:
             continue
-        assert set(hit.body) == DOC_KEYS and hit.body["MsgType"] == "ai_analytics_result"
+        assert set(hit.body) == VIDEO_CALLBACK_KEYS and hit.body["MsgType"] == "ai_analytics_result"
         assert hit.headers["User-Agent"] == "IotVideo/1.0"
         assert hit.sha1_valid is True and hit.standard_valid is True
         assert hit.body["Status"] == next(t["Status"] for t in analysed.values() if t["TaskId"] == hit.body["TaskId"])

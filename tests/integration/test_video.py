@@ -20,7 +20,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from chalicelib.core import clock
-from tests.helpers import MEDIA_SAMPLES
+from tests.helpers import MEDIA_SAMPLES, VIDEO_CALLBACK_KEYS
 from tests.integration.helpers import (
     Api,
     FakeQueue,
@@ -31,20 +31,6 @@ from tests.integration.helpers import (
     ok,
     partner,
 )
-
-DOC_KEYS = {
-    "MsgType",
-    "ProductId",
-    "DeviceName",
-    "ServiceType",
-    "TaskId",
-    "Status",
-    "Result",
-    "Files",
-    "Time",
-    "StartTime",
-    "EndTime",
-}
 
 
 @pytest.fixture()
@@ -348,7 +334,7 @@ def test_the_callback_is_verified_write_only_and_posts_the_documented_body(api, 
     finished(api, media, task["TaskId"])
     drain_forwards(lambda: receiver.ok_hits())
     (hit,) = receiver.ok_hits()
-    assert set(hit.body) == DOC_KEYS and hit.body["MsgType"] == "ai_analytics_result"
+    assert set(hit.body) == VIDEO_CALLBACK_KEYS and hit.body["MsgType"] == "ai_analytics_result"
     assert (hit.body["TaskId"], hit.body["Status"], hit.body["DeviceName"]) == (task["TaskId"], 3, "cam1")
     assert json.loads(hit.body["Result"])["DetectedClassifications"] == ["person"]
     assert hit.headers["User-Agent"] == "IotVideo/1.0"
