@@ -119,7 +119,7 @@ class Settings:
     #: running before the sweep fails it
     video_analyser: str = "local"
     media_root: str | None = None
-    video_max_bytes: int = 512 * 1024 * 1024
+    video_max_bytes: int = 256 * 1024 * 1024
     video_max_duration_s: int = 900
     video_fetch_timeout_s: float = 120.0
     video_max_attempts: int = 3
@@ -183,7 +183,7 @@ class Settings:
             video_analyser=env.get("FLEETBOX_VIDEO_ANALYSER") or ("local" if stage in ("local", "test") else "cloud"),
             # local file URLs exist only on the local stack and in tests, never on AWS
             media_root=(env.get("FLEETBOX_MEDIA_ROOT") or None) if stage in ("local", "test") else None,
-            video_max_bytes=_int(env.get("FLEETBOX_VIDEO_MAX_BYTES"), 512 * 1024 * 1024),
+            video_max_bytes=_int(env.get("FLEETBOX_VIDEO_MAX_BYTES"), 256 * 1024 * 1024),
             video_max_duration_s=_int(env.get("FLEETBOX_VIDEO_MAX_DURATION_S"), 900),
             video_fetch_timeout_s=float(env.get("FLEETBOX_VIDEO_FETCH_TIMEOUT_S") or 120.0),
             video_max_attempts=_int(env.get("FLEETBOX_VIDEO_MAX_ATTEMPTS"), 3),

@@ -25,7 +25,7 @@ Webhooks signatures; one ``webhook-id`` per task), and ``notify`` is cleared.  A
 step finds ``notify`` still set and does the rest again — same ``webhook-id``, so receivers
 can deduplicate.
 
-Caps (typed settings): ``video_max_bytes`` fetched per task (512 MiB), ``video_max_duration_s``
+Caps (typed settings): ``video_max_bytes`` fetched per task (256 MiB: a Lambda's /tmp holds 512 MB), ``video_max_duration_s``
 of video (900 s), ``video_fetch_timeout_s`` for all downloads of a task (120 s), plus the
 webhook connect/read timeouts per request.
 """
