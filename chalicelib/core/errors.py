@@ -308,6 +308,8 @@ ROOT_POLICY = _declare("UnsupportedOperation.RootPolicy")
 ROOT_PRINCIPAL = _declare("UnsupportedOperation.RootPrincipal")
 # the configured video analyser cannot detect what the service type asks for (SPEC §11)
 SERVICE_TYPE_UNSUPPORTED = _declare("UnsupportedOperation.ServiceTypeUnsupported")
+# the deployment lacks what the configured video analyser needs (OpenCV is not in the Lambda bundle)
+VIDEO_ANALYSER_UNAVAILABLE = _declare("UnsupportedOperation.VideoAnalyserUnavailable")
 TASK_RUNNING = _declare("UnsupportedOperation.TaskRunning")
 
 # -- FailedOperation: 409 — the operation could not complete now (state changed, device offline…)
