@@ -59,7 +59,8 @@ def decode(path: Path) -> int:
 def analyse(path: Path) -> int:
     from chalicelib.media.video import Layout, local
 
-    return len(local.observe(str(path), Layout(), is_image=False, night=False, max_duration_s=900).samples)
+    samples, _ = local.observe(str(path), Layout(), is_image=False, night=False, max_duration_s=900)
+    return len(samples)
 
 
 def main() -> int:

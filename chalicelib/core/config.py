@@ -114,14 +114,16 @@ class Settings:
     rules_cache_s: float = 5.0
     #: video summary tasks (SPEC §11): the analyser ("local": offline, on this machine; "cloud":
     #: Rekognition + Bedrock), the folder local file URLs may name (the local stack sets it; unset
-    #: on AWS, where only http(s) URLs are fetched), the caps on what is fetched and analysed, how
-    #: often a worker may crash on a task before it is failed, and how long a task may stay
-    #: running before the sweep fails it
+    #: on AWS, where only http(s) URLs are fetched), the caps on what is fetched and analysed, the
+    #: wall time one job step spends (fetch + analysis) before it checkpoints and queues the next
+    #: part (the jobs Lambda has 60 s), how often a part may break before the task fails, and how
+    #: long a task may stay running before the sweep fails it
     video_analyser: str = "local"
     media_root: str | None = None
     video_max_bytes: int = 256 * 1024 * 1024
     video_max_duration_s: int = 900
-    video_fetch_timeout_s: float = 120.0
+    video_fetch_timeout_s: float = 30.0
+    video_step_budget_s: float = 40.0
     video_max_attempts: int = 3
     video_deadline_s: int = 3600
     #: the cloud analyser: Rekognition's label confidence floor and the Bedrock model (Converse API)
@@ -185,7 +187,8 @@ class Settings:
             media_root=(env.get("FLEETBOX_MEDIA_ROOT") or None) if stage in ("local", "test") else None,
             video_max_bytes=_int(env.get("FLEETBOX_VIDEO_MAX_BYTES"), 256 * 1024 * 1024),
             video_max_duration_s=_int(env.get("FLEETBOX_VIDEO_MAX_DURATION_S"), 900),
-            video_fetch_timeout_s=float(env.get("FLEETBOX_VIDEO_FETCH_TIMEOUT_S") or 120.0),
+            video_fetch_timeout_s=float(env.get("FLEETBOX_VIDEO_FETCH_TIMEOUT_S") or 30.0),
+            video_step_budget_s=float(env.get("FLEETBOX_VIDEO_STEP_BUDGET_S") or 40.0),
             video_max_attempts=_int(env.get("FLEETBOX_VIDEO_MAX_ATTEMPTS"), 3),
             video_deadline_s=_int(env.get("FLEETBOX_VIDEO_DEADLINE_S"), 3600),
             rekognition_min_confidence=float(env.get("FLEETBOX_REKOGNITION_MIN_CONFIDENCE") or 70.0),

@@ -77,6 +77,10 @@ class VideoTaskRecord(Model):
     running = UnicodeAttribute(null=True)
     attempts = NumberAttribute(default=0)
     last_error = UnicodeAttribute(null=True)
+    #: the analysis checkpoint: the samples so far (``media.video.pack`` rows) and the video time
+    #: the next part starts at
+    timeline = JSONText(default=list)
+    progress_s = NumberAttribute(default=0)
     #: "1" from the final write until the callback is queued and the event emitted
     notify = UnicodeAttribute(null=True)
 

@@ -6,16 +6,22 @@ function on, the device must exist), writes the task at status 4 and queues one
 ``video.analyse`` job; ``wait`` (Invoke) then polls the task for up to 20 s.  Nothing is
 analysed in the API request.
 
-**The analysis job** (``analyse_step``, on the jobs worker) claims an attempt with a
+**The analysis job** (``analyse_step``, on the jobs worker) analyses a task in parts, so no
+step approaches the Lambda's time limit (SPEC §15): each step claims an attempt with a
 conditional write (``attempts`` + 1 while status is 4), fetches the first URL into a temporary
 folder — http(s) through the delivery facade's guarded ``download`` (SSRF guard on every
 address, no redirects, bounded time and size; an HLS playlist's segments one by one, each
-checked), a local path only inside ``settings().media_root`` — and runs the configured analyser
-(``media/video``).  Media that cannot be analysed fails the task with the reason; a step that
-breaks (a bug, a timeout, a crash) is tried again until ``video_max_attempts`` attempts are
-spent, then the task fails with the last error.  The ``video.sweep`` tick fails tasks still
-running after ``video_deadline_s`` (a lost message, a worker that kept dying).  A task is never
-left at status 4.
+checked, and only those from the checkpoint on), a local path only inside
+``settings().media_root`` — and runs the configured analyser (``media/video``) from the
+checkpoint until ``video_step_budget_s`` of wall time is spent.  Then it either checkpoints (the
+samples so far and where to go on, attempts back to 0, conditional on the progress it started
+from) and queues the next part, or, at the end of the media, writes the result from every
+sample.  Media that cannot be analysed fails the task with the reason; a part that breaks (a
+bug, a timeout, a crash) is tried again until ``video_max_attempts`` attempts are spent, then the
+task fails with the last error.  The ``video.sweep`` tick fails tasks still running after
+``video_deadline_s`` (a lost message, a worker that kept dying).  A task is never left at
+status 4.  A resumed video file is downloaded again (decoding up to the checkpoint costs about
+a hundredth of the video's length); a resumed playlist fetches only the segments it still needs.
 
 **Finishing** writes the status, result and ``notify`` = 1 in one conditional update; then the
 domain event (``video.task.done`` / ``video.task.failed``) is emitted and the product's result
@@ -25,9 +31,9 @@ Webhooks signatures; one ``webhook-id`` per task), and ``notify`` is cleared.  A
 step finds ``notify`` still set and does the rest again — same ``webhook-id``, so receivers
 can deduplicate.
 
-Caps (typed settings): ``video_max_bytes`` fetched per task (256 MiB: a Lambda's /tmp holds 512 MB), ``video_max_duration_s``
-of video (900 s), ``video_fetch_timeout_s`` for all downloads of a task (120 s), plus the
-webhook connect/read timeouts per request.
+Caps (typed settings): ``video_max_bytes`` fetched per step (256 MiB: a Lambda's /tmp holds
+512 MB), ``video_max_duration_s`` of video (900 s), ``video_fetch_timeout_s`` for all downloads of
+a step (30 s), plus the webhook connect/read timeouts per request.
 """
 
 from __future__ import annotations
@@ -247,6 +253,12 @@ def create(body: dict[str, Any], created_by: str | None) -> tuple[dict[str, Any]
     analyser = settings().video_analyser
     if analyser not in media.BACKENDS:
         raise RuntimeError(f"FLEETBOX_VIDEO_ANALYSER={analyser!r}: use local or cloud")
+    absent = media.missing(analyser)
+    if absent:
+        raise errors.VIDEO_ANALYSER_UNAVAILABLE(
+            f"the {analyser} video analyser needs {', '.join(absent)}, which this deployment does not include "
+            "(OpenCV does not fit in the Lambda bundle); video tasks run on the local stack for now"
+        )
     if body["ServiceType"] == media.PACKAGE_DETECT and not set(media.PACKAGE_KINDS) & set(media.detects(analyser)):
         raise errors.SERVICE_TYPE_UNSUPPORTED(
             f"the {analyser} analyser cannot detect packages (it detects: {', '.join(media.detects(analyser))})",
@@ -481,7 +493,7 @@ def _finish(
     try:
         VideoTaskRecord(task_id=task_id).update(actions=actions, condition=VideoTaskRecord.status == RUNNING)
     except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        if _conditional_failed(exc):
             return
         raise
     rec = _read(task_id)
@@ -496,15 +508,26 @@ class _Retry(Exception):
     """An attempt that may succeed later (a download that timed out, a 5xx)."""
 
 
-def _stage_local(url: str, folder: Path, kind: str) -> str:
+def _from(segments: list[hls.Segment], start_s: float) -> tuple[list[hls.Segment], float]:
+    """The segments a resumed analysis still needs — those ending after ``start_s``, and the one
+    before them (its last sample is what the first new one is compared with for motion) — and
+    the time the first of them starts at."""
+    _check_duration(segments)
+    starts = [0.0]
+    for seg in segments:
+        starts.append(starts[-1] + seg.duration_s)
+    first = next((i for i, seg in enumerate(segments) if starts[i] + seg.duration_s > start_s), len(segments) - 1)
+    first = max(0, first - 1)
+    return segments[first:], starts[first]
+
+
+def _stage_local(url: str, folder: Path, kind: str, start_s: float) -> tuple[str, float]:
     path = local_path(url, "VideoURLs[0]")
     if kind != "hls":
         media.refuse_playlist(str(path))
-        return str(path)
+        return str(path), 0.0
     root = Path(settings().media_root or "/").resolve()
-    text = _read_text(path)
-    segments = hls.parse(text, str(path))
-    _check_duration(segments)
+    segments, offset = _from(hls.parse(_read_text(path), str(path)), start_s)
     files = []
     for seg in segments:
         if "://" in seg.uri:
@@ -516,7 +539,7 @@ def _stage_local(url: str, folder: Path, kind: str) -> str:
         files.append(str(seg_path))
     local = folder / "local.m3u8"
     local.write_text(hls.local_playlist(segments, files))
-    return str(local)
+    return str(local), offset
 
 
 def _read_text(path: Path) -> str:
@@ -543,7 +566,7 @@ def _fetch(url: str, path: Path, budget: list[int], deadline: float, media_file:
         media.refuse_playlist(str(path))
 
 
-def _stage_remote(url: str, folder: Path, kind: str) -> str:
+def _stage_remote(url: str, folder: Path, kind: str, start_s: float) -> tuple[str, float]:
     s = settings()
     budget = [s.video_max_bytes]
     deadline = time.monotonic() + s.video_fetch_timeout_s
@@ -551,11 +574,10 @@ def _stage_remote(url: str, folder: Path, kind: str) -> str:
         suffix = Path(urlsplit(url).path).suffix.lower()
         target = folder / f"media{suffix}"
         _fetch(url, target, budget, deadline)
-        return str(target)
+        return str(target), 0.0
     playlist = folder / "remote.m3u8"
     _fetch(url, playlist, [min(budget[0], hls.MAX_PLAYLIST_BYTES)], deadline, media_file=False)
-    segments = hls.parse(_read_text(playlist), url)
-    _check_duration(segments)
+    segments, offset = _from(hls.parse(_read_text(playlist), url), start_s)
     files = []
     for i, seg in enumerate(segments):
         if not seg.uri.lower().startswith(("http://", "https://")):
@@ -565,24 +587,30 @@ def _stage_remote(url: str, folder: Path, kind: str) -> str:
         files.append(str(target))
     local = folder / "local.m3u8"
     local.write_text(hls.local_playlist(segments, files))
-    return str(local)
+    return str(local), offset
 
 
-def _analyse(rec: VideoTaskRecord) -> media.Outcome:
+def _analyse(rec: VideoTaskRecord, deadline: float) -> tuple[list[media.Sample], float | None]:
+    """One part of the task's analysis: from its checkpoint until ``deadline``; the new samples
+    and where the next part starts (None: the media is done)."""
     url = rec.video_urls[0]
     kind = url_kind(url) or "video"
+    start_s = float(rec.progress_s or 0)
     folder = Path(tempfile.mkdtemp(prefix="fleetbox-video-"))
     try:
         remote = url.lower().startswith(("http://", "https://"))
-        path = _stage_remote(url, folder, kind) if remote else _stage_local(url, folder, kind)
-        return media.analyse(
+        stage = _stage_remote if remote else _stage_local
+        path, offset_s = stage(url, folder, kind, start_s)
+        return media.observe(
             rec.analyser,
             path,
             media.Layout(int(rec.views or 1), tuple(rec.selected or [0])),
             is_image=bool(rec.is_image),
             night=bool(rec.night),
-            service_type=rec.service_type,
             max_duration_s=settings().video_max_duration_s,
+            start_s=start_s,
+            offset_s=offset_s,
+            deadline=deadline,
         )
     except errors.FleetboxError as exc:  # the URL's rules no longer hold (a file removed since)
         raise media.MediaError(exc.message) from None
@@ -590,8 +618,12 @@ def _analyse(rec: VideoTaskRecord) -> media.Outcome:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _conditional_failed(exc: UpdateError) -> bool:
+    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
 def analyse_step(body: dict[str, Any]) -> None:
-    """Job ``video.analyse``: one attempt at a task's analysis (see the module doc)."""
+    """Job ``video.analyse``: one part of a task's analysis (see the module doc)."""
     task_id = body["task_id"]
     rec = _read(task_id)
     if rec is None:
@@ -609,18 +641,19 @@ def analyse_step(body: dict[str, Any]) -> None:
             f"last error: {rec.last_error or 'the worker stopped (crash or timeout)'}",
         )
         return
+    started = time.monotonic()
+    progress = float(rec.progress_s or 0)
     try:
         rec.update(
             actions=[VideoTaskRecord.attempts.add(1), VideoTaskRecord.updated_at.set(clock.now_s())],
             condition=(VideoTaskRecord.status == RUNNING) & (VideoTaskRecord.attempts == attempts),
         )
     except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        if _conditional_failed(exc):
             return  # another delivery of this message claimed the attempt
         raise
-    started = time.monotonic()
     try:
-        outcome = _analyse(rec)
+        samples, resume = _analyse(rec, started + settings().video_step_budget_s)
     except media.MediaError as exc:
         _finish(task_id, FAILED, reason=str(exc))
         return
@@ -630,10 +663,32 @@ def analyse_step(body: dict[str, Any]) -> None:
         rec.update(actions=[VideoTaskRecord.last_error.set(why)])
         jobs.enqueue("video.analyse", {"task_id": task_id}, delay_s=10 * (attempts + 1))
         return
+    timeline = media.unpack(rec.timeline or []) + samples
     logger.info(
-        "video analysed",
-        extra={"task_id": task_id, "samples": outcome.samples, "seconds": round(time.monotonic() - started, 2)},
+        "video part analysed",
+        extra={"task_id": task_id, "samples": len(samples), "seconds": round(time.monotonic() - started, 2)},
     )
+    if resume is not None:
+        # a checkpoint: the samples so far, where to go on; the next part starts afresh (attempts 0)
+        try:
+            rec.update(
+                actions=[
+                    VideoTaskRecord.timeline.set(media.pack(timeline)),
+                    VideoTaskRecord.progress_s.set(resume),
+                    VideoTaskRecord.attempts.set(0),
+                    VideoTaskRecord.updated_at.set(clock.now_s()),
+                ],
+                condition=(VideoTaskRecord.status == RUNNING)
+                & (VideoTaskRecord.attempts == attempts + 1)
+                & (VideoTaskRecord.progress_s == progress),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return  # a concurrent delivery moved the task on: its part counts
+            raise
+        jobs.enqueue("video.analyse", {"task_id": task_id})
+        return
+    outcome = media.conclude(rec.analyser, timeline, is_image=bool(rec.is_image), service_type=rec.service_type)
     if outcome.empty:
         _finish(task_id, EMPTY, classes=outcome.classes)
     else:

@@ -436,3 +436,33 @@ def test_a_rekognition_error_fails_the_task_with_the_reason(api, cam, media, clo
     done = finished(api, media, task["TaskId"])
     assert done["Status"] == 1
     assert done["Reason"].startswith("Rekognition DetectLabels failed: AccessDeniedException")
+
+
+def test_a_video_analysed_in_many_parts_gives_the_result_of_one_part(api, cam, media, monkeypatch):
+    from chalicelib.core.config import reload_settings
+
+    whole = ok(api.post("/v1/video-tasks", body(cam, "people-hls/index.m3u8")), 202)
+    one_part = finished(api, media, whole["TaskId"])
+    assert media.ran.count("video.analyse") == 1
+    # a step budget so small that every step looks at one sample, checkpoints and queues the next
+    monkeypatch.setenv("FLEETBOX_VIDEO_STEP_BUDGET_S", "0.000001")
+    reload_settings()
+    parts = ok(api.post("/v1/video-tasks", body(cam, "people-hls/index.m3u8")), 202)
+    in_parts = finished(api, media, parts["TaskId"])
+    assert media.ran.count("video.analyse") == 1 + 24  # 24 one-second samples, one step each
+    assert in_parts["Status"] == one_part["Status"] == 3
+    assert json.loads(in_parts["Result"]) == json.loads(one_part["Result"]), (in_parts["Result"], one_part["Result"])
+    assert "motion without a recognised object" in json.loads(one_part["Result"])["Summary"]
+
+
+def test_a_deployment_without_the_decoder_refuses_tasks_before_accepting_them(api, cam, media, monkeypatch):
+    import importlib.util
+
+    # the Lambda bundle has no OpenCV (it would exceed 250 MB): what find_spec answers there
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real(name, *a))
+    err = expect_error(
+        api.post("/v1/video-tasks", body(cam)), 409, "UnsupportedOperation.VideoAnalyserUnavailable", None
+    )
+    assert "cv2" in err["message"]
+    assert ok(api.get("/v1/video-tasks"))["items"] == [] and media.items == []

@@ -262,3 +262,23 @@ def test_a_media_playlist_resolves_its_segments_against_its_own_url() -> None:
 def test_playlists_that_would_fetch_more_are_refused_with_the_reason(text: str, why: str) -> None:
     with pytest.raises(MediaError, match=why):
         hls.parse(text, "https://cdn.example.com/index.m3u8")
+
+
+# ---------------------------------------------------------------- checkpoints of a long analysis
+
+
+def test_samples_survive_the_checkpoint_round_trip() -> None:
+    from chalicelib.media.video import pack, unpack
+
+    samples = [Sample(0.0, frozenset(), False), Sample(1.0, frozenset({"person", "vehicle"}), True)]
+    assert unpack(pack(samples)) == samples
+    assert pack(samples)[1] == [1.0, ["person", "vehicle"], 1]
+
+
+def test_a_resumed_playlist_starts_one_segment_before_the_checkpoint() -> None:
+    segments = [hls.Segment(f"s{i}.ts", 6.0) for i in range(4)]
+    assert video._from(segments, 0.0) == (segments, 0.0)
+    assert video._from(segments, 5.0) == (segments, 0.0)
+    assert video._from(segments, 6.0) == (segments, 0.0)  # s1 needed, s0 for the motion reference
+    assert video._from(segments, 13.0) == (segments[1:], 6.0)
+    assert video._from(segments, 23.0) == (segments[2:], 12.0)

@@ -1,7 +1,9 @@
 """Video analysis backends (SPEC §11): one interface, two analysers chosen by configuration.
 
-``analyse(backend, path, layout, …)`` samples a **local** file (the service layer fetched it
-through the outbound guard), runs the backend's detectors on every sample and writes the result:
+``observe(backend, path, layout, …)`` samples a **local** file (the service layer fetched it
+through the outbound guard) and runs the backend's detectors on every sample, from a start time
+and until a deadline so a long video is analysed in parts (the samples are the checkpoint,
+``pack``/``unpack``); ``conclude`` writes the result from all of them:
 
 * ``local`` (``local.py``) — offline: MediaPipe Pose for people, frame differencing for motion;
   the summary is the template of ``timeline.summary``;
@@ -16,12 +18,13 @@ found (task status 2).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
 from . import cloud, local
 from .frames import IMAGE_EXTENSIONS, MediaError, refuse_playlist
-from .timeline import CLASSES, PACKAGE_KINDS, Layout, Timeline, summary
+from .timeline import CLASSES, PACKAGE_KINDS, Layout, Sample, Timeline, pack, summary, unpack
 
 __all__ = [
     "BACKENDS",
@@ -31,8 +34,14 @@ __all__ = [
     "Layout",
     "MediaError",
     "Outcome",
+    "Sample",
     "analyse",
+    "conclude",
+    "missing",
+    "observe",
+    "pack",
     "refuse_playlist",
+    "unpack",
 ]
 
 BACKENDS: dict[str, ModuleType] = {local.NAME: local, cloud.NAME: cloud}
@@ -50,6 +59,12 @@ class Outcome:
     @property
     def empty(self) -> bool:
         return not self.summary
+
+
+def missing(backend: str) -> list[str]:
+    """The packages ``backend`` needs that this deployment does not have (OpenCV is a local and
+    dev package: with it the Lambda bundle would exceed Lambda's 250 MB)."""
+    return [name for name in BACKENDS[backend].REQUIRES if importlib.util.find_spec(name) is None]
 
 
 def detects(backend: str) -> tuple[str, ...]:
@@ -70,18 +85,42 @@ def _result(backend: str, timeline: Timeline, service_type: str) -> Outcome:
     return Outcome(summary(found, motion, timeline.is_image), classes, n)
 
 
-def analyse(
+def observe(
     backend: str,
     path: str,
     layout: Layout,
     *,
     is_image: bool,
     night: bool,
-    service_type: str,
     max_duration_s: float,
+    start_s: float = 0.0,
+    offset_s: float = 0.0,
+    deadline: float | None = None,
+) -> tuple[list[Sample], float | None]:
+    """Part of the analysis of the local file ``path`` with ``backend``: the samples from
+    ``start_s`` on (times shifted by ``offset_s``) until ``deadline``, and where to resume (None:
+    the end was reached).  Raises :class:`MediaError` (with the reason the task fails with) when
+    the media or the cloud service cannot be used."""
+    return BACKENDS[backend].observe(
+        path,
+        layout,
+        is_image=is_image,
+        night=night,
+        max_duration_s=max_duration_s,
+        start_s=start_s,
+        offset_s=offset_s,
+        deadline=deadline,
+    )
+
+
+def conclude(backend: str, samples: list[Sample], *, is_image: bool, service_type: str) -> Outcome:
+    """The result of every sample of a source (the cloud backend asks its model for the words)."""
+    return _result(backend, Timeline(samples, is_image), service_type)
+
+
+def analyse(
+    backend: str, path: str, layout: Layout, *, is_image: bool, night: bool, service_type: str, max_duration_s: float
 ) -> Outcome:
-    """Analyse the local file ``path`` with ``backend``; raises :class:`MediaError` (with the
-    reason the task fails with) when the media or the cloud service cannot be used."""
-    module = BACKENDS[backend]
-    timeline = module.observe(path, layout, is_image=is_image, night=night, max_duration_s=max_duration_s)
-    return _result(backend, timeline, service_type)
+    """The whole analysis of ``path`` in one go (what bench/video.py times)."""
+    samples, _ = observe(backend, path, layout, is_image=is_image, night=night, max_duration_s=max_duration_s)
+    return conclude(backend, samples, is_image=is_image, service_type=service_type)

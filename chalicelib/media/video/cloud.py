@@ -26,10 +26,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ...core.config import settings
-from .frames import Frame, MediaError, Motion, jpeg, sample
-from .timeline import CLASSES, PACKAGE_KINDS, Layout, Sample, Timeline, summary
+from .frames import Frame, MediaError, jpeg, watch
+from .timeline import CLASSES, PACKAGE_KINDS, Layout, Sample, summary
 
 NAME = "cloud"
+#: the packages it imports when it runs (``media.video.missing``)
+REQUIRES = ("cv2",)
 #: the classes this backend can report
 DETECTS = CLASSES + PACKAGE_KINDS
 
@@ -130,22 +132,20 @@ def detect(view: Any) -> frozenset[str]:
     return classes_of(answer.get("Labels") or [], min_confidence)
 
 
-def look(frame: Frame, motion: Motion) -> Sample:
+def look(frame: Frame, moved: bool) -> Sample:
     found: set[str] = set()
     for view in frame.views:
         found |= detect(view)
-    moved = any([motion.moved(i, view) for i, view in enumerate(frame.views)])
     return Sample(frame.t, frozenset(found), moved)
 
 
-def observe(path: str, layout: Layout, *, is_image: bool, night: bool, max_duration_s: float) -> Timeline:
+def observe(
+    path: str, layout: Layout, *, is_image: bool, night: bool, max_duration_s: float, **part: Any
+) -> tuple[list[Sample], float | None]:
     """Sample ``path`` and ask Rekognition about every sample (``night`` needs no preparation:
-    Rekognition reads infrared frames as they are)."""
-    motion = Motion()
-    timeline = Timeline(is_image=is_image)
-    for frame in sample(path, layout, is_image=is_image, max_duration_s=max_duration_s):
-        timeline.samples.append(look(frame, motion))
-    return timeline
+    Rekognition reads infrared frames as they are; ``part``: ``frames.watch``'s start, offset
+    and deadline)."""
+    return watch(path, layout, look, is_image=is_image, max_duration_s=max_duration_s, **part)
 
 
 SYSTEM_PROMPT = (

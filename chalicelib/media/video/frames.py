@@ -17,11 +17,12 @@ earlier); a share of :data:`MOTION_SHARE` or more is motion.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .timeline import Layout
+from .timeline import Layout, Sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 PERIOD_S = 1.0
@@ -129,6 +130,11 @@ class Motion:
             return False
         return float((cv2.absdiff(previous, grey) > MOTION_DELTA).mean()) >= MOTION_SHARE
 
+    def any_moved(self, frame: Frame) -> bool:
+        """Whether any selected view of ``frame`` moved (every view is compared, so each keeps
+        its reference frame)."""
+        return any([self.moved(i, view) for i, view in enumerate(frame.views)])
+
 
 def jpeg(view: Any, width: int = 1280) -> bytes:
     """A view as JPEG bytes, at most ``width`` px wide (what the cloud analyser uploads)."""
@@ -141,3 +147,34 @@ def jpeg(view: Any, width: int = 1280) -> bytes:
     if not ok:
         raise MediaError("a frame could not be encoded as JPEG")
     return bytes(data)
+
+
+def watch(
+    path: str,
+    layout: Layout,
+    look: Callable[[Frame, bool], Sample],
+    *,
+    is_image: bool,
+    max_duration_s: float,
+    start_s: float = 0.0,
+    offset_s: float = 0.0,
+    deadline: float | None = None,
+) -> tuple[list[Sample], float | None]:
+    """Sample ``path`` and ``look(frame, moved)`` at every sample from ``start_s`` on (sample
+    times shifted by ``offset_s``: the part of a longer video the file starts at), until
+    ``deadline`` (``time.monotonic()``) if given.  Samples before ``start_s`` are decoded for
+    motion only (the first one looked at compares with the sample before it).
+
+    Returns the samples and where to resume: None when the media was read to its end, else the
+    time of the first sample not looked at (at least one sample is looked at per call)."""
+    motion = Motion()
+    out: list[Sample] = []
+    for frame in sample(path, layout, is_image=is_image, max_duration_s=max_duration_s):
+        frame.t = round(frame.t + offset_s, 3)
+        if frame.t + 1e-6 < start_s:
+            motion.any_moved(frame)
+            continue
+        if deadline is not None and out and time.monotonic() >= deadline:
+            return out, frame.t
+        out.append(look(frame, motion.any_moved(frame)))
+    return out, None

@@ -24,10 +24,12 @@ import os
 import threading
 from typing import Any
 
-from .frames import Frame, Motion, sample
-from .timeline import Layout, Sample, Timeline
+from .frames import Frame, watch
+from .timeline import Layout, Sample
 
 NAME = "local"
+#: the packages it imports when it runs (``media.video.missing``)
+REQUIRES = ("cv2", "mediapipe")
 #: the classes this backend can report
 DETECTS = ("person",)
 WIDTH = 640
@@ -89,17 +91,17 @@ def person_in(view: Any, night: bool = False) -> bool:
     return torso >= MIN_TORSO and shoulders >= MIN_SHOULDER_RATIO * torso
 
 
-def look(frame: Frame, motion: Motion, night: bool) -> Sample:
-    """One sampled frame → what is in it (any selected view) and whether it moved."""
+def look(frame: Frame, moved: bool, night: bool) -> Sample:
+    """One sampled frame → whether a person is in it (any selected view)."""
     person = any(person_in(view, night) for view in frame.views)
-    moved = any([motion.moved(i, view) for i, view in enumerate(frame.views)])
     return Sample(frame.t, frozenset({"person"}) if person else frozenset(), moved)
 
 
-def observe(path: str, layout: Layout, *, is_image: bool, night: bool, max_duration_s: float) -> Timeline:
-    """Sample ``path`` (a local file) and look at every sample."""
-    motion = Motion()
-    timeline = Timeline(is_image=is_image)
-    for frame in sample(path, layout, is_image=is_image, max_duration_s=max_duration_s):
-        timeline.samples.append(look(frame, motion, night))
-    return timeline
+def observe(
+    path: str, layout: Layout, *, is_image: bool, night: bool, max_duration_s: float, **part: Any
+) -> tuple[list[Sample], float | None]:
+    """Sample ``path`` (a local file) and look at every sample (``part``: ``frames.watch``'s
+    start, offset and deadline)."""
+    return watch(
+        path, layout, lambda f, moved: look(f, moved, night), is_image=is_image, max_duration_s=max_duration_s, **part
+    )

@@ -103,6 +103,19 @@ class Timeline:
         return merge([s.t for s in self.samples], flags)
 
 
+def pack(samples: Iterable[Sample]) -> list[list[object]]:
+    """Samples as compact JSON rows ``[t, [classes…], moved 0|1]`` (a task's checkpoint)."""
+    return [[s.t, sorted(s.found), int(s.motion)] for s in samples]
+
+
+def unpack(rows: Iterable[Sequence[object]]) -> list[Sample]:
+    out = []
+    for t, found, moved in rows:
+        assert isinstance(t, (int, float)) and isinstance(found, list), (t, found)
+        out.append(Sample(float(t), frozenset(str(c) for c in found), bool(moved)))
+    return out
+
+
 def keep_runs(flags: Sequence[bool], k: int) -> list[bool]:
     """Drop positive runs shorter than ``k`` samples."""
     out = list(flags)
