@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 #: the classes of SPEC §11, in the order summaries list them
 CLASSES = ("person", "vehicle", "dog", "cat", "fire", "smoke", "package", "license plate")
@@ -108,12 +109,8 @@ def pack(samples: Iterable[Sample]) -> list[list[object]]:
     return [[s.t, sorted(s.found), int(s.motion)] for s in samples]
 
 
-def unpack(rows: Iterable[Sequence[object]]) -> list[Sample]:
-    out = []
-    for t, found, moved in rows:
-        assert isinstance(t, (int, float)) and isinstance(found, list), (t, found)
-        out.append(Sample(float(t), frozenset(str(c) for c in found), bool(moved)))
-    return out
+def unpack(rows: Iterable[Sequence[Any]]) -> list[Sample]:
+    return [Sample(float(t), frozenset(str(c) for c in found), bool(moved)) for t, found, moved in rows]
 
 
 def keep_runs(flags: Sequence[bool], k: int) -> list[bool]:
