@@ -51,6 +51,20 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+#: the video analysers ``FLEETBOX_VIDEO_ANALYSER`` may name (``chalicelib/media/video``)
+VIDEO_ANALYSERS = ("local", "cloud")
+
+
+class ConfigError(ValueError):
+    """A setting the environment spells wrong: the process refuses to start with it."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not a valid setting: use one of {', '.join(allowed)}")
+    return value
+
+
 def _int(value: str | None, default: int) -> int:
     if value is None or value.strip() == "":
         return default
@@ -182,7 +196,11 @@ class Settings:
             delivery_log_days=_int(env.get("FLEETBOX_DELIVERY_LOG_DAYS"), 7),
             dead_letter_days=_int(env.get("FLEETBOX_DEAD_LETTER_DAYS"), 30),
             rules_cache_s=float(env.get("FLEETBOX_RULES_CACHE_S") or 5.0),
-            video_analyser=env.get("FLEETBOX_VIDEO_ANALYSER") or ("local" if stage in ("local", "test") else "cloud"),
+            video_analyser=_choice(
+                "FLEETBOX_VIDEO_ANALYSER",
+                env.get("FLEETBOX_VIDEO_ANALYSER") or ("local" if stage in ("local", "test") else "cloud"),
+                VIDEO_ANALYSERS,
+            ),
             # local file URLs exist only on the local stack and in tests, never on AWS
             media_root=(env.get("FLEETBOX_MEDIA_ROOT") or None) if stage in ("local", "test") else None,
             video_max_bytes=_int(env.get("FLEETBOX_VIDEO_MAX_BYTES"), 256 * 1024 * 1024),

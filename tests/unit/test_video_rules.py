@@ -8,11 +8,27 @@ from pathlib import Path
 import pytest
 
 from chalicelib.core import errors
-from chalicelib.core.config import reload_settings
+from chalicelib.core.config import VIDEO_ANALYSERS, ConfigError, Settings, reload_settings
+from chalicelib.media import video as media
 from chalicelib.media.video import cloud, hls
 from chalicelib.media.video.frames import MediaError
 from chalicelib.media.video.timeline import Layout, Sample, Timeline, clock_text, keep_runs, merge, summary
 from chalicelib.services import video
+
+# ---------------------------------------------------------------- the analyser setting
+
+
+def test_the_analyser_setting_names_a_backend_and_defaults_by_stage() -> None:
+    assert set(VIDEO_ANALYSERS) == set(media.BACKENDS)
+    assert Settings.from_env({"FLEETBOX_STAGE": "local"}).video_analyser == "local"
+    assert Settings.from_env({"FLEETBOX_STAGE": "prod"}).video_analyser == "cloud"
+    assert Settings.from_env({"FLEETBOX_VIDEO_ANALYSER": "cloud"}).video_analyser == "cloud"
+
+
+def test_an_unknown_analyser_is_a_configuration_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"FLEETBOX_VIDEO_ANALYSER='rekognition' .*local, cloud"):
+        Settings.from_env({"FLEETBOX_VIDEO_ANALYSER": "rekognition"})
+
 
 # ---------------------------------------------------------------- Config grammar
 
