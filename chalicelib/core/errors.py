@@ -310,6 +310,10 @@ ROOT_PRINCIPAL = _declare("UnsupportedOperation.RootPrincipal")
 SERVICE_TYPE_UNSUPPORTED = _declare("UnsupportedOperation.ServiceTypeUnsupported")
 # the deployment lacks what the configured video analyser needs (OpenCV is not in the Lambda bundle)
 VIDEO_ANALYSER_UNAVAILABLE = _declare("UnsupportedOperation.VideoAnalyserUnavailable")
+# without a decoder (AWS) a video must be an MP4/MOV file Rekognition Video can read from S3
+VIDEO_FORMAT_UNSUPPORTED = _declare("UnsupportedOperation.VideoFormatUnsupported")
+# without a decoder (AWS) a video is analysed whole: one view of a stacked video cannot be cropped
+MULTI_CAMERA_LAYOUT_UNSUPPORTED = _declare("UnsupportedOperation.MultiCameraLayoutUnsupported")
 TASK_RUNNING = _declare("UnsupportedOperation.TaskRunning")
 
 # -- FailedOperation: 409 — the operation could not complete now (state changed, device offline…)

@@ -81,6 +81,10 @@ class VideoTaskRecord(Model):
     #: the next part starts at
     timeline = JSONText(default=list)
     progress_s = NumberAttribute(default=0)
+    #: a video analysed by Rekognition Video: its job id once started, and the next result page's
+    #: token while the results are read over several steps
+    video_job = UnicodeAttribute(null=True)
+    video_token = UnicodeAttribute(null=True)
     #: "1" from the final write until the callback is queued and the event emitted
     notify = UnicodeAttribute(null=True)
 

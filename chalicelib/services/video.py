@@ -45,6 +45,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -55,11 +56,11 @@ from ..core import clock, errors, ids
 from ..core.config import settings
 from ..core.observability import logger
 from ..media import video as media
-from ..media.video import hls
+from ..media.video import cloud, hls
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from ..models.video import ACCOUNT, VideoTaskRecord
-from . import delivery, events, jobs, products
+from . import delivery, events, files, jobs, products
 from .paging import checked_start, expect_key, fill_page
 
 SERVICE_TYPES = ("VideoToText", "RealtimeObjectDetect", "Highlight", "PackageDetect")
@@ -77,6 +78,10 @@ CONFIG_KEYS = ("MultiCameraLayout", "IsImage", "IsNightVision")
 _LAYOUT_RE = re.compile(r"Vertical(?:,Num=(\d+)(?:,Index=(\d+(?:;\d+)*))?)?")
 _TASK_ID_RE = re.compile(r"vt[a-z0-9]{16}")
 _POLL_S = 0.25
+#: where a video analysed by Rekognition Video is copied (the bucket expires it after a day)
+VIDEO_INPUT_PREFIX = "video-input/"
+#: how long a step waits before asking Rekognition Video again (the job runs meanwhile)
+REKOGNITION_POLL_S = 15
 
 
 # ===================================================================== input rules
@@ -201,6 +206,36 @@ def check_urls(urls: list[str], is_image: bool) -> None:
             local_path(url, fld)
 
 
+def _suffix(url: str) -> str:
+    return Path(unquote(urlsplit(url).path if "://" in url else url)).suffix.lower()
+
+
+def check_decodable(analyser: str, urls: list[str], layout: media.Layout, is_image: bool) -> None:
+    """Refuse, when the task is created, what this deployment could only fail later: inputs that
+    need a decoder (OpenCV) where there is none — on AWS the cloud analyser reads images as they
+    are and hands MP4/MOV files to Rekognition Video, which decodes nothing else and analyses the
+    whole frame."""
+    if media.decodes():
+        return
+    if not is_image and len(layout.selected) != layout.views:
+        fld = "Config.MultiCameraLayout"
+        raise errors.MULTI_CAMERA_LAYOUT_UNSUPPORTED(
+            f"{fld}: this deployment analyses a video whole with Amazon Rekognition Video, which cannot "
+            "crop one view of a stacked frame; use Single or Vertical (every view), or send stills with IsImage",
+            fld,
+        )
+    for i, url in enumerate(urls):
+        if media.needs_decoder(analyser, _suffix(url), layout, is_image=is_image):
+            fld = f"VideoURLs[{i}]"
+            what = "an HLS playlist" if url_kind(url) == "hls" else f"a {_suffix(url) or 'extension-less'} file"
+            raise errors.VIDEO_FORMAT_UNSUPPORTED(
+                f"{fld} is {what}: this deployment has no video decoder, and Amazon Rekognition Video "
+                f"reads only MP4 and MOV files ({' '.join(cloud.STORED_VIDEO)}); give the URL of "
+                "an MP4 or MOV recording",
+                fld,
+            )
+
+
 # ===================================================================== tasks
 
 
@@ -255,8 +290,9 @@ def create(body: dict[str, Any], created_by: str | None) -> tuple[dict[str, Any]
     if absent:
         raise errors.VIDEO_ANALYSER_UNAVAILABLE(
             f"the {analyser} video analyser needs {', '.join(absent)}, which this deployment does not include "
-            "(OpenCV does not fit in the Lambda bundle); video tasks run on the local stack for now"
+            "(OpenCV does not fit in the Lambda bundle): set FLEETBOX_VIDEO_ANALYSER=cloud here"
         )
+    check_decodable(analyser, urls, layout, is_image)
     if body["ServiceType"] == media.PACKAGE_DETECT and not set(media.PACKAGE_KINDS) & set(media.detects(analyser)):
         raise errors.SERVICE_TYPE_UNSUPPORTED(
             f"the {analyser} analyser cannot detect packages (it detects: {', '.join(media.detects(analyser))})",
@@ -496,6 +532,7 @@ def _finish(
         raise
     rec = _read(task_id)
     if rec is not None:
+        _discard_copy(rec)
         _notify(rec)
 
 
@@ -588,21 +625,43 @@ def _stage_remote(url: str, folder: Path, kind: str, start_s: float) -> tuple[st
     return str(local), offset
 
 
-def _analyse(rec: VideoTaskRecord, deadline: float) -> tuple[list[media.Sample], float | None]:
-    """One part of the task's analysis: from its checkpoint until ``deadline``; the new samples
-    and where the next part starts (None: the media is done)."""
+@dataclass
+class _Part:
+    """What one step of the analysis produced: new samples (or, with ``whole``, every sample of
+    the task), where the next part starts (None: the media is done), how long the next step
+    should wait, and what else the checkpoint records."""
+
+    samples: list[media.Sample]
+    resume: float | None
+    delay_s: int = 0
+    state: list[Any] = field(default_factory=list)
+    whole: bool = False
+
+
+def _layout(rec: VideoTaskRecord) -> media.Layout:
+    return media.Layout(int(rec.views or 1), tuple(rec.selected or [0]))
+
+
+def _stage(url: str, folder: Path, kind: str, start_s: float) -> tuple[str, float]:
+    remote = url.lower().startswith(("http://", "https://"))
+    return (_stage_remote if remote else _stage_local)(url, folder, kind, start_s)
+
+
+def _analyse(rec: VideoTaskRecord, deadline: float) -> _Part:
+    """One part of the task's analysis, from its checkpoint until ``deadline``."""
     url = rec.video_urls[0]
+    key = _copy_key(rec)
+    if key is not None:
+        return _analyse_stored(rec, key, deadline)
     kind = url_kind(url) or "video"
     start_s = float(rec.progress_s or 0)
     folder = Path(tempfile.mkdtemp(prefix="fleetbox-video-"))
     try:
-        remote = url.lower().startswith(("http://", "https://"))
-        stage = _stage_remote if remote else _stage_local
-        path, offset_s = stage(url, folder, kind, start_s)
-        return media.observe(
+        path, offset_s = _stage(url, folder, kind, start_s)
+        samples, resume = media.observe(
             rec.analyser,
             path,
-            media.Layout(int(rec.views or 1), tuple(rec.selected or [0])),
+            _layout(rec),
             is_image=bool(rec.is_image),
             night=bool(rec.night),
             max_duration_s=settings().video_max_duration_s,
@@ -610,10 +669,59 @@ def _analyse(rec: VideoTaskRecord, deadline: float) -> tuple[list[media.Sample],
             offset_s=offset_s,
             deadline=deadline,
         )
+        return _Part(samples, resume)
     except errors.FleetboxError as exc:  # the URL's rules no longer hold (a file removed since)
         raise media.MediaError(exc.message) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _copy_key(rec: VideoTaskRecord) -> str | None:
+    """The S3 key of the copy Rekognition Video reads, for tasks analysed that way."""
+    url = rec.video_urls[0] if rec.video_urls else ""
+    if not media.stored_video(rec.analyser, _suffix(url), _layout(rec), is_image=bool(rec.is_image)):
+        return None
+    return f"{VIDEO_INPUT_PREFIX}{rec.task_id}{_suffix(url)}"
+
+
+def _analyse_stored(rec: VideoTaskRecord, key: str, deadline: float) -> _Part:
+    """An MP4/MOV file through Rekognition Video, one short step at a time: the first step
+    fetches the file (same guard and caps as every fetch), copies it to the bucket and starts
+    the job (remembered on the task); later steps read the job's result pages, each re-queued
+    :data:`REKOGNITION_POLL_S` later while the job runs — no step waits for Rekognition."""
+    if not rec.video_job:
+        folder = Path(tempfile.mkdtemp(prefix="fleetbox-video-"))
+        try:
+            path, _ = _stage(rec.video_urls[0], folder, "video", 0.0)
+            with open(path, "rb") as fh:
+                files.put_object(key, fh, "video/quicktime" if key.endswith(".mov") else "video/mp4")
+        except errors.FleetboxError as exc:
+            raise media.MediaError(exc.message) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        job = cloud.start_video(settings().bucket, key, rec.task_id)
+        return _Part([], 0.0, REKOGNITION_POLL_S, [VideoTaskRecord.video_job.set(job)])
+    status, samples, token, duration_s = cloud.video_labels(rec.video_job, rec.video_token, deadline)
+    if status != "SUCCEEDED":
+        return _Part([], 0.0, REKOGNITION_POLL_S)
+    if token is not None:  # more pages than this step had time for
+        return _Part(samples, 0.0, 0, [VideoTaskRecord.video_token.set(token)])
+    cap = settings().video_max_duration_s
+    if duration_s > cap + 1:
+        raise media.MediaError(f"the video lasts {duration_s:.0f} s; at most {cap} s can be analysed")
+    return _Part(cloud.per_second(media.unpack(rec.timeline or []) + samples, duration_s), None, whole=True)
+
+
+def _discard_copy(rec: VideoTaskRecord) -> None:
+    """Delete a finished task's S3 copy (the bucket's lifecycle rule on ``video-input/`` removes
+    any this misses)."""
+    key = _copy_key(rec)
+    if key is None:
+        return
+    try:
+        files.delete_object(key)
+    except Exception:  # noqa: BLE001 - the lifecycle rule is the safety net; the task is final
+        logger.warning("video input copy not deleted", extra={"task_id": rec.task_id})
 
 
 def _conditional_failed(exc: UpdateError) -> bool:
@@ -651,7 +759,7 @@ def analyse_step(body: dict[str, Any]) -> None:
             return  # another delivery of this message claimed the attempt
         raise
     try:
-        samples, resume = _analyse(rec, started + settings().video_step_budget_s)
+        part = _analyse(rec, started + settings().video_step_budget_s)
     except media.MediaError as exc:
         _finish(task_id, FAILED, reason=str(exc))
         return
@@ -661,20 +769,21 @@ def analyse_step(body: dict[str, Any]) -> None:
         rec.update(actions=[VideoTaskRecord.last_error.set(why)])
         jobs.enqueue("video.analyse", {"task_id": task_id}, delay_s=10 * (attempts + 1))
         return
-    timeline = media.unpack(rec.timeline or []) + samples
+    timeline = part.samples if part.whole else media.unpack(rec.timeline or []) + part.samples
     logger.info(
         "video part analysed",
-        extra={"task_id": task_id, "samples": len(samples), "seconds": round(time.monotonic() - started, 2)},
+        extra={"task_id": task_id, "samples": len(part.samples), "seconds": round(time.monotonic() - started, 2)},
     )
-    if resume is not None:
+    if part.resume is not None:
         # a checkpoint: the samples so far, where to go on; the next part starts afresh (attempts 0)
         try:
             rec.update(
                 actions=[
                     VideoTaskRecord.timeline.set(media.pack(timeline)),
-                    VideoTaskRecord.progress_s.set(resume),
+                    VideoTaskRecord.progress_s.set(part.resume),
                     VideoTaskRecord.attempts.set(0),
                     VideoTaskRecord.updated_at.set(clock.now_s()),
+                    *part.state,
                 ],
                 condition=(VideoTaskRecord.status == RUNNING)
                 & (VideoTaskRecord.attempts == attempts + 1)
@@ -684,7 +793,7 @@ def analyse_step(body: dict[str, Any]) -> None:
             if _conditional_failed(exc):
                 return  # a concurrent delivery moved the task on: its part counts
             raise
-        jobs.enqueue("video.analyse", {"task_id": task_id})
+        jobs.enqueue("video.analyse", {"task_id": task_id}, delay_s=part.delay_s)
         return
     outcome = media.conclude(rec.analyser, timeline, is_image=bool(rec.is_image), service_type=rec.service_type)
     if outcome.empty:

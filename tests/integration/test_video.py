@@ -396,6 +396,15 @@ def _converse(text: str) -> dict[str, Any]:
 DETECT = {"Image": {"Bytes": ANY}, "MaxLabels": 50, "MinConfidence": 70.0}
 
 
+def _expect_summary(bedrock: Stubber, words: str, facts: Facts) -> None:
+    """Bedrock answers ``words`` to the one Converse call whose detections match ``facts``."""
+    bedrock.add_response(
+        "converse",
+        _converse(words),
+        {"modelId": "amazon.nova-lite-v1:0", "system": ANY, "messages": facts, "inferenceConfig": ANY},
+    )
+
+
 def test_the_cloud_path_maps_labels_and_has_bedrock_word_the_summary(api, cam, media, cloud):
     rek, bed = cloud
     rek.add_response(
@@ -405,11 +414,7 @@ def test_the_cloud_path_maps_labels_and_has_bedrock_word_the_summary(api, cam, m
     )
     words = "A man stands beside a car."
     facts = Facts(source="image", detections={"person": [[0, 0]], "vehicle": [[0, 0]]})
-    bed.add_response(
-        "converse",
-        _converse(words),
-        {"modelId": "amazon.nova-lite-v1:0", "system": ANY, "messages": facts, "inferenceConfig": ANY},
-    )
+    _expect_summary(bed, words, facts)
     task = ok(api.post("/v1/video-tasks", body(cam)), 202)
     done = finished(api, media, task["TaskId"])
     rek.assert_no_pending_responses()
@@ -466,3 +471,244 @@ def test_a_deployment_without_the_decoder_refuses_tasks_before_accepting_them(ap
     )
     assert "cv2" in err["message"]
     assert ok(api.get("/v1/video-tasks"))["items"] == [] and media.items == []
+
+
+# ------------------------------------------------------------------ the cloud analyser on AWS (no OpenCV)
+#
+# The Lambda bundle has no OpenCV (it would exceed Lambda's 250 MB).  ``no_decoder`` makes this
+# process look like that bundle: ``find_spec`` answers None for cv2 and mediapipe (what the app
+# asks), and ``import cv2`` fails (so a path that still decoded would fail here too).  Rekognition
+# (DetectLabels and Rekognition Video) and Bedrock are botocore ``Stubber``s: moto has neither;
+# the S3 copy Rekognition Video reads is real moto S3.
+
+
+@pytest.fixture()
+def no_decoder(monkeypatch: pytest.MonkeyPatch, cloud: Any) -> Iterator[None]:
+    """The Lambda bundle's view (no cv2, no mediapipe), the files bucket bootstrap created."""
+    import importlib.util
+    import sys
+
+    from chalicelib.core.config import reload_settings
+    from chalicelib.services import files
+
+    real = importlib.util.find_spec
+    absent = ("cv2", "mediapipe")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    for name in absent:
+        monkeypatch.setitem(sys.modules, name, None)  # `import cv2` raises ImportError
+    monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")  # what bootstrap creates
+    reload_settings()
+    files.forget()
+    yield
+    files.forget()
+
+
+class Sent:
+    """Matches any ``Image={"Bytes": …}`` and keeps the bytes DetectLabels was sent."""
+
+    def __init__(self) -> None:
+        self.images: list[bytes] = []
+
+    def __eq__(self, image: object) -> bool:
+        assert isinstance(image, dict) and set(image) == {"Bytes"}, image
+        self.images.append(image["Bytes"])
+        return True
+
+
+def test_on_aws_an_image_goes_to_rekognition_as_it_is(api, cam, media, cloud, no_decoder):
+    rek, bed = cloud
+    sent = Sent()
+    rek.add_response(
+        "detect_labels", _labels(("Person", 97.0, [])), {"Image": sent, "MaxLabels": 50, "MinConfidence": 70.0}
+    )
+    bed.add_response("converse", _converse("A person stands in the picture."), None)
+    task = ok(api.post("/v1/video-tasks", body(cam)), 202)
+    done = finished(api, media, task["TaskId"])
+    assert done["Status"] == 3, done
+    assert json.loads(done["Result"])["DetectedClassifications"] == ["person"]
+    # no decoding, no re-encoding: the JPEG's own bytes
+    assert sent.images == [(MEDIA_SAMPLES / "person-standing.jpg").read_bytes()]
+
+
+def test_on_aws_a_vertical_layout_sends_only_the_selected_view_cropped_with_pillow(
+    api, cam, media, cloud, no_decoder, tmp_path, monkeypatch
+):
+    import io
+
+    from PIL import Image, ImageChops, ImageStat
+
+    from chalicelib.core.config import reload_settings
+
+    bottom = Image.open(MEDIA_SAMPLES / "person-standing.jpg").convert("RGB")
+    top = Image.open(MEDIA_SAMPLES / "no-object-coffee.png").convert("RGB").resize(bottom.size)
+    stacked = Image.new("RGB", (bottom.width, bottom.height * 2))
+    stacked.paste(top, (0, 0))
+    stacked.paste(bottom, (0, bottom.height))
+    stacked.save(tmp_path / "stacked.png")
+    monkeypatch.setenv("FLEETBOX_MEDIA_ROOT", str(tmp_path))
+    reload_settings()
+    rek, bed = cloud
+    sent = Sent()
+    rek.add_response(
+        "detect_labels", _labels(("Person", 97.0, [])), {"Image": sent, "MaxLabels": 50, "MinConfidence": 70.0}
+    )
+    bed.add_response("converse", _converse("A person stands in the lower view."), None)
+    config = json.dumps({"IsImage": True, "MultiCameraLayout": "Vertical,Num=2,Index=1"})
+    task = ok(api.post("/v1/video-tasks", body(cam, "stacked.png", Config=config)), 202)
+    done = finished(api, media, task["TaskId"])
+    rek.assert_no_pending_responses()
+    assert done["Status"] == 3, done
+    assert len(sent.images) == 1  # one view, one call
+    view = Image.open(io.BytesIO(sent.images[0])).convert("RGB")
+    expected_width = min(bottom.width, 1280)
+    assert view.size == (expected_width, round(bottom.height * expected_width / bottom.width))
+
+    def distance(a: Image.Image) -> float:
+        return sum(ImageStat.Stat(ImageChops.difference(view, a.resize(view.size))).mean) / 3
+
+    # what was sent is the lower half (JPEG-close), not the upper one
+    assert distance(bottom) < 8 < 30 < distance(top), (distance(bottom), distance(top))
+
+
+def _label_hits(*hits: tuple[int, str, float, list[str]]) -> list[dict[str, Any]]:
+    return [
+        {"Timestamp": ms, "Label": {"Name": n, "Confidence": c, "Parents": [{"Name": p} for p in parents]}}
+        for ms, n, c, parents in hits
+    ]
+
+
+def _job_page(status: str, hits: list[dict[str, Any]] | None = None, token: str | None = None) -> dict[str, Any]:
+    page: dict[str, Any] = {"JobStatus": status}
+    if status == "SUCCEEDED":
+        page.update(
+            VideoMetadata={"Codec": "h264", "DurationMillis": 12_000, "Format": "QuickTime / MOV", "FrameRate": 25.0},
+            Labels=hits or [],
+            LabelModelVersion="3.0",
+        )
+    if token:
+        page["NextToken"] = token
+    return page
+
+
+def _input_copies() -> list[str]:
+    from chalicelib.core.config import settings
+    from chalicelib.services import files
+
+    listed = files.s3().list_objects_v2(Bucket=settings().bucket, Prefix="video-input/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_on_aws_an_mp4_goes_through_rekognition_video_in_short_re_queued_steps(api, cam, media, cloud, no_decoder):
+    from chalicelib.core.config import settings
+    from chalicelib.models.video import VideoTaskRecord
+    from chalicelib.services import video
+
+    rek, bed = cloud
+    media.honour_delays = True  # the poll's delay counts on the test clock
+    task = ok(api.post("/v1/video-tasks", body(cam, "people-walking.mp4")), 202)
+    tid, key = task["TaskId"], f"video-input/{task['TaskId']}.mp4"
+    start = {
+        "Video": {"S3Object": {"Bucket": settings().bucket, "Name": key}},
+        "MinConfidence": 70.0,
+        "ClientRequestToken": tid,
+        "JobTag": tid,
+    }
+    rek.add_response("start_label_detection", {"JobId": "job-1"}, start)
+    media.drain()
+    # step 1: the file copied to the bucket, the job started and remembered, the next step delayed
+    assert _input_copies() == [key]
+    assert VideoTaskRecord.get(tid).video_job == "job-1"
+    assert ok(api.get(f"/v1/video-tasks/{tid}"))["Status"] == 4
+    poll = {"JobId": "job-1", "MaxResults": 1000, "SortBy": "TIMESTAMP"}
+    rek.add_response("get_label_detection", _job_page("IN_PROGRESS"), poll)
+    assert media.ran.count("video.analyse") == 1
+    media.advance(video.REKOGNITION_POLL_S - 1)
+    assert media.ran.count("video.analyse") == 1  # the poll waits its delay: no step spins
+    media.advance(1)
+    assert media.ran.count("video.analyse") == 2
+    rek.assert_no_pending_responses()
+    assert ok(api.get(f"/v1/video-tasks/{tid}"))["Status"] == 4  # still running: re-queued again
+    # done: two result pages, read in one step; a person in seconds 0-1 (counts) and alone at
+    # 5 s (one second: does not count), a car 7-9 s, a dog under the confidence floor
+    page1 = _label_hits(
+        (0, "Person", 99.0, []), (500, "Man", 95.0, ["Person"]), (1000, "Person", 98.0, []), (3000, "Dog", 40.0, [])
+    )
+    page2 = _label_hits((5000, "Person", 90.0, []), (7000, "Car", 92.0, ["Vehicle"]), (8000, "Sedan", 88.0, ["Car"]))
+    page2 += _label_hits((9000, "Car", 91.0, []))
+    rek.add_response("get_label_detection", _job_page("SUCCEEDED", page1, "t2"), poll)
+    rek.add_response("get_label_detection", _job_page("SUCCEEDED", page2), {**poll, "NextToken": "t2"})
+    words = "A person walks in at the start; a car is there from 0:07 to 0:09."
+    facts = Facts(source="video", detections={"person": [[0, 1]], "vehicle": [[7, 9]]})
+    _expect_summary(bed, words, facts)
+    media.advance(video.REKOGNITION_POLL_S)
+    rek.assert_no_pending_responses()
+    bed.assert_no_pending_responses()
+    done = ok(api.get(f"/v1/video-tasks/{tid}"))
+    assert done["Status"] == 3 and done["Analyser"] == "cloud"
+    assert json.loads(done["Result"]) == {"Summary": words, "DetectedClassifications": ["person", "vehicle"]}
+    assert facts.seen["motion_without_recognised_object"] == []  # Rekognition Video reports no motion
+    assert _input_copies() == []  # the copy is deleted once the task is final
+
+
+def test_on_aws_a_failed_rekognition_video_job_fails_the_task_with_its_reason(api, cam, media, cloud, no_decoder):
+    rek, bed = cloud
+    task = ok(api.post("/v1/video-tasks", body(cam, "empty-room.mp4")), 202)
+    rek.add_response("start_label_detection", {"JobId": "job-2"}, None)
+    rek.add_response("get_label_detection", {"JobStatus": "FAILED", "StatusMessage": "Unsupported codec: hevc"}, None)
+    done = finished(api, media, task["TaskId"])
+    rek.assert_no_pending_responses()
+    bed.assert_no_pending_responses()
+    assert done["Status"] == 1
+    assert done["Reason"] == "Rekognition Video failed: Unsupported codec: hevc"
+    assert _input_copies() == []
+
+
+def test_on_aws_a_refused_start_fails_the_task_with_the_service_code(api, cam, media, cloud, no_decoder):
+    rek, _ = cloud
+    task = ok(api.post("/v1/video-tasks", body(cam, "empty-room.mp4")), 202)
+    rek.add_client_error("start_label_detection", "AccessDeniedException", "not authorized: s3:GetObject")
+    done = finished(api, media, task["TaskId"])
+    assert done["Status"] == 1
+    assert done["Reason"].startswith("Rekognition StartLabelDetection failed: AccessDeniedException")
+    assert _input_copies() == []
+
+
+def test_on_aws_what_needs_a_decoder_is_refused_at_create_with_its_code_and_field(
+    api, cam, media, cloud, no_decoder, tmp_path, monkeypatch
+):
+    from chalicelib.core.config import reload_settings
+
+    for name in ("clip.avi", "clip.mov", "clip.mp4", "stacked.png"):
+        (tmp_path / name).write_bytes(b"\0" * 16)
+    segment = (MEDIA_SAMPLES / "people-hls" / "seg000.ts").resolve()
+    (tmp_path / "live.m3u8").write_text(f"#EXTM3U\n#EXTINF:6,\n{segment}\n#EXT-X-ENDLIST\n")
+    monkeypatch.setenv("FLEETBOX_MEDIA_ROOT", str(tmp_path))
+    reload_settings()
+    err = expect_error(
+        api.post("/v1/video-tasks", body(cam, "live.m3u8")),
+        409,
+        "UnsupportedOperation.VideoFormatUnsupported",
+        "VideoURLs[0]",
+    )
+    assert "HLS playlist" in err["message"] and "MP4 and MOV" in err["message"]
+    err = expect_error(
+        api.post("/v1/video-tasks", body(cam, "clip.mp4", VideoURLs=["clip.mp4", "clip.avi"])),
+        409,
+        "UnsupportedOperation.VideoFormatUnsupported",
+        "VideoURLs[1]",
+    )
+    assert ".avi file" in err["message"]
+    layout = json.dumps({"MultiCameraLayout": "Vertical,Num=2,Index=1"})
+    err = expect_error(
+        api.post("/v1/video-tasks", body(cam, "clip.mov", Config=layout)),
+        409,
+        "UnsupportedOperation.MultiCameraLayoutUnsupported",
+        "Config.MultiCameraLayout",
+    )
+    assert "Rekognition Video" in err["message"]
+    assert ok(api.get("/v1/video-tasks"))["items"] == [] and media.items == []
+    # what it can do is accepted: a whole stacked video, a cropped still
+    both = json.dumps({"MultiCameraLayout": "Vertical"})
+    ok(api.post("/v1/video-tasks", body(cam, "clip.mov", Config=both)), 202)
+    still = json.dumps({"IsImage": True, "MultiCameraLayout": "Vertical,Num=2,Index=1"})
+    ok(api.post("/v1/video-tasks", body(cam, "stacked.png", Config=still)), 202)

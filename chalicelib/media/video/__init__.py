@@ -7,8 +7,13 @@ and until a deadline so a long video is analysed in parts (the samples are the c
 
 * ``local`` (``local.py``) — offline: MediaPipe Pose for people, frame differencing for motion;
   the summary is the template of ``timeline.summary``;
-* ``cloud`` (``cloud.py``) — Amazon Rekognition ``DetectLabels`` per sample, a Bedrock model
-  (Converse API) for the summary.
+* ``cloud`` (``cloud.py``) — Amazon Rekognition (``DetectLabels`` on an image's bytes or on
+  sampled frames; Rekognition Video on MP4/MOV files copied to S3, which the service layer drives
+  with ``cloud.start_video`` / ``cloud.video_labels``), a Bedrock model (Converse API) for the
+  summary.
+
+Decoding video takes OpenCV, which is not in the Lambda bundle (it would exceed Lambda's 250 MB):
+:func:`needs_decoder` says which inputs take it, :func:`decodes` whether this deployment can.
 
 Each backend declares the classes it can detect (:func:`detects`); neither invents one.  The
 result is what SPEC §11 stores: ``{"Summary", "DetectedClassifications"}`` — for PackageDetect
@@ -37,10 +42,13 @@ __all__ = [
     "Sample",
     "analyse",
     "conclude",
+    "decodes",
     "missing",
+    "needs_decoder",
     "observe",
     "pack",
     "refuse_playlist",
+    "stored_video",
     "unpack",
 ]
 
@@ -65,6 +73,23 @@ def missing(backend: str) -> list[str]:
     """The packages ``backend`` needs that this deployment does not have (OpenCV is a local and
     dev package: with it the Lambda bundle would exceed Lambda's 250 MB)."""
     return [name for name in BACKENDS[backend].REQUIRES if importlib.util.find_spec(name) is None]
+
+
+def decodes() -> bool:
+    """Whether this deployment can decode video itself (OpenCV: the local stack, not Lambda)."""
+    return importlib.util.find_spec("cv2") is not None
+
+
+def needs_decoder(backend: str, suffix: str, layout: Layout, *, is_image: bool) -> bool:
+    """Whether ``backend`` needs OpenCV for this input (``suffix``: the media's file extension)."""
+    if backend == cloud.NAME:
+        return cloud.needs_decoder(suffix, layout, is_image=is_image)
+    return True
+
+
+def stored_video(backend: str, suffix: str, layout: Layout, *, is_image: bool) -> bool:
+    """Whether the input is analysed by Rekognition Video from a copy in S3 (no decoder)."""
+    return backend == cloud.NAME and not is_image and cloud.stored_video(suffix, layout)
 
 
 def detects(backend: str) -> tuple[str, ...]:

@@ -57,12 +57,16 @@ def refuse_playlist(path: str) -> None:
         raise MediaError("the file is an HLS playlist, not the video or image its name says")
 
 
-def crop(image: Any, layout: Layout) -> list[Any]:
-    """The selected stacked views of ``image`` (numpy rows, no copy)."""
-    height = image.shape[0]
+def crop_rows(height: int, layout: Layout) -> list[tuple[int, int]]:
+    """(top, bottom) rows of the selected stacked views of a frame ``height`` px high."""
     if height < layout.views:
         raise MediaError(f"the frame is {height} px high: too small for {layout.views} stacked views")
-    return [image[top:bottom] for top, bottom in layout.bands(height)]
+    return layout.bands(height)
+
+
+def crop(image: Any, layout: Layout) -> list[Any]:
+    """The selected stacked views of ``image`` (numpy rows, no copy)."""
+    return [image[top:bottom] for top, bottom in crop_rows(image.shape[0], layout)]
 
 
 def sample(path: str, layout: Layout, *, is_image: bool, max_duration_s: float) -> Iterator[Frame]:
