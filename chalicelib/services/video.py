@@ -23,6 +23,14 @@ task fails with the last error.  The ``video.sweep`` tick fails tasks still runn
 status 4.  A resumed video file is downloaded again (decoding up to the checkpoint costs about
 a hundredth of the video's length); a resumed playlist fetches only the segments it still needs.
 
+**Without a decoder** (AWS: OpenCV is not in the Lambda bundle) the cloud analyser takes images
+and MP4/MOV files analysed whole; what would need OpenCV is refused at create time
+(:func:`check_decodable`).  An MP4/MOV file for the cloud analyser goes to Rekognition Video
+(``_analyse_stored``): the first step copies it to the bucket under ``video-input/`` and starts
+the job (its id kept on the task), later steps — each queued :data:`REKOGNITION_POLL_S` after the
+last while the job runs — read its result pages (the next page's token kept on the task), and
+the copy is deleted when the task is final.
+
 **Finishing** writes the status, result and ``notify`` = 1 in one conditional update; then the
 domain event (``video.task.done`` / ``video.task.failed``) is emitted and the product's result
 callback queued (``delivery.deliver`` with the ``video`` retry schedule: after 5 s, at most
