@@ -37,7 +37,11 @@ UNSCOPED_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "iot:DescribeEndpoint",
-    "rekognition:DetectLabels",  # the cloud video analyser (DetectLabels on image bytes has no resource)
+    # the cloud video analyser: DetectLabels on image bytes and Rekognition Video's label jobs
+    # have no resource type in IAM (the video it reads is an S3 object, allowed by S3FilesObjects)
+    "rekognition:DetectLabels",
+    "rekognition:StartLabelDetection",
+    "rekognition:GetLabelDetection",
 }
 #: AWS-owned resources a stage may use: the cloud video analyser's Bedrock foundation model
 AWS_OWNED_ARNS = ("arn:aws:bedrock:*::foundation-model/",)
