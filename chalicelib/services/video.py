@@ -772,7 +772,8 @@ def analyse_step(body: dict[str, Any]) -> None:
         _finish(task_id, FAILED, reason=str(exc))
         return
     except Exception as exc:  # noqa: BLE001 - a transient failure or a bug: tried again, counted
-        why = str(exc)[:300] if isinstance(exc, _Retry) else f"{type(exc).__name__}: {str(exc)[:300]}"
+        plain = isinstance(exc, (_Retry, cloud.CloudBusy))
+        why = str(exc)[:300] if plain else f"{type(exc).__name__}: {str(exc)[:300]}"
         logger.warning("video analysis attempt failed", extra={"task_id": task_id, "attempt": attempts + 1})
         rec.update(actions=[VideoTaskRecord.last_error.set(why)])
         jobs.enqueue("video.analyse", {"task_id": task_id}, delay_s=10 * (attempts + 1))

@@ -663,6 +663,19 @@ def test_on_aws_a_failed_rekognition_video_job_fails_the_task_with_its_reason(ap
     assert _input_copies() == []
 
 
+def test_on_aws_a_throttled_poll_is_tried_again_and_an_empty_video_is_status_2(api, cam, media, cloud, no_decoder):
+    rek, bed = cloud
+    task = ok(api.post("/v1/video-tasks", body(cam, "empty-room.mp4")), 202)
+    rek.add_response("start_label_detection", {"JobId": "job-3"}, None)
+    rek.add_client_error("get_label_detection", "ThrottlingException", "Rate exceeded")
+    rek.add_response("get_label_detection", _job_page("SUCCEEDED", []), None)
+    done = finished(api, media, task["TaskId"])
+    rek.assert_no_pending_responses()
+    bed.assert_no_pending_responses()  # nothing detected: no words to ask for
+    assert done["Status"] == 2 and done["Result"] == "" and done["Reason"] is None
+    assert _input_copies() == []
+
+
 def test_on_aws_a_refused_start_fails_the_task_with_the_service_code(api, cam, media, cloud, no_decoder):
     rek, _ = cloud
     task = ok(api.post("/v1/video-tasks", body(cam, "empty-room.mp4")), 202)

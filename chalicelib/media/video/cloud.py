@@ -27,8 +27,9 @@ the result is empty.
 Classes it can detect: person, vehicle, dog, cat, fire, smoke, package, license plate, and the
 package kinds plastic-bags, file-bags, paper-bags (as far as Rekognition's label set names them).
 
-Any Rekognition or Bedrock error fails the task with the service's error code and message as the
-reason (:class:`CloudError`).  IAM: ``rekognition:DetectLabels``, ``rekognition:StartLabelDetection``,
+A Rekognition or Bedrock error fails the task with the service's error code and message as the
+reason (:class:`CloudError`); throttling, a 5xx or a connection error is tried again on a later
+step instead (:class:`CloudBusy`, counted against the task's attempts).  IAM: ``rekognition:DetectLabels``, ``rekognition:StartLabelDetection``,
 ``rekognition:GetLabelDetection``, ``s3:GetObject`` on the copied video (Rekognition Video reads it
 with the caller's permissions) and ``bedrock:InvokeModel`` on the model (README,
 .chalice/policy-*.json).
@@ -141,10 +142,32 @@ def classes_of(labels: Iterable[dict[str, Any]], min_confidence: float) -> froze
     return frozenset(found)
 
 
-def _failure(exc: Exception, service: str) -> CloudError:
+class CloudBusy(Exception):
+    """Rekognition or Bedrock was busy or unreachable (throttled, a 5xx, too many running video
+    jobs, a connection error): not a verdict on the media, so the step is tried again later, as
+    often as ``video_max_attempts`` allows."""
+
+
+#: error codes that say "later", not "never"
+BUSY = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ServiceQuotaExceededException",
+        "InternalServerError",
+        "InternalServerException",
+        "ServiceUnavailableException",
+        "ModelNotReadyException",
+    }
+)
+
+
+def _failure(exc: Exception, service: str) -> Exception:
     err = (getattr(exc, "response", None) or {}).get("Error") or {}
     code = err.get("Code") or type(exc).__name__
-    return CloudError(f"{service} failed: {code}: {str(err.get('Message') or exc)[:200]}")
+    why = f"{service} failed: {code}: {str(err.get('Message') or exc)[:200]}"
+    return CloudBusy(why) if code in BUSY or isinstance(exc, BotoCoreError) else CloudError(why)
 
 
 def detect(view: Any) -> frozenset[str]:
