@@ -27,11 +27,12 @@ $(DDB_STAMP): $(DDB)/package.json $(DDB)/package-lock.json
 
 # The venv is brought up to date whenever a requirements file or the lock changes; every package
 # comes at the version the lock pins (a fresh machine resolves exactly what CI did).
-$(STAMP): requirements.txt requirements-dev.txt $(LOCK)
+$(STAMP): requirements.txt requirements-dev.txt requirements-video.txt $(LOCK)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Fleetbox needs Python 3.11, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip<26.3"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c $(LOCK)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-video.txt -c $(LOCK)
 	@touch $(STAMP)
 
 ## lock: resolve requirements-dev.txt afresh in a scratch venv and pin the result in requirements-dev.lock
@@ -40,6 +41,7 @@ lock:
 	$(PYTHON) -m venv build/lock-venv
 	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip<26.3"
 	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-video.txt
 	{ sed -n '1,3p' $(LOCK); build/lock-venv/bin/python -m pip freeze --exclude-editable | sort -f; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	rm -rf build/lock-venv

@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -142,3 +144,36 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+# ------------------------------------------------------------------ video samples
+
+#: the shared test media (``../shared/media-samples`` beside the repo; never copied into it)
+MEDIA_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "media-samples"
+#: when a person is in view in people-walking.mp4, in whole seconds (its SOURCES.md)
+PEOPLE_WALKING_PERSON_S = ((7, 19), (23, 44), (51, 69), (75, 86), (93, 119), (124, 135))
+#: the fields of a video result callback's POST body (SPEC §11)
+VIDEO_CALLBACK_KEYS = frozenset(
+    ("MsgType", "ProductId", "DeviceName", "ServiceType", "TaskId", "Status", "Result", "Files", "Time")
+    + ("StartTime", "EndTime")
+)
+
+
+def summary_spans(summary: str, subject: str = "A person is visible") -> list[tuple[int, int]]:
+    """The ``from m:ss to m:ss`` / ``at m:ss`` intervals of one clause of a template summary."""
+    clause = next((c for c in summary.rstrip(".").split("; ") if c.startswith(subject)), "")
+
+    def secs(text: str) -> int:
+        parts = [int(p) for p in text.split(":")]
+        return sum(v * 60**i for i, v in enumerate(reversed(parts)))
+
+    spans = []
+    for a, b, at in re.findall(r"from ([\d:]+) to ([\d:]+)|at ([\d:]+)", clause):
+        spans.append((secs(at), secs(at)) if at else (secs(a), secs(b)))
+    return spans
+
+
+def covered_share(truth: tuple[tuple[int, int], ...], found: list[tuple[int, int]], margin: int = 1) -> float:
+    """The share of the true whole seconds that ``found`` covers (each span widened by ``margin``)."""
+    seconds = [s for a, b in truth for s in range(a, b + 1)]
+    return sum(any(x - margin <= s <= y + margin for x, y in found) for s in seconds) / len(seconds)

@@ -35,6 +35,7 @@ SECRET_ACTIONS = (
     "DescribeProductSecret",
     "DescribeTopicRuleSecret",
     "DescribeDataStreamSecret",
+    "DescribeCloudStorageAIServiceCallbackSecret",
 )
 _KEY_RE = re.compile(r"fbk_([a-z0-9]{16})\.([A-Za-z0-9_-]{43})")
 POLICY_VERSION = "2.0"

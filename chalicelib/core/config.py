@@ -38,6 +38,7 @@ TABLES = (
     "dead_letters",
     "deliveries",
     "events",
+    "video_tasks",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")
@@ -49,6 +50,20 @@ def _bool(value: str | None, default: bool) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+#: the video analysers ``FLEETBOX_VIDEO_ANALYSER`` may name (``chalicelib/media/video``)
+VIDEO_ANALYSERS = ("local", "cloud")
+
+
+class ConfigError(ValueError):
+    """A setting the environment spells wrong: the process refuses to start with it."""
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not a valid setting: use one of {', '.join(allowed)}")
+    return value
 
 
 def _int(value: str | None, default: int) -> int:
@@ -112,6 +127,23 @@ class Settings:
     dead_letter_days: int = 30
     #: how long the uplink path reuses its compiled rules before re-reading the rules table
     rules_cache_s: float = 5.0
+    #: video summary tasks (SPEC §11): the analyser ("local": offline, on this machine; "cloud":
+    #: Rekognition + Bedrock), the folder local file URLs may name (the local stack sets it; unset
+    #: on AWS, where only http(s) URLs are fetched), the caps on what is fetched and analysed, the
+    #: wall time one job step spends (fetch + analysis) before it checkpoints and queues the next
+    #: part (the jobs Lambda has 60 s), how often a part may break before the task fails, and how
+    #: long a task may stay running before the sweep fails it
+    video_analyser: str = "local"
+    media_root: str | None = None
+    video_max_bytes: int = 256 * 1024 * 1024
+    video_max_duration_s: int = 900
+    video_fetch_timeout_s: float = 30.0
+    video_step_budget_s: float = 40.0
+    video_max_attempts: int = 3
+    video_deadline_s: int = 3600
+    #: the cloud analyser: Rekognition's label confidence floor and the Bedrock model (Converse API)
+    rekognition_min_confidence: float = 70.0
+    bedrock_model_id: str = "amazon.nova-lite-v1:0"
     #: extra env seen at load time, for diagnostics only (never secrets)
     endpoint_url: str | None = field(default=None, repr=False)
 
@@ -165,6 +197,21 @@ class Settings:
             delivery_log_days=_int(env.get("FLEETBOX_DELIVERY_LOG_DAYS"), 7),
             dead_letter_days=_int(env.get("FLEETBOX_DEAD_LETTER_DAYS"), 30),
             rules_cache_s=float(env.get("FLEETBOX_RULES_CACHE_S") or 5.0),
+            video_analyser=_choice(
+                "FLEETBOX_VIDEO_ANALYSER",
+                env.get("FLEETBOX_VIDEO_ANALYSER") or ("local" if stage in ("local", "test") else "cloud"),
+                VIDEO_ANALYSERS,
+            ),
+            # local file URLs exist only on the local stack and in tests, never on AWS
+            media_root=(env.get("FLEETBOX_MEDIA_ROOT") or None) if stage in ("local", "test") else None,
+            video_max_bytes=_int(env.get("FLEETBOX_VIDEO_MAX_BYTES"), 256 * 1024 * 1024),
+            video_max_duration_s=_int(env.get("FLEETBOX_VIDEO_MAX_DURATION_S"), 900),
+            video_fetch_timeout_s=float(env.get("FLEETBOX_VIDEO_FETCH_TIMEOUT_S") or 30.0),
+            video_step_budget_s=float(env.get("FLEETBOX_VIDEO_STEP_BUDGET_S") or 40.0),
+            video_max_attempts=_int(env.get("FLEETBOX_VIDEO_MAX_ATTEMPTS"), 3),
+            video_deadline_s=_int(env.get("FLEETBOX_VIDEO_DEADLINE_S"), 3600),
+            rekognition_min_confidence=float(env.get("FLEETBOX_REKOGNITION_MIN_CONFIDENCE") or 70.0),
+            bedrock_model_id=env.get("FLEETBOX_BEDROCK_MODEL_ID") or "amazon.nova-lite-v1:0",
             endpoint_url=env.get("AWS_ENDPOINT_URL"),
         )
 

@@ -6,7 +6,8 @@ A forwarder module (one per action kind) exposes:
   (raises a ``FleetboxError`` naming ``path.<field>``); may add generated fields (secrets);
 * ``send(d: Delivery) -> Outcome`` — one attempt; returns a failed Outcome (or raises
   :class:`MissingField`) instead of raising for the target's faults;
-* ``RETRY_S`` — attempt offsets in seconds from the first attempt (default 1, 3, 10);
+* ``RETRY_S`` — attempt offsets in seconds from the first attempt (default 1, 3, 10; plain
+  webhooks pick theirs from :data:`HOOK_RETRY_S` by the job's schedule name);
 * ``CODE`` — the diagnostic code of its failures (SPEC §5).
 """
 
@@ -24,6 +25,9 @@ from ..core.config import settings
 from .webhook import Outcome
 
 RETRY_S: tuple[float, ...] = (1.0, 3.0, 10.0)
+#: plain webhooks (``delivery.deliver``) by retry schedule: the default, and the video result
+#: callback of SPEC §11 ("a non-200 or timeout is retried after 5 s, at most twice")
+HOOK_RETRY_S: dict[str, tuple[float, ...]] = {"webhook": RETRY_S, "video": (5.0, 10.0)}
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _AWS_CLIENTS: dict[str, Any] = {}
 

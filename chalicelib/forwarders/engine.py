@@ -11,6 +11,7 @@ Per job, one attempt, logged in the target's delivery log (``GET /v1/deliveries?
 * success → counted (rule stats ``forwards_ok``);
 * failure with attempts left → a **new** message with ``DelaySeconds`` so the next attempt
   starts at the first attempt's time + 1 s, + 3 s, + 10 s (republish QoS 1: + 3, + 6, + 9 s;
+  a video result callback: + 5 s, + 10 s — ``base.HOOK_RETRY_S``;
   ``Retry-After`` of a 429/503 wins when later); the failed message itself completes, so no
   attempt ever waits out a visibility timeout;
 * the last failure (or a permanent one: blocked URL, 410 Gone, access denied) → a diagnostic
@@ -45,7 +46,7 @@ from ..core.observability import logger
 from ..models.rules import DeadLetterRecord, DeliveryRecord
 from ..protocol import diagnostics
 from . import webhook
-from .base import RETRY_S, Delivery, MissingField, forget_clients
+from .base import HOOK_RETRY_S, RETRY_S, Delivery, MissingField, forget_clients
 from .webhook import Outcome
 
 #: action type -> forwarder module (one per kind)
@@ -337,8 +338,9 @@ def _hook_plan(job: dict[str, Any]) -> _Plan:
     target = job["target"]
     body = base64.b64decode(job.get("body") or "")
     d = Delivery(job=job, action=target, rule=None, webhook_id=job["id"], target_id=job["tid"])
+    offsets = HOOK_RETRY_S.get(job.get("rs") or "webhook", RETRY_S)
     return _Plan(
-        d, lambda d=d: webhook.attempt(target, body, d.webhook_id), RETRY_S, diagnostics.FORWARD_THIRD_SYSTEM_ERR
+        d, lambda d=d: webhook.attempt(target, body, d.webhook_id), offsets, diagnostics.FORWARD_THIRD_SYSTEM_ERR
     )
 
 

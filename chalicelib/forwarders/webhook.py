@@ -8,6 +8,8 @@ Entry points (features reach them through the delivery facade, ``services/delive
 * :func:`check_url(url)` — the SSRF guard (raises ``InvalidParameterValue.InvalidUrl``), run
   when a target is saved and again before every attempt (DNS may change).
 * :func:`attempt(target, body, webhook_id)` — one synchronous attempt (the engine's primitive).
+* :func:`download(url, path, …)` — a guarded GET of a user-supplied URL into a local file (the
+  video analyser's media): same guard, no redirects, bounded time and size.
 
 Every request carries, when the target has a token, ``Timestamp``, ``Nonce`` and
 ``Signature`` = hex SHA1 of the sorted concatenation of token, timestamp and nonce; and, when
@@ -481,10 +483,72 @@ def _failure_kind(exc: BaseException) -> str:
     return "the request could not be made"
 
 
+# ===================================================================== fetching user-supplied URLs
+
+
+class FetchError(Exception):
+    """A download that did not succeed; ``transient`` when trying again later may help
+    (timeouts, refused connections, 5xx), not for a blocked URL, a 404 or a file too large."""
+
+    def __init__(self, reason: str, transient: bool = False):
+        super().__init__(reason)
+        self.transient = transient
+
+
+def download(url: str, path: str, *, max_bytes: int, deadline: float) -> int:
+    """GET ``url`` into the file ``path`` through the SSRF guard (checked before the request and
+    on the connected peer), without following redirects, with the webhook connect/read timeouts,
+    stopping at ``max_bytes`` or at ``deadline`` (``time.monotonic()``).  Returns the size.
+    Raises :class:`FetchError` with a reason in our words (never the remote body)."""
+    import requests
+
+    try:
+        resolve(url)
+    except Blocked as exc:
+        raise FetchError(f"the URL is not allowed: {exc}") from None
+    s = settings()
+    try:
+        resp = session().get(
+            url,
+            timeout=(s.webhook_connect_timeout_s, s.webhook_read_timeout_s),
+            allow_redirects=False,
+            stream=True,
+            headers={"User-Agent": "Fleetbox-Media/1.0"},
+        )
+    except Blocked as exc:
+        raise FetchError(f"the URL is not allowed: {exc}") from None
+    except requests.exceptions.RequestException as exc:
+        raise FetchError(f"the download failed: {_failure_kind(exc)}", transient=True) from None
+    try:
+        if resp.status_code != 200:
+            moved = " (redirects are not followed)" if 300 <= resp.status_code < 400 else ""
+            raise FetchError(
+                f"the download answered HTTP {resp.status_code}{moved}",
+                transient=resp.status_code >= 500 or resp.status_code == 429,
+            )
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > max_bytes:
+            raise FetchError(f"the file is {int(length)} bytes; at most {max_bytes} can be fetched")
+        size = 0
+        with open(path, "wb") as out:
+            for chunk in resp.iter_content(chunk_size=65536):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FetchError(f"the file is larger than {max_bytes} bytes, the most that can be fetched")
+                if time.monotonic() > deadline:
+                    raise FetchError("the download took longer than allowed", transient=True)
+                out.write(chunk)
+        return size
+    except requests.exceptions.RequestException as exc:
+        raise FetchError(f"the download failed: {_failure_kind(exc)}", transient=True) from None
+    finally:
+        resp.close()
+
+
 # ===================================================================== Echostr verification
 
 
-def verify_callback(url: str, token: str | None = None, field: str = "url") -> None:
+def verify_callback(url: str, token: str | None = None, field: str = "url", user_agent: str | None = None) -> None:
     """GET ``url`` with ``Echostr`` (+ signature headers when a token is set); the receiver must
     answer 200 with the echostr as its body.  Raises ``InvalidParameterValue.InvalidCallbackUrl``."""
     import requests
@@ -492,7 +556,7 @@ def verify_callback(url: str, token: str | None = None, field: str = "url") -> N
     check_url(url, field)
     echostr = nonce(16)
     now_s = int(time.time())
-    headers = {"Echostr": echostr, "User-Agent": USER_AGENT}
+    headers = {"Echostr": echostr, "User-Agent": user_agent or USER_AGENT}
     if token:
         n = nonce()
         headers.update({"Nonce": n, "Timestamp": str(now_s), "Signature": sha1_signature(token, str(now_s), n)})

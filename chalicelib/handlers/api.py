@@ -114,7 +114,7 @@ def _header(request: Any, name: str) -> str | None:
     return value if value is None else str(value)
 
 
-def _json_response(status: int, body: Any, request_id: str, extra: Mapping[str, str] | None = None) -> Response:
+def json_response(status: int, body: Any, request_id: str, extra: Mapping[str, str] | None = None) -> Response:
     headers = {"Content-Type": _JSON, "x-request-id": request_id}
     if extra:
         headers.update(extra)
@@ -126,7 +126,7 @@ def _json_response(status: int, body: Any, request_id: str, extra: Mapping[str, 
 
 
 def error_response(err: errors.FleetboxError, request_id: str) -> Response:
-    return _json_response(err.status, err.body(request_id), request_id)
+    return json_response(err.status, err.body(request_id), request_id)
 
 
 def _parse_body(request: Any) -> Any:
@@ -264,7 +264,7 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
         status, code = spec.status, None
         if status == 204:
             return Response(body="", status_code=204, headers={"x-request-id": request_id})
-        return _json_response(status, result, request_id)
+        return json_response(status, result, request_id)
     except errors.FleetboxError as err:
         status, code = err.status, err.code
         if status >= 500:

@@ -17,7 +17,7 @@ from .api import Ctx, decode_token, encode_token, route
 bp = Blueprint(__name__)
 TAG = "ota"
 
-PID = String(required=True, pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID, rule="must be a ProductId")
+PID = s.PRODUCT_ID
 DN_LIST = Array(
     String(min_len=1, max_len=48, code=errors.DEVICE_NAME_INVALID),
     max_items=ota.MAX_DEVICES + 1,
@@ -300,7 +300,7 @@ def complete_firmware(ctx: Ctx) -> dict[str, Any]:
     response=page_of(Firmware),
     query={
         **s.PAGING,
-        "product_id": String(pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID),
+        "product_id": s.PRODUCT_FILTER,
         "q": String(min_len=1, max_len=32, code=errors.QUERY_INVALID),
     },
 )
@@ -424,7 +424,7 @@ def create_task(ctx: Ctx) -> dict[str, Any]:
     query={
         **s.PAGING,
         "firmware_id": String(min_len=1, max_len=40, code=errors.FIRMWARE_ID_INVALID),
-        "product_id": String(pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID),
+        "product_id": s.PRODUCT_FILTER,
         "status": Enum(ota.TASK_STATUSES, code=errors.STATUS_INVALID),
     },
 )

@@ -19,6 +19,9 @@ NEXT = String(
     min_len=1, max_len=2048, description="opaque token from the previous page's `next`", code=errors.NEXT_TOKEN_INVALID
 )
 PAGING = {"limit": LIMIT, "next": NEXT}
+#: a ProductId in a body, and as a list filter
+PRODUCT_ID = String(required=True, pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID, rule="must be a ProductId")
+PRODUCT_FILTER = String(pattern=r"[A-Z0-9]{10}", code=errors.PRODUCT_ID_INVALID)
 
 ErrorDetail = Model(
     "ErrorDetail",
@@ -95,6 +98,11 @@ ProductPatch = Model(
         "data_protocol": Enum(product_rules.DATA_PROTOCOLS, code=errors.DATA_PROTOCOL_INVALID),
         "description": DESCRIPTION,
         "binding_strategy": Enum(product_rules.BINDING_STRATEGIES, code=errors.BINDING_STRATEGY_INVALID),
+        "ai_video_enabled": Boolean(
+            code=errors.ENABLED_INVALID,
+            description="the AI video analysis function (SPEC §11): video summary tasks may be created only "
+            "while it is on; switchable whatever the product's state",
+        ),
     },
 )
 
@@ -114,6 +122,7 @@ Product = Model(
         "status": Enum(product_rules.STATUSES, required=True),
         "device_count": Integer(required=True),
         "dynamic_registration": Boolean(required=True),
+        "ai_video_enabled": Boolean(required=True, description="the AI video analysis function (SPEC §11)"),
         "created_at": Integer(required=True),
         "updated_at": Integer(required=True),
         "created_by": String(nullable=True),

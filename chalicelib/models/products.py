@@ -48,5 +48,9 @@ class ProductRecord(Model):
     secret_rotated_at = NumberAttribute(null=True)
     #: key of the product QR code's signature (SPEC §3), made on first request
     qr_secret = UnicodeAttribute(null=True)
+    #: the AI video analysis function (SPEC §11): video summary tasks only when enabled, and
+    #: where their results are POSTed ({"url", "token"?, "secret"}; written by services/video.py)
+    ai_video = NumberAttribute(default=0)
+    video_callback = JSONText(null=True)
 
     by_account = ProductsByAccount()

@@ -3,10 +3,12 @@
 Handlers and services reach the delivery engine (``forwarders/``) only through this module:
 
 * **sending** — :func:`deliver` queues a signed POST with guaranteed delivery (retries after
-  1 s, 3 s and 10 s from the first attempt, ``Retry-After`` honoured on 429/503, 410 stops the
+  1 s, 3 s and 10 s from the first attempt — or the ``video`` schedule, 5 s and 10 s — ``Retry-After`` honoured on 429/503, 410 stops the
   target, then a dead letter with the reason; returns the ``webhook-id`` receivers deduplicate
   on); :func:`queue_jobs` queues the rule engine's forward jobs; :func:`run_batch` is the
   ``forward`` worker (the engine gets the rule lookup and the statistics as :class:`Hooks`);
+* **fetching** — :func:`download`: a user-supplied URL into a local file through the same
+  guard (the video analyser's media);
 * **targets** — :func:`check_url` (SSRF guard), :func:`verify_callback` (Echostr),
   :func:`validate_action` / :func:`verify_action` (rule actions by kind), :func:`new_secret`;
   secrets are write-only (SPEC §2): :func:`masked`, :func:`kept_secret`, :func:`secrets_of`;
@@ -32,6 +34,7 @@ from pynamodb.exceptions import UpdateError
 from ..core import clock, errors
 from ..core.observability import logger
 from ..forwarders import engine, webhook
+from ..forwarders.base import HOOK_RETRY_S
 from ..models.rules import DeadLetterRecord, DeliveryRecord
 from . import analytics, device_logs
 from .paging import checked_start, expect_key, fill_page
@@ -42,6 +45,9 @@ Hooks = engine.Hooks
 ACTION_KINDS = tuple(engine.KINDS)
 SECRET_FIELDS = webhook.SECRET_FIELDS
 Target = webhook.Target
+#: retry schedules of :func:`deliver` by name
+RETRY_SCHEDULES = HOOK_RETRY_S
+FetchError = webhook.FetchError
 
 # re-exported target helpers: callers name them from the facade
 check_url = webhook.check_url
@@ -50,6 +56,7 @@ masked = webhook.masked
 kept_secret = webhook.kept_secret
 new_secret = webhook.new_secret
 new_webhook_id = engine.new_webhook_id
+download = webhook.download
 
 
 def secrets_of(targets: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -138,10 +145,14 @@ def deliver(
     device_name: str | None = None,
     delay_s: int = 0,
     resource: str | None = None,
+    retry: str = "webhook",
 ) -> str:
     """Queue a signed POST with guaranteed delivery (see the module doc); returns the webhook-id.
     ``resource`` is what the delivery belongs to (a stream's ``product/{pid}/stream/{id}``): its
-    dead letter is shown to whoever may read that resource."""
+    dead letter is shown to whoever may read that resource.  ``retry`` names the retry schedule
+    (``RETRY_SCHEDULES``: the default 1 s, 3 s, 10 s, or ``video``: 5 s, 10 s)."""
+    if retry not in RETRY_SCHEDULES:
+        raise ValueError(f"unknown retry schedule {retry!r}")
     target = Target.of(target)
     wid = webhook_id or engine.new_webhook_id()
     data = body if isinstance(body, (bytes, bytearray)) else webhook.body_bytes(body)
@@ -157,6 +168,8 @@ def deliver(
     }
     if resource:
         job["own"] = resource
+    if retry != "webhook":
+        job["rs"] = retry
     if engine.enqueue([job], delay_s=delay_s):
         # the queue refused it: recorded as a replayable dead letter, never dropped
         engine.dead_letter(

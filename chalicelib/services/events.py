@@ -20,7 +20,9 @@ Event kinds (dotted; a subscription pattern may end in ``*``):
 * ``batch.done``, ``batch.failed`` — a batch job finished (batch_id, batch_kind, counts, reason);
 * ``ota.task.started``, ``ota.task.done``, ``ota.task.aborted``, ``ota.device.failed`` — an
   upgrade task's life and its failed devices (task_id, device_name, reason, statistics);
-  ``resource.*`` the same for resource distribution.
+  ``resource.*`` the same for resource distribution;
+* ``video.task.done``, ``video.task.failed`` — a video summary task finished (task_id,
+  device_name, service_type; status 2|3 and classes when done, reason when failed).
 
 The rule engine receives every event as a message on ``$events/{ProductId}/{kind with / for .}``
 (e.g. ``$events/ABCDEFGHIJ/ota/device/failed``; payload ``{"event","eventId","productId","time",…data}``),

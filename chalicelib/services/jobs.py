@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "ota.sweep": "chalicelib.services.ota.rollout:sweep_step",
     "ota.close": "chalicelib.services.ota.rollout:close_step",
     "events.dispatch": "chalicelib.services.events:dispatch_step",
+    "video.analyse": "chalicelib.services.video:analyse_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
@@ -42,6 +43,7 @@ TICKS: dict[str, str] = {
     "batches.resume": "chalicelib.services.production:resume_stalled",
     "ota": "chalicelib.services.ota.rollout:tick",
     "events.redispatch": "chalicelib.services.events:redispatch",
+    "video.sweep": "chalicelib.services.video:sweep",
 }
 
 #: SQS caps DelaySeconds at 15 minutes

@@ -24,6 +24,8 @@ DATA_PROTOCOLS = ("thing_model", "custom")
 BINDING_STRATEGIES = ("preemptive", "exclusive")
 STATUSES = ("developing", "released")
 REGISTER_TYPES = (0, 1, 2)
+#: PATCH fields that switch a value-added function: allowed whatever the product's state
+SERVICE_SWITCHES = ("ai_video_enabled",)
 MAX_TOPICS = 50
 DEFAULT_TOPICS = (
     {"name": "control", "permission": "sub"},
@@ -56,13 +58,13 @@ def _name_key(name: str) -> str:
 # ----------------------------------------------------------------- reading
 
 
-def get_product(product_id: str) -> ProductRecord:
+def get_product(product_id: str, field: str = "product_id") -> ProductRecord:
     if not PRODUCT_ID_RE.fullmatch(product_id or ""):
-        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id")
+        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", field)
     try:
         return ProductRecord.get(product_id, consistent_read=True)
     except DoesNotExist:
-        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id") from None
+        raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", field) from None
 
 
 def view(rec: ProductRecord) -> dict[str, Any]:
@@ -80,6 +82,7 @@ def view(rec: ProductRecord) -> dict[str, Any]:
         "status": rec.status,
         "device_count": int(rec.device_count or 0),
         "dynamic_registration": int(rec.register_type or 0) != 0,
+        "ai_video_enabled": bool(rec.ai_video),
         "created_at": int(rec.created_at),
         "updated_at": int(rec.updated_at),
         "created_by": rec.created_by,
@@ -189,9 +192,24 @@ def _refuse_if_released(rec: ProductRecord, what: str) -> None:
         )
 
 
+def _service_actions(switches: dict[str, Any]) -> list[Action]:
+    """Value-added functions (the AI video analysis of SPEC §11) are switched on and off in any
+    state: they change what the platform does for the product, not the product's information."""
+    return [ProductRecord.ai_video.set(1 if switches["ai_video_enabled"] else 0)] if switches else []
+
+
 def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    switches = {k: fields.pop(k) for k in SERVICE_SWITCHES if k in fields}
     rec = get_product(product_id)
     if not fields:
+        if switches:
+            try:
+                rec.update(
+                    actions=[*_service_actions(switches), ProductRecord.updated_at.set(clock.now_s())],
+                    condition=ProductRecord.product_id.exists(),
+                )
+            except UpdateError:
+                raise errors.PRODUCT_NOT_EXIST(f"product {product_id} does not exist", "product_id") from None
         return view(rec)
     _refuse_if_released(rec, "information")
     structural = sorted(k for k in fields if k not in ("name", "description"))
@@ -212,6 +230,7 @@ def modify(product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         if k != "name"
     ]
     actions.append(ProductRecord.updated_at.set(now))
+    actions += _service_actions(switches)
     cond = (ProductRecord.status == "developing") & ProductRecord.updated_at.exists()
     if structural:
         cond = cond & (ProductRecord.device_count == 0)

@@ -286,6 +286,10 @@ class LocalStack:
             "FLEETBOX_DOWNLOAD_BASE_URL", f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}"
         )
         os.environ.setdefault("FLEETBOX_DOWNLOAD_KEY", secrets.token_hex(32))
+        # video tasks may name local files inside this folder (README "Video summaries")
+        samples = self.settings.project_dir.parent / "shared" / "media-samples"
+        if samples.is_dir():
+            os.environ.setdefault("FLEETBOX_MEDIA_ROOT", str(samples))
         # the stack prints one readable line per request; the app's structured INFO lines are
         # for CloudWatch, so locally only its warnings and errors show (override to see more)
         os.environ.setdefault("FLEETBOX_LOG_LEVEL", "WARNING")

@@ -49,3 +49,7 @@ def test_every_readme_curl_example_works(local_stack_process):
     # the simulated MQTT devices reported, and their values are served
     assert '"device_name":"sim00000"' in out or "sim00000" in out
     assert '"brightness"' in out
+    # the video walkthrough: Invoke finished a still, a refusal named its code, the callback was POSTed
+    assert '"Completed":true' in out and '"DetectedClassifications\\": [\\"person\\"]' in out
+    assert '"code":"InvalidParameterValue.StartInvalid"' in out and '"field":"StartTime"' in out
+    assert out.count('"MsgType":"ai_analytics_result"') >= 2

@@ -70,6 +70,21 @@ class Api:
         return Api(self.client, key)
 
 
+def partner(api: Api, pid: str, name: str = "partner") -> Api:
+    """A client whose principal's policy allows everything on product ``pid`` and nothing else."""
+    policy = {
+        "version": "2.0",
+        "statement": [
+            {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{pid}", f"product/{pid}/*"]}
+        ],
+    }
+    p = api.post("/v1/principals", {"name": name, "policy": policy})
+    assert p.status_code == 201, p.body
+    key = api.post("/v1/keys", {"principal_id": p.json["principal_id"], "name": name})
+    assert key.status_code == 201, key.body
+    return api.as_key(key.json["api_key"])
+
+
 def expect_error(resp: Any, status: int, code: str, field: str | None) -> dict[str, Any]:
     """The error envelope of SPEC §16, with the exact status, code and field."""
     assert resp.status_code == status, resp.body

@@ -1,9 +1,9 @@
 """Lists decide per item, and secrets are write-only (issue 10: SPEC §2).
 
 Given one account with two products A and B — devices, rules, streams, dead letters, delivery
-logs, firmware, OTA tasks, batches and end-user bindings in each — and three callers: the root,
-a partner whose policy allows exactly ``product/A`` and ``product/A/*``, and an application
-whose products are [A]:
+logs, firmware, OTA tasks, batches, end-user bindings, video tasks and video callbacks in each —
+and three callers: the root, a partner whose policy allows exactly ``product/A`` and
+``product/A/*``, and an application whose products are [A]:
 
 * every list route (found from the live route table, so a new one cannot be forgotten) shows the
   partner and the application nothing of product B, and what the partner cannot read through an
@@ -24,7 +24,9 @@ import pytest
 import requests
 
 from chalicelib.handlers.api import ROUTES, RouteSpec
+from tests.helpers import MEDIA_SAMPLES
 from tests.integration.helpers import PRODUCT, Api, FakeQueue, ok
+from tests.receiver import Receiver
 
 TOKENS = {"ra": "tokenRuleA", "rb": "tokenRuleB", "rall": "tokenRuleAll", "sa": "tokenStreamA", "sb": "tokenStreamB"}
 HOOK = "http://127.0.0.1:9/hook"
@@ -42,6 +44,7 @@ def inline_jobs(monkeypatch: pytest.MonkeyPatch, aws: None) -> Callable[[], None
 
     monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")
     monkeypatch.setenv("FLEETBOX_ALLOW_LOOPBACK", "true")
+    monkeypatch.setenv("FLEETBOX_MEDIA_ROOT", str(MEDIA_SAMPLES))
     reload_settings()
     files.forget()
     yield FakeQueue(honour_delays=False).install(monkeypatch).drain
@@ -179,6 +182,29 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
         code = batch_rules.device_code(w[tag]["pid"], w[tag]["dn"], w[tag]["secret"])
         ok(api.post("/v1/bindings", {"code": code, "user_id": "u1"}), 201)
 
+    # a video summary task per product, and each product's result callback (its token is a secret)
+    receiver = Receiver(token="tokenVideo").start()
+    try:
+        for tag in ("A", "B"):
+            pid = w[tag]["pid"]
+            ok(api.patch(f"/v1/products/{pid}", {"ai_video_enabled": True}))
+            cb = ok(api.put(f"/v1/products/{pid}/video-callback", {"url": receiver.url, "token": "tokenVideo"}))
+            w["secrets"] |= {cb["token"], cb["secret"]}
+            now = clock.now_s()
+            task = {
+                "ProductId": pid,
+                "DeviceName": w[tag]["dn"],
+                "ServiceType": "VideoToText",
+                "StartTime": now - 60,
+                "EndTime": now,
+                "VideoURLs": ["no-object-coffee.png"],
+                "Config": '{"IsImage":true}',
+            }
+            w[tag]["video_task"] = ok(api.post("/v1/video-tasks", task), 202)["TaskId"]
+        inline_jobs()
+    finally:
+        receiver.stop()
+
     # the callers
     w["partner_key"] = _key_for(
         api,
@@ -296,7 +322,14 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
             mine = c.get(path)
             assert mine.status_code == 200 and mine.json == ok(api.get(f"{path}?product_id={a['pid']}")), path
 
+    def video_tasks(c: Api, who: str) -> None:
+        assert {t["TaskId"] for t in _items(c.get("/v1/video-tasks"))} == {a["video_task"]}
+        assert {t["TaskId"] for t in _items(c.get(f"/v1/video-tasks?product_id={a['pid']}"))} == {a["video_task"]}
+        assert c.get(f"/v1/video-tasks?product_id={b['pid']}").status_code == 403
+        assert c.get(f"/v1/video-tasks/{b['video_task']}").status_code == 403
+
     check("/v1/products", products)
+    check("/v1/video-tasks", video_tasks)
     check("/v1/products/{product_id}/devices", devices)
     check("/v1/products/{product_id}/batches", batches)
     check("/v1/firmware", firmware)
@@ -381,6 +414,8 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "application_id": world["application"],
         "letter_id": "0",
     }
+    if path.startswith("/v1/video-tasks/"):
+        values["task_id"] = w["video_task"]
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
 
@@ -397,6 +432,7 @@ SECRET_ROUTES = {
     ("GET", "/v1/rules/{name}"): "DescribeTopicRuleSecret",
     ("GET", "/v1/streams/{stream_id}"): "DescribeDataStreamSecret",
     ("GET", "/v1/batches/{batch_id}"): "DescribeDeviceSecret",
+    ("GET", "/v1/products/{product_id}/video-callback"): "DescribeCloudStorageAIServiceCallbackSecret",
 }
 
 

@@ -33,7 +33,18 @@ BUNDLE = OUT / "deployment.zip"
 RESOURCES = REPO / "infra" / "aws" / "resources.yaml"
 POLICIES = REPO / ".chalice"
 #: the only actions that take no resource-level scoping in IAM
-UNSCOPED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "iot:DescribeEndpoint"}
+UNSCOPED_ACTIONS = {
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "iot:DescribeEndpoint",
+    # the cloud video analyser: DetectLabels on image bytes and Rekognition Video's label jobs
+    # have no resource type in IAM (the video it reads is an S3 object, allowed by S3FilesObjects)
+    "rekognition:DetectLabels",
+    "rekognition:StartLabelDetection",
+    "rekognition:GetLabelDetection",
+}
+#: AWS-owned resources a stage may use: the cloud video analyser's Bedrock foundation model
+AWS_OWNED_ARNS = ("arn:aws:bedrock:*::foundation-model/",)
 
 #: glibc of the Lambda python3.11 runtime (Amazon Linux 2)
 LAMBDA_GLIBC = (2, 26)
@@ -277,7 +288,7 @@ def test_stage_policy_reaches_only_its_own_stage(stage):
         for arn in resources:
             if arn == "*":
                 assert set(actions) <= UNSCOPED_ACTIONS, statement
-            elif not arn.startswith("arn:aws:iot:"):  # device topics are named by devices
+            elif not arn.startswith(("arn:aws:iot:", *AWS_OWNED_ARNS)):  # device topics are named by devices
                 assert f":fleetbox-{stage}" in arn or f"/fleetbox-{stage}" in arn, arn
 
 

@@ -7,7 +7,17 @@ import datetime as dt
 
 from chalicelib.core import clock
 from chalicelib.services import analytics
-from tests.integration.helpers import DynamoCounter, connect, expect_error, make_device, make_product, report, run, up
+from tests.integration.helpers import (
+    DynamoCounter,
+    connect,
+    expect_error,
+    make_device,
+    make_product,
+    partner,
+    report,
+    run,
+    up,
+)
 
 
 def _hour_row(items, now_s):
@@ -87,24 +97,7 @@ def test_a_principal_sees_only_its_products_figures(api, lamp, recorder):
     make_device(api, other, "f1")
     connect(lamp, "dev1")
     connect(other, "f1")
-    p = api.post(
-        "/v1/principals",
-        {
-            "name": "partner",
-            "policy": {
-                "version": "2.0",
-                "statement": [
-                    {
-                        "effect": "allow",
-                        "action": ["iotexplorer:*"],
-                        "resource": [f"product/{lamp}", f"product/{lamp}/*"],
-                    }
-                ],
-            },
-        },
-    )
-    key = api.post("/v1/keys", {"principal_id": p.json["principal_id"], "name": "k"}).json["api_key"]
-    limited = api.as_key(key)
+    limited = partner(api, lamp)
     assert limited.get("/v1/stats/overview").json["online"] == 1
     assert limited.get(f"/v1/stats/overview?product_id={other}").status_code == 403
 
