@@ -38,6 +38,9 @@ TABLES = (
     "dead_letters",
     "deliveries",
     "events",
+    "location",
+    "alarms",
+    "geo_cells",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")
