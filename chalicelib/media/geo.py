@@ -193,20 +193,11 @@ class Fence:
         lats, lons = np.asarray(lats, dtype=float), np.asarray(lons, dtype=float)
         if self.kind == "circle":
             assert self.center is not None
-            return haversine_np(self.center[0], self.center[1], lats, lons) - self.radius_m
+            return _haversine_pairs(self.center[0], self.center[1], lats, lons) - self.radius_m
         xs, ys = (lons - self.lon0) * self.kx, (lats - self.lat0) * M_PER_DEG_LAT
         dist = shapely.distance(self.boundary, shapely.points(xs, ys))
         inside = shapely.contains_xy(self.local, xs, ys)
         return np.where(inside, -dist, dist)
-
-
-def haversine_np(lat1: float, lon1: float, lats: Any, lons: Any) -> Any:
-    import numpy as np
-
-    p1, p2 = math.radians(lat1), np.radians(lats)
-    dl = np.radians(lons - lon1)
-    a = np.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 def decide(distance: float, accuracy: float, tolerance: float) -> str | None:
@@ -223,13 +214,17 @@ def decide(distance: float, accuracy: float, tolerance: float) -> str | None:
 
 @dataclass
 class FenceIndex:
-    """Every fence in one STRtree; :meth:`near` and :meth:`decide_many` answer many fixes at once."""
+    """Every fence in one STRtree; :meth:`classify` answers a whole batch of fixes with array
+    operations (no Python loop per fence): the tree's candidate pairs, then haversine for the
+    circle pairs and point-in-polygon + boundary distance for the area pairs, elementwise."""
 
     fences: list[Fence] = field(default_factory=list)
     tree: Any = None
+    arrays: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, fences: Iterable[Fence]) -> FenceIndex:
+        import numpy as np
         import shapely
 
         items = list(fences)
@@ -239,6 +234,19 @@ class FenceIndex:
         if items:
             boxes = shapely.box(*zip(*(f.bbox() for f in items), strict=True))
             index.tree = shapely.STRtree(boxes)
+            circle = np.array([f.kind == "circle" for f in items])
+            index.arrays = {
+                "circle": circle,
+                "clat": np.array([f.center[0] if f.center else 0.0 for f in items]),
+                "clon": np.array([f.center[1] if f.center else 0.0 for f in items]),
+                "radius": np.array([f.radius_m for f in items]),
+                "lat0": np.array([f.lat0 for f in items]),
+                "lon0": np.array([f.lon0 for f in items]),
+                "kx": np.array([f.kx for f in items]),
+                "tol": np.array([f.tolerance_m for f in items]),
+                "local": np.array([f.local for f in items], dtype=object),
+                "boundary": np.array([f.boundary for f in items], dtype=object),
+            }
         return index
 
     def near(self, lats: Sequence[float], lons: Sequence[float]) -> tuple[Any, Any]:
@@ -252,42 +260,62 @@ class FenceIndex:
         pairs = self.tree.query(shapely.points(np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)))
         return pairs[0], pairs[1]
 
+    def classify(
+        self, lats: Sequence[float], lons: Sequence[float], accuracies: Sequence[float]
+    ) -> tuple[list[dict[str, str]], list[set[str]]]:
+        """Per fix: ({fence_id: in|out} for the near fences it definitely decides, the ids of every
+        near fence).  A fence not near a fix is definitely outside it (for a fix accurate enough
+        for that fence); near fences missing from the answer are undecided (band, poor accuracy)."""
+        import numpy as np
+        import shapely
+
+        decided: list[dict[str, str]] = [{} for _ in lats]
+        near: list[set[str]] = [set() for _ in lats]
+        fix_idx, fence_idx = self.near(lats, lons)
+        if not len(fix_idx):
+            return decided, near
+        a = self.arrays
+        lat_a = np.asarray(lats, dtype=float)[fix_idx]
+        lon_a = np.asarray(lons, dtype=float)[fix_idx]
+        acc = np.asarray(accuracies, dtype=float)[fix_idx]
+        dist = np.empty(len(fix_idx))
+        circle = a["circle"][fence_idx]
+        c = np.flatnonzero(circle)
+        if c.size:
+            f = fence_idx[c]
+            dist[c] = _haversine_pairs(a["clat"][f], a["clon"][f], lat_a[c], lon_a[c]) - a["radius"][f]
+        p = np.flatnonzero(~circle)
+        if p.size:
+            f = fence_idx[p]
+            xs = (lon_a[p] - a["lon0"][f]) * a["kx"][f]
+            ys = (lat_a[p] - a["lat0"][f]) * M_PER_DEG_LAT
+            d = shapely.distance(a["boundary"][f], shapely.points(xs, ys))
+            dist[p] = np.where(shapely.contains_xy(a["local"][f], xs, ys), -d, d)
+        margin = np.maximum(MIN_MARGIN_M, acc)
+        usable = acc <= a["tol"][fence_idx]
+        verdict = np.where(usable & (dist < -margin), 1, np.where(usable & (dist > margin), 2, 0))
+        ids = [f.fence_id for f in self.fences]
+        for i, j, v in zip(fix_idx.tolist(), fence_idx.tolist(), verdict.tolist(), strict=True):
+            near[i].add(ids[j])
+            if v:
+                decided[i][ids[j]] = IN if v == 1 else OUT
+        return decided, near
+
     def decide_many(
         self, lats: Sequence[float], lons: Sequence[float], accuracies: Sequence[float]
     ) -> list[dict[str, str]]:
-        """Per fix: {fence_id: in|out} for the fences it is near and definitely decides.  Fences
-        not listed are either far (definitely outside) or undecided (band, poor accuracy):
-        callers tell the two apart with :meth:`near`'s answer (see ``services/location``)."""
-        import numpy as np
-
-        out: list[dict[str, str]] = [{} for _ in lats]
-        fix_idx, fence_idx = self.near(lats, lons)
-        if not len(fix_idx):
-            return out
-        lat_a, lon_a, acc_a = (np.asarray(v, dtype=float) for v in (lats, lons, accuracies))
-        order = np.argsort(fence_idx, kind="stable")
-        fix_idx, fence_idx = fix_idx[order], fence_idx[order]
-        bounds = np.flatnonzero(np.diff(fence_idx)) + 1
-        for fixes, fences in zip(np.split(fix_idx, bounds), np.split(fence_idx, bounds), strict=True):
-            fence = self.fences[int(fences[0])]
-            dist = fence.signed_distances(lat_a[fixes], lon_a[fixes])
-            acc = acc_a[fixes]
-            margin = np.maximum(MIN_MARGIN_M, acc)
-            usable = acc <= fence.tolerance_m
-            inside = usable & (dist < -margin)
-            outside = usable & (dist > margin)
-            for i in np.flatnonzero(inside):
-                out[int(fixes[i])][fence.fence_id] = IN
-            for i in np.flatnonzero(outside):
-                out[int(fixes[i])][fence.fence_id] = OUT
-        return out
+        return self.classify(lats, lons, accuracies)[0]
 
     def near_ids(self, lats: Sequence[float], lons: Sequence[float]) -> list[set[str]]:
-        out: list[set[str]] = [set() for _ in lats]
-        fix_idx, fence_idx = self.near(lats, lons)
-        for i, j in zip(fix_idx.tolist(), fence_idx.tolist(), strict=True):
-            out[i].add(self.fences[j].fence_id)
-        return out
+        return self.classify(lats, lons, [0.0] * len(lats))[1]
+
+
+def _haversine_pairs(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> Any:
+    import numpy as np
+
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 def naive_decide(fences: Sequence[Fence], lat: float, lon: float, accuracy: float) -> dict[str, str]:

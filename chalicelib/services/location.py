@@ -638,8 +638,10 @@ def on_batch(devices: list[DeviceView], result: BatchResult) -> None:
     lats = [f.lat for _, fs in resolved for f in fs]
     lons = [f.lon for _, fs in resolved for f in fs]
     accs = [f.accuracy for _, fs in resolved for f in fs]
-    decided = eng.index.decide_many(lats, lons, accs) if eng.bound and lats else [{} for _ in lats]  # type: ignore[arg-type]
-    near = eng.index.near_ids(lats, lons) if eng.bound and lats else [set() for _ in lats]  # type: ignore[arg-type]
+    if eng.bound and lats:
+        decided, near = eng.index.classify(lats, lons, accs)  # type: ignore[arg-type]
+    else:
+        decided, near = [{} for _ in lats], [set() for _ in lats]
     i = 0
     for dev, fixes in resolved:
         if not fixes:
