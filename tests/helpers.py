@@ -179,3 +179,18 @@ def partner_policy(pid: str) -> dict[str, Any]:
             {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{pid}", f"product/{pid}/*"]}
         ],
     }
+
+
+def gps_property(accuracy: bool = False) -> dict[str, Any]:
+    """The standard ``GPS_Info`` property (SPEC §10) for a thing model, optionally with an
+    ``accuracy`` member (metres) the location service uses when a device reports one."""
+    from chalicelib.services.thing_model import standard_feature
+
+    feat = standard_feature("GPS_Info")
+    assert feat is not None
+    feat.pop("kind")
+    if accuracy:
+        feat["define"]["specs"].append(
+            {"id": "accuracy", "name": "Accuracy", "dataType": {"type": "float", "min": "0", "max": "100000"}}
+        )
+    return feat

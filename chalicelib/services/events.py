@@ -20,7 +20,11 @@ Event kinds (dotted; a subscription pattern may end in ``*``):
 * ``batch.done``, ``batch.failed`` — a batch job finished (batch_id, batch_kind, counts, reason);
 * ``ota.task.started``, ``ota.task.done``, ``ota.task.aborted``, ``ota.device.failed`` — an
   upgrade task's life and its failed devices (task_id, device_name, reason, statistics);
-  ``resource.*`` the same for resource distribution.
+  ``resource.*`` the same for resource distribution;
+* ``fence.alarm`` — a bound device's fix crossed a fence boundary in a triggering direction
+  (``services/location``): device_name, fence_id, fence_name, space_id, type enter|exit, time
+  (the fix's, ms), lat, lon, accuracy — one per alarm row, never per fix; on the rule engine's
+  ``$events/{ProductId}/fence/alarm``.
 
 The rule engine receives every event as a message on ``$events/{ProductId}/{kind with / for .}``
 (e.g. ``$events/ABCDEFGHIJ/ota/device/failed``; payload ``{"event","eventId","productId","time",…data}``),

@@ -12,22 +12,18 @@ import pytest
 
 from chalicelib.core import clock
 from chalicelib.services import thing_model
-from tests.helpers import partner_policy, square
+from tests.helpers import gps_property, partner_policy, square
 from tests.helpers import point_at as at
 from tests.integration.helpers import DynamoCounter, expect_error, make_device, make_product, ok, report, run
 
 
 def loc_model() -> dict[str, Any]:
     """Every location attribute of SPEC §10; GPS_Info carries an optional accuracy (m)."""
-    props = []
-    for fid in ("GPS_Info", "GPS_ExtInfo", "Cell_Info", "Wifi_Info"):
+    props = [gps_property(accuracy=True)]
+    for fid in ("GPS_ExtInfo", "Cell_Info", "Wifi_Info"):
         feat = thing_model.standard_feature(fid)
         assert feat is not None
         feat.pop("kind")
-        if fid == "GPS_Info":
-            feat["define"]["specs"].append(
-                {"id": "accuracy", "name": "Accuracy", "dataType": {"type": "float", "min": "0", "max": "100000"}}
-            )
         props.append(feat)
     props.append({"id": "LBS_BS", "name": "LBS", "mode": "r", "define": {"type": "string", "min": "0", "max": "128"}})
     return {"version": "1.0", "properties": props, "events": [], "actions": []}
