@@ -224,7 +224,9 @@ def import_districts(body: dict[str, Any]) -> dict[str, Any]:
         where = f"features[{i}]"
         if not isinstance(feat, dict) or feat.get("type") != "Feature":
             raise errors.GEOMETRY_INVALID(f"{where} must be a GeoJSON Feature", where)
-        props = feat.get("properties") or {}
+        props = feat.get("properties")
+        if not isinstance(props, dict):
+            raise errors.GEOMETRY_INVALID(f"{where}.properties must be an object with level and name", where)
         level, name = props.get("level"), props.get("name")
         if level not in LEVELS:
             raise errors.LEVEL_INVALID(f"{where}.properties.level must be one of {', '.join(LEVELS)}", where)
