@@ -191,8 +191,7 @@ class Fence:
         import shapely
 
         lats, lons = np.asarray(lats, dtype=float), np.asarray(lons, dtype=float)
-        if self.kind == "circle":
-            assert self.center is not None
+        if self.kind == "circle" and self.center is not None:
             return _haversine_pairs(self.center[0], self.center[1], lats, lons) - self.radius_m
         xs, ys = (lons - self.lon0) * self.kx, (lats - self.lat0) * M_PER_DEG_LAT
         dist = shapely.distance(self.boundary, shapely.points(xs, ys))

@@ -188,6 +188,8 @@ def test_district_import_is_validated(api):
     expect_error(
         api.post("/v1/districts", bad_geom), 400, "InvalidParameterValue.GeometryInvalid", "features[0].geometry"
     )
+    no_props = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": "city", "geometry": None}]}
+    expect_error(api.post("/v1/districts", no_props), 400, "InvalidParameterValue.GeometryInvalid", "features[0]")
 
 
 # ------------------------------------------------------------------ alarms through the uplink
