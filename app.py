@@ -11,6 +11,7 @@ from chalicelib.handlers import (
     devices,
     forward,
     iot,
+    location,
     meta,
     middleware,
     ota,
@@ -41,5 +42,6 @@ app.register_blueprint(ota.bp)  # /v1/firmware, /v1/ota-tasks, /v1/resources, /v
 app.register_blueprint(rules.bp)  # /v1/rules, /v1/dead-letters, /v1/deliveries (SPEC §9.1-9.2)
 app.register_blueprint(streams.bp)  # /v1/streams: message push data streams (SPEC §9.3)
 app.register_blueprint(video.bp)  # /v1/video-tasks, /v1/products/{pid}/video-callback (SPEC §11)
+app.register_blueprint(location.bp)  # /v1/spaces, fences, alarms, positions, trajectories (SPEC §10)
 app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
 api.install_fallbacks(app)  # 404/405 in the error envelope for anything unmatched (last)

@@ -14,7 +14,11 @@ Prints, from one run on one machine:
     the same fleet's publish → subscribe traffic (each device subscribed to its own report topic),
     measured in the same run, and the ratio between the two.
 
-    .venv/bin/python bench/uplink.py [--devices 1000] [--rate 0.03] [--saturate 0.4] [--seconds 30]
+    .venv/bin/python bench/uplink.py [--devices 1000] [--rate 0.03] [--saturate 0.4] [--seconds 30] [--gps]
+
+``--gps``: every report also carries ``GPS_Info`` (a parked fleet, ~10 m of jitter) and every device
+is bound to a fence 5 km away (a circle, and a polygon with a hole): the location stage and the
+fence engine run on every report and cross nothing — the requests per report must not change.
 
 DynamoDB is DynamoDB Local (SQLite on disk) on this same 2-core machine, beside the broker, the
 handlers and the simulator: the absolute rates are this machine's; the units per report carry over
@@ -35,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._stack import dynamodb_calls, dynamodb_units, dynamodb_units_by_table, start_stack
+from chalicelib.services.thing_model import standard_feature
 from infra.local.broker import LocalBroker
 from infra.local.simulate import Api, Simulator, load_devices
 
@@ -63,6 +68,31 @@ MODEL = {
     "events": [],
     "actions": [],
 }
+HOME = (60.0, 10.0)
+
+
+def far_fences(api: Api, pid: str, names: list[str]) -> None:
+    """A space with a circle and a holed polygon 5 km from HOME, every device bound to both."""
+    sid = api.call("POST", "/v1/spaces", json={"name": "bench", "products": [pid]})["space_id"]
+    devices = [{"product_id": pid, "device_name": n} for n in names]
+    lat, lon = HOME[0] + 0.045, HOME[1]
+    ring = [[lon - 0.01, lat - 0.005], [lon + 0.01, lat - 0.005], [lon + 0.01, lat + 0.005], [lon - 0.01, lat + 0.005]]
+    hole = [
+        [lon - 0.002, lat - 0.001],
+        [lon + 0.002, lat - 0.001],
+        [lon + 0.002, lat + 0.001],
+        [lon - 0.002, lat + 0.001],
+    ]
+    fences = [
+        {"name": "circle", "type": "circle", "circle": {"lat": lat, "lon": lon, "radius": 300}},
+        {
+            "name": "yard",
+            "type": "polygon",
+            "polygon": {"type": "Polygon", "coordinates": [ring + ring[:1], hole + hole[:1]]},
+        },
+    ]
+    for fence in fences:
+        api.call("POST", f"/v1/spaces/{sid}/fences", json={**fence, "devices": devices})
 
 
 def measure(sim: Simulator, seconds: float, counter: str, settle: float = 5.0) -> tuple[float, int]:
@@ -99,6 +129,7 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window per run")
     parser.add_argument("--window", type=float, default=1.0, help="uplink batching window (AWS: 1 s)")
+    parser.add_argument("--gps", action="store_true", help="reports carry GPS_Info; far fences bound to every device")
     parser.add_argument(
         "--settle",
         type=float,
@@ -133,10 +164,14 @@ def main() -> int:
                 "data_protocol": "thing_model",
             },
         )["product_id"]
-        api.call("PUT", f"/v1/products/{pid}/thing-model", json=MODEL)
+        gps_info = {k: v for k, v in (standard_feature("GPS_Info") or {}).items() if k != "kind"}
+        model = {**MODEL, "properties": MODEL["properties"] + ([gps_info] if args.gps else [])}
+        api.call("PUT", f"/v1/products/{pid}/thing-model", json=model)
         t0 = time.monotonic()
         creds = load_devices(api, pid, args.devices, create=True, prefix="bench")
         print(f"created {len(creds)} devices in {time.monotonic() - t0:.1f} s")
+        if args.gps:
+            far_fences(api, pid, [c.device_name for c in creds])
 
         # --- the baseline: the same broker code, bare, the same fleet, offered more than it carries
         bare = LocalBroker.bare("127.0.0.1", 0)
@@ -149,7 +184,15 @@ def main() -> int:
         bare.stop()
 
         # --- the stack: authorizer, ACL, bridge, uplink handler, DynamoDB, replies
-        sim = Simulator(creds, info["mqtt_host"], info["mqtt_port"], model=MODEL, rate=args.rate, params=1)
+        sim = Simulator(
+            creds,
+            info["mqtt_host"],
+            info["mqtt_port"],
+            model=MODEL,
+            rate=args.rate,
+            params=1,
+            gps=HOME if args.gps else None,
+        )
         t0 = time.monotonic()
         if not sim.start(timeout=300):
             raise SystemExit(f"stack: not every device connected: {sim.stats()}")
@@ -179,7 +222,8 @@ def main() -> int:
 
         offered = args.devices * args.rate
         print(
-            f"\nuplink benchmark: {args.devices} devices, one-property reports, {args.seconds:.0f} s windows, "
+            f"\nuplink benchmark: {args.devices} devices, one-property reports"
+            f"{' + GPS_Info (2 far fences bound to every device)' if args.gps else ''}, {args.seconds:.0f} s windows, "
             f"uplink batches gathered for {args.window:g} s"
         )
         print(f"  stack: connected {args.devices} devices in {connect_s:.1f} s (authorizer + presence per device)")

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -177,3 +178,54 @@ def covered_share(truth: tuple[tuple[int, int], ...], found: list[tuple[int, int
     """The share of the true whole seconds that ``found`` covers (each span widened by ``margin``)."""
     seconds = [s for a, b in truth for s in range(a, b + 1)]
     return sum(any(x - margin <= s <= y + margin for x, y in found) for s in seconds) / len(seconds)
+
+
+# ------------------------------------------------------------------ geometry (location tests)
+
+
+def point_at(lat: float, lon: float, metres: float, bearing_deg: float) -> tuple[float, float]:
+    """The point ``metres`` from (lat, lon) on a bearing (the spherical destination formula, an
+    independent check of the product's haversine)."""
+    d = metres / 6_371_008.8
+    b = math.radians(bearing_deg)
+    p1, l1 = math.radians(lat), math.radians(lon)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
+    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    return math.degrees(p2), math.degrees(l2)
+
+
+def square(lat: float, lon: float, half_m: float) -> list[list[float]]:
+    """A closed GeoJSON ring: the square of half-side ``half_m`` metres around (lat, lon)."""
+    dlat, dlon = half_m / 110_540, half_m / (111_320 * math.cos(math.radians(lat)))
+    return [
+        [lon - dlon, lat - dlat],
+        [lon + dlon, lat - dlat],
+        [lon + dlon, lat + dlat],
+        [lon - dlon, lat + dlat],
+        [lon - dlon, lat - dlat],
+    ]
+
+
+def partner_policy(pid: str) -> dict[str, Any]:
+    """A policy allowing everything on one product and nothing else."""
+    return {
+        "version": "2.0",
+        "statement": [
+            {"effect": "allow", "action": ["iotexplorer:*"], "resource": [f"product/{pid}", f"product/{pid}/*"]}
+        ],
+    }
+
+
+def gps_property(accuracy: bool = False) -> dict[str, Any]:
+    """The standard ``GPS_Info`` property (SPEC §10) for a thing model, optionally with an
+    ``accuracy`` member (metres) the location service uses when a device reports one."""
+    from chalicelib.services.thing_model import standard_feature
+
+    feat = standard_feature("GPS_Info")
+    assert feat is not None
+    feat.pop("kind")
+    if accuracy:
+        feat["define"]["specs"].append(
+            {"id": "accuracy", "name": "Accuracy", "dataType": {"type": "float", "min": "0", "max": "100000"}}
+        )
+    return feat

@@ -39,6 +39,9 @@ TABLES = (
     "deliveries",
     "events",
     "video_tasks",
+    "location",
+    "alarms",
+    "geo_cells",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")

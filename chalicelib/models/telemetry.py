@@ -44,6 +44,9 @@ class DeviceLogRecord(Model):
     reply_payload = UnicodeAttribute(null=True)
     reply_at = NumberAttribute(null=True)
     props = MapAttribute(null=True)  # type: ignore[var-annotated]
+    #: a report's position fix (services/location): {lat, lon, accuracy, source, time} or
+    #: {source, time, unresolved: reason}; the trajectory is a key query filtered on it
+    fix = MapAttribute(null=True)  # type: ignore[var-annotated]
 
 
 class CallRecord(Model):

@@ -23,6 +23,10 @@ Event kinds (dotted; a subscription pattern may end in ``*``):
   ``resource.*`` the same for resource distribution;
 * ``video.task.done``, ``video.task.failed`` — a video summary task finished (task_id,
   device_name, service_type; status 2|3 and classes when done, reason when failed).
+* ``fence.alarm`` — a bound device's fix crossed a fence boundary in a triggering direction
+  (``services/location``): device_name, fence_id, fence_name, space_id, type enter|exit, time
+  (the fix's, ms), lat, lon, accuracy — one per alarm row, never per fix; on the rule engine's
+  ``$events/{ProductId}/fence/alarm``.
 
 The rule engine receives every event as a message on ``$events/{ProductId}/{kind with / for .}``
 (e.g. ``$events/ABCDEFGHIJ/ota/device/failed``; payload ``{"event","eventId","productId","time",…data}``),

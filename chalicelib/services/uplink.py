@@ -55,7 +55,7 @@ from ..models.devices import DeviceRecord, ShadowRecord
 from ..models.dynamo import plain, to_av, transient
 from ..protocol import diagnostics, topics
 from ..protocol.events import UplinkMessage
-from . import analytics, device_logs, downlink, gateways, rules, shadow, streams, telemetry
+from . import analytics, device_logs, downlink, gateways, location, rules, shadow, streams, telemetry
 from .catalog import product_info
 from .ota import device as ota_device
 from .uplink_view import Accepted, BatchResult, DeviceView, Received
@@ -75,6 +75,10 @@ FAMILY_STAGES: dict[str, Callable[[DeviceView, Received], None]] = {
 }
 #: families whose payloads their stage parses itself (passthrough: no JSON check here)
 RAW_FAMILIES = (topics.CUSTOM, "ota/report", "resource/up/service")
+
+#: after every message is handled, before the writes: stages over the whole batch's reports
+#: (``fn(devices with reports, result)``; they may add requests to ``result.requests``)
+BATCH_STAGES: tuple[Callable[[list[DeviceView], BatchResult], None], ...] = (location.on_batch,)
 
 #: after the writes: who else sees the accepted messages
 HANDOFFS: tuple[Callable[[list[Accepted]], Iterable[int]], ...] = (
@@ -122,6 +126,15 @@ def process_batch(messages: list[UplinkMessage]) -> BatchResult:
             drop(dev, tally, disabled=dev.rec is not None)
             continue
         handle_all(dev)
+    for stage in BATCH_STAGES:
+        try:
+            stage([d for d in devices.values() if not d.failed and not d.dropped and d.reports], result)
+        except Exception as exc:  # noqa: BLE001 - a batch stage's storage failure re-delivers, others are logged
+            if transient(exc):
+                for d in devices.values():
+                    d.failed = d.failed or bool(d.reports)
+            else:
+                logger.exception("uplink batch stage failed", extra={"stage": getattr(stage, "__qualname__", "")})
     for dev in devices.values():
         if not dev.failed and not dev.dropped:
             store_device(dev, tally, result)
@@ -327,6 +340,10 @@ def store_device(dev: DeviceView, tally: analytics.Tally, result: BatchResult) -
             return
         old = ShadowRecord.from_raw_data(out["Attributes"]) if out.get("Attributes") else None
         _after_update(dev, old, today, request["ExpressionAttributeValues"].get(":rp"), tally)
+        if dev.shadow_extra_valid():
+            old_plain = dynamo.item(out.get("Attributes") or {})
+            for callback in dev.on_stored:
+                callback(old_plain)
         return
     logger.error("device update kept losing to newer values", extra={"device": f"{dev.pid}/{dev.dn}"})
     dev.failed = True
@@ -366,10 +383,19 @@ def _shadow_update(dev: DeviceView, today: str) -> dict[str, Any]:
         names["#rp"] = "region_pos"
         values[":rp"] = {"S": pos_region}
         sets.append("#rp = :rp")
+    removes: list[str] = []
+    if dev.shadow_extra_valid():
+        for i, (attr, value) in enumerate(sorted(dev.shadow_set.items())):
+            names[f"#x{i}"] = attr
+            values[f":x{i}"] = to_av(value)
+            sets.append(f"#x{i} = :x{i}")
+        for i, attr in enumerate(dev.shadow_remove):
+            names[f"#y{i}"] = attr
+            removes.append(f"#y{i}")
     return {
         "TableName": ShadowRecord.Meta.table_name,
         "Key": {"product_id": {"S": dev.pid}, "device_name": {"S": dev.dn}},
-        "UpdateExpression": "SET " + ", ".join(sets),
+        "UpdateExpression": "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else ""),
         "ConditionExpression": " AND ".join(conds),
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
@@ -428,7 +454,14 @@ def _refused(dev: DeviceView, exc: ClientError) -> None:
 
 
 def _has_changes(dev: DeviceView) -> bool:
-    return bool(dev.updates or dev.clear_desired or dev.label is not None or dev.position is not None)
+    return bool(
+        dev.updates
+        or dev.clear_desired
+        or dev.label is not None
+        or dev.position is not None
+        or dev.shadow_set
+        or dev.shadow_remove
+    )
 
 
 def _keep_newer(dev: DeviceView, stored: dict[str, Any]) -> None:

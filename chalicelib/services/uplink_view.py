@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +182,16 @@ class DeviceView:
         #: extra attributes for the device's one update (set by a stage; see :meth:`set_fields`)
         self.fields: dict[str, Any] = {}
         self.rows: list[Any] = []
+        #: (message, report time ms, accepted values) of each report, in batch order (location)
+        self.reports: list[tuple[Received, int, dict[str, Any]]] = []
+        #: extra shadow attributes a batch stage wants SET / REMOVEd with the one update, valid
+        #: only while ``shadow_guard`` (property, time) is still among the values written — a
+        #: value older than the stored one (dropped by the time guard) must not carry them
+        self.shadow_set: dict[str, Any] = {}
+        self.shadow_remove: list[str] = []
+        self.shadow_guard: tuple[str, int] | None = None
+        #: called with the shadow's previous attributes (plain values) once the update landed
+        self.on_stored: list[Callable[[dict[str, Any]], None]] = []
         #: message index -> its content-log row (the reply to it is written on the same row)
         self.request_rows: dict[int, DeviceLogRecord] = {}
         self.replies: list[Reply] = []
@@ -262,6 +272,18 @@ class DeviceView:
                 self.add_row(history_row(history_key(self.pid, self.dn, prop), at, seq, value))
         for prop, value in values.items():
             self.report_value(prop, value, at)
+        if values:
+            self.reports.append((m, at, values))
+
+    def shadow_extra_valid(self) -> bool:
+        """Whether the stage's extra shadow changes still ride on a value this update writes."""
+        if self.shadow_guard is None:
+            return bool(self.shadow_set or self.shadow_remove)
+        prop, at = self.shadow_guard
+        return prop in self.updates and self.updates[prop][1] == at
+
+    def content_row(self, m: Received) -> DeviceLogRecord | None:
+        return self.request_rows.get(m.index)
 
     def diagnostic(self, code: str, message: str, m: Received) -> None:
         self.log(

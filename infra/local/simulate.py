@@ -419,6 +419,13 @@ class _Device:
             return
         token = f"{self.creds.product_id}-{next(self.tokens)}"
         params = self.sim.model.report_params(self.rng, self.sim.params)
+        if self.sim.gps is not None:
+            lat, lon = self.sim.gps
+            jitter = 0.0001  # ≈ 10 m
+            params["GPS_Info"] = {
+                "latitude": round(lat + self.rng.uniform(-jitter, jitter), 6),
+                "longitude": round(lon + self.rng.uniform(-jitter, jitter), 6),
+            }
         self.pending[token] = time.monotonic()
         if len(self.pending) > 1000:  # replies that never came
             self.pending.pop(next(iter(self.pending)))
@@ -555,7 +562,11 @@ class Simulator:
         version: str = "1.0",
         default_ota: str = "ok",
         ota_behaviour: dict[str, str] | None = None,
+        gps: tuple[float, float] | None = None,
     ) -> None:
+        #: (lat, lon): every report also carries GPS_Info within ~10 m of it (a parked fleet:
+        #: fixes that cross no fence boundary)
+        self.gps = gps
         if algorithm not in ("hmacsha256", "hmacsha1"):
             raise ValueError("algorithm must be hmacsha256 or hmacsha1")
         self.creds = list(devices)
@@ -768,6 +779,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="OTA behaviour: report --version at connect and answer update_firmware",
     )
     parser.add_argument("--version", default="1.0", help="firmware version reported with --ota (default 1.0)")
+    parser.add_argument(
+        "--gps",
+        default=None,
+        metavar="LAT,LON",
+        help="every report also carries GPS_Info within ~10 m of LAT,LON (the product's model needs GPS_Info)",
+    )
     return parser.parse_args(argv)
 
 
@@ -811,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ota=args.ota is not None,
         version=args.version,
         default_ota=args.ota or "ok",
+        gps=tuple(float(v) for v in args.gps.split(",")) if args.gps else None,  # type: ignore[arg-type]
     )
     ok = sim.start(wait=True, timeout=max(60.0, args.count / 100))
     stats = sim.stats()

@@ -16,10 +16,12 @@ from tests.receiver import Receiver
 
 @pytest.fixture()
 def aws() -> Iterator[None]:
+    from chalicelib.services import location
     from infra.local.bootstrap import bootstrap
 
     with mock_aws():
         bootstrap("test")
+        location.forget()
         yield
 
 

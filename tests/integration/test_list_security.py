@@ -24,12 +24,13 @@ import pytest
 import requests
 
 from chalicelib.handlers.api import ROUTES, RouteSpec
-from tests.helpers import MEDIA_SAMPLES
+from tests.helpers import MEDIA_SAMPLES, gps_property
 from tests.integration.helpers import PRODUCT, Api, FakeQueue, ok
 from tests.receiver import Receiver
 
 TOKENS = {"ra": "tokenRuleA", "rb": "tokenRuleB", "rall": "tokenRuleAll", "sa": "tokenStreamA", "sb": "tokenStreamB"}
 HOOK = "http://127.0.0.1:9/hook"
+GPS_MODEL = {"version": "1.0", "properties": [gps_property()], "events": [], "actions": []}
 WHSEC = re.compile(r"whsec_[A-Za-z0-9+/=]{8,}")
 
 
@@ -59,7 +60,7 @@ def _key_for(api: Api, policy: dict[str, Any], name: str) -> str:
 
 
 @pytest.fixture()
-def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
+def world(api: Api, inline_jobs: Callable[[], None], recorder: Any) -> dict[str, Any]:
     from chalicelib.core import clock
     from chalicelib.forwarders import engine
     from chalicelib.models.rules import DeliveryRecord
@@ -70,6 +71,7 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
         pid = ok(api.post("/v1/products", {**PRODUCT, "name": f"Product {tag}"}), 201)["product_id"]
         reg = ok(api.put(f"/v1/products/{pid}/dynamic-registration", {"register_type": 1}))
         w["secrets"].add(reg["product_secret"])
+        ok(api.put(f"/v1/products/{pid}/thing-model", GPS_MODEL))
         ok(api.post(f"/v1/products/{pid}/publish"))
         dev = ok(api.post(f"/v1/products/{pid}/devices", {"device_name": f"dev{tag}"}), 201)
         w["secrets"].add(dev["secret"])
@@ -137,6 +139,22 @@ def world(api: Api, inline_jobs: Callable[[], None]) -> dict[str, Any]:
             latency_ms=3,
             error="HTTP 500",
         ).save()
+
+    # a space per product, a fence bound to its device, the device inside it: an alarm and a position
+    from tests.integration.helpers import report, run
+
+    for tag in ("A", "B"):
+        pid, dn = w[tag]["pid"], w[tag]["dn"]
+        sid = ok(api.post("/v1/spaces", {"name": f"space {tag}", "products": [pid]}), 201)["space_id"]
+        fence = {"name": "c", "type": "circle", "circle": {"lat": 1.0, "lon": 1.0, "radius": 100}}
+        bound = [{"product_id": pid, "device_name": dn}]
+        w[tag]["fence"] = ok(api.post(f"/v1/spaces/{sid}/fences", {**fence, "devices": bound}), 201)["fence_id"]
+        run(report(pid, dn, {"GPS_Info": {"latitude": 1.0, "longitude": 1.0}}, ts_ms=clock.now_ms() - 1000))
+        w[tag]["space"] = sid
+    assert len(ok(api.get(f"/v1/alarms?product_id={b}&start=0"))["items"]) == 1
+    district = {"type": "Feature", "properties": {"level": "city", "name": "C"}}
+    district["geometry"] = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}
+    ok(api.post("/v1/districts", {"type": "FeatureCollection", "features": [district]}), 201)
 
     # firmware and an OTA task per product
     for tag in ("A", "B"):
@@ -244,6 +262,10 @@ def _items(resp: Any) -> list[dict[str, Any]]:
     return resp.json["items"]
 
 
+def _forbidden_or_empty(resp: Any) -> bool:
+    return resp.status_code == 403 or (resp.status_code == 200 and resp.json["items"] == [])
+
+
 def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     a, b = world["A"], world["B"]
     checked: set[tuple[str, str]] = set()
@@ -328,6 +350,33 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
         assert c.get(f"/v1/video-tasks?product_id={b['pid']}").status_code == 403
         assert c.get(f"/v1/video-tasks/{b['video_task']}").status_code == 403
 
+    def spaces(c: Api, who: str) -> None:
+        # spaces are account resources (space/{id}): a product-scoped caller lists none
+        assert _items(c.get("/v1/spaces")) == []
+        for tag in ("A", "B"):
+            resp = c.get(f"/v1/spaces/{world[tag]['space']}/fences")
+            assert resp.status_code == 403 or resp.json["items"] == [], resp.body
+
+    def alarms(c: Api, who: str) -> None:
+        assert _forbidden_or_empty(c.get(f"/v1/alarms?product_id={b['pid']}&start=0"))
+        mine = c.get(f"/v1/alarms?product_id={a['pid']}&start=0")
+        assert mine.status_code == 403 or {x["device_name"] for x in mine.json["items"]} == {a["dn"]}
+
+    def positions(c: Api, who: str) -> None:
+        got = c.get(f"/v1/positions?product_ids={a['pid']},{b['pid']}")
+        assert got.status_code == 403 or {x["product_id"] for x in got.json["items"]} == {a["pid"]}
+        traj = c.get(f"/v1/trajectories?devices={b['pid']}/{b['dn']}")
+        assert traj.status_code == 403
+
+    def districts(c: Api, who: str) -> None:
+        assert _forbidden_or_empty(c.get("/v1/districts"))
+
+    check("/v1/spaces", spaces)
+    check("/v1/spaces/{space_id}/fences", spaces)
+    check("/v1/alarms", alarms)
+    check("/v1/positions", positions)
+    check("/v1/trajectories", positions)
+    check("/v1/districts", districts)
     check("/v1/products", products)
     check("/v1/video-tasks", video_tasks)
     check("/v1/products/{product_id}/devices", devices)
@@ -413,6 +462,8 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "key_id": "aaaaaaaaaaaaaaaa",
         "application_id": world["application"],
         "letter_id": "0",
+        "space_id": w["space"],
+        "fence_id": w["fence"],
     }
     if path.startswith("/v1/video-tasks/"):
         values["task_id"] = w["video_task"]
