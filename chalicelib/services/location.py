@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import DoesNotExist
 
 from ..core import clock, errors
@@ -390,17 +391,39 @@ def modify_fence(rec: FenceRecord, body: dict[str, Any]) -> dict[str, Any]:
     for src, dst in (("name", "name"), ("trigger", "trigger"), ("accuracy_tolerance", "tolerance")):
         if src in body:
             setattr(rec, dst, body[src])
+    before = set(rec.devices or [])
     if "devices" in body:
         rec.devices = _check_devices(get_space(rec.space_id), body["devices"], "devices")
     rec.updated_at = _now()
     rec.save()
     bump_version()
+    forget_state(rec.fence_id, before - set(rec.devices or []))
     return fence_view(rec)
 
 
 def delete_fence(rec: FenceRecord) -> None:
     rec.delete()
     bump_version()
+    forget_state(rec.fence_id, rec.devices or [])
+
+
+def forget_state(fence_id: str, device_keys: Iterable[str]) -> None:
+    """Devices no longer bound to a fence forget whether they were inside it: bound again later,
+    their next fix decides afresh (a first fix inside raises ``enter``), never from stale state."""
+    client = dynamo.client()
+    for key in device_keys:
+        pid, _, dn = key.partition("/")
+        try:
+            client.update_item(
+                TableName=ShadowRecord.Meta.table_name,
+                Key={"product_id": {"S": pid}, "device_name": {"S": dn}},
+                UpdateExpression="REMOVE #f",
+                ConditionExpression="attribute_exists(#dn)",
+                ExpressionAttributeNames={"#f": FENCE_ATTR + fence_id, "#dn": "device_name"},
+            )
+        except ClientError as exc:
+            if dynamo.error_code(exc) != "ConditionalCheckFailedException":
+                raise  # (a device without a shadow has no state to forget)
 
 
 def bind(rec: FenceRecord, devices: list[dict[str, str]]) -> dict[str, Any]:
@@ -417,10 +440,12 @@ def bind(rec: FenceRecord, devices: list[dict[str, str]]) -> dict[str, Any]:
 
 def unbind(rec: FenceRecord, devices: list[dict[str, str]]) -> dict[str, Any]:
     drop = {f"{d['product_id']}/{d['device_name']}" for d in devices}
+    dropped = [d for d in rec.devices or [] if d in drop]
     rec.devices = [d for d in rec.devices or [] if d not in drop]
     rec.updated_at = _now()
     rec.save()
     bump_version()
+    forget_state(rec.fence_id, dropped)
     return fence_view(rec)
 
 

@@ -11,6 +11,8 @@ import geojson
 import pytest
 
 from chalicelib.core import clock
+from chalicelib.models import dynamo
+from chalicelib.models.devices import ShadowRecord
 from chalicelib.services import thing_model
 from tests.helpers import gps_property, partner_policy, square
 from tests.helpers import point_at as at
@@ -209,6 +211,32 @@ def test_a_500m_circle_at_latitude_60_fires_at_499m_not_at_501m(api, tracker):
     )
     got = alarms(api, tracker)
     assert [(a["device_name"], a["type"], a["fence_id"]) for a in got] == [("t2", "enter", fid)]
+
+
+def test_a_device_unbound_and_bound_again_decides_afresh(api, tracker):
+    # t1 enters the circle; unbound, it leaves and comes back unseen; bound again inside, its next
+    # fix raises a new enter (its old "inside" state was forgotten with the binding)
+    sid = space(api, tracker)
+    fid = circle(api, sid, ["t1"], tracker)
+    t = clock.now_ms() - 20_000
+    run(gps(tracker, "t1", (1.0, 1.0), t, 1))
+    ok(api.post(f"/v1/fences/{fid}/bindings/delete", {"devices": [{"product_id": tracker, "device_name": "t1"}]}))
+    run(gps(tracker, "t1", at(1.0, 1.0, 5000, 0), t + 1000, 1))
+    ok(api.post(f"/v1/fences/{fid}/bindings", {"devices": [{"product_id": tracker, "device_name": "t1"}]}))
+    run(gps(tracker, "t1", (1.0, 1.0), t + 2000, 1))
+    assert [a["type"] for a in alarms(api, tracker)] == ["enter", "enter"]
+    # deleting the fence forgets every bound device's state with it
+    run(gps(tracker, "t1", (1.0, 1.0), t + 3000, 1))
+    assert f"gf_{fid}" in shadow_item(tracker, "t1")
+    assert api.delete(f"/v1/fences/{fid}").status_code in (200, 204)
+    assert f"gf_{fid}" not in shadow_item(tracker, "t1")
+
+
+def shadow_item(pid: str, dn: str) -> dict[str, Any]:
+    """The device's shadow as stored (fence state attributes included)."""
+    table = ShadowRecord.Meta.table_name
+    key = {"product_id": {"S": pid}, "device_name": {"S": dn}}
+    return dynamo.client().get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]
 
 
 def test_a_walk_through_a_polygon_with_a_hole_jitter_and_poor_fixes(api, tracker):
