@@ -466,7 +466,10 @@ def import_cells(body: dict[str, Any]) -> dict[str, Any]:
     ``mcc-mnc-lac-cid`` or a MAC) or JSON entries {cell|mac, lat, lon, accuracy}."""
     entries: list[tuple[str, float, float, float]] = []
     if body.get("csv") is not None:
-        rows = list(csv.reader(io.StringIO(body["csv"])))
+        try:
+            rows = list(csv.reader(io.StringIO(body["csv"])))
+        except csv.Error as exc:
+            raise errors.CSV_INVALID(f"the CSV cannot be read: {exc}", "csv") from None
         if rows and rows[0] and rows[0][0].strip().lower() in ("key", "cell", "mac", "id"):
             rows = rows[1:]
         source: list[Any] = [{"key": r[0] if r else "", "lat": r[1:2], "lon": r[2:3], "acc": r[3:4]} for r in rows]
@@ -478,9 +481,18 @@ def import_cells(body: dict[str, Any]) -> dict[str, Any]:
                 raise errors.CSV_INVALID(f"row {i + 1}: expected key,lat,lon[,accuracy]", "csv") from None
             entries.append((raw["key"].strip(), lat, lon, acc))
     else:
-        for e in body.get("entries") or []:
+        for i, e in enumerate(body.get("entries") or []):
+            values = (
+                [e.get(k, 100.0 if k == "accuracy" else None) for k in ("lat", "lon", "accuracy")]
+                if isinstance(e, dict)
+                else []
+            )
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise errors.CELL_KEY_INVALID(
+                    f"entries[{i}]: expected {{cell|mac, lat, lon[, accuracy]}} numbers", "entries"
+                )
             key = e.get("cell") or e.get("mac") or ""
-            entries.append((key, e["lat"], e["lon"], e.get("accuracy", 100.0)))
+            entries.append((key if isinstance(key, str) else "", float(values[0]), float(values[1]), float(values[2])))
     if not entries:
         raise errors.missing("csv")
     if len(entries) > MAX_CELLS:
@@ -980,10 +992,14 @@ def map_picture(
     points = positions(list(space.products or []), visible)
     track: list[dict[str, Any]] = []
     if device:
-        pid, _, dn = device.partition("/")
+        pid, sep, dn = device.partition("/")
+        if not sep or not pid or not dn or "/" in dn:
+            raise errors.DEVICES_INVALID("device must be product_id/device_name", "device")
+        hi = _now()
+        if start is not None and start > hi:
+            raise errors.START_INVALID("start must not be in the future", "start")
         if not visible(device_resource(pid, dn)):
             raise errors.forbidden("GetDeviceLocationHistory", device_resource(pid, dn))
-        hi = _now()
         lo = start if start is not None else hi - 86400 * 1000
         track = trajectory(pid, dn, max(lo, hi - MONTH_MS), hi, 1e9)
     return mapdraw.draw(space.name, shapes, points, track, fmt)

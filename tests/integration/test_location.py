@@ -447,3 +447,24 @@ def test_a_partner_of_another_product_sees_no_alarms_or_positions_of_this_one(ap
     expect_error(as_partner.get(f"/v1/trajectories?devices={tracker}/t1"), 403, "UnauthorizedOperation", None)
     expect_error(as_partner.get(f"/v1/spaces/{sid}"), 403, "UnauthorizedOperation", None)
     assert ok(as_partner.get("/v1/spaces"))["items"] == []
+
+
+def test_bad_map_and_cell_inputs_are_refused_with_their_codes(api, tracker):
+    # inputs the API fuzzer found answered 500: a device that is not product_id/device_name, a start
+    # in the future, a CSV the csv module cannot read
+    sid = space(api, tracker)
+    for fmt in ("svg", "png"):
+        expect_error(
+            api.get(f"/v1/spaces/{sid}/map.{fmt}?device=nodevice"),
+            400,
+            "InvalidParameterValue.DevicesInvalid",
+            "device",
+        )
+        future = clock.now_ms() + 86_400_000
+        expect_error(
+            api.get(f"/v1/spaces/{sid}/map.{fmt}?device={tracker}/t1&start={future}"),
+            400,
+            "InvalidParameterValue.StartInvalid",
+            "start",
+        )
+    expect_error(api.post("/v1/geo-cells", {"csv": 'a\rb,"c\n'}), 400, "InvalidParameterValue.CsvInvalid", "csv")
