@@ -492,7 +492,8 @@ def import_cells(body: dict[str, Any]) -> dict[str, Any]:
                     f"entries[{i}]: expected {{cell|mac, lat, lon[, accuracy]}} numbers", "entries"
                 )
             key = e.get("cell") or e.get("mac") or ""
-            entries.append((key if isinstance(key, str) else "", float(values[0]), float(values[1]), float(values[2])))
+            lat, lon, acc = (float(v) for v in values if isinstance(v, (int, float)))
+            entries.append((key if isinstance(key, str) else "", lat, lon, acc))
     if not entries:
         raise errors.missing("csv")
     if len(entries) > MAX_CELLS:
