@@ -10,6 +10,7 @@ early (a free port can be taken between probe and bind).
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import logging
 import os
@@ -62,7 +63,7 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
-class ChildServer:
+class ChildServer(abc.ABC):
     """One server process on ``host:port`` (``port=None``: any free port)."""
 
     #: for log lines and errors, e.g. "moto server"
@@ -79,8 +80,9 @@ class ChildServer:
 
     # -- what a subclass says
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The child's command line (its port is ``self.port``)."""
 
     def environment(self) -> Mapping[str, str]:
         return {k: v for k, v in os.environ.items() if k not in _CREDENTIALS}
@@ -88,9 +90,9 @@ class ChildServer:
     def workdir(self) -> Path | None:
         return None
 
+    @abc.abstractmethod
     def ready(self) -> bool:
         """One quick readiness probe (raise or return False while not ready)."""
-        raise NotImplementedError
 
     # -- lifecycle
 
@@ -139,7 +141,7 @@ class ChildServer:
                 out.close()
         self.spawned()
 
-    def spawned(self) -> None:
+    def spawned(self) -> None:  # noqa: B027 - an optional hook
         """Called right after the process started (e.g. to note its pid)."""
 
     def _wait_ready(self, timeout: float) -> bool:
@@ -172,5 +174,5 @@ class ChildServer:
             process.wait(timeout)
         self.stopped()
 
-    def stopped(self) -> None:
+    def stopped(self) -> None:  # noqa: B027 - an optional hook
         """Called once the process is gone (e.g. to forget its pid)."""
