@@ -194,6 +194,7 @@ def _audit(
     code: str | None,
     request_id: str,
     source_ip: str | None,
+    channel: str | None = None,
 ) -> None:
     if ctx_principal is None or not spec.mutating:
         return
@@ -207,9 +208,90 @@ def _audit(
             result=code or "Success",
             request_id=request_id,
             source_ip=source_ip,
+            channel=channel,
         )
     except Exception:  # noqa: BLE001 - the audit must not turn a done change into a failure; log loudly
         logger.exception("audit write failed", extra={"request_id": request_id, "action": spec.action})
+
+
+@dataclass
+class _Call:
+    """One call of a route, however it arrived (HTTP, or :func:`invoke` from chat / cloud API)."""
+
+    spec: RouteSpec
+    handler: Callable[[Ctx], Any]
+    params: dict[str, str]
+    request_id: str
+    request: Any = None
+    #: the caller when already known (in-process calls); HTTP calls authenticate the bearer key
+    principal: Principal | None = None
+    #: the JSON body: parsed by the caller (in-process) or read from the request (HTTP)
+    raw_body: Any = None
+    body_present: bool = False
+    raw_query: Mapping[str, str] | None = None
+    source_ip: str | None = None
+    #: where the call came from, for the audit ("chat:slack:T1/C1", "cloudapi"); None for HTTP
+    channel: str | None = None
+    #: what the pipeline decided, readable afterwards (the audit, the chat's decision log)
+    resource: str = "*"
+    status: int = 500
+    code: str | None = None
+
+
+def _pipeline(call: _Call) -> Any:
+    """Authenticate (HTTP only), authorise, validate, run: the handler's result or a FleetboxError."""
+    spec, params = call.spec, call.params
+    call.resource = spec.resource_for(params, {})  # known even when the body is malformed (audit)
+    principal = call.principal
+    if principal is None and not spec.public:
+        principal = call.principal = _authenticate(call.request)
+    raw_body = call.raw_body
+    if isinstance(raw_body, dict):
+        call.resource = spec.resource_for(params, raw_body)
+    item = None
+    if principal is not None and spec.action:
+        if spec.listing or spec.owner is not None:
+            # allowed somewhere first: nobody without the action learns which items exist
+            if not principal.may_list(spec.action):
+                raise errors.forbidden(spec.action, call.resource)
+        elif not principal.allows(spec.action, call.resource):
+            raise errors.forbidden(spec.action, call.resource)
+    query = _parse_query(spec, call.raw_query)
+    body: dict[str, Any] = {}
+    if spec.body is not None:
+        if raw_body is None and not call.body_present:
+            raw_body = {}  # no body at all: every field takes its default (or is missing)
+        if not isinstance(raw_body, dict):
+            raise errors.INVALID_BODY("the request body must be a JSON object", "body")
+        body = spec.body.validate(raw_body, "")
+    if principal is not None and spec.action and spec.owner is not None:
+        # the item's own resource, read once the request is known to be well formed
+        call.resource, item = spec.owner(params, body)
+        if not principal.allows(spec.action, call.resource):
+            raise errors.forbidden(spec.action, call.resource)
+    ctx = Ctx(call.request_id, principal, params, query, body, call.request, spec, item, call.resource)
+    with observability.segment(spec.action or spec.path, request_id=call.request_id):
+        return call.handler(ctx)
+
+
+def _finish(call: _Call, started: float) -> None:
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    _audit(
+        call.spec, call.principal, call.resource, call.status, call.code, call.request_id, call.source_ip, call.channel
+    )
+    observability.request_done(qualify(call.spec.action or call.spec.path), call.status)
+    logger.info(
+        "request",
+        extra={
+            "method": call.spec.method,
+            "path": call.spec.path,
+            "status": call.status,
+            "code": call.code,
+            "duration_ms": elapsed_ms,
+            "principal": call.principal.principal_id if call.principal else None,
+            "channel": call.channel,
+        },
+    )
 
 
 def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], params: dict[str, str]) -> Response:
@@ -217,80 +299,129 @@ def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], para
     request_id = ids.request_id()
     logger.thread_safe_append_keys(request_id=request_id, action=spec.action or spec.path)
     started = time.perf_counter()
-    principal: Principal | None = None
-    resource = "*"
-    source_ip = None
+    call = _Call(spec, handler, params, request_id, request=request, raw_query=request.query_params)
     try:
-        source_ip = (request.context or {}).get("identity", {}).get("sourceIp")
+        call.source_ip = (request.context or {}).get("identity", {}).get("sourceIp")
     except AttributeError:
-        source_ip = None
-    status, code = errors.INTERNAL_ERROR.status, errors.INTERNAL_ERROR.code
+        call.source_ip = None
+    call.status, call.code = errors.INTERNAL_ERROR.status, errors.INTERNAL_ERROR.code
     try:
-        resource = spec.resource_for(params, {})  # known even when the body is malformed (audit)
+        # bodies on body-less operations are ignored, as documented; the bearer key is checked
+        # before the body is read (a malformed body from a stranger answers 401)
         if not spec.public:
-            principal = _authenticate(request)
-        # bodies on body-less operations are ignored, as documented
-        raw_body = _parse_body(request) if spec.body is not None else None
-        if isinstance(raw_body, dict):
-            resource = spec.resource_for(params, raw_body)
-        item = None
-        if principal is not None and spec.action:
-            if spec.listing or spec.owner is not None:
-                # allowed somewhere first: nobody without the action learns which items exist
-                if not principal.may_list(spec.action):
-                    raise errors.forbidden(spec.action, resource)
-            elif not principal.allows(spec.action, resource):
-                raise errors.forbidden(spec.action, resource)
-        query = _parse_query(spec, request.query_params)
-        body: dict[str, Any] = {}
-        if spec.body is not None:
-            if raw_body is None and not request.raw_body:
-                raw_body = {}  # no body at all: every field takes its default (or is missing)
-            if not isinstance(raw_body, dict):
-                raise errors.INVALID_BODY("the request body must be a JSON object", "body")
-            body = spec.body.validate(raw_body, "")
-        if principal is not None and spec.action and spec.owner is not None:
-            # the item's own resource, read once the request is known to be well formed
-            resource, item = spec.owner(params, body)
-            if not principal.allows(spec.action, resource):
-                raise errors.forbidden(spec.action, resource)
-        ctx = Ctx(request_id, principal, params, query, body, request, spec, item, resource)
-        with observability.segment(spec.action or spec.path, request_id=request_id):
-            result = handler(ctx)
+            call.resource = spec.resource_for(params, {})
+            call.principal = _authenticate(request)
+        call.body_present = bool(request.raw_body)
+        call.raw_body = _parse_body(request) if spec.body is not None else None
+        result = _pipeline(call)
         if isinstance(result, Response):
             result.headers.setdefault("x-request-id", request_id)
-            status, code = result.status_code, None
+            call.status, call.code = result.status_code, None
             return result
-        status, code = spec.status, None
-        if status == 204:
+        call.status, call.code = spec.status, None
+        if call.status == 204:
             return Response(body="", status_code=204, headers={"x-request-id": request_id})
-        return json_response(status, result, request_id)
+        return json_response(call.status, result, request_id)
     except errors.FleetboxError as err:
-        status, code = err.status, err.code
-        if status >= 500:
+        call.status, call.code = err.status, err.code
+        if err.status >= 500:
             logger.error("request failed", extra={"code": err.code})
         return error_response(err, request_id)
     except Exception:  # noqa: BLE001 - the last line: a stable INTERNAL_ERROR, never a stack trace
         logger.exception("unhandled error")
         err = errors.internal()
-        status, code = err.status, err.code
+        call.status, call.code = err.status, err.code
         return error_response(err, request_id)
     finally:
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        _audit(spec, principal, resource, status, code, request_id, source_ip)
-        observability.request_done(qualify(spec.action or spec.path), status)
-        logger.info(
-            "request",
-            extra={
-                "method": spec.method,
-                "path": spec.path,
-                "status": status,
-                "code": code,
-                "duration_ms": elapsed_ms,
-                "principal": principal.principal_id if principal else None,
-            },
-        )
+        _finish(call, started)
         logger.thread_safe_clear_keys()
+
+
+# ----------------------------------------------------------------- in-process calls
+
+
+#: (method, path template) → (spec, handler) of every route registered through :func:`route`
+HANDLERS: dict[tuple[str, str], tuple[RouteSpec, Callable[[Ctx], Any]]] = {}
+
+
+@dataclass
+class Outcome:
+    """What an in-process call of a route produced."""
+
+    status: int
+    #: the handler's JSON-able result, or the body of the Response it built (bytes for pictures)
+    body: Any
+    headers: dict[str, str]
+    request_id: str
+    #: the resource the action was authorised on
+    resource: str
+
+
+def invoke(
+    method: str,
+    path: str,
+    principal: Principal,
+    *,
+    params: Mapping[str, str] | None = None,
+    query: Mapping[str, Any] | None = None,
+    body: Mapping[str, Any] | None = None,
+    channel: str,
+    request_id: str | None = None,
+) -> Outcome:
+    """Run the route ``method path`` (its template, e.g. ``/v1/products/{pid}``) for ``principal``
+    in process — the chat commands and the cloud-API endpoint call the product through this, so
+    every decision (the action on its resource, lists item by item, owner routes on the stored
+    item), every validation and the audit are exactly the HTTP route's.
+
+    ``query`` values may be typed (int, bool): they are turned into the strings HTTP would carry
+    and validated by the route's own models.  Raises :class:`errors.FleetboxError` as the route
+    would answer it (403 ``UnauthorizedOperation``, 400 with the field, 404, …); an unexpected
+    failure is logged and raised as ``InternalError`` (never a stack trace to the caller).
+    """
+    found = HANDLERS.get((method.upper(), path))
+    if found is None:
+        raise LookupError(f"no route {method} {path}")  # a programming error, not a user's
+    spec, handler = found
+    request_id = request_id or ids.request_id()
+    started = time.perf_counter()
+    raw_query = {k: _query_text(v) for k, v in (query or {}).items() if v is not None}
+    call = _Call(
+        spec,
+        handler,
+        dict(params or {}),
+        request_id,
+        principal=principal,
+        raw_body=dict(body) if body is not None else None,
+        body_present=body is not None,
+        raw_query=raw_query,
+        channel=channel,
+    )
+    call.status, call.code = errors.INTERNAL_ERROR.status, errors.INTERNAL_ERROR.code
+    try:
+        result = _pipeline(call)
+        if isinstance(result, Response):
+            call.status, call.code = result.status_code, None
+            return Outcome(result.status_code, result.body, dict(result.headers or {}), request_id, call.resource)
+        call.status, call.code = spec.status, None
+        return Outcome(spec.status, None if spec.status == 204 else result, {}, request_id, call.resource)
+    except errors.FleetboxError as err:
+        call.status, call.code = err.status, err.code
+        if err.status >= 500:
+            logger.error("in-process call failed", extra={"code": err.code, "path": path})
+        raise
+    except Exception:  # noqa: BLE001 - same last line as HTTP: a stable INTERNAL_ERROR
+        logger.exception("unhandled error (in-process call)", extra={"path": path})
+        err = errors.internal()
+        call.status, call.code = err.status, err.code
+        raise err from None
+    finally:
+        _finish(call, started)
+
+
+def _query_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def route(
@@ -350,6 +481,7 @@ def route(
         view.__name__ = f"{handler.__name__}_{method.lower()}"
         bp.route(path, methods=[method], content_types=["*/*"])(view)
         ROUTES.append(spec)
+        HANDLERS[(method.upper(), path)] = (spec, handler)
         return handler
 
     return decorate

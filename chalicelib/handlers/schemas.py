@@ -396,6 +396,8 @@ AuditEntry = Model(
         "result": String(required=True),
         "request_id": String(required=True),
         "source_ip": String(nullable=True),
+        "channel": String(nullable=True),
+        "detail": String(nullable=True),
     },
     allow_extra=True,
 )

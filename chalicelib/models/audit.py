@@ -22,4 +22,6 @@ class AuditRecord(Model):
     result = UnicodeAttribute()
     request_id = UnicodeAttribute()
     source_ip = UnicodeAttribute(null=True)
+    channel = UnicodeAttribute(null=True)  # chat:slack:T/C, cloudapi, … (None: HTTP)
+    detail = UnicodeAttribute(null=True)  # a short secret-free note (chat command words, why denied)
     expires_at = NumberAttribute(null=True)  # DynamoDB TTL (epoch seconds)

@@ -53,6 +53,16 @@ def authenticate(token: str) -> Principal:
     return _to_principal(principal, key_id)
 
 
+def principal_by_id(principal_id: str, via: str | None = None) -> Principal | None:
+    """The principal with this id as a policy holder (chat identities and cloud-API SecretIds map
+    to one), or None when it no longer exists.  ``via`` names the credential for the audit."""
+    try:
+        rec = PrincipalRecord.get(principal_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+    return _to_principal(rec, via)
+
+
 def _to_principal(rec: PrincipalRecord, key_id: str | None) -> Principal:
     products: frozenset[str] | None = None
     policy = rec.policy

@@ -25,7 +25,12 @@ def record(
     result: str,
     request_id: str,
     source_ip: str | None,
+    channel: str | None = None,
+    detail: str | None = None,
 ) -> None:
+    """``channel`` says where a call came from when it was not plain HTTP (``chat:slack:T1/C1``,
+    ``cloudapi``); ``detail`` is a short, secret-free note (a chat command's words, a denial's
+    reason) — callers must never pass request bodies or secrets."""
     now = clock.now()
     AuditRecord(
         day=clock.day(now),
@@ -39,6 +44,8 @@ def record(
         result=result,
         request_id=request_id,
         source_ip=source_ip,
+        channel=channel,
+        detail=detail,
         expires_at=int(now) + settings().audit_retention_days * _DAY,
     ).save()
 
@@ -55,6 +62,8 @@ def view(rec: AuditRecord) -> dict[str, Any]:
         "result": rec.result,
         "request_id": rec.request_id,
         "source_ip": rec.source_ip,
+        "channel": rec.channel,
+        "detail": rec.detail,
     }
 
 
