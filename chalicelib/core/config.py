@@ -42,6 +42,7 @@ TABLES = (
     "location",
     "alarms",
     "geo_cells",
+    "chat_alerts",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")
@@ -128,6 +129,12 @@ class Settings:
     webhook_read_timeout_s: float = 10.0
     delivery_log_days: int = 7
     dead_letter_days: int = 30
+    #: chat alerts (SPEC §12): the Slack bot token that posts them, the Slack Web API base URL
+    #: (tests and the local stack point it at a loopback stand-in), and the rate-limit window:
+    #: at most one message per (channel, event kind, device) per window, the rest counted
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_api_url: str = "https://slack.com/api/"
+    chat_alert_window_s: int = 60
     #: how long the uplink path reuses its compiled rules before re-reading the rules table
     rules_cache_s: float = 5.0
     #: video summary tasks (SPEC §11): the analyser ("local": offline, on this machine; "cloud":
@@ -199,6 +206,9 @@ class Settings:
             webhook_read_timeout_s=float(env.get("FLEETBOX_WEBHOOK_READ_TIMEOUT_S") or 10.0),
             delivery_log_days=_int(env.get("FLEETBOX_DELIVERY_LOG_DAYS"), 7),
             dead_letter_days=_int(env.get("FLEETBOX_DEAD_LETTER_DAYS"), 30),
+            slack_bot_token=env.get("FLEETBOX_SLACK_BOT_TOKEN") or None,
+            slack_api_url=env.get("FLEETBOX_SLACK_API_URL") or "https://slack.com/api/",
+            chat_alert_window_s=_int(env.get("FLEETBOX_CHAT_ALERT_WINDOW_S"), 60),
             rules_cache_s=float(env.get("FLEETBOX_RULES_CACHE_S") or 5.0),
             video_analyser=_choice(
                 "FLEETBOX_VIDEO_ANALYSER",

@@ -51,6 +51,7 @@ from . import jobs
 #: durable subscriber name -> (kind pattern, "module:function" taking a DomainEvent)
 SUBSCRIBERS: dict[str, tuple[str, str]] = {
     "rules": ("*", "chalicelib.services.rules:on_event"),
+    "chat": ("*", "chalicelib.services.chat_alerts:on_event"),
 }
 RETENTION_S = 30 * 86400
 #: a pending event older than this is queued again by the tick, at most MAX_DISPATCHES times in all

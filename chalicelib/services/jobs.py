@@ -36,6 +36,7 @@ KINDS: dict[str, str] = {
     "ota.close": "chalicelib.services.ota.rollout:close_step",
     "events.dispatch": "chalicelib.services.events:dispatch_step",
     "video.analyse": "chalicelib.services.video:analyse_step",
+    "chat.summary": "chalicelib.services.chat_alerts:summary_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule

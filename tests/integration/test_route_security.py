@@ -51,6 +51,8 @@ def _fill(path: str, pid: str, dn: str) -> str:
         "stream_id": "st-000000000000",
         "space_id": "sp_0000000000",
         "fence_id": "fc_0000000000",
+        "id": "cs-0000000000000000",
+        "channel_id": "fs-000000000000",
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
