@@ -322,7 +322,7 @@ def message_for(event: Any) -> Message:
         fields += [("Task", str(d.get("task_id"))), ("Reason", _short(d.get("reason") or "unknown"))]
         if d.get("target_version"):
             fields.append(("Target version", str(d["target_version"])))
-    elif kind.endswith(".task.done") or kind.endswith(".task.aborted"):
+    elif kind.startswith(("ota.", "resource.")) and kind.endswith((".task.done", ".task.aborted")):
         what = "OTA task" if kind.startswith("ota.") else "Resource task"
         verb = "finished" if kind.endswith(".done") else "was aborted"
         text = f"{what} {d.get('task_id')} of {pid} {verb}"
