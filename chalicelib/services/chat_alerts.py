@@ -1,9 +1,9 @@
 """Alerts in chat (SPEC §12, §10 alarms "pushed to … chat", §9.3 chat push).
 
-* **Channels** are named by a ref: ``slack:{team}:{channel}`` (no registration: the bot token of
-  ``FLEETBOX_SLACK_BOT_TOKEN`` posts to any channel it was invited to) or ``feishu:{channel id}``,
-  a registered Feishu/Lark custom bot (:func:`create_channel`: its webhook URL, SSRF-checked, and
-  its signing secret, write-only).
+* **Channels** are named by a ref: ``slack:{team}:{channel}`` (no registration: the chat's bot
+  token posts to any channel the bot was invited to) or ``feishu:{bot id}``, a Feishu/Lark custom
+  bot registered through ``/v1/chat/bots`` (:func:`create_channel`: its webhook URL, SSRF-checked,
+  and its signing secret, write-only; resource ``chat-bot/{id}``).
 * **Subscriptions**: a channel receives one alert kind (:data:`ALERT_KINDS`) of one product or of
   every product.  Subscribing the same (channel, kind, product) twice is idempotent: the id is
   derived from the three, and the second call answers the existing subscription.
@@ -29,6 +29,7 @@ from ..core import clock, errors, ids
 from ..models.chat_alerts import ChatChannelRecord, ChatSubscriptionRecord
 from ..models.products import ProductRecord
 from ..protocol.chat import Message
+from ..protocol.slack import SLACK_ID
 from . import chat_limit, delivery, jobs
 from .paging import checked_start, expect_key, fill_page
 
@@ -50,7 +51,8 @@ ALERT_KINDS: dict[str, tuple[str, ...]] = {
     "rules": ("rule.dead_letter",),
     "video": ("video.task.done", "video.task.failed"),
 }
-_SLACK_REF = re.compile(r"slack:(T[A-Z0-9]{2,20}):([CGD][A-Z0-9]{2,20})")
+#: a Slack channel ref as the chat's :class:`~chalicelib.protocol.chat.Where` spells it
+_SLACK_REF = re.compile(rf"slack:({SLACK_ID.pattern}):({SLACK_ID.pattern})")
 _FEISHU_REF = re.compile(r"feishu:(fs-[a-z0-9]{12})")
 #: the plural noun of a summary ("12 more alarms from P/dev …")
 _NOUN = {
@@ -89,10 +91,10 @@ def check_channel(ref: Any, field: str) -> str:
 
 
 def channel_resource(channel_id: str) -> str:
-    return f"chat-channel/{channel_id}"
+    return f"chat-bot/{channel_id}"
 
 
-def _get_channel(channel_id: str, field: str = "channel_id") -> ChatChannelRecord:
+def _get_channel(channel_id: str, field: str = "bot_id") -> ChatChannelRecord:
     try:
         return ChatChannelRecord.get(CHANNEL_PK, channel_id, consistent_read=True)
     except ChatChannelRecord.DoesNotExist:
@@ -143,7 +145,7 @@ def delete_channel(channel_id: str) -> None:
     ref = f"{rec.platform}:{rec.sk}"
     if any(True for _ in ChatSubscriptionRecord.query(SUB_PK, filter_condition=ChatSubscriptionRecord.channel == ref)):
         raise errors.CHAT_CHANNEL_IN_USE(
-            f"chat channel {channel_id} still has alert subscriptions: delete them first", "channel_id"
+            f"chat channel {channel_id} still has alert subscriptions: delete them first", "bot_id"
         )
     rec.delete()
 
@@ -165,14 +167,6 @@ def list_channels(
             start,
         )
     return [channel_view(r) for r in recs], nxt
-
-
-def feishu_target(channel_id: str) -> ChatChannelRecord | None:
-    """The registered channel a Feishu delivery posts to (None once deleted)."""
-    try:
-        return ChatChannelRecord.get(CHANNEL_PK, channel_id)
-    except ChatChannelRecord.DoesNotExist:
-        return None
 
 
 # ===================================================================== subscriptions

@@ -43,7 +43,7 @@ class World:
         self.secrets: set[str] = {BOT_TOKEN, feishu.secret, info["admin_api_key"]}
         ch = self.api.call(
             "POST",
-            "/v1/chat/channels",
+            "/v1/chat/bots",
             201,
             json={"platform": "feishu", "name": "ops", "webhook_url": feishu.url, "secret": feishu.secret},
         ).json()

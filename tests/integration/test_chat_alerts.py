@@ -51,7 +51,7 @@ class Chat:
     def feishu_channel(self) -> str:
         ch = ok(
             self.api.post(
-                "/v1/chat/channels",
+                "/v1/chat/bots",
                 {"platform": "feishu", "name": "ops", "webhook_url": self.feishu.url, "secret": self.feishu.secret},
             ),
             201,
@@ -183,7 +183,7 @@ def test_a_partner_of_product_a_cannot_subscribe_to_or_see_product_b(api: Any, c
         assert p.delete(f"/v1/chat/subscriptions/{sub['id']}").status_code == 403
     # a registered channel is the account's: the partner can neither see it nor post its alerts there
     ref = chat.feishu_channel()
-    assert p.get("/v1/chat/channels").status_code == 403 or ok(p.get("/v1/chat/channels"))["items"] == []
+    assert p.get("/v1/chat/bots").status_code == 403 or ok(p.get("/v1/chat/bots"))["items"] == []
     assert p.post("/v1/chat/subscriptions", {"channel": ref, "kind": "alarms", "product_id": a}).status_code == 403
     assert p.delete(f"/v1/chat/subscriptions/{mine['id']}").status_code == 204
 
@@ -191,23 +191,23 @@ def test_a_partner_of_product_a_cannot_subscribe_to_or_see_product_b(api: Any, c
 def test_feishu_channels_secret_is_write_only_url_is_ssrf_checked(api: Any, chat: Chat) -> None:
     ref = chat.feishu_channel()
     cid = ref.split(":", 1)[1]
-    shown = ok(api.get(f"/v1/chat/channels/{cid}"))
+    shown = ok(api.get(f"/v1/chat/bots/{cid}"))
     assert shown["secret_set"] is True and "secret" not in shown and chat.feishu.secret not in str(shown)
-    assert chat.feishu.secret not in str(ok(api.get("/v1/chat/channels")))
+    assert chat.feishu.secret not in str(ok(api.get("/v1/chat/bots")))
     for url in ("http://169.254.169.254/latest", "http://10.0.0.1/hook", "ftp://example.com/x"):
-        resp = api.post("/v1/chat/channels", {"platform": "feishu", "name": "x", "webhook_url": url})
+        resp = api.post("/v1/chat/bots", {"platform": "feishu", "name": "x", "webhook_url": url})
         assert resp.status_code == 400 and resp.json["error"]["field"] == "webhook_url", (url, resp.body)
     expect_error(
-        api.post("/v1/chat/channels", {"platform": "slack", "name": "x", "webhook_url": chat.feishu.url}),
+        api.post("/v1/chat/bots", {"platform": "slack", "name": "x", "webhook_url": chat.feishu.url}),
         400,
         "InvalidParameterValue.ChatPlatformInvalid",
         "platform",
     )
     sub = chat.subscribe(ref, "ota")
-    expect_error(api.delete(f"/v1/chat/channels/{cid}"), 409, "ResourceInUse.ChatChannelInUse", "channel_id")
+    expect_error(api.delete(f"/v1/chat/bots/{cid}"), 409, "ResourceInUse.ChatChannelInUse", "bot_id")
     assert api.delete(f"/v1/chat/subscriptions/{sub['id']}").status_code == 204
-    assert api.delete(f"/v1/chat/channels/{cid}").status_code == 204
-    expect_error(api.get(f"/v1/chat/channels/{cid}"), 404, "ResourceNotFound.ChatChannelNotExist", "channel_id")
+    assert api.delete(f"/v1/chat/bots/{cid}").status_code == 204
+    expect_error(api.get(f"/v1/chat/bots/{cid}"), 404, "ResourceNotFound.ChatChannelNotExist", "bot_id")
 
 
 # ------------------------------------------------------------------ events reach channels
@@ -381,7 +381,7 @@ def test_errors_retrying_cannot_fix_dead_letter_at_once(api: Any, chat: Chat, mo
     chat.secrets.add(chat.feishu.secret)
     ref = ok(
         api.post(
-            "/v1/chat/channels",
+            "/v1/chat/bots",
             {"platform": "feishu", "name": "wrong", "webhook_url": chat.feishu.url, "secret": "ourSecretDiffers1"},
         ),
         201,
