@@ -24,8 +24,8 @@ def _channel_ref(required: bool) -> String:
         min_len=1,
         max_len=64,
         code=errors.CHAT_CHANNEL_INVALID,
-        rule="must be slack:<team id>:<channel id> or feishu:<registered channel id>",
-        description="slack:T…:C… (no registration) or feishu:<id of a registered channel>",
+        rule="must be slack:<team id>:<channel id> or feishu:<bot id>",
+        description="slack:T…:C… (no registration) or feishu:<id of a bot registered at /v1/chat/bots>",
     )
 
 

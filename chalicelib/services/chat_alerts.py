@@ -77,7 +77,7 @@ def alert_kind_of(event_kind: str) -> str | None:
 def check_channel(ref: Any, field: str) -> str:
     """A well-formed channel ref; a Feishu channel must be registered."""
     if not isinstance(ref, str) or not ref:
-        raise errors.CHAT_CHANNEL_INVALID(f"{field} must be slack:T…:C… or feishu:<channel id>", field)
+        raise errors.CHAT_CHANNEL_INVALID(f"{field} must be slack:T…:C… or feishu:<bot id>", field)
     if _SLACK_REF.fullmatch(ref):
         return ref
     m = _FEISHU_REF.fullmatch(ref)
@@ -85,7 +85,7 @@ def check_channel(ref: Any, field: str) -> str:
         _get_channel(m.group(1), field)
         return ref
     raise errors.CHAT_CHANNEL_INVALID(
-        f"{field} must be slack:<team id>:<channel id> (e.g. slack:T0123ABC:C0456DEF) or feishu:<registered channel id>",
+        f"{field} must be slack:<team id>:<channel id> (e.g. slack:T0123ABC:C0456DEF) or feishu:<id of a bot registered at /v1/chat/bots>",
         field,
     )
 
@@ -293,7 +293,8 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 def message_for(event: Any) -> Message:
-    """The neutral message of an event: only whitelisted facts (ids, names, counts, reasons)."""
+    """The neutral message of an event: only whitelisted facts (ids, names, counts, reasons); emoji
+    as Unicode, which every platform shows (Slack's ``:x:`` codes would reach Feishu as text)."""
     d, kind, pid = event.data, event.kind, event.product_id
     dn = d.get("device_name")
     who = f"{pid}/{dn}" if dn else pid
@@ -302,7 +303,7 @@ def message_for(event: Any) -> Message:
         fields.append(("Device", str(dn)))
     if kind == "fence.alarm":
         verb = "entered" if d.get("type") == "enter" else "left"
-        text = f":rotating_light: {who} {verb} fence {d.get('fence_name') or d.get('fence_id')}"
+        text = f"🚨 {who} {verb} fence {d.get('fence_name') or d.get('fence_id')}"
         fields += [
             ("Fence", f"{d.get('fence_name') or ''} ({d.get('fence_id')})"),
             ("Type", str(d.get("type"))),
@@ -312,7 +313,7 @@ def message_for(event: Any) -> Message:
             fields.append(("Time", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(d["time"]) / 1000))))
     elif kind.endswith(".device.failed"):
         what = "OTA upgrade" if kind.startswith("ota.") else "Resource distribution"
-        text = f":x: {what} failed on {who} (task {d.get('task_id')})"
+        text = f"❌ {what} failed on {who} (task {d.get('task_id')})"
         fields += [("Task", str(d.get("task_id"))), ("Reason", _short(d.get("reason") or "unknown"))]
         if d.get("target_version"):
             fields.append(("Target version", str(d["target_version"])))
@@ -337,7 +338,7 @@ def message_for(event: Any) -> Message:
         if d.get("reason"):
             fields.append(("Reason", _short(d["reason"])))
     elif kind == "rule.dead_letter":
-        text = f":warning: rule {d.get('rule')} dead-lettered {d.get('dead_letters', 1)} message(s)"
+        text = f"⚠️ rule {d.get('rule')} dead-lettered {d.get('dead_letters', 1)} message(s)"
         fields += [("Rule", str(d.get("rule"))), ("Dead letters", str(d.get("dead_letters", 1)))]
     elif kind.startswith("video.task."):
         done = kind.endswith(".done")
