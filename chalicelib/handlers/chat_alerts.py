@@ -122,10 +122,9 @@ def _channel_owner(params: Any, body: Any) -> tuple[str, Any]:
     status=201,
 )
 def create_subscription(ctx: Ctx) -> dict[str, Any]:
-    channel = ctx.body["channel"]
-    if isinstance(channel, str) and channel.startswith("feishu:"):
-        # a registered channel is an account resource: posting into it needs the right to see it
-        ctx.require("DescribeChatBot", chat_alerts.channel_resource(channel.split(":", 1)[1]))
+    bot = chat_alerts.bot_resource_of(ctx.body["channel"])
+    if bot:
+        ctx.require("DescribeChatBot", bot)
     return chat_alerts.subscribe(ctx.body, ctx.caller.principal_id)
 
 

@@ -94,6 +94,14 @@ def channel_resource(channel_id: str) -> str:
     return f"chat-bot/{channel_id}"
 
 
+def bot_resource_of(channel: Any) -> str | None:
+    """The resource of the registered bot a channel ref names (None for Slack channels): posting
+    into a bot — a subscription or a stream's chat push — needs the right to see it."""
+    if isinstance(channel, str) and channel.startswith("feishu:"):
+        return channel_resource(channel.split(":", 1)[1])
+    return None
+
+
 def _get_channel(channel_id: str, field: str = "bot_id") -> ChatChannelRecord:
     try:
         return ChatChannelRecord.get(CHANNEL_PK, channel_id, consistent_read=True)

@@ -439,3 +439,12 @@ def test_stream_chat_push_validates_its_channel_and_posts_the_rendered_templates
     }
     log = ok(api.get(f"/v1/deliveries?target=stream/{stream['id']}/1"))["items"]
     assert [e["ok"] for e in log] == [True]
+
+
+def test_a_partner_cannot_push_a_stream_into_a_bot_it_cannot_see(api: Any, chat: Chat) -> None:
+    pid = chat.product("Tracker")
+    ref = chat.feishu_channel()
+    p = partner(api, pid)
+    body = {"name": "s", "product_id": pid, "outputs": [{"type": "chat", "channel": ref, "content": "x"}]}
+    assert p.post("/v1/streams", body).status_code == 403
+    ok(p.post("/v1/streams", {**body, "outputs": [{"type": "chat", "channel": SLACK_A, "content": "x"}]}), 201)
