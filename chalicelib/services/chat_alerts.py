@@ -28,12 +28,15 @@ from pynamodb.exceptions import PutError
 from ..core import clock, errors, ids
 from ..models.chat_alerts import ChatChannelRecord, ChatSubscriptionRecord
 from ..models.products import ProductRecord
+from ..models.rules import StreamRecord
 from ..protocol.chat import Message
 from ..protocol.slack import SLACK_ID
 from . import chat_limit, delivery, jobs
 from .paging import checked_start, expect_key, fill_page
 
 SUB_PK = "sub"
+#: the streams table's partition (services/streams.py ACCOUNT)
+STREAMS_ACCOUNT = "main"
 CHANNEL_PK = "channel"
 PLATFORMS = ("slack", "feishu")
 #: alert kind -> the domain event kinds it carries (services/events.py)
@@ -155,6 +158,11 @@ def delete_channel(channel_id: str) -> None:
         raise errors.CHAT_CHANNEL_IN_USE(
             f"chat channel {channel_id} still has alert subscriptions: delete them first", "bot_id"
         )
+    for stream in StreamRecord.query(STREAMS_ACCOUNT):
+        if any(o.get("channel") == ref for o in stream.outputs or []):
+            raise errors.CHAT_CHANNEL_IN_USE(
+                f"chat channel {channel_id} is an output of data stream {stream.stream_id}: edit it first", "bot_id"
+            )
     rec.delete()
 
 

@@ -439,6 +439,10 @@ def test_stream_chat_push_validates_its_channel_and_posts_the_rendered_templates
     }
     log = ok(api.get(f"/v1/deliveries?target=stream/{stream['id']}/1"))["items"]
     assert [e["ok"] for e in log] == [True]
+    # a bot a stream pushes to cannot be deleted from under it
+    expect_error(
+        api.delete(f"/v1/chat/bots/{feishu.split(':', 1)[1]}"), 409, "ResourceInUse.ChatChannelInUse", "bot_id"
+    )
 
 
 def test_a_partner_cannot_push_a_stream_into_a_bot_it_cannot_see(api: Any, chat: Chat) -> None:
