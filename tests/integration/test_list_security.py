@@ -371,12 +371,22 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     def districts(c: Api, who: str) -> None:
         assert _forbidden_or_empty(c.get("/v1/districts"))
 
+    # a chat identity is its principal's resource: mapped to root, no product-scoped caller sees it
+    root_user = {"platform": "slack", "team_id": "T0LIST001", "user_id": "U0ROOT001", "principal_id": "root"}
+    ok(api.post("/v1/chat/identities", root_user), 201)
+
+    def chat_identities(c: Api, who: str) -> None:
+        assert [i["user_id"] for i in _items(api.get("/v1/chat/identities"))] == ["U0ROOT001"]
+        assert _forbidden_or_empty(c.get("/v1/chat/identities"))
+        assert c.get("/v1/chat/identities/slack:T0LIST001:U0ROOT001").status_code == 403
+
     check("/v1/spaces", spaces)
     check("/v1/spaces/{space_id}/fences", spaces)
     check("/v1/alarms", alarms)
     check("/v1/positions", positions)
     check("/v1/trajectories", positions)
     check("/v1/districts", districts)
+    check("/v1/chat/identities", chat_identities)
     check("/v1/products", products)
     check("/v1/video-tasks", video_tasks)
     check("/v1/products/{product_id}/devices", devices)
@@ -464,6 +474,7 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "letter_id": "0",
         "space_id": w["space"],
         "fence_id": w["fence"],
+        "identity_id": "slack:T0LIST001:U0ROOT001",
     }
     if path.startswith("/v1/video-tasks/"):
         values["task_id"] = w["video_task"]
