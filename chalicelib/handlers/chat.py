@@ -210,7 +210,7 @@ def _admit(who: Who, where: Where, text: str, request_id: str, event: str) -> tu
         reason = "ChannelNotAllowed"
         message = Message(
             f"Fleetbox commands are not enabled in this channel ({where.ref}); "
-            "an admin can add it with PUT /v1/chat/channels/allowed."
+            "an admin can add it with PUT /v1/chat/allowed-channels."
         )
     if reason is None:
         return principal, None

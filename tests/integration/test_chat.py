@@ -188,13 +188,13 @@ def _partner_id(api: Api) -> str:
 
 def test_channels_off_the_allow_list_are_refused(api: Api, fleet: dict[str, Any]) -> None:
     s: Slack = fleet["slack"]
-    ok(api.put("/v1/chat/channels/allowed", {"channels": [f"slack:{slack.TEAM}:C0OTHER01"]}))
+    ok(api.put("/v1/chat/allowed-channels", {"channels": [f"slack:{slack.TEAM}:C0OTHER01"]}))
     refused = s.command("product list")
     assert "not enabled in this channel" in slack.all_text(refused.json)
     assert _audit(api, "ChatRefused")[0]["result"] == "ChannelNotAllowed"
-    ok(api.put("/v1/chat/channels/allowed", {"channels": [f"slack:{slack.TEAM}:{slack.CHANNEL}"]}))
+    ok(api.put("/v1/chat/allowed-channels", {"channels": [f"slack:{slack.TEAM}:{slack.CHANNEL}"]}))
     assert fleet["A"]["pid"] in slack.all_text(s.command("product list").json)
-    bad = api.put("/v1/chat/channels/allowed", {"channels": ["#general"]})
+    bad = api.put("/v1/chat/allowed-channels", {"channels": ["#general"]})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "InvalidParameterValue.ChatChannelInvalid"
 
 
