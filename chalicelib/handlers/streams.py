@@ -18,7 +18,8 @@ TAG = "streams"
 NAME = String(min_len=1, max_len=64, code=errors.STREAM_NAME_INVALID, rule="must be 1-64 characters")
 OUTPUT = Json(
     object_only=True,
-    description='{"type":"custom_push","url","token"?,"title","content"} '
+    description='{"type":"custom_push","url","token"?,"title","content"} or '
+    '{"type":"chat","channel":"slack:T…:C…"|"feishu:<id>","title"?,"content"?} '
     "(templates: ${property}, ${ProductId}, ${DeviceName}, ${Alias})",
 )
 CONDITION = Json(object_only=True, description='{"property","op": = != > >= < <= contains,"value"}')

@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "chat.reply": "chalicelib.handlers.chat:reply_step",
     "chat.run": "chalicelib.handlers.chat:run_step",
     "chat.follow": "chalicelib.handlers.chat:follow_step",
+    "chat.summary": "chalicelib.services.chat_alerts:summary_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule
