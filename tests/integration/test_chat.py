@@ -359,3 +359,21 @@ def test_response_urls_outside_slack_are_not_posted_to(api: Api, fleet: dict[str
     with pytest.raises(FleetboxError):
         chat_reply.check_response_url("http://127.0.0.1:9/hook")
     assert chat_reply.check_response_url("https://hooks.slack.com/commands/T1/1/abc")
+
+
+# ------------------------------------------------------------------ alert subscriptions (15B's routes)
+
+
+def test_subscribe_and_unsubscribe_go_through_the_subscription_routes(api: Api, fleet: dict[str, Any]) -> None:
+    s: Slack = fleet["slack"]
+    a, b = fleet["A"], fleet["B"]
+    here = f"slack:{slack.TEAM}:{slack.CHANNEL}"
+    assert "now receives alarms" in slack.all_text(s.command("subscribe alarms").json)
+    assert "now receives ota" in slack.all_text(s.command(f"subscribe ota --product {a['pid']}", user=PARTNER).json)
+    refused = slack.all_text(s.command(f"subscribe ota --product {b['pid']}", user=PARTNER).json)
+    assert "UnauthorizedOperation" in refused
+    subs = ok(api.get(f"/v1/chat/subscriptions?channel={here}"))["items"]
+    assert sorted((x["kind"], x["product_id"]) for x in subs) == [("alarms", None), ("ota", a["pid"])]
+    assert "Unsubscribed" in slack.all_text(s.command("unsubscribe alarms").json)
+    assert [x["kind"] for x in ok(api.get(f"/v1/chat/subscriptions?channel={here}"))["items"]] == ["ota"]
+    assert "usage" in slack.all_text(s.command("subscribe weather").json)
