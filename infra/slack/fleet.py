@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--team", default=os.environ.get("SLACK_TEAM", "T0FLEET01"))
     ap.add_argument("--channel", default=os.environ.get("SLACK_CHANNEL", "C0OPS0001"))
     ap.add_argument("--user", default=os.environ.get("SLACK_USER", "U0ADMIN01"))
+    ap.add_argument("--name", default="", help="the user's display name (Slack sends one)")
     ap.add_argument("--button", help="print only the value of this button (for scripts)")
     ap.add_argument("--follow", type=float, default=0, help="listen this many seconds for response_url posts")
     ap.add_argument("--until", help="stop following once a post's text matches this regex")
@@ -108,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "say":
         path = "/chat/slack/commands"
         body = urlencode({"team_id": args.team, "channel_id": args.channel, "user_id": args.user,
-                          "user_name": args.user.lower(), "command": "/fleet", "text": args.text,
+                          "user_name": args.name, "command": "/fleet", "text": args.text,
                           "response_url": hooks.url}).encode()  # fmt: skip
     else:
         path = "/chat/slack/interactions"
         payload = {
-            "type": "block_actions", "team": {"id": args.team}, "user": {"id": args.user, "username": args.user.lower()},
+            "type": "block_actions", "team": {"id": args.team}, "user": {"id": args.user, "username": args.name},
             "channel": {"id": args.channel}, "response_url": hooks.url,
             "actions": [{"action_id": f"fleet.{'confirm' if args.what == 'click' else 'cancel'}", "value": args.text}],
         }  # fmt: skip
@@ -129,22 +130,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"HTTP {resp.status_code}: {resp.text}", file=sys.stderr)
         return 1
     answer = resp.json() if resp.content else {}
+    if not args.button:
+        action = f"/fleet {args.text}" if args.what == "say" else f"[{args.what}] clicked"
+        print(f"» {args.user}: {action}")
     if args.button:
         value = re.search(rf"{re.escape(args.button)}=(\S+)", shown(answer))
         print(value.group(1) if value else "")
         return 0 if value else 1
-    print(json.dumps(answer, indent=1) if args.json else shown(answer) or "(no message: already handled)")
-    deadline = time.monotonic() + args.follow
+    if args.what == "say":
+        print(json.dumps(answer, indent=1) if args.json else shown(answer))
+    # Slack shows a click's outcome only through the response_url (it ignores the HTTP body)
+    follow = args.follow or (5.0 if args.what != "say" else 0.0)
+    deadline = time.monotonic() + follow
     seen = 0
     with hooks.arrived:
         while time.monotonic() < deadline:
             hooks.arrived.wait(timeout=max(0.0, deadline - time.monotonic()))
             for post in hooks.posts[seen:]:
-                print("-- later, via response_url:")
+                if args.what == "say":
+                    print("-- later, via response_url:")
                 print(json.dumps(post, indent=1) if args.json else shown(post))
-                if args.until and re.search(args.until, shown(post)):
+                if (args.until and re.search(args.until, shown(post))) or (args.what != "say" and not args.until):
                     deadline = 0
             seen = len(hooks.posts)
+    if args.what != "say" and not hooks.posts:
+        print(f"(nothing posted within {follow:g} s: the click was already handled)")
     hooks.server.shutdown()
     return 0
 
