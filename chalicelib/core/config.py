@@ -43,8 +43,8 @@ TABLES = (
     "location",
     "alarms",
     "geo_cells",
-    "chat_alerts",
     "chat",
+    "chat_alerts",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")
@@ -131,9 +131,10 @@ class Settings:
     webhook_read_timeout_s: float = 10.0
     delivery_log_days: int = 7
     dead_letter_days: int = 30
-    #: chat alerts (SPEC §12; the bot token that posts them is the chat's, :func:`chat_secret`): the
-    #: Slack Web API base URL (tests and the local stack point it at a loopback stand-in), and the
-    #: rate-limit window: at most one message per (channel, event kind, device) per window
+    #: chat alerts (SPEC §12): the Slack bot token that posts them, the Slack Web API base URL
+    #: (tests and the local stack point it at a loopback stand-in), and the rate-limit window:
+    #: at most one message per (channel, event kind, device) per window, the rest counted
+    slack_bot_token: str | None = field(default=None, repr=False)
     slack_api_url: str = "https://slack.com/api/"
     chat_alert_window_s: int = 60
     #: how long the uplink path reuses its compiled rules before re-reading the rules table
@@ -155,16 +156,14 @@ class Settings:
     #: the cloud analyser: Rekognition's label confidence floor and the Bedrock model (Converse API)
     rekognition_min_confidence: float = 70.0
     bedrock_model_id: str = "amazon.nova-lite-v1:0"
-    #: the operator chat (SPEC §12): Slack's signing secret and bot token, given directly
-    #: (``FLEETBOX_SLACK_SIGNING_SECRET`` / ``FLEETBOX_SLACK_BOT_TOKEN``, the local stack and tests)
-    #: or, on AWS, as the ARN of a Secrets Manager secret holding ``{"signing_secret","bot_token"}``
-    #: (``FLEETBOX_SLACK_SECRET_ARN``), read on first use by :func:`chat_secret`; how long a
-    #: confirmation button stays valid; the replay window of signed chat requests
+    #: the operator chat (SPEC §12): Slack's signing secret (and the bot token above) given
+    #: directly (``FLEETBOX_SLACK_SIGNING_SECRET`` / ``FLEETBOX_SLACK_BOT_TOKEN``, the local stack
+    #: and tests) or, on AWS, as the ARN of a Secrets Manager secret holding
+    #: ``{"signing_secret","bot_token"}`` (``FLEETBOX_SLACK_SECRET_ARN``), read on first use by
+    #: :func:`chat_secret`; how long a confirmation button stays valid
     slack_signing_secret: str | None = field(default=None, repr=False)
-    slack_bot_token: str | None = field(default=None, repr=False)
     slack_secret_arn: str | None = None
     chat_confirm_ttl_s: int = 300
-    chat_signature_window_s: int = 300
     #: extra env seen at load time, for diagnostics only (never secrets)
     endpoint_url: str | None = field(default=None, repr=False)
 
@@ -217,6 +216,7 @@ class Settings:
             webhook_read_timeout_s=float(env.get("FLEETBOX_WEBHOOK_READ_TIMEOUT_S") or 10.0),
             delivery_log_days=_int(env.get("FLEETBOX_DELIVERY_LOG_DAYS"), 7),
             dead_letter_days=_int(env.get("FLEETBOX_DEAD_LETTER_DAYS"), 30),
+            slack_bot_token=env.get("FLEETBOX_SLACK_BOT_TOKEN") or None,
             slack_api_url=env.get("FLEETBOX_SLACK_API_URL") or "https://slack.com/api/",
             chat_alert_window_s=_int(env.get("FLEETBOX_CHAT_ALERT_WINDOW_S"), 60),
             rules_cache_s=float(env.get("FLEETBOX_RULES_CACHE_S") or 5.0),
@@ -236,7 +236,6 @@ class Settings:
             rekognition_min_confidence=float(env.get("FLEETBOX_REKOGNITION_MIN_CONFIDENCE") or 70.0),
             bedrock_model_id=env.get("FLEETBOX_BEDROCK_MODEL_ID") or "amazon.nova-lite-v1:0",
             slack_signing_secret=env.get("FLEETBOX_SLACK_SIGNING_SECRET") or None,
-            slack_bot_token=env.get("FLEETBOX_SLACK_BOT_TOKEN") or None,
             slack_secret_arn=env.get("FLEETBOX_SLACK_SECRET_ARN") or None,
             chat_confirm_ttl_s=_int(env.get("FLEETBOX_CHAT_CONFIRM_TTL_S"), 300),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),

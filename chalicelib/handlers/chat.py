@@ -210,7 +210,7 @@ def _admit(who: Who, where: Where, text: str, request_id: str, event: str) -> tu
         reason = "ChannelNotAllowed"
         message = Message(
             f"Fleetbox commands are not enabled in this channel ({where.ref}); "
-            "an admin can add it with PUT /v1/chat/channels/allowed."
+            "an admin can add it with PUT /v1/chat/allowed-channels."
         )
     if reason is None:
         return principal, None
@@ -359,12 +359,15 @@ def _confirmed(
               request_id=request_id)  # fmt: skip
     text = f"{_name(who)} confirmed: {rec.command}. {summary}."
     sections = ["\n".join(failed)] if failed else []
+    fields: list[tuple[str, str]] = []
     if then == "batch" and results and isinstance(results[0], dict) and results[0].get("id"):
         batch_id = str(results[0]["id"])
+        progress, _finished = cc.batch_message(cc.Run(who, where, principal, request_id), batch_id)
         text = f"{_name(who)} confirmed: batch {batch_id} started ({rec.blast}); progress and the link follow here."
+        sections, fields = [progress.text], progress.fields
         if url:
             _follow(who, where, url, "batch", batch_id)
-    message = Message(text, sections=sections, replace_original=True)
+    message = Message(text, sections=sections, fields=fields, replace_original=True)
     _post(url, message)
     return message
 

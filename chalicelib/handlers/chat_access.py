@@ -108,7 +108,7 @@ def delete_identity(ctx: Ctx) -> None:
 
 
 @route(
-    bp, "GET", "/v1/chat/channels/allowed", action="DescribeChatChannels", resource="account/chat", tag=TAG,
+    bp, "GET", "/v1/chat/allowed-channels", action="DescribeChatChannels", resource="account/chat", tag=TAG,
     summary="The channels allowed to run commands (empty: all)", response=ChatChannels,
 )  # fmt: skip
 def get_channels(ctx: Ctx) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def get_channels(ctx: Ctx) -> dict[str, Any]:
 
 
 @route(
-    bp, "PUT", "/v1/chat/channels/allowed", action="ModifyChatChannels", resource="account/chat", tag=TAG,
+    bp, "PUT", "/v1/chat/allowed-channels", action="ModifyChatChannels", resource="account/chat", tag=TAG,
     summary="Replace the channel allow-list (slack:{team}:{channel} each; [] lets every channel run commands)",
     body=ChatChannelsPut, response=ChatChannels,
 )  # fmt: skip

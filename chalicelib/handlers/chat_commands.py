@@ -679,11 +679,41 @@ def cmd_stats(run: Run, p: Parsed) -> Reply:
     )
 
 
+ALERT_KINDS = ("alarms", "ota", "batch", "rules", "video")
+
+
+def cmd_subscribe(run: Run, p: Parsed) -> Reply:
+    body: dict[str, Any] = {"channel": run.where.ref, "kind": p.args["kind"]}
+    if p.flags.get("product"):
+        body["product_id"] = p.flags["product"]
+    made = run.call("POST", "/v1/chat/subscriptions", body=body)
+    scope = f"product {made.get('product_id')}" if made.get("product_id") else "every product"
+    return Reply(
+        Message(f"This channel now receives {p.args['kind']} alerts of {scope} (subscription {made.get('id')}).")
+    )
+
+
+def cmd_unsubscribe(run: Run, p: Parsed) -> Reply:
+    query: dict[str, Any] = {"channel": run.where.ref, "limit": 100}
+    if p.flags.get("product"):
+        query["product_id"] = p.flags["product"]
+    items = run.call("GET", "/v1/chat/subscriptions", query=query)["items"]
+    mine = [i for i in items if i.get("kind") == p.args["kind"]]
+    for item in mine:
+        run.call("DELETE", "/v1/chat/subscriptions/{id}", params={"id": item["id"]})
+    if not mine:
+        return Reply(Message(f"This channel had no {p.args['kind']} subscription you may see."))
+    return Reply(Message(f"Unsubscribed this channel from {p.args['kind']} alerts ({len(mine)} subscription(s))."))
+
+
 def _a(name: str, kind: str, **kw: Any) -> Arg:
     return Arg(name, kind, **kw)
 
 
-TOPICS = ("help", "whoami", "product", "device", "batch", "ota", "rule", "fence", "track", "video", "stats")
+TOPICS = (
+    "help", "whoami", "product", "device", "batch", "ota", "rule", "fence", "track", "video", "stats", "subscribe",
+    "unsubscribe",
+)  # fmt: skip
 
 #: every command: the one table (order = the order of /fleet help)
 COMMANDS: tuple[Spec, ...] = (
@@ -736,4 +766,9 @@ COMMANDS: tuple[Spec, ...] = (
          (_a("device", "device"), _a("url", "word")),
          examples=("/fleet video summarize ABCDEFGHIJ/cam1 https://example.com/clip.mp4",)),
     Spec(("stats",), "device statistics (of one product)", cmd_stats, (_a("product_id", "pid", optional=True),)),
+    Spec(("subscribe",), "this channel receives these alerts (of every product you may see, or --product)",
+         cmd_subscribe, (_a("kind", "word", choices=ALERT_KINDS),), {"product": "word"},
+         examples=("/fleet subscribe alarms", "/fleet subscribe ota --product ABCDEFGHIJ")),
+    Spec(("unsubscribe",), "stop these alerts in this channel", cmd_unsubscribe,
+         (_a("kind", "word", choices=ALERT_KINDS),), {"product": "word"}, examples=("/fleet unsubscribe alarms",)),
 )  # fmt: skip

@@ -8,6 +8,7 @@ the identity's principal, so the policy engine decides a command exactly as the 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Any
 
@@ -24,6 +25,8 @@ from . import access, audit, files
 from .paging import checked_start, expect_key
 
 PLATFORMS = ("slack",)
+#: an identity id: {platform}:{team}:{user}
+IDENTITY_ID = re.compile(r"[a-z]{2,16}:[A-Z0-9]{2,32}:[A-Z0-9]{2,32}")
 #: Slack: a response URL takes 5 posts within 30 minutes of the command
 REPLY_LIMIT, REPLY_WINDOW_S = 5, 1800
 #: the picture links (track maps) live as long as a download link
@@ -78,6 +81,8 @@ def create_identity(platform: str, team_id: str, user_id: str, principal_id: str
 
 
 def get_identity(ident: str) -> ChatIdentityRecord:
+    if not IDENTITY_ID.fullmatch(ident or ""):
+        raise errors.CHAT_IDENTITY_NOT_EXIST(f"chat identity {ident[:120]} does not exist", "identity_id")
     try:
         return ChatIdentityRecord.get("identity", ident, consistent_read=True)
     except DoesNotExist:

@@ -188,13 +188,13 @@ def _partner_id(api: Api) -> str:
 
 def test_channels_off_the_allow_list_are_refused(api: Api, fleet: dict[str, Any]) -> None:
     s: Slack = fleet["slack"]
-    ok(api.put("/v1/chat/channels/allowed", {"channels": [f"slack:{slack.TEAM}:C0OTHER01"]}))
+    ok(api.put("/v1/chat/allowed-channels", {"channels": [f"slack:{slack.TEAM}:C0OTHER01"]}))
     refused = s.command("product list")
     assert "not enabled in this channel" in slack.all_text(refused.json)
     assert _audit(api, "ChatRefused")[0]["result"] == "ChannelNotAllowed"
-    ok(api.put("/v1/chat/channels/allowed", {"channels": [f"slack:{slack.TEAM}:{slack.CHANNEL}"]}))
+    ok(api.put("/v1/chat/allowed-channels", {"channels": [f"slack:{slack.TEAM}:{slack.CHANNEL}"]}))
     assert fleet["A"]["pid"] in slack.all_text(s.command("product list").json)
-    bad = api.put("/v1/chat/channels/allowed", {"channels": ["#general"]})
+    bad = api.put("/v1/chat/allowed-channels", {"channels": ["#general"]})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "InvalidParameterValue.ChatChannelInvalid"
 
 
@@ -359,3 +359,72 @@ def test_response_urls_outside_slack_are_not_posted_to(api: Api, fleet: dict[str
     with pytest.raises(FleetboxError):
         chat_reply.check_response_url("http://127.0.0.1:9/hook")
     assert chat_reply.check_response_url("https://hooks.slack.com/commands/T1/1/abc")
+
+
+# ------------------------------------------------------------------ alert subscriptions (15B's routes)
+
+
+def test_subscribe_and_unsubscribe_go_through_the_subscription_routes(api: Api, fleet: dict[str, Any]) -> None:
+    s: Slack = fleet["slack"]
+    a, b = fleet["A"], fleet["B"]
+    here = f"slack:{slack.TEAM}:{slack.CHANNEL}"
+    assert "now receives alarms" in slack.all_text(s.command("subscribe alarms").json)
+    assert "now receives ota" in slack.all_text(s.command(f"subscribe ota --product {a['pid']}", user=PARTNER).json)
+    refused = slack.all_text(s.command(f"subscribe ota --product {b['pid']}", user=PARTNER).json)
+    assert "UnauthorizedOperation" in refused
+    subs = ok(api.get(f"/v1/chat/subscriptions?channel={here}"))["items"]
+    assert sorted((x["kind"], x["product_id"]) for x in subs) == [("alarms", None), ("ota", a["pid"])]
+    assert "Unsubscribed" in slack.all_text(s.command("unsubscribe alarms").json)
+    assert [x["kind"] for x in ok(api.get(f"/v1/chat/subscriptions?channel={here}"))["items"]] == ["ota"]
+    assert "usage" in slack.all_text(s.command("subscribe weather").json)
+
+
+# ------------------------------------------------------------------ more commands
+
+
+def test_rules_from_chat_enable_list_and_confirm_disable(api: Api, fleet: dict[str, Any]) -> None:
+    s: Slack = fleet["slack"]
+    pid = fleet["A"]["pid"]
+    body = {"name": "hot", "sql": f"SELECT * FROM '{pid}/+/data' WHERE temp > 30", "enabled": False,
+            "actions": [{"type": "republish", "topic": "alerts/hot"}]}  # fmt: skip
+    ok(api.post("/v1/rules", body), 201)
+    assert "Rule hot enabled" in slack.all_text(s.command("rule enable hot").json)
+    assert "hot  enabled" in slack.all_text(s.command("rule list").json)
+    asked = s.command("rule disable hot")
+    assert "stops rule hot" in slack.confirm_text(asked.json)
+    s.click(slack.button_value(asked.json))
+    assert ok(api.get("/v1/rules/hot"))["enabled"] is False
+    tested = slack.all_text(s.command(f"rule test hot {pid}/devA/data '{{\"temp\": 40}}'").json)
+    assert "Rule hot: matched" in tested, tested
+
+
+def test_batch_status_gives_the_link_only_to_a_secret_reader(api: Api, fleet: dict[str, Any]) -> None:
+    s: Slack = fleet["slack"]
+    pid = fleet["A"]["pid"]
+    made = ok(api.post("/v1/batches", {"product_id": pid, "burn_method": "per_device_secret", "generation": "auto",
+                                       "quantity": 2, "qr_code": False}), 202)  # fmt: skip
+    fleet["queue"].drain()
+    admin = s.command(f"batch status {made['id']} --public").json
+    assert "Download" in slack.all_text(admin) and admin["response_type"] == "ephemeral"  # a link: never public
+    no_secrets = {
+        "version": "2.0",
+        "statement": [
+            {"effect": "allow", "action": ["*"], "resource": ["*"]},
+            {"effect": "deny", "action": ["iotexplorer:DescribeDeviceSecret"], "resource": ["*"]},
+        ],
+    }
+    _map(api, "U0NOSECRT", no_secrets)
+    reader = slack.all_text(s.command(f"batch status {made['id']}", user="U0NOSECRT").json)
+    assert "hold device secrets" in reader and "http" not in reader
+
+
+def test_public_answers_and_queued_commands(api: Api, fleet: dict[str, Any]) -> None:
+    s: Slack = fleet["slack"]
+    a = fleet["A"]
+    assert s.command("product list --public").json["response_type"] == "in_channel"
+    queued = s.command(f"track {a['pid']}/{a['dn']} --since 2h")
+    assert "Working on" in slack.all_text(queued.json)
+    fleet["queue"].drain()
+    assert any("0 position(s)" in slack.all_text(h.body) for h in s.hook.hits), [h.body for h in s.hook.hits]
+    assert "OTA task(s)" in slack.all_text(s.command("ota tasks").json)
+    assert "statistics" in slack.all_text(s.command(f"stats {a['pid']}").json)

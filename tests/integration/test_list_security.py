@@ -387,6 +387,15 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     def districts(c: Api, who: str) -> None:
         assert _forbidden_or_empty(c.get("/v1/districts"))
 
+    # a chat identity is its principal's resource: mapped to root, no product-scoped caller sees it
+    root_user = {"platform": "slack", "team_id": "T0LIST001", "user_id": "U0ROOT001", "principal_id": "root"}
+    ok(api.post("/v1/chat/identities", root_user), 201)
+
+    def chat_identities(c: Api, who: str) -> None:
+        assert [i["user_id"] for i in _items(api.get("/v1/chat/identities"))] == ["U0ROOT001"]
+        assert _forbidden_or_empty(c.get("/v1/chat/identities"))
+        assert c.get("/v1/chat/identities/slack:T0LIST001:U0ROOT001").status_code == 403
+
     def chat_subscriptions(c: Api, who: str) -> None:
         resp = c.get("/v1/chat/subscriptions")
         assert resp.status_code == 403 or {x["id"] for x in resp.json["items"]} <= {a["chat_sub"]}, resp.body
@@ -397,10 +406,6 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     def chat_bots(c: Api, who: str) -> None:
         assert _forbidden_or_empty(c.get("/v1/chat/bots"))
 
-    def chat_identities(c: Api, who: str) -> None:
-        assert _forbidden_or_empty(c.get("/v1/chat/identities"))  # identities map to principals
-
-    check("/v1/chat/identities", chat_identities)
     check("/v1/chat/subscriptions", chat_subscriptions)
     check("/v1/chat/bots", chat_bots)
     check("/v1/spaces", spaces)
@@ -409,6 +414,7 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     check("/v1/positions", positions)
     check("/v1/trajectories", positions)
     check("/v1/districts", districts)
+    check("/v1/chat/identities", chat_identities)
     check("/v1/products", products)
     check("/v1/video-tasks", video_tasks)
     check("/v1/products/{product_id}/devices", devices)
@@ -496,9 +502,9 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "letter_id": "0",
         "space_id": w["space"],
         "fence_id": w["fence"],
+        "identity_id": "slack:T0LIST001:U0ROOT001",
         "id": w["chat_sub"],
         "bot_id": world["feishu_channel"],
-        "identity_id": "slack:T0000AAAA:U0000AAAA",
     }
     if path.startswith("/v1/video-tasks/"):
         values["task_id"] = w["video_task"]
