@@ -7,6 +7,9 @@ from chalicelib.handlers import (
     api,
     authorizer,
     batches,
+    chat,
+    chat_access,
+    chat_alerts,
     device_data,
     devices,
     forward,
@@ -43,5 +46,8 @@ app.register_blueprint(rules.bp)  # /v1/rules, /v1/dead-letters, /v1/deliveries 
 app.register_blueprint(streams.bp)  # /v1/streams: message push data streams (SPEC §9.3)
 app.register_blueprint(video.bp)  # /v1/video-tasks, /v1/products/{pid}/video-callback (SPEC §11)
 app.register_blueprint(location.bp)  # /v1/spaces, fences, alarms, positions, trajectories (SPEC §10)
+app.register_blueprint(chat_access.bp)  # /v1/chat/identities, /v1/chat/allowed-channels (SPEC §12)
+app.register_blueprint(chat.bp)  # POST /chat/slack/commands, POST /chat/slack/interactions (signed by Slack)
+app.register_blueprint(chat_alerts.bp)  # /v1/chat/subscriptions, /v1/chat/bots: alerts in chat (SPEC §12)
 app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
 api.install_fallbacks(app)  # 404/405 in the error envelope for anything unmatched (last)
