@@ -462,3 +462,19 @@ def test_video_summarize_answers_when_the_task_finishes(api: Api, fleet: dict[st
     assert ok(api.get(f"/v1/video-tasks/{task}"))["Status"] == 3
     final = slack.all_text(s.hook.hits[-1].body)
     assert f"Video task {task} done" in final and "person" in final.lower(), final
+
+
+def test_a_click_from_another_channel_claims_nothing_and_ssl_checks_run_nothing(
+    api: Api, fleet: dict[str, Any]
+) -> None:
+    s: Slack = fleet["slack"]
+    a = fleet["A"]
+    value = slack.button_value(s.command(f"device disable {a['pid']}/{a['dn']}").json)
+    body = slack.click_body(value, ADMIN, s.hook.url, channel="C0ELSEWHR")
+    assert "expired" in slack.all_text(s.post("/chat/slack/interactions", body).json)
+    assert ok(api.get(f"/v1/products/{a['pid']}/devices/{a['dn']}"))["enabled"] is True
+    s.click(value)  # from the channel it was asked in: it runs
+    assert ok(api.get(f"/v1/products/{a['pid']}/devices/{a['dn']}"))["enabled"] is False
+    check = b"ssl_check=1&token=x"
+    resp = s.post("/chat/slack/commands", check)
+    assert resp.status_code == 200 and resp.json == {}
