@@ -48,6 +48,6 @@ app.register_blueprint(video.bp)  # /v1/video-tasks, /v1/products/{pid}/video-ca
 app.register_blueprint(location.bp)  # /v1/spaces, fences, alarms, positions, trajectories (SPEC §10)
 app.register_blueprint(chat_access.bp)  # /v1/chat/identities, /v1/chat/allowed-channels (SPEC §12)
 app.register_blueprint(chat.bp)  # POST /chat/slack/commands, POST /chat/slack/interactions (signed by Slack)
-app.register_blueprint(chat_alerts.bp)  # /v1/chat/subscriptions, /v1/chat/channels: alerts in chat (SPEC §12)
+app.register_blueprint(chat_alerts.bp)  # /v1/chat/subscriptions, /v1/chat/bots: alerts in chat (SPEC §12)
 app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
 api.install_fallbacks(app)  # 404/405 in the error envelope for anything unmatched (last)

@@ -5,7 +5,8 @@ neutral :class:`~chalicelib.protocol.chat.Message` (:func:`dump_message`).  Each
 it with the platform's adapter (``protocol/``) and sends it with the platform's sender below —
 so a third platform is one adapter plus one entry in :data:`SENDERS`:
 
-* ``slack:{team}:{channel}`` — ``slack_sdk.WebClient(token=FLEETBOX_SLACK_BOT_TOKEN,
+* ``slack:{team}:{channel}`` — ``slack_sdk.WebClient(token=<the bot token: FLEETBOX_SLACK_BOT_TOKEN
+  or the Secrets Manager secret of FLEETBOX_SLACK_SECRET_ARN>,
   base_url=FLEETBOX_SLACK_API_URL).chat_postMessage(channel, blocks, text)``; Slack's ``ok:
   false`` errors that retrying cannot fix (unknown channel, bad token …) are permanent, a 429
   honours ``Retry-After``;
@@ -33,6 +34,7 @@ from ..models.chat_alerts import ChatChannelRecord
 from ..protocol import diagnostics
 from ..protocol.chat import Button, Confirm, Image, Message
 from ..protocol.feishu import FeishuAdapter, signed
+from ..protocol.slack import SlackAdapter
 from . import base, webhook
 from .webhook import Outcome
 
@@ -95,53 +97,19 @@ def platform_of(channel: str) -> str:
 # ===================================================================== Slack
 
 
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def render_slack(message: Message) -> dict[str, Any]:
-    """Block Kit for an alert: the text, sections, fields (10 per section) and link buttons, with
-    the whole message as the plain-text fallback."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(message.text)[:3000]}}
-    ]
-    for s in message.sections:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(s)[:3000]}})
-    for i in range(0, len(message.fields), 10):
-        fields = [
-            {"type": "mrkdwn", "text": f"*{_slack_escape(k)}*\n{_slack_escape(v)}"[:2000]}
-            for k, v in message.fields[i : i + 10]
-        ]
-        blocks.append({"type": "section", "fields": fields})
-    links = [b for b in message.buttons if b.url]
-    if links:
-        blocks.append(
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "text": {"type": "plain_text", "text": b.label[:75]},
-                        "url": b.url,
-                        "action_id": b.action_id,
-                    }
-                    for b in links
-                ],
-            }
-        )
-    fallback = "\n".join([message.text, *message.sections, *(f"{k}: {v}" for k, v in message.fields)])
-    return {"text": _slack_escape(fallback)[:4000], "blocks": blocks[:50]}
+#: rendering only: sending needs no signing secret (that verifies what Slack sends us)
+_slack = SlackAdapter(None)
 
 
 def _send_slack(channel: str, message: Message, webhook_id: str) -> Outcome:
     s = settings()
-    token = chat_secret("bot_token")  # the environment, or the Secrets Manager secret on AWS
+    token = chat_secret("bot_token")
     if not token:
         return Outcome(
             False, error="FLEETBOX_SLACK_BOT_TOKEN is not set: Slack alerts cannot be sent", code=CODE, permanent=True
         )
     _, _team, channel_id = channel.split(":", 2)
-    payload = render_slack(message)
+    payload = _slack.render(message)
     client = WebClient(
         token=token,
         base_url=s.slack_api_url,

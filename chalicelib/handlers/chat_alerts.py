@@ -24,8 +24,8 @@ def _channel_ref(required: bool) -> String:
         min_len=1,
         max_len=64,
         code=errors.CHAT_CHANNEL_INVALID,
-        rule="must be slack:<team id>:<channel id> or feishu:<registered channel id>",
-        description="slack:T…:C… (no registration) or feishu:<id of a registered channel>",
+        rule="must be slack:<team id>:<channel id> or feishu:<bot id>",
+        description="slack:T…:C… (no registration) or feishu:<id of a bot registered at /v1/chat/bots>",
     )
 
 
@@ -61,7 +61,7 @@ Subscription = Model(
     },
 )
 ChannelCreate = Model(
-    "ChatChannelCreate",
+    "ChatBotCreate",
     {
         "platform": Enum(("feishu",), required=True, code=errors.CHAT_PLATFORM_INVALID),
         "name": String(
@@ -81,7 +81,7 @@ ChannelCreate = Model(
     },
 )
 Channel = Model(
-    "ChatChannel",
+    "ChatBot",
     {
         "id": String(),
         "ref": String(description="what subscriptions and stream outputs name: feishu:<id>"),
@@ -105,7 +105,7 @@ def _sub_owner(params: Any, body: Any) -> tuple[str, Any]:
 
 
 def _channel_owner(params: Any, body: Any) -> tuple[str, Any]:
-    return chat_alerts.channel_owner(params["channel_id"])
+    return chat_alerts.channel_owner(params["bot_id"])
 
 
 @route(
@@ -122,10 +122,9 @@ def _channel_owner(params: Any, body: Any) -> tuple[str, Any]:
     status=201,
 )
 def create_subscription(ctx: Ctx) -> dict[str, Any]:
-    channel = ctx.body["channel"]
-    if isinstance(channel, str) and channel.startswith("feishu:"):
-        # a registered channel is an account resource: posting into it needs the right to see it
-        ctx.require("DescribeChatChannel", chat_alerts.channel_resource(channel.split(":", 1)[1]))
+    bot = chat_alerts.bot_resource_of(ctx.body["channel"])
+    if bot:
+        ctx.require("DescribeChatBot", bot)
     return chat_alerts.subscribe(ctx.body, ctx.caller.principal_id)
 
 
@@ -177,9 +176,9 @@ def delete_subscription(ctx: Ctx) -> None:
 @route(
     bp,
     "POST",
-    "/v1/chat/channels",
-    action="CreateChatChannel",
-    resource="chat-channel/*",
+    "/v1/chat/bots",
+    action="CreateChatBot",
+    resource="chat-bot/*",
     tag=TAG,
     summary="Register a send-only chat channel (a Feishu/Lark custom bot); its secret is never shown again",
     body=ChannelCreate,
@@ -193,11 +192,11 @@ def create_channel(ctx: Ctx) -> dict[str, Any]:
 @route(
     bp,
     "GET",
-    "/v1/chat/channels",
-    action="ListChatChannels",
-    resource="chat-channel/*",
+    "/v1/chat/bots",
+    action="ListChatBots",
+    resource="chat-bot/*",
     listing=True,
-    item_action="DescribeChatChannel",
+    item_action="DescribeChatBot",
     tag=TAG,
     summary="List the registered chat channels the caller may read",
     response=page_of(Channel),
@@ -217,9 +216,9 @@ def list_channels(ctx: Ctx) -> dict[str, Any]:
 @route(
     bp,
     "GET",
-    "/v1/chat/channels/{channel_id}",
-    action="DescribeChatChannel",
-    resource="chat-channel/*",
+    "/v1/chat/bots/{bot_id}",
+    action="DescribeChatBot",
+    resource="chat-bot/*",
     owner=_channel_owner,
     tag=TAG,
     summary="Get a registered chat channel (its secret only as secret_set)",
@@ -232,13 +231,13 @@ def get_channel(ctx: Ctx) -> dict[str, Any]:
 @route(
     bp,
     "DELETE",
-    "/v1/chat/channels/{channel_id}",
-    action="DeleteChatChannel",
-    resource="chat-channel/*",
+    "/v1/chat/bots/{bot_id}",
+    action="DeleteChatBot",
+    resource="chat-bot/*",
     owner=_channel_owner,
     tag=TAG,
     summary="Delete a registered chat channel (refused while subscriptions use it)",
     status=204,
 )
 def delete_channel(ctx: Ctx) -> None:
-    chat_alerts.delete_channel(ctx.params["channel_id"])
+    chat_alerts.delete_channel(ctx.params["bot_id"])

@@ -1,9 +1,9 @@
 """Alerts in chat (SPEC §12, §10 alarms "pushed to … chat", §9.3 chat push).
 
-* **Channels** are named by a ref: ``slack:{team}:{channel}`` (no registration: the bot token of
-  ``FLEETBOX_SLACK_BOT_TOKEN`` posts to any channel it was invited to) or ``feishu:{channel id}``,
-  a registered Feishu/Lark custom bot (:func:`create_channel`: its webhook URL, SSRF-checked, and
-  its signing secret, write-only).
+* **Channels** are named by a ref: ``slack:{team}:{channel}`` (no registration: the chat's bot
+  token posts to any channel the bot was invited to) or ``feishu:{bot id}``, a Feishu/Lark custom
+  bot registered through ``/v1/chat/bots`` (:func:`create_channel`: its webhook URL, SSRF-checked,
+  and its signing secret, write-only; resource ``chat-bot/{id}``).
 * **Subscriptions**: a channel receives one alert kind (:data:`ALERT_KINDS`) of one product or of
   every product.  Subscribing the same (channel, kind, product) twice is idempotent: the id is
   derived from the three, and the second call answers the existing subscription.
@@ -28,11 +28,15 @@ from pynamodb.exceptions import PutError
 from ..core import clock, errors, ids
 from ..models.chat_alerts import ChatChannelRecord, ChatSubscriptionRecord
 from ..models.products import ProductRecord
+from ..models.rules import StreamRecord
 from ..protocol.chat import Message
+from ..protocol.slack import SLACK_ID
 from . import chat_limit, delivery, jobs
 from .paging import checked_start, expect_key, fill_page
 
 SUB_PK = "sub"
+#: the streams table's partition (services/streams.py ACCOUNT)
+STREAMS_ACCOUNT = "main"
 CHANNEL_PK = "channel"
 PLATFORMS = ("slack", "feishu")
 #: alert kind -> the domain event kinds it carries (services/events.py)
@@ -50,7 +54,8 @@ ALERT_KINDS: dict[str, tuple[str, ...]] = {
     "rules": ("rule.dead_letter",),
     "video": ("video.task.done", "video.task.failed"),
 }
-_SLACK_REF = re.compile(r"slack:(T[A-Z0-9]{2,20}):([CGD][A-Z0-9]{2,20})")
+#: a Slack channel ref as the chat's :class:`~chalicelib.protocol.chat.Where` spells it
+_SLACK_REF = re.compile(rf"slack:({SLACK_ID.pattern}):({SLACK_ID.pattern})")
 _FEISHU_REF = re.compile(r"feishu:(fs-[a-z0-9]{12})")
 #: the plural noun of a summary ("12 more alarms from P/dev …")
 _NOUN = {
@@ -75,7 +80,7 @@ def alert_kind_of(event_kind: str) -> str | None:
 def check_channel(ref: Any, field: str) -> str:
     """A well-formed channel ref; a Feishu channel must be registered."""
     if not isinstance(ref, str) or not ref:
-        raise errors.CHAT_CHANNEL_INVALID(f"{field} must be slack:T…:C… or feishu:<channel id>", field)
+        raise errors.CHAT_CHANNEL_INVALID(f"{field} must be slack:T…:C… or feishu:<bot id>", field)
     if _SLACK_REF.fullmatch(ref):
         return ref
     m = _FEISHU_REF.fullmatch(ref)
@@ -83,16 +88,24 @@ def check_channel(ref: Any, field: str) -> str:
         _get_channel(m.group(1), field)
         return ref
     raise errors.CHAT_CHANNEL_INVALID(
-        f"{field} must be slack:<team id>:<channel id> (e.g. slack:T0123ABC:C0456DEF) or feishu:<registered channel id>",
+        f"{field} must be slack:<team id>:<channel id> (e.g. slack:T0123ABC:C0456DEF) or feishu:<id of a bot registered at /v1/chat/bots>",
         field,
     )
 
 
 def channel_resource(channel_id: str) -> str:
-    return f"chat-channel/{channel_id}"
+    return f"chat-bot/{channel_id}"
 
 
-def _get_channel(channel_id: str, field: str = "channel_id") -> ChatChannelRecord:
+def bot_resource_of(channel: Any) -> str | None:
+    """The resource of the registered bot a channel ref names (None for Slack channels): posting
+    into a bot — a subscription or a stream's chat push — needs the right to see it."""
+    if isinstance(channel, str) and channel.startswith("feishu:"):
+        return channel_resource(channel.split(":", 1)[1])
+    return None
+
+
+def _get_channel(channel_id: str, field: str = "bot_id") -> ChatChannelRecord:
     try:
         return ChatChannelRecord.get(CHANNEL_PK, channel_id, consistent_read=True)
     except ChatChannelRecord.DoesNotExist:
@@ -143,8 +156,13 @@ def delete_channel(channel_id: str) -> None:
     ref = f"{rec.platform}:{rec.sk}"
     if any(True for _ in ChatSubscriptionRecord.query(SUB_PK, filter_condition=ChatSubscriptionRecord.channel == ref)):
         raise errors.CHAT_CHANNEL_IN_USE(
-            f"chat channel {channel_id} still has alert subscriptions: delete them first", "channel_id"
+            f"chat channel {channel_id} still has alert subscriptions: delete them first", "bot_id"
         )
+    for stream in StreamRecord.query(STREAMS_ACCOUNT):
+        if any(o.get("channel") == ref for o in stream.outputs or []):
+            raise errors.CHAT_CHANNEL_IN_USE(
+                f"chat channel {channel_id} is an output of data stream {stream.stream_id}: edit it first", "bot_id"
+            )
     rec.delete()
 
 
@@ -165,14 +183,6 @@ def list_channels(
             start,
         )
     return [channel_view(r) for r in recs], nxt
-
-
-def feishu_target(channel_id: str) -> ChatChannelRecord | None:
-    """The registered channel a Feishu delivery posts to (None once deleted)."""
-    try:
-        return ChatChannelRecord.get(CHANNEL_PK, channel_id)
-    except ChatChannelRecord.DoesNotExist:
-        return None
 
 
 # ===================================================================== subscriptions
@@ -299,7 +309,8 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 def message_for(event: Any) -> Message:
-    """The neutral message of an event: only whitelisted facts (ids, names, counts, reasons)."""
+    """The neutral message of an event: only whitelisted facts (ids, names, counts, reasons); emoji
+    as Unicode, which every platform shows (Slack's ``:x:`` codes would reach Feishu as text)."""
     d, kind, pid = event.data, event.kind, event.product_id
     dn = d.get("device_name")
     who = f"{pid}/{dn}" if dn else pid
@@ -308,7 +319,7 @@ def message_for(event: Any) -> Message:
         fields.append(("Device", str(dn)))
     if kind == "fence.alarm":
         verb = "entered" if d.get("type") == "enter" else "left"
-        text = f":rotating_light: {who} {verb} fence {d.get('fence_name') or d.get('fence_id')}"
+        text = f"🚨 {who} {verb} fence {d.get('fence_name') or d.get('fence_id')}"
         fields += [
             ("Fence", f"{d.get('fence_name') or ''} ({d.get('fence_id')})"),
             ("Type", str(d.get("type"))),
@@ -318,7 +329,7 @@ def message_for(event: Any) -> Message:
             fields.append(("Time", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(d["time"]) / 1000))))
     elif kind.endswith(".device.failed"):
         what = "OTA upgrade" if kind.startswith("ota.") else "Resource distribution"
-        text = f":x: {what} failed on {who} (task {d.get('task_id')})"
+        text = f"❌ {what} failed on {who} (task {d.get('task_id')})"
         fields += [("Task", str(d.get("task_id"))), ("Reason", _short(d.get("reason") or "unknown"))]
         if d.get("target_version"):
             fields.append(("Target version", str(d["target_version"])))
@@ -343,7 +354,7 @@ def message_for(event: Any) -> Message:
         if d.get("reason"):
             fields.append(("Reason", _short(d["reason"])))
     elif kind == "rule.dead_letter":
-        text = f":warning: rule {d.get('rule')} dead-lettered {d.get('dead_letters', 1)} message(s)"
+        text = f"⚠️ rule {d.get('rule')} dead-lettered {d.get('dead_letters', 1)} message(s)"
         fields += [("Rule", str(d.get("rule"))), ("Dead letters", str(d.get("dead_letters", 1)))]
     elif kind.startswith("video.task."):
         done = kind.endswith(".done")

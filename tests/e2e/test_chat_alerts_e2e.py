@@ -12,10 +12,15 @@ secret, the admin key): none is there.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +31,8 @@ from tests.chat_receivers import FeishuStandIn, SlackStandIn
 from tests.e2e.fleet import Api, Device
 from tests.e2e.stack import start_stack
 from tests.helpers import gps_property, point_at, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +50,7 @@ class World:
         self.secrets: set[str] = {BOT_TOKEN, feishu.secret, info["admin_api_key"]}
         ch = self.api.call(
             "POST",
-            "/v1/chat/channels",
+            "/v1/chat/bots",
             201,
             json={"platform": "feishu", "name": "ops", "webhook_url": feishu.url, "secret": feishu.secret},
         ).json()
@@ -204,6 +211,66 @@ def test_100_alarms_from_a_flapping_device_make_one_message_and_a_summary(world:
             world.slack_texts(tag)
         )
         assert len(world.slack_texts(tag)) == 2 and len(world.feishu_texts(tag)) == 2
-        assert world.slack_texts(tag)[0].startswith(f":rotating_light: {tag} entered fence depot")
+        assert world.slack_texts(tag)[0].startswith(f"🚨 {tag} entered fence depot")
     finally:
         device.close()
+
+
+#: one worker process: 5 threads × 5 alerts of one (channel, kind, device) through the limiter
+_WORKER = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+from chalicelib.services import chat_limit
+def one(_):
+    a = chat_limit.admit(sys.argv[1], "fence.alarm", sys.argv[2])
+    return [a.send, a.gen, a.key]
+with ThreadPoolExecutor(5) as pool:
+    print(json.dumps(list(pool.map(one, range(25)))))
+"""
+
+
+def _in_stack_env(info: dict[str, Any], code: str, *args: str) -> subprocess.Popen:
+    """``code`` in a fresh interpreter whose DynamoDB is the stack's DynamoDB Local (the product's
+    limiter talks to the same tables the stack's workers use)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLEETBOX_"))} | {
+        "AWS_ENDPOINT_URL": info["dynamodb_endpoint"],
+        "AWS_ACCESS_KEY_ID": info["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": info["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FLEETBOX_STAGE": "local",
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_limiter_counts_atomically_under_concurrent_workers(world: World) -> None:
+    """Four worker processes of five threads each admit 100 alerts of one key at once on DynamoDB
+    Local: exactly one is sent, 99 are counted, and closing the window reads 99 exactly once."""
+    subject = f"P/race{uuid.uuid4().hex[:6]}"
+    procs = [_in_stack_env(world.info, _WORKER, SLACK, subject) for _ in range(4)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        results += json.loads(out.strip().splitlines()[-1])
+    sent = [r for r in results if r[0]]
+    assert len(results) == 100 and len(sent) == 1, sent
+    _, gen, key = sent[0]
+    assert {r[1] for r in results} == {gen}
+    close = (
+        "import sys; from chalicelib.services import chat_limit; print(chat_limit.close(sys.argv[1], int(sys.argv[2])))"
+    )
+    counts = []
+    for _ in range(2):
+        proc = _in_stack_env(world.info, close, key, str(gen))
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        counts.append(int(out.strip().splitlines()[-1]))
+    assert counts == [99, 0]

@@ -53,6 +53,9 @@ def test_every_readme_curl_example_works(local_stack_process):
     assert '"Completed":true' in out and '"DetectedClassifications\\": [\\"person\\"]' in out
     assert '"code":"InvalidParameterValue.StartInvalid"' in out and '"field":"StartTime"' in out
     assert out.count('"MsgType":"ai_analytics_result"') >= 2
+    # alerts in chat: the fence alarm reached the Feishu bot as a signed interactive card
+    card = next(line for line in out.splitlines() if '"msg_type":"interactive"' in line)
+    assert "truck1 entered fence depot" in card and '"sign":' in card and '"timestamp":' in card
 
 
 def slack_blocks() -> list[str]:

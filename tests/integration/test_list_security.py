@@ -227,7 +227,7 @@ def world(api: Api, inline_jobs: Callable[[], None], recorder: Any) -> dict[str,
     # product, plus one of every product (an account-level resource)
     feishu = ok(
         api.post(
-            "/v1/chat/channels",
+            "/v1/chat/bots",
             {"platform": "feishu", "name": "ops", "webhook_url": HOOK, "secret": "feishuSecretXYZ1"},
         ),
         201,
@@ -403,11 +403,11 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
             assert {x["id"] for x in _items(resp)} == {a["chat_sub"]}
         assert c.delete(f"/v1/chat/subscriptions/{b['chat_sub']}").status_code == 403
 
-    def chat_channels(c: Api, who: str) -> None:
-        assert _forbidden_or_empty(c.get("/v1/chat/channels"))
+    def chat_bots(c: Api, who: str) -> None:
+        assert _forbidden_or_empty(c.get("/v1/chat/bots"))
 
     check("/v1/chat/subscriptions", chat_subscriptions)
-    check("/v1/chat/channels", chat_channels)
+    check("/v1/chat/bots", chat_bots)
     check("/v1/spaces", spaces)
     check("/v1/spaces/{space_id}/fences", spaces)
     check("/v1/alarms", alarms)
@@ -504,7 +504,7 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "fence_id": w["fence"],
         "identity_id": "slack:T0LIST001:U0ROOT001",
         "id": w["chat_sub"],
-        "channel_id": world["feishu_channel"],
+        "bot_id": world["feishu_channel"],
     }
     if path.startswith("/v1/video-tasks/"):
         values["task_id"] = w["video_task"]

@@ -53,7 +53,7 @@ def _fill(path: str, pid: str, dn: str) -> str:
         "fence_id": "fc_0000000000",
         "identity_id": "slack:T0FLEET01:U0NOBODY1",
         "id": "cs-0000000000000000",
-        "channel_id": "fs-000000000000",
+        "bot_id": "fs-000000000000",
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 

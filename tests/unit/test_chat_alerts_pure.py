@@ -1,5 +1,4 @@
-"""The pure parts of the chat alerts: the Feishu adapter (render, sign), the Slack alert rendering,
-the queue form of a message and the rate limiter's window words and keys."""
+"""The pure parts of the chat alerts: the Feishu adapter (render, sign), the queue form of a message and the rate limiter's window words and keys."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import json
 import pytest
 
 from chalicelib.core import errors
-from chalicelib.forwarders.chat import dump_message, load_message, render_slack
+from chalicelib.forwarders.chat import dump_message, load_message
 from chalicelib.protocol.chat import Button, Confirm, Image, Message
 from chalicelib.protocol.feishu import FeishuAdapter, sign, signed
 from chalicelib.services import chat_limit
@@ -84,15 +83,7 @@ def test_a_feishu_custom_bot_refuses_inbound_requests_clearly() -> None:
         assert caught.value.code == "UnsupportedOperation.ChatInboundUnsupported"
 
 
-# ------------------------------------------------------------------ Slack rendering, the queue form
-
-
-def test_slack_alert_blocks_escape_and_split_fields_by_ten() -> None:
-    msg = Message(text="a <b> & c", fields=[(f"k{i}", f"v{i}") for i in range(12)])
-    out = render_slack(msg)
-    assert out["blocks"][0]["text"]["text"] == "a &lt;b&gt; &amp; c"
-    assert [len(b["fields"]) for b in out["blocks"][1:]] == [10, 2]
-    assert out["text"].startswith("a &lt;b&gt; &amp; c\nk0: v0")
+# ------------------------------------------------------------------ the queue form
 
 
 def test_a_message_survives_the_queue() -> None:
