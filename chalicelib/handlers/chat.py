@@ -116,6 +116,8 @@ def slack_command() -> Response:
     if isinstance(checked, Response):
         return checked
     adapter, headers, raw = checked
+    if adapter.is_ssl_check(raw):
+        return _answer(None, request_id)  # Slack checking the certificate of the command URL
     try:
         command = adapter.parse_command(headers, raw)
     except errors.FleetboxError as err:
@@ -303,7 +305,7 @@ def handle_click(click: Click, request_id: str) -> Message | None:
     if refusal is not None:
         return refusal
     url = _safe_url(click.response_url)
-    state, rec, claim_id = chat.claim(click.value, who)
+    state, rec, claim_id = chat.claim(click.value, who, where)
     if state in ("unknown", "expired"):
         chat.note("ChatConfirmationExpired", who, where, principal_id=principal.principal_id, result="Expired",
                   status=409, detail=rec.command if rec else "unknown confirmation", request_id=request_id)  # fmt: skip

@@ -660,6 +660,8 @@ def video_message(run: Run, task_id: str) -> tuple[Message, bool]:
         return Message(f"Video task {task_id} is still running."), False
     if status == 1:
         return Message(f"Video task {task_id} failed: {item.get('Reason') or 'no reason given'}"), True
+    if status == 2:
+        return Message(f"Video task {task_id} done: nothing of interest was detected."), True
     try:
         summary = json.loads(item.get("Result") or "{}").get("Summary") or "(empty result)"
     except (ValueError, AttributeError):

@@ -104,6 +104,13 @@ class SlackAdapter(ChatAdapter):
         if not SignatureVerifier(self._secret, clock=_At()).is_valid(raw_body, stamp, signature):
             raise errors.SIGNATURE_FAILURE("X-Slack-Signature does not match the request", "X-Slack-Signature")
 
+    def is_ssl_check(self, raw_body: bytes) -> bool:
+        """Slack's periodic certificate check of a command URL (``ssl_check=1``): answer 200, run nothing."""
+        try:
+            return _form(raw_body).get("ssl_check") == "1"
+        except errors.FleetboxError:
+            return False
+
     def parse_command(self, headers: Mapping[str, str], raw_body: bytes) -> Command:
         form = _form(raw_body)
         team = _slack_id(form, "team_id", errors.CHAT_TEAM_ID_INVALID)

@@ -175,10 +175,11 @@ def pending_id(rec: PendingActionRecord) -> str:
     return rec.pk.split("#", 1)[1]
 
 
-def claim(action: str, clicker: Who) -> tuple[str, PendingActionRecord | None, str | None]:
+def claim(action: str, clicker: Who, where: Where) -> tuple[str, PendingActionRecord | None, str | None]:
     """Claim a pending action for one click: ("claimed", rec, claim id) exactly once however
     often the click is delivered; else ("expired" | "taken" | "unknown", rec or None, None).
-    The claim is a conditional write, so two deliveries racing cannot both win."""
+    The claim is a conditional write, so two deliveries racing cannot both win; a click from
+    another channel than the one the command was asked in claims nothing ("unknown")."""
     if not action or len(action) > 64:
         return "unknown", None, None
     now = clock.now_s()
@@ -191,7 +192,9 @@ def claim(action: str, clicker: Who) -> tuple[str, PendingActionRecord | None, s
                 PendingActionRecord.claimed_by.set(clicker.ref),
                 PendingActionRecord.claim_id.set(claim_id),
             ],
-            condition=(PendingActionRecord.state == "pending") & (PendingActionRecord.expires_at > now),
+            condition=(PendingActionRecord.state == "pending")
+            & (PendingActionRecord.expires_at > now)
+            & (PendingActionRecord.where == where.ref),
         )
         return "claimed", rec, claim_id
     except UpdateError as exc:
@@ -201,6 +204,8 @@ def claim(action: str, clicker: Who) -> tuple[str, PendingActionRecord | None, s
         stored = PendingActionRecord.get(f"pending#{action}", "-", consistent_read=True)
     except DoesNotExist:
         return "unknown", None, None  # never existed, or expired and deleted by the TTL
+    if stored.where != where.ref:
+        return "unknown", None, None
     if stored.state == "pending":
         return "expired", stored, None
     return "taken", stored, None

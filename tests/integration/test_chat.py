@@ -8,6 +8,7 @@ Job steps (follow-ups, replies) run from an in-memory queue the tests drain.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from chalicelib.core import clock
 from tests import slack_signer as slack
-from tests.helpers import partner_policy
+from tests.helpers import MEDIA_SAMPLES, partner_policy
 from tests.integration.helpers import PRODUCT, Api, FakeQueue, ok
 from tests.receiver import Receiver
 
@@ -31,6 +32,7 @@ def chat_env(monkeypatch: pytest.MonkeyPatch, aws: None) -> Iterator[FakeQueue]:
     monkeypatch.setenv("FLEETBOX_SLACK_SIGNING_SECRET", slack.SECRET)
     monkeypatch.setenv("FLEETBOX_ALLOW_LOOPBACK", "true")
     monkeypatch.setenv("FLEETBOX_BUCKET", "fleetbox-test-files-123456789012")
+    monkeypatch.setenv("FLEETBOX_MEDIA_ROOT", str(MEDIA_SAMPLES))
     reload_settings()
     files.forget()
     queue = FakeQueue(honour_delays=False).install(monkeypatch)
@@ -428,3 +430,51 @@ def test_public_answers_and_queued_commands(api: Api, fleet: dict[str, Any]) -> 
     assert any("0 position(s)" in slack.all_text(h.body) for h in s.hook.hits), [h.body for h in s.hook.hits]
     assert "OTA task(s)" in slack.all_text(s.command("ota tasks").json)
     assert "statistics" in slack.all_text(s.command(f"stats {a['pid']}").json)
+
+
+def test_ota_start_asks_with_the_devices_it_upgrades_and_runs_for_the_clicker(api: Api, fleet: dict[str, Any]) -> None:
+    from tests.integration.test_ota import upload_firmware
+
+    s: Slack = fleet["slack"]
+    a = fleet["A"]
+    fw = upload_firmware(api, a["pid"])
+    asked = s.command(f"ota start {fw['id']} --devices {a['dn']}")
+    assert f"upgrades 1 device of {a['pid']} to lamp-fw 2.0" in slack.confirm_text(asked.json)
+    assert "exactly one of" in slack.all_text(s.command(f"ota start {fw['id']}").json)
+    other = upload_firmware(api, fleet["B"]["pid"])  # a partner on product A may not upgrade product B
+    refused = slack.all_text(s.command(f"ota start {other['id']} --from 1.0", user=PARTNER).json)
+    assert "UnauthorizedOperation" in refused and "fleet.confirm" not in refused
+    s.click(slack.button_value(asked.json))
+    tasks = ok(api.get(f"/v1/ota-tasks?product_id={a['pid']}"))["items"]
+    assert len(tasks) == 1
+    assert tasks[0]["id"] in slack.all_text(s.command("ota tasks").json)
+    assert "OTA task" in slack.all_text(s.command(f"ota status {tasks[0]['id']}").json)
+
+
+def test_video_summarize_answers_when_the_task_finishes(api: Api, fleet: dict[str, Any]) -> None:
+    s: Slack = fleet["slack"]
+    a = fleet["A"]
+    ok(api.patch(f"/v1/products/{a['pid']}", {"ai_video_enabled": True}))
+    clip = (MEDIA_SAMPLES / "people-walking.mp4").as_uri()
+    started = s.command(f"video summarize {a['pid']}/{a['dn']} {clip}")
+    task = re.search(r"as task (\S+);", slack.all_text(started.json)).group(1)
+    fleet["queue"].drain()
+    assert ok(api.get(f"/v1/video-tasks/{task}"))["Status"] == 3
+    final = slack.all_text(s.hook.hits[-1].body)
+    assert f"Video task {task} done" in final and "person" in final.lower(), final
+
+
+def test_a_click_from_another_channel_claims_nothing_and_ssl_checks_run_nothing(
+    api: Api, fleet: dict[str, Any]
+) -> None:
+    s: Slack = fleet["slack"]
+    a = fleet["A"]
+    value = slack.button_value(s.command(f"device disable {a['pid']}/{a['dn']}").json)
+    body = slack.click_body(value, ADMIN, s.hook.url, channel="C0ELSEWHR")
+    assert "expired" in slack.all_text(s.post("/chat/slack/interactions", body).json)
+    assert ok(api.get(f"/v1/products/{a['pid']}/devices/{a['dn']}"))["enabled"] is True
+    s.click(value)  # from the channel it was asked in: it runs
+    assert ok(api.get(f"/v1/products/{a['pid']}/devices/{a['dn']}"))["enabled"] is False
+    check = b"ssl_check=1&token=x"
+    resp = s.post("/chat/slack/commands", check)
+    assert resp.status_code == 200 and resp.json == {}
