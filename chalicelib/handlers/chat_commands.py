@@ -768,7 +768,7 @@ COMMANDS: tuple[Spec, ...] = (
          (_a("device", "device"), _a("url", "word")),
          examples=("/fleet video summarize ABCDEFGHIJ/cam1 https://example.com/clip.mp4",)),
     Spec(("stats",), "device statistics (of one product)", cmd_stats, (_a("product_id", "pid", optional=True),)),
-    Spec(("subscribe",), "this channel receives these alerts (of every product you may see, or --product)",
+    Spec(("subscribe",), "this channel receives these alerts (account-wide: needs the action on every product; or --product)",
          cmd_subscribe, (_a("kind", "word", choices=ALERT_KINDS),), {"product": "word"},
          examples=("/fleet subscribe alarms", "/fleet subscribe ota --product ABCDEFGHIJ")),
     Spec(("unsubscribe",), "stop these alerts in this channel", cmd_unsubscribe,

@@ -94,6 +94,11 @@ def world(api, hook) -> dict[str, Any]:
              json={"platform": "slack", "team_id": TEAM, "user_id": DENIED, "principal_id": principal["principal_id"]})  # fmt: skip
     denied_key = api.call("POST", "/v1/keys", 201, json={"principal_id": principal["principal_id"]}).json()["api_key"]
     w["secrets"].add(denied_key)
+    # the stack is shared: another test (the README's Slack walkthrough) may have set an allow-list;
+    # this channel joins it rather than depending on the order the files run in
+    allowed = api.call("GET", "/v1/chat/allowed-channels", 200).json()["channels"]
+    if allowed and f"slack:{TEAM}:{CHANNEL}" not in allowed:
+        api.call("PUT", "/v1/chat/allowed-channels", 200, json={"channels": [*allowed, f"slack:{TEAM}:{CHANNEL}"]})
     w["slack"] = SlackStandIn(api.base, hook)
     return w
 
