@@ -42,6 +42,7 @@ TABLES = (
     "location",
     "alarms",
     "geo_cells",
+    "cloud_keys",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")
@@ -147,6 +148,15 @@ class Settings:
     #: the cloud analyser: Rekognition's label confidence floor and the Bedrock model (Converse API)
     rekognition_min_confidence: float = 70.0
     bedrock_model_id: str = "amazon.nova-lite-v1:0"
+    #: secrets sealed at rest (services/sealing.py): on AWS the KMS key (id, ARN or alias) that
+    #: wraps each data key; locally a base64 AES-256 key (the local stack keeps one in its state
+    #: dir). With neither, sealing refuses to run rather than store a secret in the clear.
+    seal_kms_key_id: str | None = None
+    seal_key: str | None = field(default=None, repr=False)
+    #: cloud-API endpoint (SPEC §14): accepted clock skew of a signed request, and how many items
+    #: an Offset/Limit list may walk through the route's pages
+    cloudapi_window_s: int = 300
+    cloudapi_max_walk: int = 10_000
     #: extra env seen at load time, for diagnostics only (never secrets)
     endpoint_url: str | None = field(default=None, repr=False)
 
@@ -215,6 +225,10 @@ class Settings:
             video_deadline_s=_int(env.get("FLEETBOX_VIDEO_DEADLINE_S"), 3600),
             rekognition_min_confidence=float(env.get("FLEETBOX_REKOGNITION_MIN_CONFIDENCE") or 70.0),
             bedrock_model_id=env.get("FLEETBOX_BEDROCK_MODEL_ID") or "amazon.nova-lite-v1:0",
+            seal_kms_key_id=env.get("FLEETBOX_SEAL_KMS_KEY_ID") or None,
+            seal_key=env.get("FLEETBOX_SEAL_KEY") or None,
+            cloudapi_window_s=_int(env.get("FLEETBOX_CLOUDAPI_WINDOW_S"), 300),
+            cloudapi_max_walk=_int(env.get("FLEETBOX_CLOUDAPI_MAX_WALK"), 10_000),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),
         )
 

@@ -36,6 +36,9 @@ _FAMILY_STATUS = {
     "RequestLimitExceeded": 429,
     "MethodNotAllowed": 405,
     "InternalError": 500,
+    # cloud-API endpoint only (SPEC §14; answered inside its HTTP 200 envelope)
+    "InvalidAction": 400,
+    "NoSuchVersion": 400,
 }
 
 
@@ -260,6 +263,9 @@ NAMES_CSV_TOO_LARGE = _declare("RequestTooLarge.NamesCsvTooLarge")
 
 # -- AuthFailure: 401 — no valid credential or signature
 INVALID_CREDENTIAL = _declare("AuthFailure.InvalidCredential")
+# cloud-API signatures (SPEC §14): a malformed Authorization or scope, an unknown SecretId
+INVALID_AUTHORIZATION = _declare("AuthFailure.InvalidAuthorization")
+SECRET_ID_NOT_FOUND = _declare("AuthFailure.SecretIdNotFound")
 NONCE_REUSED = _declare("AuthFailure.NonceReused")
 SIGNATURE_EXPIRE = _declare("AuthFailure.SignatureExpire")
 SIGNATURE_FAILURE = _declare("AuthFailure.SignatureFailure")
@@ -274,6 +280,7 @@ APPLICATION_NOT_EXIST = _declare("ResourceNotFound.ApplicationNotExist")
 BATCH_NOT_EXIST = _declare("ResourceNotFound.BatchNotExist")
 BINDING_NOT_EXIST = _declare("ResourceNotFound.BindingNotExist")
 CALL_NOT_EXIST = _declare("ResourceNotFound.CallNotExist")
+CLOUD_KEY_NOT_EXIST = _declare("ResourceNotFound.CloudApiKeyNotExist")
 DEAD_LETTER_NOT_EXIST = _declare("ResourceNotFound.DeadLetterNotExist")
 DEVICE_NOT_EXIST = _declare("ResourceNotFound.DeviceNotExist")
 DISTRICT_NOT_EXIST = _declare("ResourceNotFound.DistrictNotExist")
@@ -366,6 +373,11 @@ FIRMWARE_EXCEED_LIMIT = _declare("LimitExceeded.FirmwareExceedLimit")
 REQUEST_RATE = _declare("LimitExceeded.RequestRate", 429)
 RESOURCE_STORAGE_EXCEED_LIMIT = _declare("LimitExceeded.ResourceStorageExceedLimit")
 TOPIC_LIMIT = _declare("LimitExceeded.TopicLimit")
+
+# -- the cloud-API endpoint's own refusals (SPEC §14): an action it does not map, an API version
+# other than iotexplorer's 2019-04-23 (both answered with HTTP 200 in the Tencent envelope)
+INVALID_ACTION = _declare("InvalidAction")
+NO_SUCH_VERSION = _declare("NoSuchVersion")
 
 # -- InternalError: 500 — a bug or an outage; the request id is the lead
 INTERNAL_ERROR = _declare("InternalError")
