@@ -7,6 +7,8 @@ from chalicelib.handlers import (
     api,
     authorizer,
     batches,
+    cloud_keys,
+    cloudapi,
     device_data,
     devices,
     forward,
@@ -44,4 +46,6 @@ app.register_blueprint(streams.bp)  # /v1/streams: message push data streams (SP
 app.register_blueprint(video.bp)  # /v1/video-tasks, /v1/products/{pid}/video-callback (SPEC §11)
 app.register_blueprint(location.bp)  # /v1/spaces, fences, alarms, positions, trajectories (SPEC §10)
 app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
+app.register_blueprint(cloud_keys.bp)  # /v1/cloud-keys: SecretId/SecretKey pairs (SPEC §14)
+app.register_blueprint(cloudapi.bp)  # POST /: the Tencent Cloud API v3 endpoint (SPEC §14)
 api.install_fallbacks(app)  # 404/405 in the error envelope for anything unmatched (last)
