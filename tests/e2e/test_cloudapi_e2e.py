@@ -2,9 +2,10 @@
 driven through the real ``tencentcloud-sdk-python-iotexplorer`` client — its own signing,
 unmodified, over HTTP to ``POST /`` — and checked against the HTTP API's view of the same objects.
 
-How to test an action: ``sdk_call(cli, "DescribeDevice", {...})`` runs it through the SDK's own
-request model and client method and returns the response as a dict; a refusal raises
-``TencentCloudSDKException`` whose ``get_code()`` is the Tencent error code."""
+How to test an action (tests/cloudsdk.py): ``sdk_call(cli, "DescribeDevice", {...})`` runs it
+through the SDK's own request model and client method and returns the response as a dict;
+``refused(cli, action, {...})`` is the code (``TencentCloudSDKException.get_code()``) it is
+refused with."""
 
 from __future__ import annotations
 
@@ -13,24 +14,10 @@ import uuid
 from typing import Any
 
 import pytest
-from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from tests.cloudsdk import client, sdk_call
+from tests.cloudsdk import client, endpoint, pair_for, refused, sdk_call
 from tests.e2e.fleet import Api
 from tests.helpers import partner_policy
-
-
-def endpoint(local_stack: dict[str, Any]) -> str:
-    return local_stack["api_url"].split("://", 1)[1].rstrip("/")
-
-
-def pair_for(api: Api, policy: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A SecretId/SecretKey pair: root's, or a new principal's with ``policy``."""
-    body: dict[str, Any] = {"name": "sdk"}
-    if policy is not None:
-        made = api.call("POST", "/v1/principals", 201, json={"name": "sdk partner", "policy": policy}).json()
-        body["principal_id"] = made["principal_id"]
-    return api.call("POST", "/v1/cloud-keys", 201, json=body).json()
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +25,6 @@ def cli(api: Api, local_stack: dict[str, Any]) -> Any:
     """The SDK client of root's pair."""
     pair = pair_for(api)
     return client(endpoint(local_stack), pair["secret_id"], pair["secret_key"])
-
-
-def refused(cli: Any, action: str, params: dict[str, Any], **kw: Any) -> str:
-    with pytest.raises(TencentCloudSDKException) as err:
-        sdk_call(cli, action, params, **kw)
-    return err.value.get_code()
 
 
 def fresh_name(prefix: str = "sdk") -> str:

@@ -253,3 +253,16 @@ def test_the_endpoint_is_documented_and_other_methods_on_root_are_refused(api: A
     assert doc["paths"]["/v1/cloud-keys"]["post"]["x-fleetbox-action"] == "iotexplorer:CreateCloudApiKey"
     got = api.get("/")
     assert got.status_code == 405 and got.headers["Allow"] == "POST"
+
+
+def test_the_readme_lists_every_mapped_action_with_its_routes() -> None:
+    from pathlib import Path
+
+    from chalicelib.handlers.cloudapi import registry
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Use the Tencent Cloud SDK", 1)[1].split("\n## ", 1)[0]
+    for name, spec in registry.ACTIONS.items():
+        assert f"| `{name}` |" in section, f"README: {name} is mapped but not listed"
+        for permission in spec.permissions:
+            assert permission.split(":", 1)[1] in section, f"README: {name} runs {permission}"
