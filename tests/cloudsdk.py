@@ -28,9 +28,13 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.iotexplorer.v20190423 import iotexplorer_client, models
 
 
-def client(endpoint: str, secret_id: str, secret_key: str, sign_method: str | None = None) -> Any:
-    """``endpoint``: host:port (no scheme); plain HTTP as locally."""
-    profile = ClientProfile(signMethod=sign_method, httpProfile=HttpProfile(endpoint=endpoint, protocol="http"))
+def client(
+    endpoint: str, secret_id: str, secret_key: str, sign_method: str | None = None, req_method: str = "POST"
+) -> Any:
+    """``endpoint``: host:port (no scheme); plain HTTP as locally.  ``sign_method``: the SDK's
+    ``signMethod`` (TC3-HMAC-SHA256 by default); ``req_method``: POST, or GET (query string)."""
+    http = HttpProfile(endpoint=endpoint, protocol="http", reqMethod=req_method)
+    profile = ClientProfile(signMethod=sign_method, httpProfile=http)
     profile.disable_region_breaker = True
     return iotexplorer_client.IotexplorerClient(credential.Credential(secret_id, secret_key), "ap-guangzhou", profile)
 
@@ -73,7 +77,8 @@ def refused(cli: Any, action: str, params: dict[str, Any], **kw: Any) -> str:
 def signed_request(
     cli: Any, action: str, params: dict[str, Any] | None = None, at: float | None = None
 ) -> tuple[dict[str, str], bytes]:
-    """(headers, body) the SDK sends for ``action``, signed by the SDK at ``at`` (now by default)."""
+    """(headers, body) the SDK sends for ``action``, signed by the SDK at ``at`` (now by default);
+    for a GET client the "body" is the query string the SDK puts on the URL."""
     req = getattr(models, f"{action}Request")()
     req.from_json_string(json.dumps(params or {}))
     internal = RequestInternal(cli._get_endpoint(), cli.profile.httpProfile.reqMethod, cli._requestPath, header={})

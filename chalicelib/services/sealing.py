@@ -22,6 +22,8 @@ import binascii
 import os
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from ..core import errors
 from ..core.config import settings
 from ..core.observability import logger
@@ -100,7 +102,8 @@ def unseal(stored: str, context: str) -> str:
         else:
             data_key = AESGCM(_master_key()).decrypt(wrapped[:12], wrapped[12:], b"fleetbox-seal:" + context.encode())
         return AESGCM(data_key).decrypt(nonce, sealed, context.encode("utf-8")).decode("utf-8")
-    except (ValueError, InvalidTag, binascii.Error, UnicodeDecodeError):
-        # the wrong master key, a value copied between records, or a damaged one: never its text
-        logger.error("a sealed secret did not open", extra={"context": context})
+    except (ValueError, InvalidTag, binascii.Error, UnicodeDecodeError, ClientError) as exc:
+        # the wrong master key, a value copied between records, a damaged one, or KMS refusing
+        # (wrong context, no permission, the key disabled): never the text, only what failed
+        logger.error("a sealed secret did not open", extra={"context": context, "error": type(exc).__name__})
         raise errors.internal() from None

@@ -116,10 +116,14 @@ def test_wrong_keys_stale_signatures_and_unmapped_actions(api: Api, local_stack:
     assert refused(cli, "GetStudioProductList", {}, at=time.time() - 360) == "AuthFailure.SignatureExpire"
     # an action the SDK has and this endpoint does not map
     assert refused(cli, "DescribeGatewayBindDevices", {"GatewayProductId": "AAAAAAAAAA"}) == "InvalidAction"
-    # the older form signature the SDK can still send works too
-    for method in ("HmacSHA1", "HmacSHA256"):
-        v1 = client(endpoint(local_stack), pair["secret_id"], pair["secret_key"], sign_method=method)
-        assert "Products" in sdk_call(v1, "GetStudioProductList", {"Limit": 10})
+    # the older form signature the SDK can still send works too, and GET requests of both kinds
+    for method in ("HmacSHA1", "HmacSHA256", None):
+        for verb in ("POST", "GET"):
+            other = client(endpoint(local_stack), pair["secret_id"], pair["secret_key"], method, req_method=verb)
+            assert "Products" in sdk_call(other, "GetStudioProductList", {"Limit": 10}), (method, verb)
+            assert refused(other, "DescribeDevice", {"ProductId": "AAAAAAAAAA", "DeviceName": "x"}) == (
+                "ResourceNotFound.ProductNotExist"
+            )
 
 
 def test_a_partner_pair_sees_and_touches_only_its_product(api: Api, local_stack: dict[str, Any], cli: Any) -> None:

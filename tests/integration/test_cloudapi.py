@@ -73,6 +73,29 @@ def test_the_form_signature_the_sdk_can_still_send_is_verified(api: Api, product
     assert _code(_post(api, headers, body.replace(b"Limit=10", b"Limit=11"))) == "AuthFailure.SignatureFailure"
 
 
+@pytest.mark.parametrize("sign_method", [None, "HmacSHA1", "HmacSHA256"])
+def test_get_requests_carry_the_parameters_in_the_query_string(
+    api: Api, product: dict[str, Any], sign_method: str | None
+) -> None:
+    pair = _pair(api)
+    cli = cloudsdk.client(HOST, pair["secret_id"], pair["secret_key"], sign_method, req_method="GET")
+    params = {"ProductId": product["product_id"], "DeviceName": "nobody"}
+    headers, query = cloudsdk.signed_request(cli, "DescribeDevice", params)
+
+    def get(q: bytes) -> dict[str, Any]:
+        resp = api.client.http.get("/?" + q.decode(), headers=headers)
+        assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/json"
+        return json.loads(resp.body)["Response"]
+
+    # verified, typed from the query text and run: the route's own refusal comes back
+    assert _code(get(query)) == "ResourceNotFound.DeviceNotExist"
+    listed = cloudsdk.signed_request(cli, "GetStudioProductList", {"Offset": 0, "Limit": 5})
+    headers = listed[0]
+    assert [p["ProductId"] for p in get(listed[1])["Products"]] == [product["product_id"]]
+    # a parameter changed after signing
+    assert _code(get(listed[1].replace(b"Limit=5", b"Limit=6"))) == "AuthFailure.SignatureFailure"
+
+
 def test_signature_edge_cases_answer_tencents_codes(api: Api, product: dict[str, Any]) -> None:
     pair = _pair(api)
     cli = cloudsdk.client(HOST, pair["secret_id"], pair["secret_key"])
@@ -251,8 +274,13 @@ def test_the_endpoint_is_documented_and_other_methods_on_root_are_refused(api: A
     op = doc["paths"]["/"]["post"]
     assert "X-TC-Action" in op["summary"] and "DescribeDevice" in op["summary"]
     assert doc["paths"]["/v1/cloud-keys"]["post"]["x-fleetbox-action"] == "iotexplorer:CreateCloudApiKey"
-    got = api.get("/")
-    assert got.status_code == 405 and got.headers["Allow"] == "POST"
+    got = api.delete("/")
+    assert got.status_code == 405 and got.headers["Allow"] == "GET, POST"
+    # a GET without any signature is answered in the envelope too
+    bare = api.client.http.get("/")
+    assert bare.status_code == 200 and json.loads(bare.body)["Response"]["Error"]["Code"] == (
+        "AuthFailure.InvalidAuthorization"
+    )
 
 
 def test_the_readme_lists_every_mapped_action_with_its_routes() -> None:
@@ -266,3 +294,48 @@ def test_the_readme_lists_every_mapped_action_with_its_routes() -> None:
         assert f"| `{name}` |" in section, f"README: {name} is mapped but not listed"
         for permission in spec.permissions:
             assert permission.split(":", 1)[1] in section, f"README: {name} runs {permission}"
+
+
+def test_on_aws_the_secret_key_is_sealed_under_the_kms_key(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KMS half of the envelope (moto's KMS): a data key per pair, wrapped by the configured
+    key with the SecretId as encryption context; the pair verifies signatures as before."""
+    import boto3
+
+    from chalicelib.core.config import reload_settings
+    from chalicelib.services import sealing
+
+    kms = boto3.client("kms", region_name="us-east-1")
+    key_id = kms.create_key(Description="fleetbox-test-seal")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/fleetbox-test-seal", TargetKeyId=key_id)
+    monkeypatch.setenv("FLEETBOX_SEAL_KMS_KEY_ID", "alias/fleetbox-test-seal")
+    monkeypatch.delenv("FLEETBOX_SEAL_KEY")  # no local master key: KMS or nothing
+    reload_settings()
+    sealing.forget()
+    try:
+        pid = api.post("/v1/products", PRODUCT).json["product_id"]
+        pair = _pair(api)
+        rec = CloudKeyRecord.get(pair["secret_id"])
+        assert rec.sealed_key.startswith("fbs1.kms.") and pair["secret_key"] not in rec.sealed_key
+        assert _call(api, pair, "DescribeStudioProduct", {"ProductId": pid})["Product"]["ProductId"] == pid
+        # the wrapped data key opens only with its record's context
+        from chalicelib.core import errors
+
+        with pytest.raises(errors.FleetboxError):
+            sealing.unseal(rec.sealed_key, "AKID" + "q" * 32)
+    finally:
+        monkeypatch.delenv("FLEETBOX_SEAL_KMS_KEY_ID")
+        reload_settings()
+        sealing.forget()
+
+
+def test_without_any_seal_key_no_pair_is_issued(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.core.config import reload_settings
+
+    monkeypatch.delenv("FLEETBOX_SEAL_KEY")
+    reload_settings()
+    try:
+        resp = api.post("/v1/cloud-keys", {"name": "nowhere to keep it"})
+        assert resp.status_code == 500 and resp.json["error"]["code"] == "InternalError"
+        assert api.get("/v1/cloud-keys").json["items"] == []  # nothing stored in the clear
+    finally:
+        reload_settings()

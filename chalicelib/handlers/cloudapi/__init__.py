@@ -1,11 +1,12 @@
-"""``POST /``: the Tencent Cloud API v3 endpoint for ``iotexplorer`` 2019-04-23 (SPEC §14).
+"""``POST /`` (and ``GET /``): the Tencent Cloud API v3 endpoint for ``iotexplorer`` 2019-04-23 (SPEC §14).
 
 A client built on ``tencentcloud-sdk-python`` works by pointing its endpoint here.  Each request:
 
 1. is authenticated by its signature, checked on the request *as received*
    (``protocol/tc3.py``): TC3-HMAC-SHA256 (the SDK's default) from the ``Authorization`` header,
    the received ``Content-Type`` and ``Host`` and the raw body; or the older HmacSHA1/HmacSHA256
-   form signature (``ClientProfile(signMethod="HmacSHA256")``).  The SecretId names a pair issued
+   form signature (``ClientProfile(signMethod="HmacSHA256")``); ``HttpProfile(reqMethod="GET")``
+   sends either as a GET with the parameters in the query string.  The SecretId names a pair issued
    by ``POST /v1/cloud-keys`` (services/cloudkeys.py), whose SecretKey is unsealed to verify;
    ``X-TC-Timestamp`` must be within ``cloudapi_window_s`` (5 minutes) of now;
 2. names an action (``X-TC-Action``) of version ``2019-04-23``; the action table
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from chalice import Blueprint, Response
 
@@ -127,8 +128,21 @@ class _Verified:
     form: bool
 
 
+def _query_pairs(request: Any) -> list[tuple[str, str]]:
+    """A GET request's parameters in the order received (API Gateway and chalice local hand them
+    over parsed; the SDK writes each name once)."""
+    params = request.query_params or {}
+    pairs = [(str(k), str(v)) for k in params for v in params.getlist(k)]
+    names = [k for k, _ in pairs]
+    if len(set(names)) != len(names):
+        raise errors.INVALID_PARAMETER("a query parameter is given twice", "query")
+    return pairs
+
+
 def _verify_tc3(request: Any, headers: dict[str, str], raw: bytes) -> _Verified:
-    """(action, version, parameters, SecretId) of a TC3-signed request, or the refusal."""
+    """The action, version and parameters of a TC3-signed request (a JSON body; or, as GET, the
+    query string — the canonical query string is it re-encoded as the SDK encodes it), or the
+    refusal."""
     try:
         auth = tc3.parse_authorization(headers["authorization"])
     except tc3.SignatureError as exc:
@@ -158,11 +172,13 @@ def _verify_tc3(request: Any, headers: dict[str, str], raw: bytes) -> _Verified:
             "Authorization",
         )
     key = _signing_key(auth.secret_id)
+    get = request.method == "GET"
+    pairs = _query_pairs(request) if get else []
     canonical = tc3.canonical_request(
         request.method,
-        "",
+        urlencode(pairs) if get else "",
         [(h, headers[h]) for h in auth.signed_headers],
-        tc3.payload_hash(raw),
+        tc3.payload_hash(b"" if get else raw),
     )
     expected = tc3.tc3_signature(
         key.secret_key, auth.date, auth.service, tc3.string_to_sign(str(timestamp), auth.scope, canonical)
@@ -172,6 +188,8 @@ def _verify_tc3(request: Any, headers: dict[str, str], raw: bytes) -> _Verified:
     action = headers.get("x-tc-action")
     if not action:
         raise errors.missing("X-TC-Action")
+    if get:
+        return _Verified(action, headers.get("x-tc-version", ""), registry.unflatten(pairs), key, form=True)
     media = _media_type(headers)
     if media == _JSON:
         return _Verified(action, headers.get("x-tc-version", ""), _json_params(raw), key, form=False)
@@ -180,9 +198,9 @@ def _verify_tc3(request: Any, headers: dict[str, str], raw: bytes) -> _Verified:
     raise errors.UNSUPPORTED_MEDIA_TYPE(f"Content-Type must be {_JSON}", "Content-Type")
 
 
-def _verify_v1(request: Any, headers: dict[str, str], raw: bytes) -> _Verified:
-    """(action, version, parameters, SecretId) of a HmacSHA1/HmacSHA256 form-signed request."""
-    pairs = _form_pairs(raw)
+def _verify_v1(request: Any, headers: dict[str, str], pairs: list[tuple[str, str]]) -> _Verified:
+    """The action, version and parameters of a HmacSHA1/HmacSHA256-signed request (its form body,
+    or its query string as GET), or the refusal."""
     form = dict(pairs)
     for name in ("SecretId", "Signature", "Action", "Timestamp", "Nonce"):
         if not form.get(name):
@@ -214,11 +232,14 @@ def handle(request: Any, request_id: str) -> tuple[dict[str, Any], str | None]:
         raise errors.BODY_TOO_LARGE(f"the request body must be at most {MAX_BODY} bytes", "body")
     if headers.get("authorization", "").startswith(tc3.ALGORITHM):
         got = _verify_tc3(request, headers, raw)
-    elif _media_type(headers) == _FORM:
-        got = _verify_v1(request, headers, raw)
+    elif request.method == "GET" and request.query_params:
+        got = _verify_v1(request, headers, _query_pairs(request))
+    elif request.method == "POST" and _media_type(headers) == _FORM:
+        got = _verify_v1(request, headers, _form_pairs(raw))
     else:
         raise errors.INVALID_AUTHORIZATION(
-            "sign the request: a TC3-HMAC-SHA256 Authorization header, or a form body with Signature", "Authorization"
+            "sign the request: a TC3-HMAC-SHA256 Authorization header, or Signature in the form body or query",
+            "Authorization",
         )
     principal = access.principal_by_id(got.key.principal_id, via=got.key.secret_id)
     if principal is None:
@@ -247,7 +268,7 @@ def answer(members: dict[str, Any], request_id: str) -> Response:
     )
 
 
-@bp.route(PATH, methods=["POST"], content_types=["*/*"])
+@bp.route(PATH, methods=["GET", "POST"], content_types=["*/*"])
 def cloud_api() -> Response:
     request_id = ids.request_id()
     action: str | None = None
@@ -267,27 +288,39 @@ def cloud_api() -> Response:
     return answer(members, request_id)
 
 
+_ANSWER = Model(
+    "CloudApiResponse",
+    {
+        "Response": Json(
+            object_only=True,
+            required=True,
+            description='{…the action result…,"RequestId"} or {"Error":{"Code","Message"},"RequestId"}',
+        )
+    },
+)
+_SUMMARY = (
+    f"Tencent Cloud API v3 ({SERVICE} {VERSION}): headers X-TC-Action, X-TC-Version, X-TC-Timestamp and a "
+    "TC3-HMAC-SHA256 Authorization signed with a SecretId/SecretKey from POST /v1/cloud-keys (or a HmacSHA1/"
+    "HmacSHA256 form signature); always HTTP 200. Actions: " + ", ".join(sorted(registry.ACTIONS))
+)
 api.document(
     "POST",
     PATH,
     tag="cloud-api",
-    summary=f"Tencent Cloud API v3 ({SERVICE} {VERSION}): headers X-TC-Action, X-TC-Version, X-TC-Timestamp and a "
-    "TC3-HMAC-SHA256 Authorization signed with a SecretId/SecretKey from POST /v1/cloud-keys (or a HmacSHA1/"
-    "HmacSHA256 form signature); always HTTP 200. Actions: " + ", ".join(sorted(registry.ACTIONS)),
+    summary=_SUMMARY,
     body=Model(
         "CloudApiRequest",
         {},
         allow_extra=True,
         description="the action's parameters under Tencent's names (tencentcloud-sdk-python's request models)",
     ),
-    response=Model(
-        "CloudApiResponse",
-        {
-            "Response": Json(
-                object_only=True,
-                required=True,
-                description='{…the action result…,"RequestId"} or {"Error":{"Code","Message"},"RequestId"}',
-            )
-        },
-    ),
+    response=_ANSWER,
+)
+api.document(
+    "GET",
+    PATH,
+    tag="cloud-api",
+    summary=_SUMMARY.replace("headers", "as POST, the parameters in the query string; headers", 1),
+    body=None,
+    response=_ANSWER,
 )
