@@ -165,6 +165,11 @@ def test_a_partner_pair_sees_and_touches_only_its_product(api: Api, local_stack:
         ("CallDeviceActionAsync", {"ProductId": theirs, "DeviceName": dn_b, "ActionId": "blink", "InputParams": "{}"}),
         ("ListEventHistory", {"ProductId": theirs, "DeviceName": dn_b}),
     ]
+    # every product and device action is tried (a new one must be added here)
+    from chalicelib.handlers.cloudapi import devices, products, registry
+
+    ours = {n for n, spec in registry.ACTIONS.items() if spec.run.__module__ in (products.__name__, devices.__name__)}
+    assert ours - {a for a, _ in b_calls} == {"GetStudioProductList", "CreateStudioProduct"}  # checked apart
     for action, params in b_calls:
         assert refused(partner, action, params) == denied, action
     # nothing changed on B
