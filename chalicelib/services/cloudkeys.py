@@ -12,9 +12,12 @@ from pynamodb.exceptions import DoesNotExist, PutError
 
 from ..core import clock, errors
 from ..models.access import CloudKeyRecord
-from . import sealing
+from . import nonces, sealing
 from .access import get_principal, page_by_principal
 
+#: a form-signed (HmacSHA1/256) request's Nonce, claimed per SecretId for the clock window
+NONCE_PK = "cloudapi-nonce/{}"
+NONCE_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 #: Tencent's shapes: ``AKID`` + 32 characters, and a 32-character SecretKey
 SECRET_ID_RE = re.compile(r"AKID[A-Za-z0-9]{32}")
@@ -105,3 +108,12 @@ def signing_key(secret_id: str) -> SigningKey | None:
     if rec is None:
         return None
     return SigningKey(rec.secret_id, rec.principal_id, sealing.unseal(rec.sealed_key, rec.secret_id))
+
+
+def claim_nonce(secret_id: str, nonce: str, now_s: int, window_s: int) -> None:
+    """Refuse a form-signed request whose Nonce this SecretId already used inside the window
+    (TC3 carries no nonce: its replay window is the timestamp's alone)."""
+    if not NONCE_RE.fullmatch(nonce):
+        raise errors.INVALID_PARAMETER("Nonce must be 1-64 letters, digits, _ or -", "Nonce")
+    if not nonces.claim(NONCE_PK.format(secret_id), nonce, now_s, window_s):
+        raise errors.NONCE_REUSED(f"Nonce {nonce} was already used within the last {window_s} seconds", "Nonce")

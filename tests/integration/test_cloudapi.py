@@ -71,6 +71,9 @@ def test_the_form_signature_the_sdk_can_still_send_is_verified(api: Api, product
     cli = cloudsdk.client(HOST, pair["secret_id"], pair["secret_key"], method)
     headers, body = cloudsdk.signed_request(cli, "GetStudioProductList", {"Offset": 0, "Limit": 10})
     assert _code(_post(api, headers, body.replace(b"Limit=10", b"Limit=11"))) == "AuthFailure.SignatureFailure"
+    # the form carries a Nonce: the same signed request sent again inside the window is a replay
+    assert "Products" in _post(api, headers, body)
+    assert _code(_post(api, headers, body)) == "AuthFailure.NonceReused"
 
 
 @pytest.mark.parametrize("sign_method", [None, "HmacSHA1", "HmacSHA256"])

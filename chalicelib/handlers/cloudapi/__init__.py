@@ -218,6 +218,7 @@ def _verify_v1(request: Any, headers: dict[str, str], pairs: list[tuple[str, str
     to_sign = tc3.v1_string_to_sign(request.method, headers.get("host", ""), PATH, form)
     if not tc3.same(tc3.v1_signature(key.secret_key, method, to_sign), form["Signature"]):
         raise errors.SIGNATURE_FAILURE("the signature does not match the request", "Signature")
+    cloudkeys.claim_nonce(key.secret_id, form["Nonce"], clock.now_s(), settings().cloudapi_window_s)
     params = registry.unflatten((k, v) for k, v in pairs if k not in _V1_COMMON)
     return _Verified(form["Action"], form.get("Version", ""), params, key, form=True)
 
