@@ -88,6 +88,7 @@ package: $(STAMP)
 	FLEETBOX_STAGE=prod AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
 	    $(VENV)/bin/chalice package --stage prod --template-format yaml \
 	    --merge-template infra/aws/resources.yaml build/package
+	$(PY) infra/aws/trim_bundle.py build/package/deployment.zip
 	@echo "template: build/package/sam.yaml  bundle: build/package/deployment.zip"
 
 ## bench: every benchmark under bench/ (each prints its figures and a baseline ratio; bench/_*.py are their helpers)

@@ -7,6 +7,9 @@ from chalicelib.handlers import (
     api,
     authorizer,
     batches,
+    chat,
+    chat_access,
+    chat_alerts,
     cloud_keys,
     cloudapi,
     device_data,
@@ -45,6 +48,9 @@ app.register_blueprint(rules.bp)  # /v1/rules, /v1/dead-letters, /v1/deliveries 
 app.register_blueprint(streams.bp)  # /v1/streams: message push data streams (SPEC §9.3)
 app.register_blueprint(video.bp)  # /v1/video-tasks, /v1/products/{pid}/video-callback (SPEC §11)
 app.register_blueprint(location.bp)  # /v1/spaces, fences, alarms, positions, trajectories (SPEC §10)
+app.register_blueprint(chat_access.bp)  # /v1/chat/identities, /v1/chat/allowed-channels (SPEC §12)
+app.register_blueprint(chat.bp)  # POST /chat/slack/commands, POST /chat/slack/interactions (signed by Slack)
+app.register_blueprint(chat_alerts.bp)  # /v1/chat/subscriptions, /v1/chat/bots: alerts in chat (SPEC §12)
 app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
 app.register_blueprint(cloud_keys.bp)  # /v1/cloud-keys: SecretId/SecretKey pairs (SPEC §14)
 app.register_blueprint(cloudapi.bp)  # POST /: the Tencent Cloud API v3 endpoint (SPEC §14)

@@ -7,6 +7,7 @@ This is the only module that reads ``os.environ``: everything else asks
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ TABLES = (
     "location",
     "alarms",
     "geo_cells",
+    "chat",
+    "chat_alerts",
     "cloud_keys",
 )
 #: logical names of the SQS queues
@@ -129,6 +132,12 @@ class Settings:
     webhook_read_timeout_s: float = 10.0
     delivery_log_days: int = 7
     dead_letter_days: int = 30
+    #: chat alerts (SPEC §12): the Slack bot token that posts them, the Slack Web API base URL
+    #: (tests and the local stack point it at a loopback stand-in), and the rate-limit window:
+    #: at most one message per (channel, event kind, device) per window, the rest counted
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_api_url: str = "https://slack.com/api/"
+    chat_alert_window_s: int = 60
     #: how long the uplink path reuses its compiled rules before re-reading the rules table
     rules_cache_s: float = 5.0
     #: video summary tasks (SPEC §11): the analyser ("local": offline, on this machine; "cloud":
@@ -148,6 +157,14 @@ class Settings:
     #: the cloud analyser: Rekognition's label confidence floor and the Bedrock model (Converse API)
     rekognition_min_confidence: float = 70.0
     bedrock_model_id: str = "amazon.nova-lite-v1:0"
+    #: the operator chat (SPEC §12): Slack's signing secret (and the bot token above) given
+    #: directly (``FLEETBOX_SLACK_SIGNING_SECRET`` / ``FLEETBOX_SLACK_BOT_TOKEN``, the local stack
+    #: and tests) or, on AWS, as the ARN of a Secrets Manager secret holding
+    #: ``{"signing_secret","bot_token"}`` (``FLEETBOX_SLACK_SECRET_ARN``), read on first use by
+    #: :func:`chat_secret`; how long a confirmation button stays valid
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_secret_arn: str | None = None
+    chat_confirm_ttl_s: int = 300
     #: secrets sealed at rest (services/sealing.py): on AWS the KMS key (id, ARN or alias) that
     #: wraps each data key; locally a base64 AES-256 key (the local stack keeps one in its state
     #: dir). With neither, sealing refuses to run rather than store a secret in the clear.
@@ -209,6 +226,9 @@ class Settings:
             webhook_read_timeout_s=float(env.get("FLEETBOX_WEBHOOK_READ_TIMEOUT_S") or 10.0),
             delivery_log_days=_int(env.get("FLEETBOX_DELIVERY_LOG_DAYS"), 7),
             dead_letter_days=_int(env.get("FLEETBOX_DEAD_LETTER_DAYS"), 30),
+            slack_bot_token=env.get("FLEETBOX_SLACK_BOT_TOKEN") or None,
+            slack_api_url=env.get("FLEETBOX_SLACK_API_URL") or "https://slack.com/api/",
+            chat_alert_window_s=_int(env.get("FLEETBOX_CHAT_ALERT_WINDOW_S"), 60),
             rules_cache_s=float(env.get("FLEETBOX_RULES_CACHE_S") or 5.0),
             video_analyser=_choice(
                 "FLEETBOX_VIDEO_ANALYSER",
@@ -225,6 +245,9 @@ class Settings:
             video_deadline_s=_int(env.get("FLEETBOX_VIDEO_DEADLINE_S"), 3600),
             rekognition_min_confidence=float(env.get("FLEETBOX_REKOGNITION_MIN_CONFIDENCE") or 70.0),
             bedrock_model_id=env.get("FLEETBOX_BEDROCK_MODEL_ID") or "amazon.nova-lite-v1:0",
+            slack_signing_secret=env.get("FLEETBOX_SLACK_SIGNING_SECRET") or None,
+            slack_secret_arn=env.get("FLEETBOX_SLACK_SECRET_ARN") or None,
+            chat_confirm_ttl_s=_int(env.get("FLEETBOX_CHAT_CONFIRM_TTL_S"), 300),
             seal_kms_key_id=env.get("FLEETBOX_SEAL_KMS_KEY_ID") or None,
             seal_key=env.get("FLEETBOX_SEAL_KEY") or None,
             cloudapi_window_s=_int(env.get("FLEETBOX_CLOUDAPI_WINDOW_S"), 300),
@@ -241,4 +264,37 @@ def settings() -> Settings:
 def reload_settings() -> Settings:
     """Forget the cached settings (tests that change the environment call this)."""
     settings.cache_clear()
+    _stored_chat_secrets.cache_clear()
     return settings()
+
+
+#: the chat secrets :func:`chat_secret` knows, by the key they have in the Secrets Manager secret
+CHAT_SECRETS = ("signing_secret", "bot_token")
+
+
+def chat_secret(name: str) -> str | None:
+    """The chat platform's ``signing_secret`` or ``bot_token``: from the environment when given
+    there, else from the Secrets Manager secret ``FLEETBOX_SLACK_SECRET_ARN`` names (read once per
+    process, on the first request that needs it); None when neither is configured."""
+    if name not in CHAT_SECRETS:
+        raise KeyError(name)
+    s = settings()
+    direct = s.slack_signing_secret if name == "signing_secret" else s.slack_bot_token
+    if direct:
+        return direct
+    if not s.slack_secret_arn:
+        return None
+    value = _stored_chat_secrets(s.slack_secret_arn).get(name)
+    return value if isinstance(value, str) and value else None
+
+
+@lru_cache(maxsize=4)
+def _stored_chat_secrets(arn: str) -> dict[str, object]:
+    import boto3
+
+    reply = boto3.client("secretsmanager", region_name=settings().region).get_secret_value(SecretId=arn)
+    try:
+        value = json.loads(reply.get("SecretString") or "{}")
+    except ValueError:
+        raise ConfigError(f"the secret {arn} must hold JSON {{signing_secret, bot_token}}") from None
+    return value if isinstance(value, dict) else {}

@@ -1,7 +1,9 @@
 """The delivery engine: forward jobs on the ``forward`` queue, retries, error actions, dead letters.
 
-A job is one message for one target: a rule action (``k: "rule"``) or a plain webhook
-(``k: "hook"``, queued by :func:`webhook.deliver`).  The ``forward`` worker
+A job is one message for one target: a rule action (``k: "rule"``), a plain webhook
+(``k: "hook"``, queued by ``delivery.deliver``) or a chat message (``k: "chat"``, queued by
+``delivery.deliver_chat``: a channel ref and a neutral message, rendered and sent by
+``forwarders/chat.py``; retries after 1, 3 and 10 s).  The ``forward`` worker
 (``handlers/forward.py``) runs the jobs of one SQS batch concurrently (:func:`run_batch`), so a
 batch lasts about one attempt (≤ :func:`webhook.max_attempt_s`, 15 s by default) — far under
 the queue's 360 s visibility timeout.
@@ -45,7 +47,7 @@ from ..core.config import settings
 from ..core.observability import logger
 from ..models.rules import DeadLetterRecord, DeliveryRecord
 from ..protocol import diagnostics
-from . import webhook
+from . import chat, webhook
 from .base import HOOK_RETRY_S, RETRY_S, Delivery, MissingField, forget_clients
 from .webhook import Outcome
 
@@ -344,6 +346,14 @@ def _hook_plan(job: dict[str, Any]) -> _Plan:
     )
 
 
+def _chat_plan(job: dict[str, Any]) -> _Plan:
+    channel = job["ch"]
+    d = Delivery(
+        job=job, action={"type": "chat", "channel": channel}, rule=None, webhook_id=job["id"], target_id=job["tid"]
+    )
+    return _Plan(d, lambda d=d: chat.send(channel, job.get("m") or {}, d.webhook_id), chat.RETRY_S, chat.CODE)
+
+
 def _rule_plan(job: dict[str, Any], rule: Any, index: int, error_stage: bool) -> _Plan | str:
     actions = rule.error_actions if error_stage else rule.actions
     if index >= len(actions):
@@ -386,6 +396,8 @@ def run_job(job: dict[str, Any], stats: Stats, hooks: Hooks, message_id: str | N
     rule = None
     if kind == "hook":
         plan: _Plan | str = _hook_plan(job)
+    elif kind == "chat":
+        plan = _chat_plan(job)
     elif kind == "rule":
         rule = hooks.rule(job["r"])
         if rule is None:

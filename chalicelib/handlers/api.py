@@ -56,6 +56,8 @@ class RouteSpec:
     public: bool = False
     produces: str = _JSON
     errors: tuple[int, ...] = ()
+    #: the request body's media type (the chat platforms post forms)
+    consumes: str = _JSON
 
     @property
     def mutating(self) -> bool:
@@ -418,6 +420,21 @@ def invoke(
         _finish(call, started)
 
 
+def allowed(
+    method: str, path: str, principal: Principal, *, params: Mapping[str, str], body: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether ``principal`` passes the route's own decision (its action on its resource) for
+    these parameters — what :func:`invoke` would decide first, without running anything.  The chat
+    asks this before offering a confirmation button; the click still runs :func:`invoke`, which
+    decides again (for owner routes on the stored item too)."""
+    spec, _handler = HANDLERS[(method.upper(), path)]
+    if not spec.action:
+        return True
+    if spec.listing or spec.owner is not None:
+        return principal.may_list(spec.action)
+    return principal.allows(spec.action, spec.resource_for(params, dict(body or {})))
+
+
 def _query_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -488,7 +505,16 @@ def route(
 
 
 def document(
-    method: str, path: str, *, summary: str, tag: str, body: Model | None, response: Field, produces: str = _JSON
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    tag: str,
+    body: Model | None,
+    response: Field,
+    produces: str = _JSON,
+    consumes: str = _JSON,
+    errors_: tuple[int, ...] = (),
 ) -> None:
     """List a public route that answers outside the kit (e.g. device registration, which signs with
     the ProductSecret and always answers 200) in /openapi.json, from its own models."""
@@ -505,6 +531,8 @@ def document(
             status=200,
             public=True,
             produces=produces,
+            consumes=consumes,
+            errors=errors_,
         )
     )
 

@@ -61,7 +61,7 @@ def _operation(spec: RouteSpec, models: dict[str, Model]) -> dict[str, Any]:
         collect_models(spec.body, models)
         op["requestBody"] = {
             "required": spec.body.required or isinstance(spec.body, Model),
-            "content": {"application/json": {"schema": spec.body.schema()}},
+            "content": {spec.consumes: {"schema": spec.body.schema()}},
         }
     responses: dict[str, Any] = {}
     if spec.status == 204:

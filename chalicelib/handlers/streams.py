@@ -8,7 +8,7 @@ from chalice import Blueprint
 
 from ..core import errors
 from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, String, page_of
-from ..services import streams
+from ..services import chat_alerts, streams
 from .api import Ctx, decode_token, encode_token, route
 from .schemas import PAGING
 
@@ -18,7 +18,8 @@ TAG = "streams"
 NAME = String(min_len=1, max_len=64, code=errors.STREAM_NAME_INVALID, rule="must be 1-64 characters")
 OUTPUT = Json(
     object_only=True,
-    description='{"type":"custom_push","url","token"?,"title","content"} '
+    description='{"type":"custom_push","url","token"?,"title","content"} or '
+    '{"type":"chat","channel":"slack:T…:C…"|"feishu:<id>","title"?,"content"?} '
     "(templates: ${property}, ${ProductId}, ${DeviceName}, ${Alias})",
 )
 CONDITION = Json(object_only=True, description='{"property","op": = != > >= < <= contains,"value"}')
@@ -71,6 +72,15 @@ def stream_res(params: Any, body: Any) -> str:
     return f"product/{pid}/stream/*" if isinstance(pid, str) and pid else "stream/*"
 
 
+def _may_post_to_bots(ctx: Ctx) -> None:
+    """A chat push into a registered bot (an account resource) needs the right to see the bot, as
+    a chat subscription does."""
+    for out in ctx.body.get("outputs") or []:
+        bot = chat_alerts.bot_resource_of(out.get("channel") if isinstance(out, dict) else None)
+        if bot:
+            ctx.require("DescribeChatBot", bot)
+
+
 def stream_owner(params: Any, body: Any) -> tuple[str, Any]:
     return streams.owner(params["stream_id"])
 
@@ -88,6 +98,7 @@ def stream_owner(params: Any, body: Any) -> tuple[str, Any]:
     status=201,
 )
 def create_stream(ctx: Ctx) -> dict[str, Any]:
+    _may_post_to_bots(ctx)
     return streams.create(ctx.body)
 
 
@@ -151,6 +162,7 @@ def get_stream(ctx: Ctx) -> dict[str, Any]:
     response=Stream,
 )
 def put_stream(ctx: Ctx) -> dict[str, Any]:
+    _may_post_to_bots(ctx)
     return streams.modify(ctx.params["stream_id"], dict(ctx.body))
 
 

@@ -2,7 +2,8 @@
 
 Handlers and services reach the delivery engine (``forwarders/``) only through this module:
 
-* **sending** — :func:`deliver` queues a signed POST with guaranteed delivery (retries after
+* **sending** — :func:`deliver_chat` queues a chat message (alerts, chat push) with the same
+  guarantees; :func:`deliver` queues a signed POST with guaranteed delivery (retries after
   1 s, 3 s and 10 s from the first attempt — or the ``video`` schedule, 5 s and 10 s — ``Retry-After`` honoured on 429/503, 410 stops the
   target, then a dead letter with the reason; returns the ``webhook-id`` receivers deduplicate
   on); :func:`queue_jobs` queues the rule engine's forward jobs; :func:`run_batch` is the
@@ -33,9 +34,10 @@ from pynamodb.exceptions import UpdateError
 
 from ..core import clock, errors
 from ..core.observability import logger
-from ..forwarders import engine, webhook
+from ..forwarders import chat, engine, webhook
 from ..forwarders.base import HOOK_RETRY_S
 from ..models.rules import DeadLetterRecord, DeliveryRecord
+from ..protocol.chat import Message
 from . import analytics, device_logs
 from .paging import checked_start, expect_key, fill_page
 
@@ -170,6 +172,11 @@ def deliver(
         job["own"] = resource
     if retry != "webhook":
         job["rs"] = retry
+    _queue(job, target_id, delay_s)
+    return wid
+
+
+def _queue(job: dict[str, Any], target_id: str, delay_s: int) -> None:
     if engine.enqueue([job], delay_s=delay_s):
         # the queue refused it: recorded as a replayable dead letter, never dropped
         engine.dead_letter(
@@ -178,6 +185,36 @@ def deliver(
             attempts=0,
             reason="the forward queue refused the delivery (replay it when the queue is back)",
         )
+
+
+def deliver_chat(
+    channel: str,
+    message: Message,
+    *,
+    target_id: str,
+    product_id: str | None = None,
+    device_name: str | None = None,
+    resource: str | None = None,
+    delay_s: int = 0,
+) -> str:
+    """Queue a chat message to ``channel`` (``slack:T…:C…`` / ``feishu:<id>``) with the same
+    guarantees as :func:`deliver` (retries, dead letter with the reason, delivery log of
+    ``target_id``); rendered and sent per platform by ``forwarders/chat.py``.  The message must
+    hold no secret: it is stored on the queue and, if it fails, in its dead letter."""
+    wid = engine.new_webhook_id()
+    job: dict[str, Any] = {
+        "k": "chat",
+        "id": wid,
+        "n": 0,
+        "tid": target_id,
+        "ch": channel,
+        "m": chat.dump_message(message),
+        "pid": product_id,
+        "dn": device_name,
+    }
+    if resource:
+        job["own"] = resource
+    _queue(job, target_id, delay_s)
     return wid
 
 

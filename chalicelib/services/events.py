@@ -27,6 +27,8 @@ Event kinds (dotted; a subscription pattern may end in ``*``):
   (``services/location``): device_name, fence_id, fence_name, space_id, type enter|exit, time
   (the fix's, ms), lat, lon, accuracy — one per alarm row, never per fix; on the rule engine's
   ``$events/{ProductId}/fence/alarm``.
+* ``rule.dead_letter`` — a rule's deliveries were dead-lettered (rule, dead_letters: how many in
+  one forward batch); for people (chat alerts) only: the rule engine does not receive ``rule.*``.
 
 The rule engine receives every event as a message on ``$events/{ProductId}/{kind with / for .}``
 (e.g. ``$events/ABCDEFGHIJ/ota/device/failed``; payload ``{"event","eventId","productId","time",…data}``),
@@ -51,6 +53,7 @@ from . import jobs
 #: durable subscriber name -> (kind pattern, "module:function" taking a DomainEvent)
 SUBSCRIBERS: dict[str, tuple[str, str]] = {
     "rules": ("*", "chalicelib.services.rules:on_event"),
+    "chat": ("*", "chalicelib.services.chat_alerts:on_event"),
 }
 RETENTION_S = 30 * 86400
 #: a pending event older than this is queued again by the tick, at most MAX_DISPATCHES times in all

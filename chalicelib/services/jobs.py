@@ -36,6 +36,11 @@ KINDS: dict[str, str] = {
     "ota.close": "chalicelib.services.ota.rollout:close_step",
     "events.dispatch": "chalicelib.services.events:dispatch_step",
     "video.analyse": "chalicelib.services.video:analyse_step",
+    # the operator chat's answers: they run commands through the route kit, so they live in handlers
+    "chat.reply": "chalicelib.handlers.chat:reply_step",
+    "chat.run": "chalicelib.handlers.chat:run_step",
+    "chat.follow": "chalicelib.handlers.chat:follow_step",
+    "chat.summary": "chalicelib.services.chat_alerts:summary_step",
 }
 
 #: tick name -> "module:function" taking no argument, run by the ``ticks`` schedule

@@ -38,7 +38,7 @@ from ..core.observability import logger
 from ..models import dynamo
 from ..models.rules import RuleRecord
 from ..protocol import topics
-from . import analytics, delivery, device_logs, rules_sql
+from . import analytics, delivery, device_logs, events, rules_sql
 from .paging import checked_start, expect_key, fill_page
 from .uplink_view import Accepted
 
@@ -46,6 +46,8 @@ ACCOUNT = "main"
 NAME_RE = re.compile(r"[A-Za-z0-9_]{1,32}")
 MAX_ACTIONS = 10
 STATS_PK = "rule-stats"
+#: the domain event a batch of dead letters of one rule emits (chat alerts "rules")
+RULE_DEAD_LETTER = "rule.dead_letter"
 STAT_NAMES = ("hits", "forwards_ok", "failures", "dead_letters")
 STATUS_PREFIX = "$status"
 
@@ -340,6 +342,11 @@ def add_stats(name: str, deltas: dict[str, int]) -> None:
     deltas = {k: v for k, v in deltas.items() if v and k in STAT_NAMES}
     if not deltas:
         return
+    if deltas.get("dead_letters"):
+        # people are told (chat alerts "rules"); the rule engine itself never sees rule.* events
+        live = lookup(name)
+        m = re.fullmatch(r"product/([^/]+)/rule/.*", live.resource) if live is not None else None
+        events.emit(RULE_DEAD_LETTER, m.group(1) if m else "", rule=name, dead_letters=int(deltas["dead_letters"]))
     names = {f"#{k}": k for k in deltas}
     values = {f":{k}": {"N": str(v)} for k, v in deltas.items()}
     dynamo.client().update_item(
@@ -662,6 +669,8 @@ def on_event(event: Any) -> None:
     """Durable subscriber of every domain event (services/events.py): rules see it as a message on
     ``$events/{ProductId}/{kind with / for .}`` with payload ``{"event","eventId","productId","time",…data}``.
     Raises when the forward jobs could neither be queued nor recorded (the dispatch is retried)."""
+    if event.kind.startswith("rule."):
+        return  # a rule's own failures never feed rules (a failing $events/# rule would loop)
     topic = f"{EVENTS_PREFIX}/{event.product_id or '-'}/{event.kind.replace('.', '/')}"
     doc = {
         "event": event.kind,

@@ -8,7 +8,10 @@ webhook engine (signed with its token as in §9.2, Standard Webhooks headers too
 dead letters; delivery log target ``stream/{id}``).  Title and content are templates:
 ``${property}`` / ``$property`` name the filtered data, ``${ProductId}``, ``${DeviceName}`` and
 ``${Alias}`` (the device's ``alias`` tag, else its name) the system fields.  The **chat push**
-output comes with the chat channels (§12) and is refused until then.
+output ``{"type":"chat","channel":"slack:T…:C…"|"feishu:<id>","title"?,"content"?}`` renders the
+same templates into a chat message delivered through the chat path (``delivery.deliver_chat``:
+retries, dead letters; delivery log target ``stream/{id}[/i]``); its channel is checked when the
+stream is saved (well formed; a Feishu channel registered).
 
 Streams run on every accepted property ``report`` (from the rule engine's uplink hook); a
 disabled stream processes nothing.  Enabling a stream verifies its URLs (Echostr).
@@ -30,7 +33,8 @@ from ..core.observability import logger
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from ..models.rules import StreamRecord
-from . import catalog, delivery
+from ..protocol.chat import Message
+from . import catalog, chat_alerts, delivery
 from .paging import checked_start, expect_key, fill_page
 from .uplink_view import Accepted
 
@@ -74,20 +78,24 @@ def _outputs(values: Any, previous: list[dict[str, Any]] | None = None) -> list[
         if not isinstance(o, dict):
             raise errors.OUTPUT_INVALID(f"{p} must be an object", p)
         o = {k: v for k, v in o.items() if k not in ("token_set", "secret_set")}
-        if o.get("type") == "chat":
-            raise errors.CHAT_OUTPUT(
-                f"{p}: chat push arrives with the chat channels; use custom_push for now", f"{p}.type"
-            )
-        if o.get("type") != "custom_push":
-            raise errors.OUTPUT_INVALID(f"{p}.type must be custom_push", f"{p}.type")
-        url = delivery.check_url(o.get("url"), f"{p}.url")
-        token = o.get("token")
-        if token is not None and (not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", token)):
-            raise errors.OUTPUT_INVALID(f"{p}.token must be 1-64 letters, digits, _ or -", f"{p}.token")
+        if o.get("type") not in ("custom_push", "chat"):
+            raise errors.OUTPUT_INVALID(f"{p}.type must be custom_push or chat", f"{p}.type")
         for name, limit in (("title", 256), ("content", 2048)):
             v = o.get(name, "")
             if not isinstance(v, str) or len(v) > limit:
                 raise errors.OUTPUT_INVALID(f"{p}.{name} must be a string of at most {limit} characters", f"{p}.{name}")
+        if o["type"] == "chat":
+            channel = chat_alerts.check_channel(o.get("channel"), f"{p}.channel")
+            if not (o.get("title") or o.get("content")):
+                raise errors.OUTPUT_INVALID(f"{p}: a chat push needs a title or a content", f"{p}.content")
+            out.append(
+                {"type": "chat", "channel": channel, "title": o.get("title", ""), "content": o.get("content", "")}
+            )
+            continue
+        url = delivery.check_url(o.get("url"), f"{p}.url")
+        token = o.get("token")
+        if token is not None and (not isinstance(token, str) or not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", token)):
+            raise errors.OUTPUT_INVALID(f"{p}.token must be 1-64 letters, digits, _ or -", f"{p}.token")
         # views only say token_set/secret_set: an edit that re-sends the same URL keeps them
         if "token" not in o:
             token = delivery.kept_secret({"url": url}, previous, "token")
@@ -119,6 +127,8 @@ def _properties(values: Any) -> list[str]:
 
 def _verify(outputs: list[dict[str, Any]]) -> None:
     for i, o in enumerate(outputs):
+        if o.get("type") == "chat":
+            continue  # a chat channel was checked when saved; it has no Echostr endpoint
         delivery.verify_callback(o["url"], o.get("token"), f"outputs[{i}].url")
 
 
@@ -401,6 +411,10 @@ def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
                 if alias is None and ("Alias" in out.get("title", "") + out.get("content", "")):
                     alias = _alias(pid, dn)
                 system = {"ProductId": pid, "DeviceName": dn, "Alias": alias or dn}
+                target_id = f"stream/{rec.stream_id}" + (f"/{i}" if i else "")
+                if out.get("type") == "chat":
+                    _chat_push(rec, out, target_id, pid, dn, data, system)
+                    continue
                 body = {
                     "RequestId": str(uuid.uuid4()),
                     "ProductId": pid,
@@ -412,13 +426,35 @@ def on_reports(reports: list[tuple[str, str, dict[str, Any]]]) -> None:
                     delivery.deliver(
                         out,
                         body,
-                        target_id=f"stream/{rec.stream_id}" + (f"/{i}" if i else ""),
+                        target_id=target_id,
                         product_id=pid,
                         device_name=dn,
                         resource=resource_of(rec),
                     )
                 except Exception:  # noqa: BLE001 - the uplink never fails on a push
                     logger.exception("stream push could not be queued", extra={"stream": rec.stream_id})
+
+
+def _chat_push(
+    rec: StreamRecord,
+    out: dict[str, Any],
+    target_id: str,
+    pid: str,
+    dn: str,
+    data: dict[str, Any],
+    system: dict[str, str],
+) -> None:
+    """A chat push (SPEC §9.3): the rendered title (or the content alone) as the message's text,
+    the content below it, through the chat delivery path (retries, dead letters)."""
+    title = render(out.get("title", ""), data, system)
+    content = render(out.get("content", ""), data, system)
+    message = Message(text=title or content, sections=[content] if title and content else [], in_channel=True)
+    try:
+        delivery.deliver_chat(
+            out["channel"], message, target_id=target_id, product_id=pid, device_name=dn, resource=resource_of(rec)
+        )
+    except Exception:  # noqa: BLE001 - the uplink never fails on a push
+        logger.exception("stream chat push could not be queued", extra={"stream": rec.stream_id})
 
 
 # a stream's dead letters and delivery log are decided on the stream's resource

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.helpers import wait_until
+from tests.slack_signer import SECRET as SLACK_SIGNING_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60
@@ -125,6 +126,8 @@ def _start_stack(home: Path, **env_overrides: str) -> StackProcess:
             # the session's stack serves many test modules and the README walkthrough: the unit and
             # integration suites' 50-device quota (tests/conftest.py) is far too small for all of them
             "FLEETBOX_DEVICE_QUOTA": "100000",
+            # the chat endpoints verify Slack's signature: the tests sign with this secret
+            "FLEETBOX_SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
         }
     )
     env.update(env_overrides)

@@ -55,3 +55,35 @@ def test_every_readme_curl_example_works(local_stack_process):
     assert '"Completed":true' in out and '"DetectedClassifications\\": [\\"person\\"]' in out
     assert '"code":"InvalidParameterValue.StartInvalid"' in out and '"field":"StartTime"' in out
     assert out.count('"MsgType":"ai_analytics_result"') >= 2
+    # alerts in chat: the fence alarm reached the Feishu bot as a signed interactive card
+    card = next(line for line in out.splitlines() if '"msg_type":"interactive"' in line)
+    assert "truck1 entered fence depot" in card and '"sign":' in card and '"timestamp":' in card
+
+
+def slack_blocks() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Run it from Slack", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_slack_session_runs(local_stack_process):
+    """The "Run it from Slack" blocks, signed by the stand-in with the secret the stack was given."""
+    from tests.e2e.stack import SLACK_SIGNING_SECRET
+
+    blocks = slack_blocks()
+    assert len(blocks) >= 5
+    env = dict(
+        os.environ, PY=sys.executable, PYTHONPATH=str(REPO_ROOT), FLEETBOX_SLACK_SIGNING_SECRET=SLACK_SIGNING_SECRET
+    )
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + "\n".join(blocks)],
+        cwd=local_stack_process.home, capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    out = done.stdout
+    assert "You are not set up to run Fleetbox commands" in out  # before the mapping
+    assert 'Sent {"power_switch": 1}' in out and "usage: /fleet device show" in out
+    assert "does not allow ModifyDevice" in out and "does not allow CreateBatchProduction" in out
+    assert "creates 3 devices" in out and re.search(r"Download \(link valid until", out)
+    assert "the click was already handled" in out
+    assert '"result":"Success"' in out and '"result":"UnauthorizedOperation"' in out

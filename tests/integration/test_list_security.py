@@ -223,6 +223,22 @@ def world(api: Api, inline_jobs: Callable[[], None], recorder: Any) -> dict[str,
     finally:
         receiver.stop()
 
+    # chat alerts: a Feishu channel (its signing secret is write-only) and a subscription per
+    # product, plus one of every product (an account-level resource)
+    feishu = ok(
+        api.post(
+            "/v1/chat/bots",
+            {"platform": "feishu", "name": "ops", "webhook_url": HOOK, "secret": "feishuSecretXYZ1"},
+        ),
+        201,
+    )
+    w["secrets"].add("feishuSecretXYZ1")
+    w["feishu_channel"] = feishu["id"]
+    for tag in ("A", "B"):
+        sub = {"channel": f"slack:T0000AAAA:C000{tag}{tag}{tag}{tag}", "kind": "alarms", "product_id": w[tag]["pid"]}
+        w[tag]["chat_sub"] = ok(api.post("/v1/chat/subscriptions", sub), 201)["id"]
+    ok(api.post("/v1/chat/subscriptions", {"channel": f"feishu:{feishu['id']}", "kind": "ota"}), 201)
+
     # the callers
     w["partner_key"] = _key_for(
         api,
@@ -379,12 +395,34 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     def districts(c: Api, who: str) -> None:
         assert _forbidden_or_empty(c.get("/v1/districts"))
 
+    # a chat identity is its principal's resource: mapped to root, no product-scoped caller sees it
+    root_user = {"platform": "slack", "team_id": "T0LIST001", "user_id": "U0ROOT001", "principal_id": "root"}
+    ok(api.post("/v1/chat/identities", root_user), 201)
+
+    def chat_identities(c: Api, who: str) -> None:
+        assert [i["user_id"] for i in _items(api.get("/v1/chat/identities"))] == ["U0ROOT001"]
+        assert _forbidden_or_empty(c.get("/v1/chat/identities"))
+        assert c.get("/v1/chat/identities/slack:T0LIST001:U0ROOT001").status_code == 403
+
+    def chat_subscriptions(c: Api, who: str) -> None:
+        resp = c.get("/v1/chat/subscriptions")
+        assert resp.status_code == 403 or {x["id"] for x in resp.json["items"]} <= {a["chat_sub"]}, resp.body
+        if who == "partner":
+            assert {x["id"] for x in _items(resp)} == {a["chat_sub"]}
+        assert c.delete(f"/v1/chat/subscriptions/{b['chat_sub']}").status_code == 403
+
+    def chat_bots(c: Api, who: str) -> None:
+        assert _forbidden_or_empty(c.get("/v1/chat/bots"))
+
+    check("/v1/chat/subscriptions", chat_subscriptions)
+    check("/v1/chat/bots", chat_bots)
     check("/v1/spaces", spaces)
     check("/v1/spaces/{space_id}/fences", spaces)
     check("/v1/alarms", alarms)
     check("/v1/positions", positions)
     check("/v1/trajectories", positions)
     check("/v1/districts", districts)
+    check("/v1/chat/identities", chat_identities)
     check("/v1/products", products)
     check("/v1/video-tasks", video_tasks)
     check("/v1/products/{product_id}/devices", devices)
@@ -474,6 +512,9 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "letter_id": "0",
         "space_id": w["space"],
         "fence_id": w["fence"],
+        "identity_id": "slack:T0LIST001:U0ROOT001",
+        "id": w["chat_sub"],
+        "bot_id": world["feishu_channel"],
     }
     if path.startswith("/v1/video-tasks/"):
         values["task_id"] = w["video_task"]

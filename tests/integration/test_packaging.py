@@ -401,6 +401,9 @@ def test_bundle_holds_the_app_and_fits_lambda_limits(bundle):
     names = set(bundle.namelist())
     assert "app.py" in names
     assert any(n.startswith("chalicelib/") for n in names)
+    # the runtime's own boto3/botocore are used, not a second copy (infra/aws/trim_bundle.py)
+    assert not any(n.startswith(("botocore/", "boto3/")) for n in names)
+    assert any(n.startswith("slack_sdk/") for n in names)  # the chat's request verifier and clients
     unzipped = sum(info.file_size for info in bundle.infolist())
     assert unzipped < MAX_UNZIPPED, f"{unzipped / 2**20:.1f} MiB unzipped"
     assert BUNDLE.stat().st_size < MAX_DIRECT_UPLOAD, (

@@ -52,6 +52,9 @@ def _fill(path: str, pid: str, dn: str) -> str:
         "stream_id": "st-000000000000",
         "space_id": "sp_0000000000",
         "fence_id": "fc_0000000000",
+        "identity_id": "slack:T0FLEET01:U0NOBODY1",
+        "id": "cs-0000000000000000",
+        "bot_id": "fs-000000000000",
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 

@@ -70,7 +70,7 @@ def stream(api: Any, pid: str, url: str, match: str, **extra: Any) -> dict[str, 
 def test_stream_validation(api: Any, loopback: None, receiver: Receiver, lamp: tuple[str, str]) -> None:
     pid, _ = lamp
     base = {"name": "s", "product_id": pid, "outputs": [{"type": "chat", "channel": "x"}]}
-    expect_error(api.post("/v1/streams", base), 409, "UnsupportedOperation.ChatOutput", "outputs[0].type")
+    expect_error(api.post("/v1/streams", base), 400, "InvalidParameterValue.ChatChannelInvalid", "outputs[0].channel")
     bad = dict(
         base,
         outputs=[{"type": "custom_push", "url": receiver.url}],
