@@ -10,6 +10,8 @@ from chalicelib.handlers import (
     chat,
     chat_access,
     chat_alerts,
+    cloud_keys,
+    cloudapi,
     device_data,
     devices,
     forward,
@@ -50,4 +52,6 @@ app.register_blueprint(chat_access.bp)  # /v1/chat/identities, /v1/chat/allowed-
 app.register_blueprint(chat.bp)  # POST /chat/slack/commands, POST /chat/slack/interactions (signed by Slack)
 app.register_blueprint(chat_alerts.bp)  # /v1/chat/subscriptions, /v1/chat/bots: alerts in chat (SPEC §12)
 app.register_blueprint(forward.bp)  # SQS `forward` worker: rule actions and webhooks
+app.register_blueprint(cloud_keys.bp)  # /v1/cloud-keys: SecretId/SecretKey pairs (SPEC §14)
+app.register_blueprint(cloudapi.bp)  # POST /: the Tencent Cloud API v3 endpoint (SPEC §14)
 api.install_fallbacks(app)  # 404/405 in the error envelope for anything unmatched (last)

@@ -45,6 +45,7 @@ TABLES = (
     "geo_cells",
     "chat",
     "chat_alerts",
+    "cloud_keys",
 )
 #: logical names of the SQS queues
 QUEUES = ("jobs", "forward")
@@ -164,6 +165,15 @@ class Settings:
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_secret_arn: str | None = None
     chat_confirm_ttl_s: int = 300
+    #: secrets sealed at rest (services/sealing.py): on AWS the KMS key (id, ARN or alias) that
+    #: wraps each data key; locally a base64 AES-256 key (the local stack keeps one in its state
+    #: dir). With neither, sealing refuses to run rather than store a secret in the clear.
+    seal_kms_key_id: str | None = None
+    seal_key: str | None = field(default=None, repr=False)
+    #: cloud-API endpoint (SPEC §14): accepted clock skew of a signed request, and how many items
+    #: an Offset/Limit list may walk through the route's pages
+    cloudapi_window_s: int = 300
+    cloudapi_max_walk: int = 10_000
     #: extra env seen at load time, for diagnostics only (never secrets)
     endpoint_url: str | None = field(default=None, repr=False)
 
@@ -238,6 +248,10 @@ class Settings:
             slack_signing_secret=env.get("FLEETBOX_SLACK_SIGNING_SECRET") or None,
             slack_secret_arn=env.get("FLEETBOX_SLACK_SECRET_ARN") or None,
             chat_confirm_ttl_s=_int(env.get("FLEETBOX_CHAT_CONFIRM_TTL_S"), 300),
+            seal_kms_key_id=env.get("FLEETBOX_SEAL_KMS_KEY_ID") or None,
+            seal_key=env.get("FLEETBOX_SEAL_KEY") or None,
+            cloudapi_window_s=_int(env.get("FLEETBOX_CLOUDAPI_WINDOW_S"), 300),
+            cloudapi_max_walk=_int(env.get("FLEETBOX_CLOUDAPI_MAX_WALK"), 10_000),
             endpoint_url=env.get("AWS_ENDPOINT_URL"),
         )
 

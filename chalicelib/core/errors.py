@@ -36,6 +36,9 @@ _FAMILY_STATUS = {
     "RequestLimitExceeded": 429,
     "MethodNotAllowed": 405,
     "InternalError": 500,
+    # cloud-API endpoint only (SPEC §14; answered inside its HTTP 200 envelope)
+    "InvalidAction": 400,
+    "NoSuchVersion": 400,
 }
 
 
@@ -216,6 +219,7 @@ PROPERTY_NOT_DEFINED = _declare("InvalidParameterValue.PropertyNotDefined")
 PROPERTY_READ_ONLY = _declare("InvalidParameterValue.PropertyReadOnly")
 QR_CODE_INVALID = _declare("InvalidParameterValue.QrCodeInvalid")
 QR_CODE_SIGNATURE_INVALID = _declare("InvalidParameterValue.QRCodeSignatureInvalid")
+QOS_INVALID = _declare("InvalidParameterValue.QosInvalid")
 QUANTITY_INVALID = _declare("InvalidParameterValue.QuantityInvalid")
 QUERY_INVALID = _declare("InvalidParameterValue.QueryInvalid")
 RATE_INVALID = _declare("InvalidParameterValue.RateInvalid")
@@ -270,6 +274,9 @@ NAMES_CSV_TOO_LARGE = _declare("RequestTooLarge.NamesCsvTooLarge")
 
 # -- AuthFailure: 401 — no valid credential or signature
 INVALID_CREDENTIAL = _declare("AuthFailure.InvalidCredential")
+# cloud-API signatures (SPEC §14): a malformed Authorization or scope, an unknown SecretId
+INVALID_AUTHORIZATION = _declare("AuthFailure.InvalidAuthorization")
+SECRET_ID_NOT_FOUND = _declare("AuthFailure.SecretIdNotFound")
 NONCE_REUSED = _declare("AuthFailure.NonceReused")
 SIGNATURE_EXPIRE = _declare("AuthFailure.SignatureExpire")
 SIGNATURE_FAILURE = _declare("AuthFailure.SignatureFailure")
@@ -287,6 +294,7 @@ CHAT_IDENTITY_NOT_EXIST = _declare("ResourceNotFound.ChatIdentityNotExist")
 CHAT_CHANNEL_NOT_EXIST = _declare("ResourceNotFound.ChatChannelNotExist")
 CHAT_SUBSCRIPTION_NOT_EXIST = _declare("ResourceNotFound.ChatSubscriptionNotExist")
 CALL_NOT_EXIST = _declare("ResourceNotFound.CallNotExist")
+CLOUD_KEY_NOT_EXIST = _declare("ResourceNotFound.CloudApiKeyNotExist")
 DEAD_LETTER_NOT_EXIST = _declare("ResourceNotFound.DeadLetterNotExist")
 DEVICE_NOT_EXIST = _declare("ResourceNotFound.DeviceNotExist")
 DISTRICT_NOT_EXIST = _declare("ResourceNotFound.DistrictNotExist")
@@ -383,6 +391,11 @@ FIRMWARE_EXCEED_LIMIT = _declare("LimitExceeded.FirmwareExceedLimit")
 REQUEST_RATE = _declare("LimitExceeded.RequestRate", 429)
 RESOURCE_STORAGE_EXCEED_LIMIT = _declare("LimitExceeded.ResourceStorageExceedLimit")
 TOPIC_LIMIT = _declare("LimitExceeded.TopicLimit")
+
+# -- the cloud-API endpoint's own refusals (SPEC §14): an action it does not map, an API version
+# other than iotexplorer's 2019-04-23 (both answered with HTTP 200 in the Tencent envelope)
+INVALID_ACTION = _declare("InvalidAction")
+NO_SUCH_VERSION = _declare("NoSuchVersion")
 
 # -- InternalError: 500 — a bug or an outage; the request id is the lead
 INTERNAL_ERROR = _declare("InternalError")

@@ -26,6 +26,15 @@ def key_target(params: Any, body: Any) -> str:
     return f"principal/{target}" if isinstance(target, str) and target else "principal/self"
 
 
+def listed_principal(ctx: Ctx) -> str:
+    """Whose credentials a list shows: ``?principal_id=`` (the list's action must allow that
+    principal), or the caller's own."""
+    target = ctx.query.get("principal_id") or ctx.caller.principal_id
+    if target != ctx.caller.principal_id:
+        ctx.require(ctx.spec.action or "", f"principal/{target}")
+    return target
+
+
 @route(
     bp,
     "POST",
@@ -57,9 +66,7 @@ def create_key(ctx: Ctx) -> dict[str, Any]:
     query={**s.PAGING, "principal_id": String(min_len=1, max_len=64, code=errors.PRINCIPAL_ID_INVALID)},
 )
 def list_keys(ctx: Ctx) -> dict[str, Any]:
-    target = ctx.query.get("principal_id") or ctx.caller.principal_id
-    if target != ctx.caller.principal_id:
-        ctx.require("ListApiKeys", f"principal/{target}")
+    target = listed_principal(ctx)
     items, nxt = access.list_keys(target, ctx.query["limit"], decode_token(ctx.query.get("next")))
     return {"items": items, "total": None, "next": encode_token(nxt)}
 

@@ -13,7 +13,7 @@ from typing import Any
 from chalice import Blueprint
 
 from ..core import errors
-from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, Number, String, page_of
+from ..core.schema import Array, Boolean, Enum, Integer, IntEnum, Json, Model, Number, String, page_of
 from ..services import device_data, device_logs, devices, gateways
 from ..services.thing_model import EVENT_TYPES
 from . import schemas as s
@@ -138,6 +138,45 @@ Call = Model(
         ),
     },
     allow_extra=True,
+)
+
+MessageBody = Model(
+    "DeviceMessage",
+    {
+        "topic": String(
+            required=True,
+            min_len=1,
+            max_len=256,
+            code=errors.TOPIC_INVALID,
+            description="{ProductId}/{DeviceName}/<custom topic the device subscribes to (sub or pubsub)>",
+        ),
+        "payload": String(
+            required=True,
+            max_len=2 * device_data.MAX_MESSAGE_BYTES,
+            code=errors.PAYLOAD_INVALID,
+            description=f"the message (at most {device_data.MAX_MESSAGE_BYTES} bytes once decoded)",
+        ),
+        "qos": IntEnum((0, 1), default=0, code=errors.QOS_INVALID),
+        "payload_encoding": Enum(
+            device_data.PAYLOAD_ENCODINGS,
+            default="none",
+            code=errors.FORMAT_INVALID,
+            description="base64: the payload is base64 of the bytes to send",
+        ),
+    },
+)
+MessageSent = Model(
+    "DeviceMessageSent",
+    {
+        "product_id": String(required=True),
+        "device_name": String(required=True),
+        "topic": String(required=True),
+        "qos": Integer(required=True),
+        "size": Integer(required=True, description="bytes sent"),
+        "delivered": Boolean(
+            required=True, description="false when it is known no subscriber received it (the device is offline)"
+        ),
+    },
 )
 
 DeviceEvent = Model(
@@ -269,6 +308,28 @@ def post_action(ctx: Ctx) -> dict[str, Any]:
         ctx.body.get("params") or {},
         ctx.body["mode"],
         float(timeout) if timeout is not None else None,
+    )
+
+
+@route(
+    bp,
+    "POST",
+    DEVICE + "/messages",
+    action="PublishMessage",
+    resource=device_res,
+    tag=TAG,
+    summary="Send a message to one of the device's custom topics (custom-protocol products)",
+    body=MessageBody,
+    response=MessageSent,
+)
+def post_message(ctx: Ctx) -> dict[str, Any]:
+    return device_data.publish_message(
+        ctx.params["product_id"],
+        ctx.params["device_name"],
+        ctx.body["topic"],
+        ctx.body["payload"],
+        ctx.body["qos"],
+        ctx.body["payload_encoding"],
     )
 
 

@@ -330,6 +330,21 @@ ApiKey = Model(
 )
 ApiKeyPage = page_of(ApiKey)
 
+#: a pair is made for a principal exactly as an API key is
+CloudKeyCreate = Model("CloudApiKeyCreate", KeyCreate.fields)
+CloudKey = Model(
+    "CloudApiKey",
+    {
+        "secret_id": String(required=True, description="SecretId (AKID…): the Credential of TC3 signatures"),
+        "principal_id": String(required=True, description="whose policy decides the pair's calls"),
+        "name": String(required=True),
+        "secret_set": Boolean(required=True),
+        "created_at": Integer(required=True),
+        "secret_key": String(description="the SecretKey: returned once, at creation"),
+    },
+)
+CloudKeyPage = page_of(CloudKey)
+
 ApplicationCreate = Model(
     "ApplicationCreate",
     {

@@ -53,3 +53,27 @@ class ApplicationRecord(Model):
     principal_id = UnicodeAttribute()
     created_at = NumberAttribute()
     updated_at = NumberAttribute()
+
+
+class CloudKeysByPrincipal(GlobalSecondaryIndex["CloudKeyRecord"]):
+    class Meta:
+        index_name = "principal-index"
+        projection = AllProjection()
+
+    principal_id = UnicodeAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True)
+
+
+class CloudKeyRecord(Model):
+    """A cloud-API SecretId/SecretKey pair (SPEC §14).  TC3 signs with the raw SecretKey, so it is
+    kept sealed (services/sealing.py), never hashed and never in the clear."""
+
+    Meta = meta("cloud_keys")
+
+    secret_id = UnicodeAttribute(hash_key=True)
+    principal_id = UnicodeAttribute()
+    sealed_key = UnicodeAttribute()
+    name = UnicodeAttribute(default="")
+    created_at = NumberAttribute()
+
+    by_principal = CloudKeysByPrincipal()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from ..core import auth, clock, errors, ids
 from ..core.auth import Principal
-from ..models.access import ApiKeyRecord, ApplicationRecord, PrincipalRecord
+from ..models.access import ApiKeyRecord, ApplicationRecord, CloudKeyRecord, PrincipalRecord
 from .paging import checked_start, expect_key
 from .products import get_product
 
@@ -175,12 +176,20 @@ def delete_principal(principal_id: str) -> None:
 
 
 def _revoke_keys(principal_id: str) -> None:
+    """Delete the principal's API keys and cloud-API keys (SPEC §2, §14)."""
     last = None
     while True:
         res = ApiKeyRecord.by_principal.query(principal_id, last_evaluated_key=last, limit=100)
         for key in res:
             ApiKeyRecord(key_id=key.key_id).delete()
         last = res.last_evaluated_key
+        if not last:
+            break
+    while True:
+        pairs = CloudKeyRecord.by_principal.query(principal_id, last_evaluated_key=last, limit=100)
+        for pair in pairs:
+            CloudKeyRecord(secret_id=pair.secret_id).delete()
+        last = pairs.last_evaluated_key
         if not last:
             return
 
@@ -235,12 +244,18 @@ def list_keys(
     principal_id: str, limit: int, start: dict[str, Any] | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Keys of one principal, newest first (a GSI query)."""
-    expect_key(start, {"key_id": "S", "principal_id": "S", "created_at": "N"}, {"principal_id": principal_id})
+    return page_by_principal(ApiKeyRecord.by_principal, "key_id", key_view, principal_id, limit, start)
+
+
+def page_by_principal(
+    index: Any, id_attr: str, view: Callable[[Any], dict[str, Any]], principal_id: str, limit: int, start: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One page of a principal's credentials through a ``principal-index`` (principal_id,
+    created_at) GSI whose table is keyed by ``id_attr``, newest first."""
+    expect_key(start, {id_attr: "S", "principal_id": "S", "created_at": "N"}, {"principal_id": principal_id})
     with checked_start(start):
-        res = ApiKeyRecord.by_principal.query(
-            principal_id, limit=limit, last_evaluated_key=start, scan_index_forward=False
-        )
-        items = [key_view(r) for r in res]
+        res = index.query(principal_id, limit=limit, last_evaluated_key=start, scan_index_forward=False)
+        items = [view(r) for r in res]
     return items, res.last_evaluated_key
 
 

@@ -23,6 +23,8 @@ reply may be processed by any Lambda.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import heapq
 import json
 import time
@@ -39,6 +41,7 @@ from ..models.telemetry import CallRecord, DeviceLogRecord, HistoryRecord
 from . import catalog, device_logs, downlink, shadow, thing_model
 from .devices import get_device
 from .paging import newest_first
+from .products import get_product, topic_name_ok
 from .uplink_view import history_key
 
 MS_THRESHOLD = 100_000_000_000
@@ -368,3 +371,48 @@ def call_action(
             details={"client_token": call.token},
         )
     return call_view(call)
+
+
+# ------------------------------------------------------------------ custom-topic messages
+
+#: the largest message a caller may send to a device's custom topic
+MAX_MESSAGE_BYTES = 32 * 1024
+PAYLOAD_ENCODINGS = ("none", "base64")
+
+
+def _topic_matches(defined: str, name: str) -> bool:
+    """Whether the concrete topic ``name`` is an instance of the product topic ``defined``
+    (``+`` stands for one level)."""
+    want, got = defined.split("/"), name.split("/")
+    return len(want) == len(got) and all(w == "+" or w == g for w, g in zip(want, got, strict=True))
+
+
+def publish_message(pid: str, dn: str, topic: str, payload: str, qos: int, encoding: str) -> dict[str, Any]:
+    """Send ``payload`` to one of the device's custom topics (``{pid}/{dn}/<name>``, a product topic
+    the device may subscribe to: permission sub or pubsub), as text or base64-decoded bytes."""
+    rec, _ = _device(pid, dn)
+    _usable(rec, pid, dn)
+    prefix = f"{pid}/{dn}/"
+    name = topic[len(prefix) :] if topic.startswith(prefix) else ""
+    if not name or not topic_name_ok(name) or "+" in name.split("/"):
+        raise errors.TOPIC_INVALID(f"topic must be {prefix}<a custom topic of the product>, without wildcards", "topic")
+    defined = next((t for t in get_product(pid).topics or [] if _topic_matches(t["name"], name)), None)
+    if defined is None:
+        raise errors.TOPIC_NOT_EXIST(
+            f"{name} is not a custom topic of product {pid} (GET /v1/products/{pid}/topics)", "topic"
+        )
+    if defined["permission"] == "pub":
+        raise errors.TOPIC_PERMISSION_INVALID(
+            f"devices only publish to {defined['name']}: send to a sub or pubsub topic", "topic"
+        )
+    if encoding == "base64":
+        try:
+            raw = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise errors.PAYLOAD_INVALID("payload is not valid base64", "payload") from None
+    else:
+        raw = payload.encode("utf-8")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise errors.PAYLOAD_INVALID(f"payload must be at most {MAX_MESSAGE_BYTES} bytes", "payload")
+    delivered = downlink.send_raw(pid, dn, topic, raw, payload, qos)
+    return {"product_id": pid, "device_name": dn, "topic": topic, "qos": qos, "size": len(raw), "delivered": delivered}

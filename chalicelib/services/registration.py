@@ -26,19 +26,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from ..core import clock, errors, ids
 from ..core.config import settings
 from ..core.observability import logger
-from ..models.counters import CounterRecord
 from ..models.devices import DeviceRecord
 from ..models.products import ProductRecord
 from ..protocol import diagnostics
 from ..protocol import registration as proto
 from ..protocol.registration import Refusal, SignedRequest, refuse
 from ..protocol.topics import DEVICE_NAME_RE, PRODUCT_ID_RE
-from . import certificates, device_logs, devices
+from . import certificates, device_logs, devices, nonces
 
 NONCE_PK = "nonce/{}"
 
@@ -73,22 +72,11 @@ def _check_time(req: SignedRequest, now_s: int) -> None:
 def _claim_nonce(req: SignedRequest, now_s: int) -> None:
     """Record the nonce; refuse when it was already used inside the window (replay)."""
     window = settings().registration_window_s
-    rec = CounterRecord(
-        pk=NONCE_PK.format(req.product_id),
-        sk=f"{req.nonce}/{req.device_name}",
-        count=req.timestamp,
-        expires_at=now_s + 2 * window,
-    )
-    # an item past its expiry may linger (TTL deletes lazily; moto never does): it no longer counts
-    try:
-        rec.save(condition=CounterRecord.sk.does_not_exist() | (CounterRecord.expires_at < now_s))
-    except PutError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            raise refuse(
-                "replayed",
-                f"nonce {req.nonce} was already used within the last {window // 60} minutes (replayed request)",
-            ) from None
-        raise
+    pk, sk = NONCE_PK.format(req.product_id), f"{req.nonce}/{req.device_name}"
+    if not nonces.claim(pk, sk, now_s, window, value=req.timestamp):
+        raise refuse(
+            "replayed", f"nonce {req.nonce} was already used within the last {window // 60} minutes (replayed request)"
+        )
 
 
 def _reserve_slot(product: ProductRecord) -> None:

@@ -166,6 +166,8 @@ class StateDir:
         self.moto_secret_file = self.path / "moto_secret_key"
         #: the access key id of the stack's credentials: DynamoDB Local's database is named by it
         self.access_key_file = self.path / "access_key_id"
+        #: the master key sealed secrets are wrapped with locally (chalicelib/services/sealing.py)
+        self.seal_key_file = self.path / "seal_key"
         self.dynamodb_dir = self.path / "dynamodb"
         self.dynamodb_tmp = self.path / "dynamodb-tmp"
         self.dynamodb_pid = self.path / "dynamodb.pid"
@@ -307,6 +309,11 @@ class StateDir:
     def moto_secret(self) -> str:
         """This state's moto key: made once, kept (recorded requests are signed with it)."""
         return self._kept(self.moto_secret_file, lambda: secrets.token_urlsafe(30))
+
+    def seal_key(self) -> str:
+        """This state's seal key (base64, 32 bytes): made once, kept — the stored cloud-API
+        SecretKeys open only under it."""
+        return self._kept(self.seal_key_file, lambda: base64.b64encode(secrets.token_bytes(32)).decode())
 
     def access_key_id(self) -> str:
         """This state's access key id: made once, kept (DynamoDB Local's database is named by it)."""

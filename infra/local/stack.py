@@ -21,6 +21,7 @@ Start-up order matters and is the point of this module:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -286,6 +287,12 @@ class LocalStack:
             "FLEETBOX_DOWNLOAD_BASE_URL", f"http://{_connect_host(self.settings.host)}:{self.settings.http_port}"
         )
         os.environ.setdefault("FLEETBOX_DOWNLOAD_KEY", secrets.token_hex(32))
+        # the master key of sealed secrets (cloud-API SecretKeys): kept with the state, so pairs
+        # issued before a restart still verify; in memory a stack's pairs die with it anyway
+        os.environ.setdefault(
+            "FLEETBOX_SEAL_KEY",
+            self.state.seal_key() if self.state is not None else base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
         # video tasks may name local files inside this folder (README "Video summaries")
         samples = self.settings.project_dir.parent / "shared" / "media-samples"
         if samples.is_dir():

@@ -196,6 +196,30 @@ class Device:
 
         return wait_until(find, timeout)
 
+    def answer_next_action(
+        self, response: dict[str, Any], status: str = "ok", timeout: float = 10.0
+    ) -> threading.Thread:
+        """In the background: wait for the next action sent to this device and answer it with an
+        ``action_reply`` carrying ``response``; join the returned thread after the call."""
+
+        def answer() -> None:
+            got = self.wait_message(lambda t, b: isinstance(b, dict) and b.get("method") == "action", timeout)
+            if got:
+                self.publish(
+                    self.topic("thing/up/action", dollar=True),
+                    {
+                        "method": "action_reply",
+                        "clientToken": got[1]["clientToken"],
+                        "code": 0,
+                        "status": status,
+                        "response": response,
+                    },
+                )
+
+        responder = threading.Thread(target=answer)
+        responder.start()
+        return responder
+
     def reply_to(self, token: str, method: str | None = None, timeout: float = 10.0) -> tuple[str, Any] | None:
         return self.wait_message(
             lambda t, b: (

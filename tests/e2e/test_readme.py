@@ -42,6 +42,8 @@ def test_every_readme_curl_example_works(local_stack_process):
     # the documented refusals really happen, with the documented codes
     assert '"code":"InvalidParameterValue.ModelDefineInvalid"' in out
     assert '"code":"UnauthorizedOperation"' in out
+    # the Tencent Cloud SDK snippet: the partner's pair lists and reads, and is refused a delete
+    assert "SDK described lamp-0001" in out and "SDK refused: UnauthorizedOperation.PermissionDenied" in out
     # and the partner's key sees exactly the one product
     pid = re.search(r"PID=(\w{10})", out).group(1)
     assert f'"product_id":"{pid}"' in out

@@ -4,7 +4,6 @@ through the API, events, the time service — and the device simulator against t
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -77,22 +76,7 @@ def test_control_reaches_the_device_and_its_reply_is_matched(device, api, pid):
 
 
 def test_a_sync_action_round_trip_and_a_timeout(device, api, pid):
-    def answer() -> None:
-        got = device.wait_message(lambda t, b: isinstance(b, dict) and b.get("method") == "action", 10)
-        if got:
-            device.publish(
-                device.topic("thing/up/action", dollar=True),
-                {
-                    "method": "action_reply",
-                    "clientToken": got[1]["clientToken"],
-                    "code": 0,
-                    "status": "ok",
-                    "response": {"done": 1},
-                },
-            )
-
-    responder = threading.Thread(target=answer)
-    responder.start()
+    responder = device.answer_next_action({"done": 1})
     result = api.call(
         "POST",
         f"/v1/products/{pid}/devices/{device.dn}/actions/blink",

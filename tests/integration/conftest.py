@@ -13,16 +13,25 @@ from moto import mock_aws
 from tests.integration.helpers import CHUNK, PRODUCT, Api, Recorder, make_device, make_product
 from tests.receiver import Receiver
 
+#: the local master key of sealed secrets in tests (services/sealing.py); 32 bytes, base64
+SEAL_KEY = "dGVzdC1zZWFsLWtleS10aGlydHktdHdvLWJ5dGVzISE="
+
 
 @pytest.fixture()
-def aws() -> Iterator[None]:
-    from chalicelib.services import location
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from chalicelib.core.config import reload_settings
+    from chalicelib.services import location, sealing
     from infra.local.bootstrap import bootstrap
 
+    monkeypatch.setenv("FLEETBOX_SEAL_KEY", SEAL_KEY)
+    reload_settings()
+    sealing.forget()
     with mock_aws():
         bootstrap("test")
         location.forget()
         yield
+    monkeypatch.delenv("FLEETBOX_SEAL_KEY", raising=False)
+    reload_settings()
 
 
 @pytest.fixture()

@@ -254,7 +254,9 @@ def world(api: Api, inline_jobs: Callable[[], None], recorder: Any) -> dict[str,
     w["application"] = app["application_id"]
     w["app_key"] = app["keys"][0]["api_key"]
     w["root_key"] = api.key
-    w["secrets"] |= {w["partner_key"], w["app_key"], w["root_key"]} | {k["api_key"] for k in app["keys"]}
+    w["root_pair"] = ok(api.post("/v1/cloud-keys", {"name": "root sdk"}), 201)
+    w["secrets"] |= {w["partner_key"], w["app_key"], w["root_key"], w["root_pair"]["secret_key"]}
+    w["secrets"] |= {k["api_key"] for k in app["keys"]}
     w["secrets"].discard("")
     return w
 
@@ -346,6 +348,12 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
         assert own and all("api_key" not in k for k in own)
         assert c.get("/v1/keys?principal_id=root").status_code == 403
 
+    def cloud_keys(c: Api, who: str) -> None:
+        own = _items(c.get("/v1/cloud-keys"))
+        assert world["root_pair"]["secret_id"] not in {k["secret_id"] for k in own}
+        assert all("secret_key" not in k for k in own)
+        assert c.get("/v1/cloud-keys?principal_id=root").status_code == 403
+
     def audit(c: Api, who: str) -> None:
         assert c.get("/v1/audit").status_code == 403  # the account's log is not a product's
 
@@ -433,6 +441,7 @@ def test_no_list_shows_a_scoped_caller_anything_outside_its_scope(api, world):
     check("/v1/deliveries", deliveries)
     check("/v1/users/{user_id}/devices", bound)
     check("/v1/keys", keys)
+    check("/v1/cloud-keys", cloud_keys)
     check("/v1/audit", audit)
     for suffix in ("/properties/{property_id}/history", "/events", "/logs", "/subdevices"):
         checked.add(("GET", "/v1/products/{product_id}/devices/{device_name}" + suffix))
@@ -498,6 +507,7 @@ def _fill(path: str, world: dict[str, Any], tag: str) -> str:
         "stream_id": w["stream"],
         "principal_id": "root",
         "key_id": "aaaaaaaaaaaaaaaa",
+        "secret_id": world["root_pair"]["secret_id"],  # root's pair: no scoped caller may revoke it
         "application_id": world["application"],
         "letter_id": "0",
         "space_id": w["space"],

@@ -288,6 +288,10 @@ def test_stage_policy_reaches_only_its_own_stage(stage):
         for arn in resources:
             if arn == "*":
                 assert set(actions) <= UNSCOPED_ACTIONS, statement
+            elif arn.startswith("arn:aws:kms:"):
+                # KMS keys have generated ids: the stage's key is named by its alias in a condition
+                aliases = statement.get("Condition", {}).get("ForAnyValue:StringEquals", {})
+                assert aliases.get("kms:ResourceAliases") == f"alias/fleetbox-{stage}-seal", statement
             elif not arn.startswith(("arn:aws:iot:", *AWS_OWNED_ARNS)):  # device topics are named by devices
                 assert f":fleetbox-{stage}" in arn or f"/fleetbox-{stage}" in arn, arn
 

@@ -35,6 +35,7 @@ def _fill(path: str, pid: str, dn: str) -> str:
         "product_id": pid,
         "device_name": dn,
         "key_id": "aaaaaaaaaaaaaaaa",
+        "secret_id": "AKID" + "a" * 32,
         "principal_id": "root",
         "application_id": "app-000000000000",
         "name": "data",
