@@ -124,8 +124,17 @@ def test_firmware_upload_and_listing_through_the_sdk(api: Api, cli: Any) -> None
     )
     assert [f["Version"] for f in one["Firmwares"]] == ["2.0.1"] and one["TotalCount"] == 1
 
-    # a file that is not what UploadFirmware claims is not registered
-    url = sdk_call(cli, "GetCOSURL", {"ProductID": pid, "FirmwareVersion": "9.9", "FileSize": len(FILE)})["Url"]
+    # a file that is not what UploadFirmware claims is not registered; asking twice for the URL of a
+    # version still awaiting its file replaces the first declaration
+    cos = {"ProductID": pid, "FirmwareVersion": "9.9", "FileSize": len(FILE)}
+    first = sdk_call(cli, "GetCOSURL", cos)["Url"]
+    url = sdk_call(cli, "GetCOSURL", cos)["Url"]
+    waiting = [
+        f
+        for f in api.call("GET", "/v1/firmware", 200, params={"product_id": pid}).json()["items"]
+        if f["version"] == "9.9"
+    ]
+    assert url != first and len(waiting) == 1 and waiting[0]["status"] == "uploading"
     assert requests.put(url, data=FILE + b"x", timeout=30).status_code == 200
     bad = {"ProductID": pid, "FirmwareVersion": "9.9", "Md5sum": MD5, "FileSize": len(FILE), "FirmwareName": "x"}
     assert refused(cli, "UploadFirmware", bad) == "InvalidParameterValue.Md5Mismatch"

@@ -42,7 +42,7 @@ def name() -> str:
     return f"sdk{uuid.uuid4().hex[:8]}"
 
 
-def test_rule_actions_through_the_sdk(api: Api, cli: Any, receiver: Receiver) -> None:
+def test_rule_actions_through_the_sdk(api: Api, cli: Any, receiver: Receiver, local_stack: dict[str, Any]) -> None:
     pid = api.product(name="SDK rules")
     rule = name()
     sql = f"SELECT temp FROM '{pid}/+/data' WHERE temp > 30"
@@ -108,6 +108,19 @@ def test_rule_actions_through_the_sdk(api: Api, cli: Any, receiver: Receiver) ->
     ):
         assert refused(cli, "CreateTopicRule", {"RuleName": name(), "TopicRulePayload": bad}) == code, bad
 
+    # the older form signatures carry the nested payload too (Items.0.x / TopicRulePayload.Sql flattened)
+    pair = pair_for(api)
+    for method in ("HmacSHA1", "HmacSHA256"):
+        v1 = client(endpoint(local_stack), pair["secret_id"], pair["secret_key"], sign_method=method)
+        third = name()
+        sdk_call(
+            v1,
+            "CreateTopicRule",
+            {"RuleName": third, "TopicRulePayload": {"Sql": b64(sql), "RuleDisabled": True, "Description": method}},
+        )
+        assert api.call("GET", f"/v1/rules/{third}", 200).json()["description"] == method
+        assert sdk_call(v1, "DescribeTopicRule", {"RuleName": third})["Rule"]["RuleDisabled"] is True
+        sdk_call(v1, "DeleteTopicRule", {"RuleName": third})
     sdk_call(cli, "DeleteTopicRule", {"RuleName": other})
     api.call("GET", f"/v1/rules/{other}", 404)
     assert refused(cli, "DescribeTopicRule", {"RuleName": other}) == "ResourceNotFound.RuleNotExist"

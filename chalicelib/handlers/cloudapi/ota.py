@@ -7,7 +7,8 @@ for Tencent once ``UploadFirmware`` registered it: one still being uploaded is n
 
 Upload, honestly mapped onto ``POST /v1/firmware`` + ``…/complete``:
 
-* ``GetCOSURL`` declares the firmware (``POST /v1/firmware``) and answers its presigned PUT URL.
+* ``GetCOSURL`` declares the firmware (``POST /v1/firmware``) and answers its presigned PUT URL;
+  asked again for a version whose file was never registered, it replaces that declaration.
   Tencent's call carries no name or file name, so the firmware is declared with the name
   ``v<version>`` (``.``→``_``) and the file name ``<version>.bin``;
 * ``UploadFirmware`` registers the uploaded file (``…/complete``: the platform measures MD5 and
@@ -138,19 +139,24 @@ def firmware_info(f: dict[str, Any], product_name: str | None) -> dict[str, Any]
         "FileSize": Integer(required=True, minimum=1, code=errors.FILE_SIZE_INVALID),
         "FwType": FW_TYPE,
     },
-    routes=[FW_CREATE],
-    summary="Declare a firmware and answer its presigned PUT URL (then UploadFirmware registers it)",
+    routes=[FW_LIST, FW_DELETE, FW_CREATE],
+    summary="Declare a firmware and answer its presigned PUT URL (then UploadFirmware registers it); asked "
+    "again for a version still awaiting its file, it replaces that declaration",
     fields=FW_FIELDS,
 )
 def get_cos_url(req: Req, call: Invoker) -> dict[str, Any]:
-    version = req["FirmwareVersion"]
+    version, fw_type = req["FirmwareVersion"], req.get("FwType") or "mcu"
+    for stale in _all(call, FW_LIST, query={"product_id": req["ProductID"]}):
+        if (stale["version"], stale["fw_type"], stale["status"]) == (version, fw_type, "uploading"):
+            # asked again before UploadFirmware registered a file: this declaration replaces that one
+            call(FW_DELETE, params={"firmware_id": stale["id"]})
     made = call(
         FW_CREATE,
         body={
             "product_id": req["ProductID"],
-            "name": "v" + re.sub(r"[^A-Za-z0-9_\-]", "_", version),
+            "name": ("v" + re.sub(r"[^A-Za-z0-9_\-]", "_", version))[:32],
             "version": version,
-            "fw_type": req.get("FwType") or "mcu",
+            "fw_type": fw_type,
             "file_name": f"{version}.bin",
             "file_size": req["FileSize"],
         },
