@@ -196,6 +196,7 @@ LIMIT_INVALID = _declare("InvalidParameterValue.LimitInvalid")
 LOG_KIND_INVALID = _declare("InvalidParameterValue.LogKindInvalid")
 MATCH_INVALID = _declare("InvalidParameterValue.MatchInvalid")
 MAX_RETRIES_INVALID = _declare("InvalidParameterValue.MaxRetriesInvalid")
+MD5_MISMATCH = _declare("InvalidParameterValue.Md5Mismatch")  # cloud-API UploadFirmware: not the file uploaded
 METHOD_INVALID = _declare("InvalidParameterValue.MethodInvalid")
 MODEL_DEFINE_INVALID = _declare("InvalidParameterValue.ModelDefineInvalid")
 MODE_INVALID = _declare("InvalidParameterValue.ModeInvalid")

@@ -34,10 +34,10 @@ from ...core.schema import Json, Model
 from ...protocol import tc3
 from ...services import access, cloudkeys
 from .. import api
-from . import devices, products, registry
+from . import batches, devices, location, ota, products, registry, rules, video
 
 #: the modules whose ``@action`` functions fill the table (16B's modules join this tuple)
-ACTION_MODULES = (products, devices)
+ACTION_MODULES = (products, devices, batches, ota, rules, location, video)
 
 SERVICE = "iotexplorer"
 VERSION = "2019-04-23"

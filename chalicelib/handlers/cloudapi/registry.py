@@ -29,6 +29,7 @@ An action not in :data:`ACTIONS` answers ``InvalidAction``: nothing is stubbed.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,7 +81,10 @@ class Invoker:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         """Run ``route`` ("METHOD /v1/path/{template}") and return its JSON body (None for 204)."""
-        return self.outcome(route, params=params, query=query, body=body).body
+        out = self.outcome(route, params=params, query=query, body=body)
+        if isinstance(out.body, str) and out.headers.get("Content-Type", "").startswith("application/json"):
+            return json.loads(out.body)  # a route that built its own JSON Response (a status of its choice)
+        return out.body
 
     def outcome(
         self,
