@@ -31,3 +31,14 @@ os.environ.update(
         "FLEETBOX_DEVICE_QUOTA": "50",
     }
 )
+
+
+@pytest.fixture(autouse=True)
+def _test_clock_starts_true() -> object:
+    """Every test starts and ends on the real clock: a test that moves the test clock
+    (``clock.shift``, ``FakeQueue.advance``) cannot leak its offset into the next file's tests."""
+    from chalicelib.core import clock
+
+    clock.reset()
+    yield
+    clock.reset()

@@ -317,7 +317,8 @@ def handle_click(click: Click, request_id: str) -> Message | None:
         chat.note("ChatConfirmationRepeated", who, where, principal_id=principal.principal_id,
                   result="AlreadyHandled", detail=rec.command if rec else "", request_id=request_id)  # fmt: skip
         return None
-    assert rec is not None and claim_id is not None
+    if rec is None or claim_id is None:  # chat.claim answers "claimed" only with both
+        raise errors.internal()
     if click.action_id == CANCEL:
         chat.finish(rec, claim_id, f"cancelled by {who.ref}")
         chat.note("ChatConfirmationCancelled", who, where, principal_id=principal.principal_id,
