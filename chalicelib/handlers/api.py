@@ -546,6 +546,16 @@ def encode_token(key: Mapping[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+def page_answer(ctx: Ctx, items: list[Any], nxt: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A list route's answer: the items, the next token, and the total when this page is the
+    whole list (the first page, nothing after it) — where counting costs nothing."""
+    return {
+        "items": items,
+        "total": len(items) if nxt is None and "next" not in ctx.query else None,
+        "next": encode_token(nxt),
+    }
+
+
 def decode_token(token: str | None) -> dict[str, Any] | None:
     if not token:
         return None

@@ -11,7 +11,7 @@ from chalice import Blueprint
 from ..core import errors
 from ..core.schema import Boolean, Enum, Integer, Model, String, page_of
 from ..services import chat_alerts
-from .api import Ctx, decode_token, encode_token, route
+from .api import Ctx, decode_token, page_answer, route
 from .schemas import PAGING, PRODUCT_FILTER
 
 bp = Blueprint(__name__)
@@ -151,11 +151,7 @@ def list_subscriptions(ctx: Ctx) -> dict[str, Any]:
     pid = ctx.query.get("product_id")
     if pid:
         items = [i for i in items if i["product_id"] == pid]
-    return {
-        "items": items,
-        "total": len(items) if nxt is None and "next" not in ctx.query else None,
-        "next": encode_token(nxt),
-    }
+    return page_answer(ctx, items, nxt)
 
 
 @route(
@@ -206,11 +202,7 @@ def list_channels(ctx: Ctx) -> dict[str, Any]:
     items, nxt = chat_alerts.list_channels(
         visible=ctx.visible, limit=ctx.query["limit"], start=decode_token(ctx.query.get("next"))
     )
-    return {
-        "items": items,
-        "total": len(items) if nxt is None and "next" not in ctx.query else None,
-        "next": encode_token(nxt),
-    }
+    return page_answer(ctx, items, nxt)
 
 
 @route(

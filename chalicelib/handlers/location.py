@@ -14,7 +14,7 @@ from chalice import Blueprint, Response
 from ..core import errors
 from ..core.schema import Array, Enum, Integer, Json, Model, Number, String, page_of
 from ..services import location
-from .api import Ctx, decode_token, encode_token, route
+from .api import Ctx, decode_token, page_answer, route
 from .schemas import PAGING
 
 bp = Blueprint(__name__)
@@ -211,11 +211,7 @@ def create_space(ctx: Ctx) -> dict[str, Any]:
 )  # fmt: skip
 def list_spaces(ctx: Ctx) -> dict[str, Any]:
     items, nxt = location.list_spaces(ctx.visible, ctx.query["limit"], decode_token(ctx.query.get("next")))
-    return {
-        "items": items,
-        "total": len(items) if nxt is None and "next" not in ctx.query else None,
-        "next": encode_token(nxt),
-    }
+    return page_answer(ctx, items, nxt)
 
 
 @route(
@@ -343,11 +339,7 @@ def import_cells(ctx: Ctx) -> dict[str, Any]:
 )  # fmt: skip
 def list_alarms(ctx: Ctx) -> dict[str, Any]:
     items, nxt = location.list_alarms(ctx.query, ctx.visible, decode_token(ctx.query.get("next")))
-    return {
-        "items": items,
-        "total": len(items) if nxt is None and "next" not in ctx.query else None,
-        "next": encode_token(nxt),
-    }
+    return page_answer(ctx, items, nxt)
 
 
 @route(

@@ -9,7 +9,7 @@ from chalice import Blueprint
 from ..core import errors
 from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, String, page_of
 from ..services import delivery, rules
-from .api import Ctx, decode_token, encode_token, route
+from .api import Ctx, decode_token, encode_token, page_answer, route
 from .schemas import PAGING
 
 bp = Blueprint(__name__)
@@ -189,11 +189,7 @@ def list_rules(ctx: Ctx) -> dict[str, Any]:
     items, nxt = rules.list_rules(
         visible=ctx.visible, limit=ctx.query["limit"], start=decode_token(ctx.query.get("next"))
     )
-    return {
-        "items": items,
-        "total": len(items) if nxt is None and "next" not in ctx.query else None,
-        "next": encode_token(nxt),
-    }
+    return page_answer(ctx, items, nxt)
 
 
 @route(

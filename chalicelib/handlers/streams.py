@@ -9,7 +9,7 @@ from chalice import Blueprint
 from ..core import errors
 from ..core.schema import Array, Boolean, Enum, Integer, Json, Model, String, page_of
 from ..services import chat_alerts, streams
-from .api import Ctx, decode_token, encode_token, route
+from .api import Ctx, decode_token, page_answer, route
 from .schemas import PAGING
 
 bp = Blueprint(__name__)
@@ -119,11 +119,7 @@ def list_streams(ctx: Ctx) -> dict[str, Any]:
     items, nxt = streams.list_streams(
         visible=ctx.visible, limit=ctx.query["limit"], start=decode_token(ctx.query.get("next"))
     )
-    return {
-        "items": items,
-        "total": len(items) if nxt is None and "next" not in ctx.query else None,
-        "next": encode_token(nxt),
-    }
+    return page_answer(ctx, items, nxt)
 
 
 @route(
