@@ -255,12 +255,14 @@ def _call_reply(dev: DeviceView, m: Received, kind: str) -> None:
     if not token or len(token) > 128:
         dev.failure(diagnostics.PAYLOAD_NO_FIELD, f"{kind}_reply without a usable clientToken", m)
         return
+    # DynamoDB applies one UpdateItem atomically; the status goes last anyway, so an emulator that
+    # applies the clauses one by one (moto) never shows "replied" without the reply to a poller.
     actions: list[Action] = [
-        CallRecord.status.set("replied"),
         CallRecord.reply.set(reply),
         CallRecord.replied_at.set(clock.now_s()),
+        CallRecord.code.set(code) if code is not None else CallRecord.code.remove(),
+        CallRecord.status.set("replied"),
     ]
-    actions.append(CallRecord.code.set(code) if code is not None else CallRecord.code.remove())
     rec = CallRecord(key=f"{dev.pid}/{dev.dn}", token=token)
     try:
         rec.update(
