@@ -371,7 +371,6 @@ def _close(rec: BatchRecord, status: str, reason: str | None, csv_key: str | Non
     unused = int(rec.reserved) - int(rec.success_count)
     counter = CounterRecord(pk=QUOTA_PK, sk=rec.quota_sk or QUOTA_DEVICES)
     actions = [
-        BatchRecord.status.set(status),
         BatchRecord.active.remove(),
         BatchRecord.quota_released.set(True),
         BatchRecord.finished_at.set(clock.now_s()),
@@ -383,6 +382,8 @@ def _close(rec: BatchRecord, status: str, reason: str | None, csv_key: str | Non
         actions.append(BatchRecord.csv_key.set(csv_key))
     if zip_key:
         actions.append(BatchRecord.zip_key.set(zip_key))
+    # the status last: one UpdateItem is atomic on DynamoDB, moto applies its clauses in order
+    actions.append(BatchRecord.status.set(status))
 
     def build(tx: Transaction) -> None:
         tx.update("batch", rec, actions=actions, condition=BatchRecord.quota_released.does_not_exist())

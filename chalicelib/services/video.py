@@ -523,7 +523,6 @@ def _finish(
     """Move a running task to its final status (once: a task already finished stays as it is),
     then tell its event and callback."""
     actions: list[Any] = [
-        VideoTaskRecord.status.set(status),
         VideoTaskRecord.result.set(result),
         VideoTaskRecord.classes.set(classes or []),
         VideoTaskRecord.updated_at.set(clock.now_s()),
@@ -532,6 +531,8 @@ def _finish(
     ]
     if reason is not None:
         actions.append(VideoTaskRecord.reason.set(reason[:1000]))
+    # the status last: one UpdateItem is atomic on DynamoDB, moto applies its clauses in order
+    actions.append(VideoTaskRecord.status.set(status))
     try:
         VideoTaskRecord(task_id=task_id).update(actions=actions, condition=VideoTaskRecord.status == RUNNING)
     except UpdateError as exc:
