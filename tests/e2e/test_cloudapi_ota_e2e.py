@@ -215,6 +215,25 @@ def test_upgrade_tasks_through_the_sdk(api: Api, cli: Any) -> None:
         assert d["Status"] == {"pending": 1, "pushed": 2, "failed": 50, "succeeded": 40}.get(state, 20)
         assert d["TaskId"] == task_id and d["DstVersion"] == "3.0"
 
+    # one device cancelled, then retried (actions the SDK has no method for: sdk_call uses CommonClient)
+    def job_of(dn: str) -> dict[str, Any]:
+        items = api.call("GET", f"/v1/ota-tasks/{task_id}/devices", 200).json()["items"]
+        return next(j for j in items if j["device_name"] == dn)
+
+    one = {"ProductID": pid, "FirmwareVersion": "3.0", "TaskId": task_id, "DeviceName": names[0]}
+    assert sdk_call(cli, "CancelDeviceFirmwareTask", one)["RequestId"]
+    assert (job_of(names[0])["state"], job_of(names[0])["reason"]) == ("failed", "cancelled")
+    assert refused(cli, "CancelDeviceFirmwareTask", one) == "FailedOperation.DeviceUpgradeFinished"
+    assert sdk_call(cli, "RetryDeviceFirmwareTask", one)["RequestId"]
+    assert job_of(names[0])["state"] in ("pending", "pushed")
+    assert refused(cli, "RetryDeviceFirmwareTask", one) == "FailedOperation.DeviceNotFailed"
+    assert refused(cli, "RetryDeviceFirmwareTask", {**one, "DeviceName": names[2]}) == (
+        "ResourceNotFound.DeviceNotExist"
+    )
+    assert refused(cli, "CancelDeviceFirmwareTask", {**one, "FirmwareVersion": "9.9"}) == (
+        "ResourceNotFound.FirmwareNotExist"
+    )
+
     assert refused(cli, "BatchUpdateFirmware", {"ProductID": pid, "FirmwareVersion": "3.0"}) == "MissingParameter"
     target = {"ProductID": pid, "FirmwareVersion": "3.0", "DeviceNames": names}
     for extra, code in (
@@ -266,6 +285,8 @@ def test_a_partner_pair_reaches_only_its_products_batches_and_firmware(
         ("DescribeFirmwareTask", {**fw, "TaskId": their_task}),
         ("DescribeFirmwareTasks", fw),
         ("DescribeFirmwareTaskDevices", fw),
+        ("CancelDeviceFirmwareTask", {**fw, "TaskId": their_task, "DeviceName": dn}),
+        ("RetryDeviceFirmwareTask", {**fw, "TaskId": their_task, "DeviceName": dn}),
     ):
         assert refused(partner, action, params) == DENIED, action
     assert len(api.call("GET", "/v1/ota-tasks", 200, params={"product_id": theirs}).json()["items"]) == 1

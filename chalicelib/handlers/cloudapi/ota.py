@@ -24,6 +24,9 @@ silent/user_confirm; ``TimeoutInterval`` seconds (120-900) ↔ whole minutes; ``
 7 dynamic; ``MaxRetryNum``; ``RateLimit`` ↔ rate_per_minute.  Not supported (refused when set):
 a device-list file (``FileName``/``FileMd5``/``FileSize``), ``DelayTime``, ``StartTime``,
 ``EndTime``, ``RetryInterval``, ``OverrideMode`` 1, ``TaskUserDefine``.
+``CancelDeviceFirmwareTask`` / ``RetryDeviceFirmwareTask`` (one device of a task; Tencent's OTA
+actions of that name, which the 3.1 iotexplorer SDK has no method for — call them with
+``CommonClient``) take ``ProductID``, ``FirmwareVersion``, ``TaskId``, ``DeviceName``.
 Task ``Status``: 0 not_started, 1 creating or running, 2 done, 3 failed, 4 cancelled.  Device
 ``Status``: 1 pending, 2 pushed, 20 downloading, 30 burning, 40 succeeded, 50 failed.
 """
@@ -58,6 +61,8 @@ TASK_CREATE = "POST /v1/ota-tasks"
 TASK_LIST = "GET /v1/ota-tasks"
 TASK_ONE = "GET /v1/ota-tasks/{task_id}"
 TASK_DEVICES = "GET /v1/ota-tasks/{task_id}/devices"
+DEVICE_CANCEL = "POST /v1/ota-tasks/{task_id}/devices/{device_name}/cancel"
+DEVICE_RETRY = "POST /v1/ota-tasks/{task_id}/devices/{device_name}/retry"
 
 VERSION = String(required=True, min_len=1, max_len=32, code=errors.FIRMWARE_VERSION_INVALID)
 FW_TYPE = String(min_len=1, max_len=32, code=errors.FIRMWARE_TYPE_INVALID, description="mcu or a module name")
@@ -79,6 +84,7 @@ FW_FIELDS = {
     "file_size": "FileSize",
     "firmware_id": "FirmwareVersion",
     "task_id": "TaskId",
+    "device_name": "DeviceName",
     "device_names": "DeviceNames",
     "source_versions": "FirmwareOriVersion",
     "timeout_minutes": "TimeoutInterval",
@@ -409,3 +415,35 @@ def describe_firmware_task_devices(req: Req, call: Invoker) -> dict[str, Any]:
     fw = find_firmware(call, req["ProductID"], req["FirmwareVersion"], req.get("FwType"))
     items, total = call.page(FW_DEVICES, params={"firmware_id": fw["id"]}, offset=req["Offset"], limit=req["Limit"])
     return {"Devices": [{**device_status(j), "FwType": fw["fw_type"]} for j in items], "Total": total}
+
+
+#: one device of one upgrade task
+ONE_DEVICE = {"ProductID": PRODUCT_ID, "FirmwareVersion": VERSION, "TaskId": TASK_ID, "DeviceName": DEVICE_NAME}
+
+
+def _one_device(call: Invoker, req: Req, route: str) -> dict[str, Any]:
+    _task_of(call, req)
+    call(route, params={"task_id": req["TaskId"], "device_name": req["DeviceName"]})
+    return {}
+
+
+@action(
+    "CancelDeviceFirmwareTask",
+    ONE_DEVICE,
+    routes=[TASK_ONE, FW_LIST, DEVICE_CANCEL],
+    summary="Cancel one device's upgrade in a task (it fails with reason cancelled)",
+    fields=FW_FIELDS,
+)
+def cancel_device_firmware_task(req: Req, call: Invoker) -> dict[str, Any]:
+    return _one_device(call, req, DEVICE_CANCEL)
+
+
+@action(
+    "RetryDeviceFirmwareTask",
+    ONE_DEVICE,
+    routes=[TASK_ONE, FW_LIST, DEVICE_RETRY],
+    summary="Retry one failed device of a task (back to pending; a done task runs again)",
+    fields=FW_FIELDS,
+)
+def retry_device_firmware_task(req: Req, call: Invoker) -> dict[str, Any]:
+    return _one_device(call, req, DEVICE_RETRY)
