@@ -296,16 +296,22 @@ def _finish(call: _Call, started: float) -> None:
     )
 
 
+def source_ip_of(request: Any) -> str | None:
+    """The caller's address as API Gateway (or chalice local) saw it."""
+    try:
+        ip = (request.context or {}).get("identity", {}).get("sourceIp")
+    except AttributeError:
+        return None
+    return ip if isinstance(ip, str) else None
+
+
 def dispatch(bp: Blueprint, spec: RouteSpec, handler: Callable[[Ctx], Any], params: dict[str, str]) -> Response:
     request = bp.current_request
     request_id = ids.request_id()
     logger.thread_safe_append_keys(request_id=request_id, action=spec.action or spec.path)
     started = time.perf_counter()
     call = _Call(spec, handler, params, request_id, request=request, raw_query=request.query_params)
-    try:
-        call.source_ip = (request.context or {}).get("identity", {}).get("sourceIp")
-    except AttributeError:
-        call.source_ip = None
+    call.source_ip = source_ip_of(request)
     call.status, call.code = errors.INTERNAL_ERROR.status, errors.INTERNAL_ERROR.code
     try:
         # bodies on body-less operations are ignored, as documented; the bearer key is checked
@@ -369,6 +375,7 @@ def invoke(
     body: Mapping[str, Any] | None = None,
     channel: str,
     request_id: str | None = None,
+    source_ip: str | None = None,
 ) -> Outcome:
     """Run the route ``method path`` (its template, e.g. ``/v1/products/{pid}``) for ``principal``
     in process — the chat commands and the cloud-API endpoint call the product through this, so
@@ -377,7 +384,9 @@ def invoke(
 
     ``query`` values may be typed (int, bool): they are turned into the strings HTTP would carry
     and validated by the route's own models.  Raises :class:`errors.FleetboxError` as the route
-    would answer it (403 ``UnauthorizedOperation``, 400 with the field, 404, …); an unexpected
+    would answer it (403 ``UnauthorizedOperation``, 400 with the field, 404, …); ``source_ip``:
+    the address the outer request came from, when it names the caller (the cloud API), for the
+    audit.  An unexpected
     failure is logged and raised as ``InternalError`` (never a stack trace to the caller).
     """
     found = HANDLERS.get((method.upper(), path))
@@ -396,6 +405,7 @@ def invoke(
         raw_body=dict(body) if body is not None else None,
         body_present=body is not None,
         raw_query=raw_query,
+        source_ip=source_ip,
         channel=channel,
     )
     call.status, call.code = errors.INTERNAL_ERROR.status, errors.INTERNAL_ERROR.code

@@ -224,7 +224,10 @@ def test_policy_decides_each_action_as_the_route(api: Api, product: dict[str, An
     _call(api, partner, "DeleteStudioProduct", {"ProductId": other})
     entries = api.get("/v1/audit?action=iotexplorer:DeleteStudioProduct").json["items"]
     assert any(
-        e["channel"] == "cloudapi" and e["result"] == "UnauthorizedOperation" and e["key_id"] == partner["secret_id"]
+        e["channel"] == "cloudapi"
+        and e["result"] == "UnauthorizedOperation"
+        and e["key_id"] == partner["secret_id"]
+        and e["source_ip"] == "127.0.0.1"  # chalice's local request context, as API Gateway's sourceIp
         for e in entries
     ), entries
 

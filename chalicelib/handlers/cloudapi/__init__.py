@@ -253,7 +253,10 @@ def handle(request: Any, request_id: str) -> tuple[dict[str, Any], str | None]:
         raise errors.INVALID_ACTION(
             f"the action {got.action[:64]} is not supported by {SERVICE} {VERSION} here", "Action"
         )
-    return registry.run(got.action, got.params, principal, request_id, form=got.form), got.action
+    members = registry.run(
+        got.action, got.params, principal, request_id, form=got.form, source_ip=api.source_ip_of(request)
+    )
+    return members, got.action
 
 
 def error_body(err: errors.FleetboxError) -> dict[str, str]:

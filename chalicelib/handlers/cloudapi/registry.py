@@ -69,6 +69,8 @@ class Invoker:
     principal: Principal
     request_id: str
     routes: frozenset[str]
+    #: the client's address (the audit records it)
+    source_ip: str | None = None
     #: the route calls made, in order (the endpoint's log line; tests)
     made: list[str] = field(default_factory=list)
 
@@ -107,6 +109,7 @@ class Invoker:
             body=body,
             channel=CHANNEL,
             request_id=self.request_id,
+            source_ip=self.source_ip,
         )
 
     def page(
@@ -213,7 +216,13 @@ def action(
 
 
 def run(
-    name: str, params: Mapping[str, Any], principal: Principal, request_id: str, *, form: bool = False
+    name: str,
+    params: Mapping[str, Any],
+    principal: Principal,
+    request_id: str,
+    *,
+    form: bool = False,
+    source_ip: str | None = None,
 ) -> dict[str, Any]:
     """Validate ``params`` for ``name`` (``form``: text values from a form body, typed first by
     :func:`coerce`), run it, return its ``Response`` members; a :class:`errors.FleetboxError`
@@ -222,7 +231,7 @@ def run(
     if spec is None:
         raise errors.INVALID_ACTION(f"the action {name} is not supported by iotexplorer 2019-04-23 here", "Action")
     values = spec.request.validate(coerce(spec.request, dict(params)) if form else dict(params), "")
-    invoker = Invoker(principal, request_id, frozenset(spec.routes))
+    invoker = Invoker(principal, request_id, frozenset(spec.routes), source_ip)
     try:
         return dict(spec.run(Req(name, values), invoker))
     except errors.FleetboxError as err:
