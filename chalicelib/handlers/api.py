@@ -58,6 +58,10 @@ class RouteSpec:
     errors: tuple[int, ...] = ()
     #: the request body's media type (the chat platforms post forms)
     consumes: str = _JSON
+    #: (mutating routes) the service's checks of the request without the change — what
+    #: :func:`check` runs after the kit's decision and validation (a chat confirmation is offered
+    #: only for a request the route would take)
+    precheck: Callable[[Ctx], None] | None = None
 
     @property
     def mutating(self) -> bool:
@@ -234,6 +238,8 @@ class _Call:
     source_ip: str | None = None
     #: where the call came from, for the audit ("chat:slack:T1/C1", "cloudapi"); None for HTTP
     channel: str | None = None
+    #: decide and validate only: run the route's precheck, not its handler (:func:`check`)
+    dry: bool = False
     #: what the pipeline decided, readable afterwards (the audit, the chat's decision log)
     resource: str = "*"
     status: int = 500
@@ -272,6 +278,10 @@ def _pipeline(call: _Call) -> Any:
         if not principal.allows(spec.action, call.resource):
             raise errors.forbidden(spec.action, call.resource)
     ctx = Ctx(call.request_id, principal, params, query, body, call.request, spec, item, call.resource)
+    if call.dry:
+        if spec.precheck is not None:
+            spec.precheck(ctx)
+        return None
     with observability.segment(spec.action or spec.path, request_id=call.request_id):
         return call.handler(ctx)
 
@@ -430,19 +440,37 @@ def invoke(
         _finish(call, started)
 
 
-def allowed(
-    method: str, path: str, principal: Principal, *, params: Mapping[str, str], body: Mapping[str, Any] | None = None
-) -> bool:
-    """Whether ``principal`` passes the route's own decision (its action on its resource) for
-    these parameters — what :func:`invoke` would decide first, without running anything.  The chat
-    asks this before offering a confirmation button; the click still runs :func:`invoke`, which
-    decides again (for owner routes on the stored item too)."""
-    spec, _handler = HANDLERS[(method.upper(), path)]
-    if not spec.action:
-        return True
-    if spec.listing or spec.owner is not None:
-        return principal.may_list(spec.action)
-    return principal.allows(spec.action, spec.resource_for(params, dict(body or {})))
+def check(
+    method: str,
+    path: str,
+    principal: Principal,
+    *,
+    params: Mapping[str, str],
+    query: Mapping[str, Any] | None = None,
+    body: Mapping[str, Any] | None = None,
+) -> None:
+    """Whether the route ``method path`` would take this request from ``principal``, without
+    running it: the route's own decision (owner routes on the stored item), its models, and the
+    service checks it declared as ``precheck`` (a batch needs a released product, an OTA task a
+    ready firmware, …).  Raises the :class:`errors.FleetboxError` the route would answer; nothing
+    changes and nothing is audited.  The chat runs this before offering a confirmation button —
+    the click still runs :func:`invoke`, which decides everything again."""
+    found = HANDLERS.get((method.upper(), path))
+    if found is None:
+        raise LookupError(f"no route {method} {path}")  # a programming error, not a user's
+    spec, handler = found
+    call = _Call(
+        spec,
+        handler,
+        dict(params),
+        ids.request_id(),
+        principal=principal,
+        raw_body=dict(body) if body is not None else None,
+        body_present=body is not None,
+        raw_query={k: _query_text(v) for k, v in (query or {}).items() if v is not None},
+        dry=True,
+    )
+    _pipeline(call)
 
 
 def _query_text(value: Any) -> str:
@@ -470,13 +498,15 @@ def route(
     public: bool = False,
     produces: str = _JSON,
     errors_: tuple[int, ...] = (),
+    precheck: Callable[[Ctx], None] | None = None,
 ) -> Callable[[Callable[[Ctx], Any]], Callable[[Ctx], Any]]:
     """Register a route.  ``action``/``resource`` are mandatory unless ``public``.
 
     ``listing`` marks a list: the kit checks the action is allowed somewhere and the handler
     keeps only the items :meth:`Ctx.visible` passes (``item_action`` names the item route's
     action).  ``owner`` marks a route on a stored item whose resource is only known once it is
-    read (a firmware's or a rule's product)."""
+    read (a firmware's or a rule's product).  ``precheck`` (mutating routes): the service's own
+    checks of a request without making the change, for :func:`check`."""
     if not public and not action:
         raise ValueError(f"{method} {path}: a non-public route needs an action")
     if listing and owner is not None:
@@ -498,6 +528,7 @@ def route(
         public=public,
         produces=produces,
         errors=errors_,
+        precheck=precheck,
     )
 
     def decorate(handler: Callable[[Ctx], Any]) -> Callable[[Ctx], Any]:

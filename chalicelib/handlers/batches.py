@@ -188,6 +188,7 @@ def binding_id_res(params: Any, body: Any) -> str:
     response=Batch,
     status=202,
     errors_=(413,),
+    precheck=lambda ctx: batches.check(dict(ctx.body)),
 )
 def create_batch(ctx: Ctx) -> dict[str, Any]:
     return batches.create(dict(ctx.body), created_by=ctx.principal.principal_id if ctx.principal else None)

@@ -104,6 +104,10 @@ def get_device(ctx: Ctx) -> dict[str, Any]:
     return devices.describe(ctx.params["product_id"], ctx.params["device_name"], include)
 
 
+def _exists(ctx: Ctx) -> None:
+    devices.get_device(ctx.params["product_id"], ctx.params["device_name"])
+
+
 @route(
     bp,
     "PATCH",
@@ -114,6 +118,7 @@ def get_device(ctx: Ctx) -> dict[str, Any]:
     summary="Enable/disable a device or replace its tags",
     body=s.DevicePatch,
     response=s.Device,
+    precheck=_exists,
 )
 def patch_device(ctx: Ctx) -> dict[str, Any]:
     return devices.modify(ctx.params["product_id"], ctx.params["device_name"], dict(ctx.body))
@@ -128,6 +133,7 @@ def patch_device(ctx: Ctx) -> dict[str, Any]:
     tag=TAG,
     summary="Delete a device (its secret stops working at once)",
     status=204,
+    precheck=_exists,
 )
 def delete_device(ctx: Ctx) -> None:
     devices.delete(ctx.params["product_id"], ctx.params["device_name"])

@@ -405,6 +405,7 @@ def delete_firmware(ctx: Ctx) -> None:
     body=TaskCreate,
     response=Task,
     status=202,
+    precheck=lambda ctx: ota.check_task(ctx.body),
 )
 def create_task(ctx: Ctx) -> dict[str, Any]:
     return ota.create_task(ctx.body, _by(ctx))

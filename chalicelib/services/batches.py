@@ -106,6 +106,27 @@ def parse_names(text: str) -> list[tuple[int, str, str | None]]:
 
 
 def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
+    product, quantity, reserved, rows = _plan(fields)
+    return production.new_batch(
+        KIND_DEVICES,
+        product,
+        quantity,
+        reserved,
+        created_by,
+        rows=rows,
+        burn_method=fields["burn_method"],
+        generation=fields["generation"],
+        qr_code=bool(fields.get("qr_code")),
+    )
+
+
+def check(fields: dict[str, Any]) -> None:
+    """Every check :func:`create` makes before it starts the batch (the quota is taken only then)."""
+    _plan(fields)
+
+
+def _plan(fields: dict[str, Any]) -> tuple[ProductRecord, int, int, list[tuple[int, str, str | None]] | None]:
+    """(product, quantity, devices to reserve, uploaded rows) of a valid batch request."""
     product = get_product(fields["product_id"])
     if product.status != "released":
         raise errors.PRODUCT_NOT_RELEASED(
@@ -147,17 +168,7 @@ def create(fields: dict[str, Any], created_by: str | None) -> dict[str, Any]:
                 "quantity",
             )
         reserved = sum(1 for _, _, problem in rows if problem is None)
-    return production.new_batch(
-        KIND_DEVICES,
-        product,
-        quantity,
-        reserved,
-        created_by,
-        rows=rows,
-        burn_method=burn,
-        generation=generation,
-        qr_code=bool(fields.get("qr_code")),
-    )
+    return product, quantity, reserved, rows
 
 
 def device_chunk(

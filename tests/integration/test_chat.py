@@ -330,6 +330,45 @@ def test_cancel_replaces_the_message_and_the_button_is_dead(api: Api, fleet: dic
     assert api.get(f"/v1/products/{a['pid']}/devices/{a['dn']}").status_code == 200
 
 
+def test_no_button_is_offered_for_what_the_route_would_refuse(api: Api, fleet: dict[str, Any]) -> None:
+    """The confirmation is asked only for a request the route would take now: its models and the
+    service's own checks run first (api.check), so a refusal comes at once, not after the click."""
+    s: Slack = fleet["slack"]
+    a = fleet["A"]
+    draft = ok(api.post("/v1/products", {**PRODUCT, "name": "Chat draft"}), 201)["product_id"]  # not released
+    declared = ok(
+        api.post(
+            "/v1/firmware",
+            {
+                "product_id": a["pid"],
+                "name": "fw",
+                "version": "9.0",
+                "fw_type": "mcu",
+                "file_name": "f.bin",
+                "file_size": 10,
+            },  # fmt: skip
+        ),
+        201,
+    )  # its file never uploaded
+    for text, code in (
+        (f"batch create {draft} 3", "UnsupportedOperation.ProductNotReleased"),
+        (f"device disable {a['pid']}/ghost", "ResourceNotFound.DeviceNotExist"),
+        (f"device delete {a['pid']}/{a['dn']} {a['pid']}/ghost", "ResourceNotFound.DeviceNotExist"),
+        (f"ota start {declared['id']} --devices {a['dn']}", "FailedOperation.FirmwareNotReady"),
+    ):
+        shown = slack.all_text(s.command(text).json)
+        assert f"[{code}]" in shown and "fleet.confirm" not in shown, (text, shown)
+    # nothing was asked, nothing changed, and the refusal is in the command's audit record
+    assert _audit(api, "ChatConfirmationAsked") == []
+    assert ok(api.get(f"/v1/products/{draft}/batches"))["items"] == []
+    assert ok(api.get(f"/v1/products/{a['pid']}/devices/{a['dn']}"))["enabled"] is True
+    assert ok(api.get(f"/v1/ota-tasks?product_id={a['pid']}"))["items"] == []
+    results = {r["result"] for r in _audit(api, "ChatCommand")}
+    assert {"UnsupportedOperation.ProductNotReleased", "FailedOperation.FirmwareNotReady"} <= results
+    # a request the route takes is still asked
+    assert "creates 2 devices" in slack.confirm_text(s.command(f"batch create {a['pid']} 2").json)
+
+
 # ------------------------------------------------------------------ the response URL budget
 
 

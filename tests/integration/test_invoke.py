@@ -95,3 +95,35 @@ def test_invoke_knows_only_registered_routes(aws: None) -> None:
     root = access.principal_by_id(access.ROOT_ID)
     with pytest.raises(LookupError):
         kit.invoke("GET", "/v1/nothing", root, channel="chat:t")  # type: ignore[arg-type]
+
+
+def test_check_decides_validates_and_prechecks_without_changing_or_auditing(api: Api, product: dict[str, Any]) -> None:
+    pid = product["product_id"]  # not released: a batch of it is refused by the service
+    other = api.post("/v1/products", {**PRODUCT, "name": "other product"}).json["product_id"]
+    api.post(f"/v1/products/{other}/publish")
+    partner = _principal(partner_policy(pid))
+    root = access.principal_by_id("root", via="test")
+    assert root is not None
+    batch = {"product_id": other, "burn_method": "per_device_secret", "generation": "auto", "quantity": 3}
+
+    def refusal(principal: Any, body: dict[str, Any]) -> tuple[int, str, str | None]:
+        with pytest.raises(errors.FleetboxError) as err:
+            kit.check("POST", "/v1/batches", principal, params={}, body=body)
+        return err.value.status, err.value.code, err.value.field
+
+    assert refusal(partner, batch)[:2] == (403, "UnauthorizedOperation")  # the policy, first
+    assert refusal(root, {**batch, "quantity": 0})[2] == "quantity"  # the route's model
+    assert refusal(root, {**batch, "product_id": pid}) == (
+        409,
+        "UnsupportedOperation.ProductNotReleased",
+        "product_id",
+    )  # the service's precheck
+    kit.check("POST", "/v1/batches", root, params={}, body=batch)  # would be taken
+    # owner routes decide on the stored item; a route without a precheck still validates
+    with pytest.raises(errors.FleetboxError) as missing:
+        kit.check("DELETE", "/v1/products/{product_id}/devices/{device_name}", root,
+                  params={"product_id": pid, "device_name": "ghost"})  # fmt: skip
+    assert missing.value.code == "ResourceNotFound.DeviceNotExist"
+    # nothing ran and nothing was audited
+    assert api.get(f"/v1/products/{other}/batches").json["items"] == []
+    assert api.get("/v1/audit?action=iotexplorer:CreateBatchProduction").json["items"] == []

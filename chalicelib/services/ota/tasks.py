@@ -60,6 +60,16 @@ def _common_settings(body: dict[str, Any], confirm: str) -> dict[str, Any]:
 
 def create_task(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
     """An upgrade task (SPEC §8.2); answers 202-style: the targets are resolved by queued steps."""
+    return _start(*_plan_task(body), created_by)
+
+
+def check_task(body: dict[str, Any]) -> None:
+    """Every check :func:`create_task` makes before it stores the task."""
+    _plan_task(body)
+
+
+def _plan_task(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(task, firmware, device names) of a valid upgrade-task request."""
     fw = firmware.get_item(body["firmware_id"], FIRMWARE_KIND)
     if fw["status"] != "ready":
         raise errors.FIRMWARE_NOT_READY(
@@ -109,7 +119,7 @@ def create_task(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
         "file_name": fw["file_name"],
         **_common_settings(body, confirm),
     }
-    return _start(task, fw, names, created_by)
+    return task, fw, names
 
 
 def create_resource_task(body: dict[str, Any], created_by: str | None) -> dict[str, Any]:
