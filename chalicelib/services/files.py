@@ -100,12 +100,19 @@ def upload_url(key: str, expires_s: int = 3600) -> str:
 
 def head(key: str) -> int | None:
     """The object's size, or None when it does not exist."""
+    found = describe(key)
+    return found[0] if found else None
+
+
+def describe(key: str) -> tuple[int, str] | None:
+    """(size, content type as stored) of the object, or None when it does not exist."""
     try:
-        return int(s3().head_object(Bucket=settings().bucket, Key=key)["ContentLength"])
+        meta = s3().head_object(Bucket=settings().bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
+    return int(meta["ContentLength"]), str(meta.get("ContentType") or "application/octet-stream")
 
 
 def md5_of(key: str) -> tuple[str, int]:

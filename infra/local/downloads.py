@@ -4,7 +4,7 @@ Devices get root-level links ``http://host:port/<name>?e=<expiry>&s=<signature>`
 ``chalicelib.services.files.download_url``: Tencent's SDK derives its ``Host`` header from
 everything up to the **last** ``/`` of the URL, so only a root-level name keeps that header
 sane — and this endpoint never looks at ``Host`` anyway.  It checks the signature and expiry,
-then streams the object from the files bucket (moto) honouring ``Range`` — including the SDK's
+then streams the object from the files bucket (moto) with its stored Content-Type, honouring ``Range`` — including the SDK's
 ``bytes=0-{file_size}`` whose end is one past the last byte — and never compresses.
 
 Served by the same HTTP server as the API (``infra/local/web.py`` hands these paths here), so
@@ -72,11 +72,12 @@ def serve(handler: Any) -> None:
         if key is None:
             return _plain(handler, 403, "the link is invalid or has expired")
     try:
-        size = files.head(key)
+        found = files.describe(key)
     except ClientError:
-        size = None
-    if size is None:
+        found = None
+    if found is None:
         return _plain(handler, 404, "no such file")
+    size, content_type = found
     wanted = _byte_range(handler.headers.get("Range"), size)
     if wanted is False:
         handler.send_response(416)
@@ -86,7 +87,7 @@ def serve(handler: Any) -> None:
         return None
     start, end = wanted if wanted else (0, size - 1)
     handler.send_response(206 if wanted else 200)
-    handler.send_header("Content-Type", "application/octet-stream")
+    handler.send_header("Content-Type", content_type)  # as stored, as S3 answers (a map picture is image/png)
     if attachment:
         safe = "".join(c for c in attachment if c.isalnum() or c in "._-") or "download"
         handler.send_header("Content-Disposition", f'attachment; filename="{safe}"')

@@ -81,6 +81,9 @@ def download(url: str) -> bytes:
     assert "/files/" in url and "e=" in url and "s=" in url  # the stack's own time-limited, signed link
     resp = requests.get(url, timeout=120)
     assert resp.status_code == 200, resp.text[:300]
+    # served with the type it was stored with, as S3 would
+    kind = resp.headers["Content-Type"]
+    assert kind.startswith("text/csv") if url.split("?")[0].endswith(".csv") else kind == "application/zip", kind
     return resp.content
 
 
