@@ -13,6 +13,7 @@ and against a moto server (``AWS_ENDPOINT_URL``).
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import re
@@ -94,13 +95,22 @@ for _tag, _fn in _SHORT_TAGS.items():
     _CfnLoader.add_constructor(f"!{_tag}", _long_form(_fn))
 
 
+#: parsed templates by (path, mtime, size): the integration suite bootstraps moto for every test
+_PARSED: dict[tuple[str, int, int], dict] = {}
+
+
 def load_template(path: str | Path = DEFAULT_TEMPLATE) -> dict:
-    """Load a CloudFormation YAML template; short tags (``!Sub``…) become long-form dicts."""
-    with open(path, encoding="utf-8") as fh:
-        template = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-    if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
-        raise TemplateError(f"{path}: not a CloudFormation template (no Resources)")
-    return template
+    """Load a CloudFormation YAML template; short tags (``!Sub``…) become long-form dicts.
+    A file is parsed once per process (a fresh copy each call)."""
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        with open(path, encoding="utf-8") as fh:
+            template = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        if not isinstance(template, dict) or not isinstance(template.get("Resources"), dict):
+            raise TemplateError(f"{path}: not a CloudFormation template (no Resources)")
+        _PARSED[key] = template
+    return copy.deepcopy(_PARSED[key])
 
 
 # ---------------------------------------------------------------- resolving
@@ -209,6 +219,16 @@ def _error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
 
 
+_SESSIONS: dict[str, boto3.session.Session] = {}
+
+
+def _session(region: str) -> boto3.session.Session:
+    """One botocore session per region and process: it loads each service model once."""
+    if region not in _SESSIONS:
+        _SESSIONS[region] = boto3.session.Session(region_name=region)
+    return _SESSIONS[region]
+
+
 class _Bootstrapper:
     def __init__(self, template: dict, stage: str, account_id: str, region: str) -> None:
         self.template = template
@@ -227,7 +247,7 @@ class _Bootstrapper:
             }
         )
         self.resolve = _Resolver(template, params, self.attribute)
-        session = boto3.session.Session(region_name=region)
+        session = _session(region)
         self.dynamodb = session.client("dynamodb")
         self.sqs = session.client("sqs")
         self.s3 = session.client("s3")
