@@ -61,12 +61,14 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 ## test: the lint, then every test (unit, integration over moto, end-to-end on the real local stack, packaging)
-# The end-to-end suite mostly waits (on its stacks, devices and receivers) while unit and
-# integration keep a core busy: both run at once, the e2e output is shown when it is done.
+# Two chains side by side on the two cores: the end-to-end suite on the session's stack (it mostly
+# waits on its stacks, devices and receivers), and unit + integration followed by the OpenAPI fuzz
+# run (CPU-bound, on a stack of its own); the e2e output is shown when both are done.
+FUZZ := tests/e2e/test_openapi_fuzz.py
 test: lint $(DDB_STAMP)
 	@mkdir -p .fleetbox; rm -f .fleetbox/e2e.log
-	@$(PY) -m pytest tests/e2e > .fleetbox/e2e.log 2>&1 & e2e=$$!; \
-	$(PY) -m pytest tests/unit tests/integration; fast=$$?; \
+	@$(PY) -m pytest tests/e2e --deselect $(FUZZ) > .fleetbox/e2e.log 2>&1 & e2e=$$!; \
+	$(PY) -m pytest tests/unit tests/integration $(FUZZ); fast=$$?; \
 	wait $$e2e; slow=$$?; \
 	echo; echo "==================== tests/e2e (ran alongside) ===================="; cat .fleetbox/e2e.log; \
 	exit $$(( fast != 0 || slow != 0 ))
