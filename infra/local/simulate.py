@@ -415,7 +415,7 @@ class _Device:
         self.client.publish(self.topic(family), json.dumps(doc, separators=(",", ":")), qos=qos)
 
     def report(self) -> None:
-        if self.sim.stopping or not self.connected:
+        if self.sim.stopping or not self.sim.reporting or not self.connected:
             return
         token = f"{self.creds.product_id}-{next(self.tokens)}"
         params = self.sim.model.report_params(self.rng, self.sim.params)
@@ -629,6 +629,20 @@ class Simulator:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(8, thread_name_prefix="sim-ota")
         return self._pool
+
+    def quiesce(self, timeout: float = 5.0) -> None:
+        """Send no more reports; the devices stay connected and keep answering (replies to the
+        reports already out can still arrive and be counted).  Returns once every network loop
+        has passed the change (no report is half-sent and uncounted)."""
+        self.reporting = False
+        passed = []
+        for loop in self.loops:
+            if loop.is_alive():
+                event = threading.Event()
+                loop.call(event.set)
+                passed.append(event)
+        for event in passed:
+            event.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping = True
